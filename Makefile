@@ -1,0 +1,28 @@
+# The project's two commands: `make demo` and `make test`. Each sets up .venv.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint bench clean
+
+$(STAMP): pyproject.toml
+	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check zaqar_otel tests
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m tests.bench.run
+
+demo: $(STAMP)
+	@echo "make demo arrives with the operator's-path issue: it will start an"
+	@echo "embedded Redis, a SQLite store, a real Zaqar with zaqar-otel and a local"
+	@echo "OTLP receiver, send a profiled producer/consumer session and print its trace."
+
+clean:
+	rm -rf $(VENV) .tox .pytest_cache .hypothesis

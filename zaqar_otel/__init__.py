@@ -1,0 +1,1 @@
+"""OpenTelemetry distribution for OpenStack Zaqar, bridging OSProfiler."""
