@@ -1,0 +1,497 @@
+"""A real Zaqar server process for tests, and a client that talks like the CLI.
+
+``ZaqarServer`` writes a zaqar.conf for a ``Deployment`` into a temp dir, starts
+a command (``zaqar-server`` by default, gunicorn or our own entry points
+later) on a free 127.0.0.1 port, waits for ``GET /v2/ping`` to answer 204 and
+stops the process by pid. The config file sits at ``<dir>/.zaqar/zaqar.conf``
+and the child runs with ``HOME=<dir>``: ``zaqar.transport.wsgi.app`` (the
+app gunicorn loads) calls ``CONF(args=[])`` and so only reads oslo.config's
+default files, the first of which is ``~/.zaqar/zaqar.conf``.
+
+``profiled(key)`` is what ``openstack --os-profile KEY`` does: osc-lib calls
+``osprofiler.profiler.init(KEY)`` and python-zaqarclient's HTTP transport adds
+``osprofiler.web.get_trace_id_headers()`` (X-Trace-Info, X-Trace-HMAC) to
+every request it sends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.servers import free_port
+
+Sections = dict[str, dict[str, str]]
+
+# Placeholders: {bin} venv bin dir, {config} zaqar.conf, {port}, {dir} temp dir.
+ZAQAR_SERVER_COMMAND = ("{bin}/zaqar-server", "--config-file", "{config}")
+GUNICORN_COMMAND = (
+    "{bin}/gunicorn",
+    "--bind",
+    "127.0.0.1:{port}",
+    "--threads",
+    "8",
+    "zaqar.transport.wsgi.app:app",
+)
+
+
+@dataclass
+class Pool:
+    """A pool registered through the admin API (``PUT /v2/pools/{name}``)."""
+
+    name: str
+    uri: str
+    weight: int = 100
+    # Overrides of [drivers:message_store:<scheme>] for this pool, e.g. the
+    # Mongo database name.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Deployment:
+    """The storage part of zaqar.conf plus what must happen around the server."""
+
+    name: str
+    sections: Sections
+    # Management store URL whose schema we create (Zaqar's alembic migrations
+    # do not run on SQLite); "{dir}" is the server's temp dir.
+    sql_url: str | None = None
+    pools: list[Pool] = field(default_factory=list)
+
+
+def redis_sql(redis_url: str, sql_url: str | None = None) -> Deployment:
+    """(a) Redis message store, SQL management store (SQLite file by default)."""
+    sql_url = sql_url or "sqlite:///{dir}/zaqar.sqlite"
+    return Deployment(
+        name="redis+" + urlsplit(sql_url).scheme,
+        sections={
+            "drivers": {"message_store": "redis", "management_store": "sqlalchemy"},
+            "drivers:message_store:redis": {"uri": redis_url},
+            "drivers:management_store:sqlalchemy": {"uri": sql_url},
+        },
+        sql_url=sql_url,
+    )
+
+
+def mongo(mongo_url: str, database: str | None = None) -> Deployment:
+    """(b) MongoDB wire protocol (e.g. SecantusDB) for both stores."""
+    database = database or "zaqar_" + uuid.uuid4().hex[:8]
+    return Deployment(
+        name="mongodb",
+        sections={
+            # A standalone server is neither a replica set nor mongos: Zaqar
+            # refuses to start on it unless told the store may lose messages.
+            "DEFAULT": {"unreliable": "True"},
+            "drivers": {"message_store": "mongodb", "management_store": "mongodb"},
+            # Messages go to "<database>_messages_p<N>" partition databases.
+            "drivers:message_store:mongodb": {"uri": mongo_url, "database": database},
+            "drivers:management_store:mongodb": {
+                "uri": mongo_url,
+                "database": database + "_mgmt",
+            },
+        },
+    )
+
+
+def pooled(pools: Sequence[Pool], catalog: Deployment | None = None) -> Deployment:
+    """(c) Pooling: the catalog lives in ``catalog``'s management store.
+
+    The pools are registered through the admin API once the server answers.
+    Without ``catalog``, a SQLite file catalog is used.
+    """
+    base = catalog or redis_sql("redis://unused")
+    sections = {k: dict(v) for k, v in base.sections.items()}
+    # In pooling mode the message store options are only defaults that each
+    # pool's URI and options override; the pools decide.
+    sections.pop("drivers:message_store:redis", None)
+    scheme = urlsplit(pools[0].uri).scheme
+    sections["drivers"]["message_store"] = scheme
+    sections.setdefault("DEFAULT", {}).update(pooling="True", admin_mode="True")
+    if scheme == "mongodb":
+        sections["DEFAULT"]["unreliable"] = "True"
+    return Deployment(
+        name="pooled-" + scheme + "+" + base.sections["drivers"]["management_store"],
+        sections=sections,
+        sql_url=base.sql_url,
+        pools=list(pools),
+    )
+
+
+class ZaqarServerError(RuntimeError):
+    """The server died or never became ready; the message has its log tail."""
+
+
+class ZaqarServer:
+    """One Zaqar server process; use as a context manager or start()/stop()."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        *,
+        command: Sequence[str] = ZAQAR_SERVER_COMMAND,
+        env: Mapping[str, str] | None = None,
+        python: str | os.PathLike[str] | None = None,
+        extra: Mapping[str, Mapping[str, str]] | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.deployment = deployment
+        py = Path(python or sys.executable)
+        # Not resolved: a venv's bin/python is a symlink to the base interpreter.
+        self.bin_dir = str(py if py.is_dir() else py.parent)
+        self.command = list(command)
+        self.env = dict(env or {})
+        self.extra = {k: dict(v) for k, v in (extra or {}).items()}
+        self._own_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="zaqar-"))
+        self.config_path = self.dir / ".zaqar" / "zaqar.conf"
+        self.log_path = self.dir / "server.log"
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sql_url: str | None = None
+        self._drop_sql: str | None = None
+        self._log_cache: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self) -> ZaqarServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def config(self) -> Sections:
+        """The zaqar.conf sections: generated ones with ``extra`` merged over."""
+        sections: Sections = {
+            "DEFAULT": {"auth_strategy": ""},  # no keystone: X-Project-ID header
+            "drivers": {"transport": "wsgi"},
+            "drivers:transport:wsgi": {"bind": "127.0.0.1", "port": str(self.port)},
+        }
+        for source in (self.deployment.sections, self.extra):
+            for name, options in source.items():
+                sections.setdefault(name, {}).update(options)
+        if self.sql_url:
+            sections["drivers:management_store:sqlalchemy"]["uri"] = self.sql_url
+        return sections
+
+    def start(self) -> ZaqarServer:
+        self.port = free_port()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.deployment.sql_url:
+            self.sql_url, self._drop_sql = _prepare_sql(
+                self.deployment.sql_url.replace("{dir}", str(self.dir))
+            )
+        self.config_path.parent.mkdir(exist_ok=True)
+        self.config_path.write_text(_render(self.config()))
+        subs = {
+            "bin": self.bin_dir,
+            "config": str(self.config_path),
+            "port": str(self.port),
+            "dir": str(self.dir),
+        }
+        argv = [arg.format(**subs) for arg in self.command]
+        env = {
+            **os.environ,
+            "HOME": str(self.dir),
+            "PATH": self.bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            **self.env,
+        }
+        with open(self.log_path, "ab") as log:
+            # Own session: the SIGKILL fallback can reach gunicorn's workers.
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # A test run that dies without stop() must not leave Zaqar behind.
+        atexit.register(self._kill)
+        try:
+            self._wait_ready()
+            for pool in self.deployment.pools:
+                self.register_pool(pool)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise ZaqarServerError(
+                    f"Zaqar exited with {self.proc.returncode} before it was "
+                    f"ready\n{self.log_tail()}"
+                )
+            try:
+                status, _, _ = self.request("GET", "/v2/ping", timeout=2.0)
+                if status == 204:
+                    return
+                last = f"HTTP {status}"
+            except OSError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise ZaqarServerError(
+            f"Zaqar not ready on {self.url} after {self.startup_timeout}s "
+            f"({last})\n{self.log_tail()}"
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        project: str = "test-project",
+        timeout: float = 30.0,
+    ) -> tuple[int, dict[str, str], Any]:
+        """A raw API call to this server; JSON bodies are (de)serialised."""
+        hdrs = {
+            "Client-ID": str(uuid.uuid4()),
+            "X-Project-ID": project,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            **(headers or {}),
+        }
+        data = None if body is None else json.dumps(body).encode()
+        # http.client, not urllib: never goes through a proxy from the env.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            payload = raw.decode(errors="replace")
+        return resp.status, dict(resp.getheaders()), payload
+
+    def register_pool(self, pool: Pool) -> None:
+        """Admin API: needs admin_mode = True and the "admin" role header."""
+        body = {"weight": pool.weight, "uri": pool.uri, "options": pool.options}
+        status, _, payload = self.request(
+            "PUT", f"/v2/pools/{pool.name}", body, headers={"X-Roles": "admin"}
+        )
+        if status != 201:
+            raise ZaqarServerError(
+                f"registering pool {pool.name} ({pool.uri}): HTTP {status} "
+                f"{payload}\n{self.log_tail()}"
+            )
+
+    def stop(self) -> int | None:
+        """SIGTERM by pid, SIGKILL to its process group after stop_timeout.
+
+        Returns the exit code; the log stays readable through ``log_text()``.
+        """
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+            code = self.proc.returncode
+            atexit.unregister(self._kill)
+        if self._drop_sql:
+            _drop_database(self._drop_sql)
+            self._drop_sql = None
+        if self._own_dir and self.dir.exists():
+            self._log_cache = self.log_text()
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return code
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def log_text(self) -> str:
+        if self.log_path.exists():
+            return self.log_path.read_text(errors="replace")
+        return self._log_cache or ""
+
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """Wait until ``text`` is in the log: servers log after responding."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log_text()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in log\n{self.log_tail()}")
+            time.sleep(0.05)
+        return log
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+def _render(sections: Sections) -> str:
+    out = []
+    for name, options in sections.items():
+        out.append(f"[{name}]")
+        out += [f"{key} = {value}" for key, value in options.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def _prepare_sql(url: str) -> tuple[str, str | None]:
+    """Create Zaqar's management tables; returns (url to use, db to drop).
+
+    Zaqar's alembic migration 006 is MySQL-only and Zaqar has no table
+    prefix, so on a shared server each ZaqarServer gets its own database
+    (``zaqar_<hex>``, dropped on stop). A user who may not create databases
+    gets the tables in the given database dropped and created afresh instead.
+    SQLite gets a file in the temp dir.
+    """
+    import sqlalchemy as sa
+    from zaqar.storage.sqlalchemy import tables
+
+    drop = None
+    if not url.startswith("sqlite"):
+        name = "zaqar_" + uuid.uuid4().hex[:12]
+        try:
+            _admin(url, f"CREATE DATABASE {name}")
+            url = drop = urlunsplit(urlsplit(url)._replace(path="/" + name))
+        except sa.exc.DBAPIError:
+            drop = None
+    engine = sa.create_engine(url)
+    try:
+        if drop is None:
+            tables.metadata.drop_all(engine)
+        tables.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    return url, drop
+
+
+def _drop_database(url: str) -> None:
+    statement = "DROP DATABASE IF EXISTS " + urlsplit(url).path.lstrip("/")
+    if url.startswith("postgresql"):
+        # The killed server's backends may not have noticed it is gone yet.
+        statement += " WITH (FORCE)"
+    _admin(url, statement)
+
+
+def _admin(url: str, statement: str) -> None:
+    """Run CREATE/DROP DATABASE on the server's default database."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    if engine.dialect.name == "postgresql":
+        # Postgres cannot drop the database it is connected to.
+        engine.dispose()
+        engine = sa.create_engine(
+            sa.engine.make_url(url).set(database="postgres"),
+            isolation_level="AUTOCOMMIT",
+        )
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+# -- the client side: python-zaqarclient as the OpenStack CLI drives it -------
+
+
+def zaqar_client(url: str, project: str = "test-project") -> Any:
+    """A v2 ``zaqarclient`` Client for a server without keystone.
+
+    The noauth backend sends no token; the project id goes out as
+    X-Project-Id, which Zaqar requires when ``auth_strategy`` is empty.
+    """
+    from zaqarclient.queues.v2 import client
+
+    auth = {"backend": "noauth", "options": {"project_id": project}}
+    return client.Client(url, version=2, conf={"auth_opts": auth})
+
+
+@contextlib.contextmanager
+def profiled(key: str) -> Iterator[Any]:
+    """``openstack --os-profile KEY``: init the thread's profiler, then clean.
+
+    Yields the osprofiler ``_Profiler``: ``get_base_id()`` is the trace id the
+    CLI prints, ``get_id()`` the parent id sent in X-Trace-Info.
+    """
+    from osprofiler import profiler
+
+    prof = profiler.init(key)
+    try:
+        yield prof
+    finally:
+        profiler.clean()
+
+
+@dataclass
+class SessionRecord:
+    """What ``producer_consumer_session`` did and what came back."""
+
+    queue: str
+    posted: list[Any]
+    posted_ids: list[str]
+    listed: list[Any]
+    claim_id: str | None
+    claimed: list[Any]
+    deleted_ids: list[str]
+
+
+def producer_consumer_session(client: Any, queue_name: str) -> SessionRecord:
+    """Create a queue, post 2, list, claim, delete the claimed, delete queue."""
+    # As `openstack messaging queue create`: PUT /v2/queues/{name}; v2 queues
+    # are otherwise lazy and auto_create sends nothing.
+    queue = client.queue(queue_name, force_create=True)
+    bodies = [
+        {"event": "created", "seq": 1, "queue": queue_name},
+        {"event": "updated", "seq": 2, "queue": queue_name},
+    ]
+    posted = queue.post([{"body": b, "ttl": 300} for b in bodies])
+    posted_ids = [href.rsplit("/", 1)[-1] for href in posted["resources"]]
+    # echo: a client does not see its own messages in a listing otherwise.
+    listed = [m.body for m in queue.messages(echo=True)]
+    claim = queue.claim(ttl=60, grace=60, limit=10)
+    claimed = list(claim)
+    deleted = []
+    for message in claimed:
+        message.delete()  # carries ?claim_id=
+        deleted.append(message.id)
+    queue.delete()
+    return SessionRecord(
+        queue=queue_name,
+        posted=bodies,
+        posted_ids=posted_ids,
+        listed=listed,
+        claim_id=getattr(claim, "id", None),
+        claimed=[m.body for m in claimed],
+        deleted_ids=deleted,
+    )
