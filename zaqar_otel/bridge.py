@@ -265,6 +265,11 @@ def configured_hmac_keys() -> list[str]:
     return split_keys(os.environ.get(HMAC_KEYS_ENV))
 
 
+def verified_trace_info(context: Context | None = None) -> TraceInfo | None:
+    """The OSProfiler header the propagator verified into ``context``, if any."""
+    return get_value(_TRACE_INFO, context)
+
+
 # -- propagator ---------------------------------------------------------------
 
 

@@ -1,0 +1,157 @@
+"""Configuration options of zaqar-otel, for zaqar.conf.
+
+``[profiler]`` keeps the meaning of Zaqar's and osprofiler's own options
+(``enabled``, ``hmac_keys``, ``connection_string``, ``trace_wsgi_transport``,
+``trace_message_store``, ``trace_management_store``, ``trace_sqlalchemy``,
+``trace_requests``) and gains one switch per database family and one for
+pooling. ``[opentelemetry]`` says where and how spans are exported.
+
+Options left unset fall back to the standard ``OTEL_*`` variable named in
+their help, then to the default given there. ``list_opts()`` feeds
+``oslo-config-generator --namespace zaqar_otel``.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+PROFILER_GROUP = "profiler"
+OTEL_GROUP = "opentelemetry"
+
+EXPORTERS = ("otlp_http", "otlp_grpc", "console", "none")
+
+profiler_opts = [
+    cfg.BoolOpt(
+        "trace_redis",
+        default=False,
+        help="Trace every Redis command Zaqar sends (redis-py instrumentation), "
+        "nested under the storage controller call that issued it. Commands are "
+        "exported as 'COMMAND ? ?': arguments, and so message bodies, never.",
+    ),
+    cfg.BoolOpt(
+        "trace_mongodb",
+        default=False,
+        help="Trace every MongoDB command Zaqar sends (pymongo instrumentation), "
+        "nested under the storage controller call that issued it. Only the "
+        "command name and collection are exported, never the statement.",
+    ),
+    cfg.BoolOpt(
+        "trace_pooling",
+        default=False,
+        help="With pooling = True, add a span for each pool catalog lookup, "
+        "naming the pool chosen and its URI without credentials.",
+    ),
+]
+
+otel_opts = [
+    cfg.StrOpt(
+        "exporter",
+        choices=EXPORTERS,
+        help="Where spans go: otlp_http (OTLP/HTTP protobuf, port 4318), "
+        "otlp_grpc (OTLP/gRPC, port 4317), console (stdout, for debugging) or "
+        "none (create spans, export nothing). Unset: OTEL_TRACES_EXPORTER and "
+        "OTEL_EXPORTER_OTLP_PROTOCOL, else otlp_http.",
+    ),
+    cfg.URIOpt(
+        "endpoint",
+        schemes=["http", "https"],
+        help="Collector URL, e.g. http://collector:4318 for otlp_http (the "
+        "path /v1/traces is added unless the URL has a path) or "
+        "http://collector:4317 for otlp_grpc. Unset: "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT, else "
+        "http://localhost:4318 or :4317.",
+    ),
+    cfg.StrOpt(
+        "headers",
+        secret=True,
+        help="Headers sent with every export, as key1=value1,key2=value2 (for "
+        "instance an API key of a hosted collector). Unset: "
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS, OTEL_EXPORTER_OTLP_HEADERS.",
+    ),
+    cfg.StrOpt(
+        "certificate",
+        help="CA bundle (PEM file) that verifies the collector's TLS "
+        "certificate. Unset: OTEL_EXPORTER_OTLP_CERTIFICATE, else the system's.",
+    ),
+    cfg.BoolOpt(
+        "insecure",
+        help="otlp_grpc only: plain-text gRPC without TLS. Unset: "
+        "OTEL_EXPORTER_OTLP_INSECURE, else true for an http:// endpoint.",
+    ),
+    cfg.FloatOpt(
+        "timeout",
+        min=0.1,
+        help="Seconds one export may take before it is abandoned. Unset: "
+        "OTEL_EXPORTER_OTLP_TIMEOUT, else 10.",
+    ),
+    cfg.StrOpt(
+        "compression",
+        choices=("none", "gzip", "deflate"),
+        help="Compression of exported batches (deflate: otlp_http only). "
+        "Unset: OTEL_EXPORTER_OTLP_COMPRESSION, else none.",
+    ),
+    cfg.StrOpt(
+        "service_name",
+        help="service.name of every span. Unset: OTEL_SERVICE_NAME, else "
+        "'zaqar'. OTEL_RESOURCE_ATTRIBUTES adds resource attributes.",
+    ),
+    cfg.FloatOpt(
+        "sample_ratio",
+        default=0.0,
+        min=0.0,
+        max=1.0,
+        help="Fraction of requests traced when they carry no trusted trace "
+        "context (no valid OSProfiler signature). 0.0, the default, traces "
+        "only what a caller asks for with a signed header, as OSProfiler does.",
+    ),
+    cfg.BoolOpt(
+        "honor_w3c_sampled",
+        default=False,
+        help="False: an inbound traceparent becomes the parent of a trace "
+        "started for another reason (signature, sample_ratio), but its sampled "
+        "flag alone starts none, so unauthenticated clients cannot force "
+        "tracing. True: a sampled traceparent starts a trace.",
+    ),
+    cfg.IntOpt(
+        "max_queue_size",
+        min=1,
+        help="Spans held for export at most; more are dropped (and counted). "
+        "Unset: OTEL_BSP_MAX_QUEUE_SIZE, else 2048.",
+    ),
+    cfg.IntOpt(
+        "max_export_batch_size",
+        min=1,
+        help="Spans per export request at most. Unset: "
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE, else 512.",
+    ),
+    cfg.IntOpt(
+        "schedule_delay",
+        min=1,
+        help="Milliseconds between two exports. Unset: "
+        "OTEL_BSP_SCHEDULE_DELAY, else 5000.",
+    ),
+    cfg.FloatOpt(
+        "shutdown_timeout",
+        default=5.0,
+        min=0.0,
+        help="Seconds the server waits at exit (or SIGTERM) to flush spans; "
+        "spans not exported by then are dropped and counted in the log.",
+    ),
+    cfg.BoolOpt(
+        "allow_stock_hmac_key",
+        default=False,
+        help="Allow tracing with [profiler] hmac_keys = SECRET_KEY, the stock "
+        "key everyone knows. Without this, tracing stays off with that key.",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register zaqar-otel's options (Zaqar and osprofiler register theirs)."""
+    conf.register_opts(profiler_opts, group=PROFILER_GROUP)
+    conf.register_opts(otel_opts, group=OTEL_GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Entry point for oslo-config-generator (namespace ``zaqar_otel``)."""
+    return [(PROFILER_GROUP, profiler_opts), (OTEL_GROUP, otel_opts)]

@@ -1,0 +1,167 @@
+"""zaqar.conf and ``OTEL_*`` variables resolved into one validated snapshot.
+
+Precedence, for every setting: an option set in zaqar.conf, else the standard
+``OTEL_*`` variable, else the default. Variables that the SDK's exporters and
+span processor read themselves (endpoint, headers, certificate, timeout,
+compression, ``OTEL_BSP_*``) are left to them: only options that are set are
+passed on, so the SDK applies its own documented fallbacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from oslo_config import cfg
+
+from zaqar_otel import bridge, opts
+
+STOCK_HMAC_KEY = "SECRET_KEY"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the option to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    hmac_keys: tuple[str, ...] = ()
+    trace_wsgi: bool = False
+    trace_message_store: bool = False
+    trace_management_store: bool = False
+    trace_sqlalchemy: bool = False
+    trace_redis: bool = False
+    trace_mongodb: bool = False
+    trace_pooling: bool = False
+    trace_requests: bool = False
+    connection_string: str = ""
+    exporter: str = "otlp_http"
+    # Keyword arguments for the exporter, only for options set in zaqar.conf.
+    exporter_args: Mapping[str, object] = field(default_factory=dict)
+    # Keyword arguments for BatchSpanProcessor, likewise.
+    batch_args: Mapping[str, int] = field(default_factory=dict)
+    service_name: str | None = None
+    sample_ratio: float = 0.0
+    honor_w3c_sampled: bool = False
+    shutdown_timeout: float = 5.0
+
+
+def _get(conf: cfg.ConfigOpts, group: str, name: str) -> object:
+    try:
+        return conf[group][name]
+    except (ValueError, cfg.Error) as exc:
+        # oslo.config validates on access; say which option, not where in oslo.
+        raise ConfigError(f"[{group}] {name}: {exc}") from None
+
+
+def _exporter(value: object, environ: Mapping[str, str]) -> str:
+    if value:
+        return str(value)
+    name = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if name == "otlp":
+        protocol = environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        )
+        return "otlp_grpc" if protocol.strip() == "grpc" else "otlp_http"
+    if name in ("console", "none"):
+        return name
+    raise ConfigError(
+        f"OTEL_TRACES_EXPORTER={name!r} is not supported; set "
+        f"[{opts.OTEL_GROUP}] exporter to one of {', '.join(opts.EXPORTERS)}"
+    )
+
+
+def _endpoint(value: str, exporter: str) -> str:
+    url = urlparse(value)
+    if not url.hostname:
+        raise ConfigError(f"[{opts.OTEL_GROUP}] endpoint: no host in {value!r}")
+    if exporter == "otlp_http" and url.path in ("", "/"):
+        # Like OTEL_EXPORTER_OTLP_ENDPOINT: a base URL gets the signal path.
+        return value.rstrip("/") + "/v1/traces"
+    return value
+
+
+def _exporter_args(conf: cfg.ConfigOpts, exporter: str) -> dict[str, object]:
+    get = functools.partial(_get, conf, opts.OTEL_GROUP)
+    args: dict[str, object] = {}
+    if get("endpoint"):
+        args["endpoint"] = _endpoint(str(get("endpoint")), exporter)
+    if get("headers"):
+        pairs = [item.partition("=") for item in str(get("headers")).split(",")]
+        if any(not key.strip() or not sep for key, sep, _ in pairs):
+            raise ConfigError(
+                f"[{opts.OTEL_GROUP}] headers: expected key1=value1,key2=value2")
+        args["headers"] = {k.strip(): v.strip() for k, _, v in pairs}
+    if get("certificate"):
+        path = str(get("certificate"))
+        if not os.path.isfile(path):
+            raise ConfigError(f"[{opts.OTEL_GROUP}] certificate: no file {path!r}")
+        args["certificate_file"] = path
+    if get("timeout") is not None:
+        args["timeout"] = float(get("timeout"))  # type: ignore[arg-type]
+    if get("compression"):
+        if exporter == "otlp_grpc" and get("compression") == "deflate":
+            raise ConfigError(
+                f"[{opts.OTEL_GROUP}] compression: deflate is otlp_http only")
+        args["compression"] = get("compression")
+    if get("insecure") is not None and exporter == "otlp_grpc":
+        args["insecure"] = get("insecure")
+    return args
+
+
+def _hmac_keys(conf: cfg.ConfigOpts) -> tuple[str, ...]:
+    keys = tuple(bridge.split_keys(str(_get(conf, opts.PROFILER_GROUP, "hmac_keys"))))
+    if not keys:
+        raise ConfigError(
+            "[profiler] hmac_keys is empty: tracing needs at least one key, the "
+            "one clients pass to --os-profile")
+    if STOCK_HMAC_KEY in keys and not _get(
+            conf, opts.OTEL_GROUP, "allow_stock_hmac_key"):
+        raise ConfigError(
+            f"[profiler] hmac_keys holds the stock key {STOCK_HMAC_KEY!r}, which "
+            "lets anyone start traces; set your own key, or "
+            f"[{opts.OTEL_GROUP}] allow_stock_hmac_key = true")
+    return keys
+
+
+def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from a parsed zaqar.conf; raises ConfigError naming the option.
+
+    Zaqar and osprofiler must have registered their ``[profiler]`` options.
+    """
+    opts.register_opts(conf)
+    sdk_disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    if not _get(conf, opts.PROFILER_GROUP, "enabled") or sdk_disabled:
+        return Settings(enabled=False)
+    get = functools.partial(_get, conf, opts.OTEL_GROUP)
+    profiler = functools.partial(_get, conf, opts.PROFILER_GROUP)
+    exporter = _exporter(get("exporter"), environ)
+    return Settings(
+        enabled=True,
+        hmac_keys=_hmac_keys(conf),
+        **{f"trace_{name}": bool(profiler(f"trace_{name}"))
+           for name in ("message_store", "management_store", "sqlalchemy",
+                        "redis", "mongodb", "pooling", "requests")},
+        trace_wsgi=bool(profiler("trace_wsgi_transport")),
+        connection_string=str(profiler("connection_string") or ""),
+        exporter=exporter,
+        exporter_args=_exporter_args(conf, exporter),
+        batch_args={
+            key: int(get(name))  # type: ignore[arg-type]
+            for key, name in (
+                ("max_queue_size", "max_queue_size"),
+                ("max_export_batch_size", "max_export_batch_size"),
+                ("schedule_delay_millis", "schedule_delay"),
+            )
+            if get(name) is not None
+        },
+        service_name=get("service_name"),  # type: ignore[arg-type]
+        sample_ratio=float(get("sample_ratio")),  # type: ignore[arg-type]
+        honor_w3c_sampled=bool(get("honor_w3c_sampled")),
+        shutdown_timeout=float(get("shutdown_timeout")),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,154 @@
+"""OSProfiler trace points (Zaqar's ``trace_cls`` controllers) as OTel spans.
+
+osprofiler calls its notifier with a ``<name>-start`` payload when a traced
+method is entered and ``<name>-stop`` when it returns. ``Notifier`` turns
+each pair into an OTel span that is made current, so the redis / pymongo /
+sqlalchemy instrumentor spans of that call nest under it. The span id is the
+low 64 bits of the trace point's OSProfiler uuid (invariant 1), so outgoing
+OSProfiler headers and any osprofiler driver fed alongside name the same span.
+
+Open spans live in a context variable: per thread and per greenthread, never
+a process-wide stack. Only the trace point name, the method name, the span
+kind and the error type/message are exported: osprofiler's call args and
+results never are (invariant 4)::
+
+    from osprofiler import notifier
+    notifier.set(Notifier(tracer_provider.get_tracer("zaqar_otel")))
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from zaqar_otel import bridge
+
+LOG = logging.getLogger(__name__)
+
+# Open trace point spans of this thread/greenthread, innermost last.
+_open: contextvars.ContextVar[tuple[tuple[trace.Span, object], ...]] = (
+    contextvars.ContextVar("zaqar_otel_open_tracepoints", default=()))
+# The span id the next span started in this context must take.
+_next_span_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "zaqar_otel_next_span_id", default=None)
+
+#: Payload keys that may be exported, per kind of osprofiler info.
+_MAX_MESSAGE = 256
+
+
+class OSProfilerIdGenerator(IdGenerator):
+    """Random ids, except for a span started for an OSProfiler trace point."""
+
+    def __init__(self, fallback: IdGenerator | None = None) -> None:
+        self._fallback = fallback or RandomIdGenerator()
+
+    def generate_span_id(self) -> int:
+        return _next_span_id.get() or self._fallback.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        return self._fallback.generate_trace_id()
+
+
+def use_osprofiler_ids(tracer: trace.Tracer) -> trace.Tracer:
+    """Let ``tracer`` take span ids from trace points (SDK tracers only)."""
+    current = getattr(tracer, "id_generator", None)
+    if isinstance(current, IdGenerator) and not isinstance(
+            current, OSProfilerIdGenerator):
+        tracer.id_generator = OSProfilerIdGenerator(current)  # type: ignore[attr-defined]
+    return tracer
+
+
+def _kind(info: dict[str, Any]) -> SpanKind:
+    # osprofiler's own db / requests trace points are calls out of Zaqar.
+    if "db" in info or "requests" in info:
+        return SpanKind.CLIENT
+    return SpanKind.INTERNAL
+
+
+class Notifier:
+    """An osprofiler notifier that records trace points as OTel spans.
+
+    :param tracer: where spans are started (its id generator should be
+        wrapped by ``use_osprofiler_ids``).
+    :param forward: another osprofiler notifier (e.g. a ``redis://`` driver's)
+        that keeps getting the payloads, args and results removed.
+    """
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        forward: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self._tracer = use_osprofiler_ids(tracer)
+        self._forward = forward
+        self._failed_once = False
+
+    def __call__(self, payload: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            name = payload["name"]
+            if name.endswith("-start"):
+                self._start(name[: -len("-start")], payload)
+            elif name.endswith("-stop"):
+                self._stop(payload)
+            if self._forward is not None:
+                self._forward(_without_values(payload))
+        except Exception:
+            # Never let tracing break the traced call; say so once.
+            if not self._failed_once:
+                self._failed_once = True
+                LOG.exception("zaqar-otel: recording an OSProfiler trace point "
+                              "failed; further failures are not logged")
+
+    def _start(self, name: str, payload: dict[str, Any]) -> None:
+        info = payload.get("info") or {}
+        attributes: dict[str, Any] = {"osprofiler.name": name}
+        function = info.get("function") or {}
+        if function.get("name"):
+            attributes["code.function.name"] = function["name"]
+        token = _next_span_id.set(bridge.span_id_from_uuid(payload["trace_id"]))
+        try:
+            span = self._tracer.start_span(name, kind=_kind(info),
+                                           attributes=attributes)
+        finally:
+            _next_span_id.reset(token)
+        attach_token = context.attach(trace.set_span_in_context(span))
+        _open.set((*_open.get(), (span, attach_token)))
+
+    def _stop(self, payload: dict[str, Any]) -> None:
+        stack = _open.get()
+        if not stack:
+            return
+        span, attach_token = stack[-1]
+        _open.set(stack[:-1])
+        info = payload.get("info") or {}
+        if info.get("etype"):
+            message = str(info.get("message", ""))[:_MAX_MESSAGE]
+            span.add_event("exception", {"exception.type": info["etype"],
+                                         "exception.message": message})
+            span.set_status(Status(StatusCode.ERROR, f"{info['etype']}: {message}"))
+        span.end()
+        context.detach(attach_token)
+
+    @property
+    def open_spans(self) -> int:
+        """Trace point spans open in the calling context (for tests)."""
+        return len(_open.get())
+
+
+def _without_values(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload less call args, kwargs and results."""
+    info = payload.get("info")
+    if not info:
+        return payload
+    cleaned = dict(info)
+    for key in ("function", "db"):
+        if isinstance(cleaned.get(key), dict):
+            cleaned[key] = {k: v for k, v in cleaned[key].items()
+                            if k not in ("args", "kwargs", "result", "params")}
+    return {**payload, "info": cleaned}
