@@ -115,7 +115,8 @@ def _exporter_args(conf: cfg.ConfigOpts, exporter: str) -> dict[str, object]:
 
 
 def _hmac_keys(conf: cfg.ConfigOpts) -> tuple[str, ...]:
-    keys = tuple(bridge.split_keys(str(_get(conf, opts.PROFILER_GROUP, "hmac_keys"))))
+    keys = tuple(bridge.split_keys(
+        str(_get(conf, opts.PROFILER_GROUP, "hmac_keys") or "")))
     if not keys:
         raise ConfigError(
             "[profiler] hmac_keys is empty: tracing needs at least one key, the "

@@ -32,13 +32,13 @@ from zaqar_otel import bridge
 LOG = logging.getLogger(__name__)
 
 # Open trace point spans of this thread/greenthread, innermost last.
-_open: contextvars.ContextVar[tuple[tuple[trace.Span, object], ...]] = (
+# None stands for a skipped trace point.
+_open: contextvars.ContextVar[tuple[tuple[trace.Span, object] | None, ...]] = (
     contextvars.ContextVar("zaqar_otel_open_tracepoints", default=()))
 # The span id the next span started in this context must take.
 _next_span_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "zaqar_otel_next_span_id", default=None)
 
-#: Payload keys that may be exported, per kind of osprofiler info.
 _MAX_MESSAGE = 256
 
 
@@ -78,15 +78,19 @@ class Notifier:
         wrapped by ``use_osprofiler_ids``).
     :param forward: another osprofiler notifier (e.g. a ``redis://`` driver's)
         that keeps getting the payloads, args and results removed.
+    :param skip_prefixes: trace points whose name starts with one of these
+        make no span (their children nest under the enclosing span).
     """
 
     def __init__(
         self,
         tracer: trace.Tracer,
         forward: Callable[[dict[str, Any]], None] | None = None,
+        skip_prefixes: tuple[str, ...] = (),
     ) -> None:
         self._tracer = use_osprofiler_ids(tracer)
         self._forward = forward
+        self._skip = skip_prefixes
         self._failed_once = False
 
     def __call__(self, payload: dict[str, Any], *args: Any, **kwargs: Any) -> None:
@@ -106,6 +110,9 @@ class Notifier:
                               "failed; further failures are not logged")
 
     def _start(self, name: str, payload: dict[str, Any]) -> None:
+        if name.startswith(self._skip):
+            _open.set((*_open.get(), None))
+            return
         info = payload.get("info") or {}
         attributes: dict[str, Any] = {"osprofiler.name": name}
         function = info.get("function") or {}
@@ -124,8 +131,11 @@ class Notifier:
         stack = _open.get()
         if not stack:
             return
-        span, attach_token = stack[-1]
+        top = stack[-1]
         _open.set(stack[:-1])
+        if top is None:
+            return
+        span, attach_token = top
         info = payload.get("info") or {}
         if info.get("etype"):
             message = str(info.get("message", ""))[:_MAX_MESSAGE]
@@ -138,7 +148,7 @@ class Notifier:
     @property
     def open_spans(self) -> int:
         """Trace point spans open in the calling context (for tests)."""
-        return len(_open.get())
+        return sum(1 for entry in _open.get() if entry is not None)
 
 
 def _without_values(payload: dict[str, Any]) -> dict[str, Any]:

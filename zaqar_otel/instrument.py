@@ -1,0 +1,395 @@
+"""The start-up hook: all of zaqar-otel's global state lives here.
+
+``install()`` hooks into Zaqar before it builds anything: Zaqar's own
+OSProfiler start-up (``zaqar.transport.middleware.profile``) is replaced by
+``setup(conf)``, and the WSGI driver's middleware chain gets
+``TracingMiddleware`` outermost. ``setup(conf)`` then, once per process:
+
+* builds the TracerProvider (Resource, parent-based ``RequestSampler``,
+  BatchSpanProcessor, exporter), or reuses an SDK provider that is already
+  installed (``opentelemetry-instrument``);
+* sets the global propagator (tracecontext, baggage, osprofiler);
+* turns OSProfiler trace points into OTel spans (``tracepoints.Notifier``),
+  never with call args;
+* installs the instrumentors the ``[profiler] trace_*`` options enable.
+
+With ``[profiler] enabled = false`` it does none of this: nothing is patched
+beyond the two start-up functions, signed headers are ignored. A broken
+configuration is logged as one error naming the option, and Zaqar serves
+untraced::
+
+    from zaqar_otel import instrument
+    instrument.install()          # before zaqar.bootstrap.Bootstrap(conf)
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+from oslo_config import cfg
+
+from zaqar_otel import middleware, pooling, sampling, settings, tracepoints
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_NAME = "zaqar"
+DEFAULT_PROPAGATORS = "tracecontext,baggage,osprofiler"
+_PATCHED = "__zaqar_otel_original__"
+
+
+@dataclass
+class _State:
+    settings: settings.Settings
+    provider: Any = None
+    tracer: trace.Tracer | None = None
+    owns_provider: bool = False
+
+
+_state: _State | None = None
+_lock = threading.Lock()
+
+
+def hmac_keys() -> tuple[str, ...]:
+    """Keys of the running configuration (the bridge's default keys)."""
+    state = _state
+    return state.settings.hmac_keys if state and state.settings.enabled else ()
+
+
+def enabled() -> bool:
+    """Whether ``setup`` turned tracing on in this process."""
+    return bool(_state and _state.settings.enabled)
+
+
+# -- setup ---------------------------------------------------------------------
+
+
+def setup(conf: cfg.ConfigOpts) -> bool:
+    """Configure tracing from a parsed zaqar.conf; True if tracing is on.
+
+    Idempotent: the first call decides, later calls return its answer.
+    """
+    global _state
+    with _lock:
+        if _state is not None:
+            return _state.settings.enabled
+        try:
+            loaded = settings.load(conf)
+        except settings.ConfigError as exc:
+            LOG.error("zaqar-otel: tracing is off: %s", exc)
+            _state = _State(settings.Settings(enabled=False))
+            return False
+        _state = _State(loaded)
+        if not loaded.enabled:
+            LOG.info("zaqar-otel: [profiler] enabled = false, nothing is traced")
+            return False
+        try:
+            _start(_state, conf)
+        except Exception as exc:
+            LOG.error("zaqar-otel: tracing is off: could not start it: %s", exc)
+            _state = _State(settings.Settings(enabled=False))
+            return False
+        return True
+
+
+def _start(state: _State, conf: cfg.ConfigOpts) -> None:
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        LOG.info("zaqar-otel: using the TracerProvider already installed")
+        state.provider = current
+    else:
+        state.provider = _provider(state.settings)
+        state.owns_provider = True
+        trace.set_tracer_provider(state.provider)
+        atexit.register(shutdown)
+    state.tracer = state.provider.get_tracer("zaqar_otel", _zaqar_version())
+    propagate.set_global_textmap(
+        _propagator(os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS))
+    _start_tracepoints(state, conf)
+    _instrument_backends(state)
+    if not state.settings.trace_wsgi:
+        LOG.warning("zaqar-otel: [profiler] trace_wsgi_transport = false: no "
+                    "request is traced; set it to true")
+    LOG.info("zaqar-otel: tracing on, exporter %s", state.settings.exporter)
+
+
+def _propagator(names: str) -> CompositePropagator:
+    # Built from entry points as opentelemetry.propagate does at import, so
+    # an operator's OTEL_PROPAGATORS still wins over our default.
+    propagators = []
+    for name in (n.strip() for n in names.split(",")):
+        if name in ("", "none"):
+            continue
+        found = entry_points(group="opentelemetry_propagator", name=name)
+        if not found:
+            raise ValueError(f"OTEL_PROPAGATORS names {name!r}, which no "
+                             "installed package provides")
+        propagators.append(next(iter(found)).load()())
+    return CompositePropagator(propagators)
+
+
+def _zaqar_version() -> str:
+    try:
+        from zaqar import version
+
+        return version.version_info.version_string()
+    except Exception:
+        return "unknown"
+
+
+def _resource(service_name: str | None) -> Resource:
+    attributes = {
+        "service.version": _zaqar_version(),
+        "service.instance.id": str(uuid.uuid4()),
+        "host.name": socket.gethostname(),
+    }
+    if service_name:
+        attributes[SERVICE_NAME] = service_name
+    resource = Resource.create(attributes)
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+def _exporter(conf: settings.Settings) -> SpanExporter | None:
+    args = dict(conf.exporter_args)
+    if conf.exporter == "otlp_http":
+        from opentelemetry.exporter.otlp.proto.http import Compression
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
+
+        if "compression" in args:
+            args["compression"] = Compression(args["compression"])
+        return OTLPSpanExporter(**args)
+    if conf.exporter == "otlp_grpc":
+        import grpc
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        if "compression" in args:
+            args["compression"] = {"gzip": grpc.Compression.Gzip}.get(
+                str(args["compression"]), grpc.Compression.NoCompression)
+        return GrpcExporter(**args)
+    if conf.exporter == "console":
+        return ConsoleSpanExporter()
+    return None
+
+
+def _provider(conf: settings.Settings) -> TracerProvider:
+    # shutdown_on_exit=False: the SDK's own atexit hook waits for the
+    # exporter's full timeout when the collector is down; ours is bounded.
+    provider = TracerProvider(
+        resource=_resource(conf.service_name),
+        sampler=sampling.RequestSampler(conf.sample_ratio),
+        id_generator=tracepoints.OSProfilerIdGenerator(),
+        shutdown_on_exit=False,
+    )
+    exporter = _exporter(conf)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter, **conf.batch_args))
+    return provider
+
+
+def _start_tracepoints(state: _State, conf: cfg.ConfigOpts) -> None:
+    from osprofiler import notifier, profiler
+    from osprofiler import sqlalchemy as osprofiler_sqlalchemy
+
+    # Its statement/params trace points would duplicate the sqlalchemy
+    # instrumentor's spans and carry bound values.
+    osprofiler_sqlalchemy.disable()
+    _patch(profiler, "trace_cls", _trace_cls_without_args)
+    forward = _osprofiler_driver(state.settings.connection_string, conf)
+    skip = () if state.settings.trace_pooling else ("pooling_",)
+    notifier.set(tracepoints.Notifier(state.tracer, forward=forward,
+                                      skip_prefixes=skip))
+
+
+def _trace_cls_without_args(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def trace_cls(name: str, *args: Any, **kwargs: Any) -> Any:
+        # Call args are never exported (invariant 4); hiding them here also
+        # spares osprofiler rendering them for every call.
+        kwargs["hide_args"] = True
+        kwargs["hide_result"] = True
+        return original(name, *args, **kwargs)
+
+    return trace_cls
+
+
+def _osprofiler_driver(
+    connection_string: str, conf: cfg.ConfigOpts
+) -> Callable[[dict[str, Any]], None] | None:
+    """osprofiler's own driver for a non-OTLP connection_string, else None."""
+    scheme = connection_string.partition("://")[0]
+    # messaging:// is the stock default, unusable without oslo.messaging
+    # context; otlp:// is osprofiler's OTLP driver, which we replace.
+    if scheme in ("", "messaging", "otlp"):
+        return None
+    from osprofiler import notifier
+
+    return notifier.create(connection_string, context=None, project="Zaqar",
+                           service="Zaqar-server", host=socket.gethostname(),
+                           conf=conf)
+
+
+def _instrument_backends(state: _State) -> None:
+    conf, provider = state.settings, state.provider
+    if conf.trace_redis:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument(tracer_provider=provider)
+    if conf.trace_mongodb:
+        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+
+        PymongoInstrumentor().instrument(tracer_provider=provider,
+                                         capture_statement=False)
+    if conf.trace_sqlalchemy:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        SQLAlchemyInstrumentor().instrument(tracer_provider=provider,
+                                            enable_commenter=False)
+    if conf.trace_requests:
+        from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+        RequestsInstrumentor().instrument(tracer_provider=provider)
+    if conf.trace_pooling:
+        pooling.instrument_catalog(state.tracer)
+
+
+# -- shutdown ------------------------------------------------------------------
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop the exporter within ``timeout`` (default: the option).
+
+    True if everything was flushed in time. Runs once; later calls are no-ops.
+    """
+    state = _state
+    if state is None or not state.owns_provider or state.provider is None:
+        return True
+    provider, state.provider = state.provider, None
+    limit = state.settings.shutdown_timeout if timeout is None else timeout
+    # The SDK's shutdown waits for the exporter's own timeout and retries;
+    # run it aside and stop waiting at our limit.
+    worker = threading.Thread(target=provider.shutdown, name="zaqar-otel-shutdown",
+                              daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        LOG.warning("zaqar-otel: spans not exported within shutdown_timeout "
+                    "(%.1f s) were dropped", limit)
+        return False
+    return True
+
+
+# -- hooking into Zaqar --------------------------------------------------------
+
+
+def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
+    current = getattr(owner, name)
+    if getattr(current, _PATCHED, None) is not None:
+        return
+    replacement = wrapper(current)
+    setattr(replacement, _PATCHED, current)
+    setattr(owner, name, replacement)
+
+
+def _profile_setup(original: Callable[..., Any]) -> Callable[..., Any]:
+    def profile_setup(conf: cfg.ConfigOpts, binary: str, host: str) -> None:
+        # Instead of osprofiler's init_from_conf: no tracing unless enabled,
+        # and no error for the stock messaging:// connection string.
+        setup(conf)
+
+    return profile_setup
+
+
+def _install_wsgi_tracer(original: Callable[..., Any]) -> Callable[..., Any]:
+    def install_wsgi_tracer(app: Any, conf: cfg.ConfigOpts) -> Any:
+        return app  # TracingMiddleware, outermost, replaces osprofiler's
+
+    return install_wsgi_tracer
+
+
+def _init_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def init_middleware(driver: Any) -> None:
+        falcon_app = driver.app
+        original(driver)
+        state = _state
+        if not (state and state.settings.enabled and state.settings.trace_wsgi):
+            return
+        driver.app = middleware.TracingMiddleware(
+            driver.app, state.tracer, middleware.falcon_route_of(falcon_app),
+            hmac_key=state.settings.hmac_keys[0],
+            sample_ratio=state.settings.sample_ratio,
+            honor_w3c_sampled=state.settings.honor_w3c_sampled)
+
+    return init_middleware
+
+
+def _load_storage_driver(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def load_storage_driver(conf: cfg.ConfigOpts, cache: Any, storage_type: Any = None,
+                            control_mode: bool = False,
+                            control_driver: Any = None) -> Any:
+        # Zaqar 23 returns None (and the server dies) when profiling is on
+        # but trace_message_store / trace_management_store is off: load the
+        # driver untraced in that case, as Zaqar means to.
+        traced = (conf.profiler.trace_management_store if control_mode
+                  else conf.profiler.trace_message_store)
+        if not conf.profiler.enabled or traced:
+            return original(conf, cache, storage_type, control_mode, control_driver)
+        return _load_untraced(conf, cache, storage_type, control_mode, control_driver)
+
+    return load_storage_driver
+
+
+def _load_untraced(conf: cfg.ConfigOpts, cache: Any, storage_type: Any,
+                   control_mode: bool, control_driver: Any) -> Any:
+    import stevedore
+    from zaqar.common import errors
+
+    mode = "control" if control_mode else "data"
+    storage_type = storage_type or (conf["drivers"].management_store if control_mode
+                                    else conf["drivers"].message_store)
+    args = (conf, cache) if control_driver is None else (conf, cache, control_driver)
+    try:
+        return stevedore.DriverManager(
+            namespace=f"zaqar.{mode}.storage", name=storage_type,
+            invoke_on_load=True, invoke_args=args).driver
+    except Exception as exc:
+        LOG.exception('Failed to load "zaqar.%s.storage" driver for "%s"',
+                      mode, storage_type)
+        raise errors.InvalidDriver(exc) from exc
+
+
+def install() -> None:
+    """Hook into Zaqar's start-up; call before Zaqar's Bootstrap is built."""
+    from zaqar.storage import utils as storage_utils
+    from zaqar.transport.middleware import profile
+    from zaqar.transport.wsgi import driver
+
+    _patch(profile, "setup", _profile_setup)
+    _patch(profile, "install_wsgi_tracer", _install_wsgi_tracer)
+    _patch(driver.Driver, "_init_middleware", _init_middleware)
+    _patch(storage_utils, "load_storage_driver", _load_storage_driver)

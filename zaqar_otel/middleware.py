@@ -1,0 +1,200 @@
+"""The entry of a trace: WSGI middleware outermost around Zaqar's app.
+
+For each request it
+
+1. extracts the caller's context with the global propagator (``traceparent``
+   and verified OSProfiler headers, see ``zaqar_otel.bridge``);
+2. decides whether to trace (``zaqar_otel.sampling``);
+3. if so, starts a SERVER span named by the falcon route template
+   (``GET /v2/queues/{queue_name}/messages``, never the raw path) with the
+   stable HTTP semantic-convention attributes, and initializes OSProfiler's
+   per-thread profiler with ids that map back to that span, so Zaqar's
+   ``trace_cls`` trace points nest under it and outgoing OSProfiler headers
+   continue the same trace;
+4. ends the span when the response body is closed.
+
+A fault in any of this is logged once and the request goes on untraced
+(invariant 6): the response is always what Zaqar returns::
+
+    app = TracingMiddleware(zaqar_app, tracer, route_of=falcon_route_of(falcon_app),
+                            hmac_key="KEY")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.instrumentation._semconv import _StabilityMode
+from opentelemetry.instrumentation.wsgi import (
+    add_response_attributes,
+    collect_request_attributes,
+    wsgi_getter,
+)
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from osprofiler import profiler
+
+from zaqar_otel import bridge, sampling
+
+LOG = logging.getLogger(__name__)
+
+_HTTP = _StabilityMode.HTTP
+# Query strings can carry anything a client put there; never exported.
+_DROPPED_ATTRIBUTES = ("url.query",)
+_KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
+
+RouteOf = Callable[[str, str], str | None]
+
+
+def falcon_route_of(app: Any) -> RouteOf:
+    """Route template lookup in a falcon App's router (no request is routed)."""
+    router = app._router  # falcon has no public lookup by path
+
+    def route_of(method: str, path: str) -> str | None:
+        found = router.find(path)
+        return found[3] if found else None
+
+    return route_of
+
+
+class TracingMiddleware:
+    """Starts the SERVER span of each traced request around ``app``.
+
+    :param app: the WSGI app (Zaqar's, with its auth and CORS middleware).
+    :param tracer: where the server span is started.
+    :param route_of: ``(method, path) -> route template or None``.
+    :param hmac_key: key OSProfiler signs with when the request brought
+        none (a W3C or sampled request).
+    :param sample_ratio: see ``[opentelemetry] sample_ratio``.
+    :param honor_w3c_sampled: see ``[opentelemetry] honor_w3c_sampled``.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        tracer: trace.Tracer,
+        route_of: RouteOf,
+        hmac_key: str,
+        sample_ratio: float = 0.0,
+        honor_w3c_sampled: bool = False,
+    ) -> None:
+        self._app = app
+        self._tracer = tracer
+        self._route_of = route_of
+        self._hmac_key = hmac_key
+        self._sample_ratio = sample_ratio
+        self._honor = honor_w3c_sampled
+        self._failed_once = False
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        try:
+            span, token = self._begin(environ)
+        except Exception:
+            self._log_failure()
+            return self._app(environ, start_response)
+        if span is None:
+            try:
+                return self._app(environ, start_response)
+            finally:
+                context.detach(token)
+        return self._traced(environ, start_response, span, token)
+
+    def _begin(self, environ: dict[str, Any]) -> tuple[trace.Span | None, object]:
+        if profiler.get() is not None:
+            # Left over on this thread by a request that did not clean up.
+            profiler.clean()
+        extracted = propagate.extract(environ, getter=wsgi_getter)
+        parent, sampled = sampling.decide(extracted, self._sample_ratio, self._honor)
+        if not sampled:
+            # The unsampled parent keeps spans of instrumentors below this
+            # request from starting traces of their own.
+            return None, context.attach(parent)
+        method = environ.get("REQUEST_METHOD", "")
+        route = self._route_of(method, environ.get("PATH_INFO") or "/")
+        attributes = collect_request_attributes(environ, _HTTP)
+        for name in _DROPPED_ATTRIBUTES:
+            attributes.pop(name, None)
+        if route:
+            attributes["http.route"] = route
+        span = self._tracer.start_span(
+            _span_name(method, route), context=parent, kind=SpanKind.SERVER,
+            attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span, parent))
+        self._init_profiler(span, bridge.verified_trace_info(extracted))
+        return span, token
+
+    def _init_profiler(
+        self, span: trace.Span, inbound: bridge.TraceInfo | None
+    ) -> None:
+        ids = span.get_span_context()
+        same_trace = inbound is not None and inbound.trace_id == ids.trace_id
+        base_id = (inbound.base_id if same_trace and inbound else
+                   bridge.base_id_from_trace_id(ids.trace_id))
+        profiler.init(
+            inbound.hmac_key if inbound else self._hmac_key,
+            base_id=base_id,
+            parent_id=bridge.uuid_from_span_id(ids.trace_id, ids.span_id))
+
+    def _traced(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        span: trace.Span,
+        token: object,
+    ) -> Iterable[bytes]:
+        def traced_start_response(status: str, headers: Any, *args: Any) -> Any:
+            try:
+                add_response_attributes(span, status, headers,
+                                        sem_conv_opt_in_mode=_HTTP)
+            except Exception:
+                self._log_failure()
+            return start_response(status, headers, *args)
+
+        try:
+            body = self._app(environ, traced_start_response)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
+            raise
+        finally:
+            # Zaqar's work is done once the app returns; the body below is
+            # bytes already rendered.
+            profiler.clean()
+            context.detach(token)
+        return _EndSpanOnClose(body, span)
+
+    def _log_failure(self) -> None:
+        if not self._failed_once:
+            self._failed_once = True
+            LOG.exception("zaqar-otel: tracing a request failed; the request "
+                          "goes on untraced and further failures are not logged")
+
+
+def _span_name(method: str, route: str | None) -> str:
+    method = method if method in _KNOWN_METHODS else "HTTP"
+    return f"{method} {route}" if route else method
+
+
+class _EndSpanOnClose:
+    """The response body; the server span ends when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], span: trace.Span) -> None:
+        self._body = body
+        self._span = span
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._span.end()

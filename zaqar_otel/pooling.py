@@ -1,0 +1,94 @@
+"""Spans for Zaqar's pool catalog: which pool served a queue, and where it is.
+
+With ``pooling = True`` every queue operation first asks the catalog which
+pool holds the queue. ``instrument_catalog`` wraps
+``zaqar.storage.pooling.Catalog.lookup`` in a span ``zaqar.pool.lookup``
+carrying the pool's name and its URI without credentials, so a slow request
+can be pinned to the pool that served it::
+
+    instrument_catalog(tracer)     # [profiler] trace_pooling = true
+    uninstrument_catalog()
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+SPAN_NAME = "zaqar.pool.lookup"
+DEFAULT_POOL = "(default)"
+
+_ORIGINAL = "__zaqar_otel_original__"
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without user, password and query (which may hold secrets)."""
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "(unparsable)"
+
+
+def instrument_catalog(tracer: trace.Tracer) -> None:
+    """Wrap ``Catalog.lookup`` and ``Catalog._init_driver`` (idempotent)."""
+    from zaqar.storage import pooling
+
+    catalog = pooling.Catalog
+    if hasattr(catalog.lookup, _ORIGINAL):
+        return
+    lookup, init_driver = catalog.lookup, catalog._init_driver
+
+    @functools.wraps(lookup)
+    def traced_lookup(self: Any, queue: str, project: str | None = None) -> Any:
+        with tracer.start_as_current_span(SPAN_NAME, kind=SpanKind.INTERNAL) as span:
+            driver = lookup(self, queue, project)
+            if span.is_recording():
+                name, uri = getattr(self, "_zaqar_otel_pools", {}).get(
+                    id(driver), (None, None))
+                span.set_attribute("zaqar.pool.name", name or DEFAULT_POOL)
+                if uri:
+                    span.set_attribute("zaqar.pool.uri", uri)
+            return driver
+
+    @functools.wraps(init_driver)
+    def remembering_init_driver(
+        self: Any, pool_id: str | None, pool_conf: Any = None
+    ) -> Any:
+        driver = init_driver(self, pool_id, pool_conf)
+        pools = self.__dict__.setdefault("_zaqar_otel_pools", {})
+        pools[id(driver)] = (pool_id, _pool_uri(self, pool_id, pool_conf))
+        return driver
+
+    setattr(traced_lookup, _ORIGINAL, lookup)
+    setattr(remembering_init_driver, _ORIGINAL, init_driver)
+    catalog.lookup = traced_lookup
+    catalog._init_driver = remembering_init_driver
+
+
+def _pool_uri(catalog: Any, pool_id: str | None, pool_conf: Any) -> str | None:
+    # Once per pool, when Zaqar connects to it; lookups then cost nothing.
+    try:
+        pool = (pool_conf if pool_id is None
+                else catalog._pools_ctrl.get(pool_id, detailed=True))
+        return redact_uri(pool["uri"])
+    except Exception:
+        return None
+
+
+def uninstrument_catalog() -> None:
+    """Undo ``instrument_catalog``."""
+    from zaqar.storage import pooling
+
+    for name in ("lookup", "_init_driver"):
+        method = getattr(pooling.Catalog, name)
+        original = getattr(method, _ORIGINAL, None)
+        if original is not None:
+            setattr(pooling.Catalog, name, original)
