@@ -466,14 +466,19 @@ class SessionRecord:
     deleted_ids: list[str]
 
 
-def producer_consumer_session(client: Any, queue_name: str) -> SessionRecord:
-    """Create a queue, post 2, list, claim, delete the claimed, delete queue."""
+def producer_consumer_session(
+    client: Any, queue_name: str, marker: str = "seq"
+) -> SessionRecord:
+    """Create a queue, post 2, list, claim, delete the claimed, delete queue.
+
+    ``marker`` is a key of every message body, for scans of exported bytes.
+    """
     # As `openstack messaging queue create`: PUT /v2/queues/{name}; v2 queues
     # are otherwise lazy and auto_create sends nothing.
     queue = client.queue(queue_name, force_create=True)
     bodies = [
-        {"event": "created", "seq": 1, "queue": queue_name},
-        {"event": "updated", "seq": 2, "queue": queue_name},
+        {"event": "created", marker: 1, "queue": queue_name},
+        {"event": "updated", marker: 2, "queue": queue_name},
     ]
     posted = queue.post([{"body": b, "ttl": 300} for b in bodies])
     posted_ids = [href.rsplit("/", 1)[-1] for href in posted["resources"]]

@@ -1,0 +1,478 @@
+"""A real Zaqar with the zaqar-otel hook, checked where its spans arrive.
+
+Each test starts ``zaqar-otel-server`` (or gunicorn on
+``zaqar_otel.wsgi:application``) on 127.0.0.1 against real backends, drives
+it the way ``openstack --os-profile KEY messaging ...`` does (python-
+zaqarclient after ``osprofiler.profiler.init``), and reads the spans an OTLP
+receiver decoded from the wire.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+
+import pytest
+
+from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree, render_tree
+from tests.servers import (
+    MongoServer,
+    RedisServer,
+    mariadb_url,
+    postgres_url,
+    require_mariadb,
+    require_postgres,
+)
+from tests.zaqar_process import (
+    Pool,
+    ZaqarServer,
+    mongo,
+    pooled,
+    producer_consumer_session,
+    profiled,
+    redis_sql,
+    zaqar_client,
+)
+from zaqar_otel import bridge
+
+pytestmark = pytest.mark.functional
+
+KEY = "zaqar-otel-functional-key"
+OTEL_SERVER = ("{bin}/zaqar-otel-server", "--config-file", "{config}")
+OTEL_GUNICORN = (
+    "{bin}/gunicorn", "--bind", "127.0.0.1:{port}", "--threads", "8",
+    "zaqar_otel.wsgi:application",
+)  # fmt: skip
+ALL_TRACING = {
+    "enabled": "true",
+    "hmac_keys": KEY,
+    "trace_wsgi_transport": "true",
+    "trace_message_store": "true",
+    "trace_management_store": "true",
+    "trace_redis": "true",
+    "trace_mongodb": "true",
+    "trace_sqlalchemy": "true",
+    "trace_pooling": "true",
+}
+# The requests of producer_consumer_session, by route template.
+SESSION_ROUTES = {
+    "PUT /v2/queues/{queue_name}",
+    "POST /v2/queues/{queue_name}/messages",
+    "GET /v2/queues/{queue_name}/messages",
+    "POST /v2/queues/{queue_name}/claims",
+    "DELETE /v2/queues/{queue_name}/messages/{message_id}",
+    "DELETE /v2/queues/{queue_name}",
+}
+REDIS_SCOPE = "opentelemetry.instrumentation.redis"
+PYMONGO_SCOPE = "opentelemetry.instrumentation.pymongo"
+SQLALCHEMY_SCOPE = "opentelemetry.instrumentation.sqlalchemy"
+
+
+def tracing(
+    receiver: OTLPReceiver,
+    profiler: Mapping[str, str] | None = None,
+    otel: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, str]]:
+    """zaqar.conf sections: every kind of tracing on, exported to ``receiver``."""
+    return {
+        "profiler": {**ALL_TRACING, **(profiler or {})},
+        "opentelemetry": {
+            "endpoint": receiver.endpoint,
+            "schedule_delay": "50",
+            **(otel or {}),
+        },
+    }
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+class ProfiledSession:
+    """One ``producer_consumer_session`` under ``openstack --os-profile KEY``."""
+
+    def __init__(self, server: ZaqarServer, receiver: OTLPReceiver, queue: str):
+        self.marker = "marker-" + uuid.uuid4().hex
+        with profiled(KEY) as prof:
+            self.base_id, self.parent_id = prof.get_base_id(), prof.get_id()
+            self.record = producer_consumer_session(
+                zaqar_client(server.url), queue, marker=self.marker)
+        self.trace_id = bridge.trace_id_from_base_id(self.base_id)
+        self.caller_span_id = bridge.span_id_from_uuid(self.parent_id)
+        # The queue delete is the last request: once its server span is here,
+        # every span of the session is (children end, and so are queued for
+        # export, before their parents).
+        receiver.wait_for(lambda s: s.trace_id == self.trace_id and s.kind == "SERVER"
+                          and s.name == "DELETE /v2/queues/{queue_name}")
+        self.spans = [s for s in receiver.spans() if s.trace_id == self.trace_id]
+        self.raw = receiver.raw
+
+    def requests(self) -> list[tuple[ReceivedSpan, list[ReceivedSpan]]]:
+        """Each server span with its whole subtree, each checked as one tree."""
+        children: dict[int | None, list[ReceivedSpan]] = {}
+        for s in self.spans:
+            children.setdefault(s.parent_span_id, []).append(s)
+        out = []
+        for root in children.get(self.caller_span_id, []):
+            tree, todo = [], [root]
+            while todo:
+                span = todo.pop()
+                tree.append(span)
+                todo.extend(children.get(span.span_id, []))
+            assert assert_one_tree(tree, remote_parent=self.caller_span_id) is root
+            out.append((root, tree))
+        return out
+
+    def named(self, prefix: str) -> list[ReceivedSpan]:
+        return [s for s in self.spans if s.name.startswith(prefix)]
+
+    def children_of(self, parent_prefix: str, scope: str) -> list[ReceivedSpan]:
+        """Spans of ``scope`` whose parent is a ``parent_prefix`` span."""
+        parents = {s.span_id for s in self.named(parent_prefix)}
+        return [s for s in self.spans
+                if s.scope == scope and s.parent_span_id in parents]
+
+
+def assert_well_formed(session: ProfiledSession, controller_prefix: str) -> None:
+    """What issue 3 asks of every deployment's profiled session."""
+    spans = session.spans
+    tree = render_tree(spans)
+    # One trace, whose id is the base_id the CLI prints, in Jaeger's hex form.
+    assert f"{session.trace_id:032x}" == session.base_id.replace("-", "")
+    assert len({s.span_id for s in spans}) == len(spans), "duplicate span ids\n" + tree
+    # Every span belongs to a request whose server span is the caller's child.
+    requests = session.requests()
+    assert sum(len(t) for _, t in requests) == len(spans), tree
+    assert {root.name for root, _ in requests} == SESSION_ROUTES, tree
+    for root, _ in requests:
+        assert root.kind == "SERVER"
+        assert root.attributes["http.route"] == root.name.split(" ", 1)[1]
+        assert root.attributes["http.request.method"] == root.name.split(" ", 1)[0]
+        assert 200 <= root.attributes["http.response.status_code"] < 300
+        assert "url.query" not in root.attributes
+    # Controller trace points with their full names, under the server spans.
+    controllers = session.named(controller_prefix)
+    assert controllers, tree
+    assert all(s.attributes.get("code.function.name") for s in controllers)
+    assert all(not s.name.endswith("controlle") for s in spans)
+    # No message body anywhere in what was exported.
+    assert session.marker.encode() not in session.raw
+    assert b"updated" not in session.raw
+
+
+# -- (a) Redis message store + SQL management store ----------------------------
+
+
+def _sql_url(kind: str) -> str | None:
+    if kind == "mariadb":
+        require_mariadb()
+        return mariadb_url()
+    if kind == "postgresql":
+        require_postgres()
+        return postgres_url()
+    return None
+
+
+@pytest.mark.parametrize("sql", ["sqlite", "mariadb", "postgresql"])
+def test_profiled_session_redis_and_sql(
+    sql: str, redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    deployment = redis_sql(redis.url, _sql_url(sql))
+    extra = tracing(receiver)
+    with ZaqarServer(deployment, command=OTEL_SERVER, extra=extra) as server:
+        session = ProfiledSession(server, receiver, "orders")
+    assert_well_formed(session, "redis_message_controller")
+    tree = render_tree(session.spans)
+    # Redis commands under the message and claim controllers that sent them.
+    assert session.children_of("redis_message_controller", REDIS_SCOPE), tree
+    assert session.children_of("redis_claim_controller", REDIS_SCOPE), tree
+    # SQL statements under the management store's trace points.
+    statements = session.children_of("sqlalchemy_", SQLALCHEMY_SCOPE)
+    assert statements, tree
+    system = {"sqlite": "sqlite", "mariadb": "mysql", "postgresql": "postgresql"}[sql]
+    assert {s.attributes.get("db.system") for s in statements} == {system}
+    # Statements are exported with placeholders, never with bound values.
+    for s in session.spans:
+        for value in s.attributes.values():
+            assert "orders" not in str(value) or s.kind == "SERVER", s
+
+
+# -- (b) MongoDB wire for both stores -----------------------------------------
+
+
+def test_profiled_session_mongodb(receiver: OTLPReceiver) -> None:
+    with MongoServer() as mongo_server:
+        deployment = mongo(mongo_server.url)
+        with ZaqarServer(deployment, command=OTEL_SERVER,
+                         extra=tracing(receiver)) as server:
+            session = ProfiledSession(server, receiver, "orders")
+    assert_well_formed(session, "mongodb_message_controller")
+    tree = render_tree(session.spans)
+    commands = session.children_of("mongodb_", PYMONGO_SCOPE)
+    assert commands, tree
+    # Statement capture is off: the command name alone, no document.
+    for s in commands:
+        statement = s.attributes.get("db.statement", "")
+        assert " " not in statement and "{" not in statement, s
+
+
+# -- (c) pooling with two pools -----------------------------------------------
+
+
+def test_profiled_session_pooling(receiver: OTLPReceiver) -> None:
+    with RedisServer() as first, RedisServer() as second:
+        pools = [Pool("pool-a", first.url + "/0", weight=100),
+                 Pool("pool-b", second.url + "/0", weight=100)]
+        deployment = pooled(pools)
+        with ZaqarServer(deployment, command=OTEL_SERVER,
+                         extra=tracing(receiver)) as server:
+            sessions = [ProfiledSession(server, receiver, f"orders-{i}")
+                        for i in range(4)]
+    for session in sessions:
+        assert_well_formed(session, "redis_message_controller")
+    lookups = [s for session in sessions for s in session.named("zaqar.pool.lookup")]
+    assert lookups, render_tree(sessions[0].spans)
+    by_pool = {s.attributes["zaqar.pool.name"]: s.attributes.get("zaqar.pool.uri")
+               for s in lookups}
+    assert set(by_pool) <= {"pool-a", "pool-b"} and by_pool, by_pool
+    for name, uri in by_pool.items():
+        assert uri == {"pool-a": first.url + "/0", "pool-b": second.url + "/0"}[name]
+
+
+# -- trust: what starts a trace and what does not ------------------------------
+
+
+def canary(server: ZaqarServer, receiver: OTLPReceiver) -> None:
+    """A validly signed request whose span, once exported, flushes the rest."""
+    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    trace_id = bridge.trace_id_from_base_id(
+        bridge.decode(headers[bridge.X_TRACE_INFO], headers[bridge.X_TRACE_HMAC],
+                      [KEY]).base_id)
+    assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
+    receiver.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER")
+    receiver.clear()
+
+
+def test_forged_or_missing_headers_export_nothing_and_change_nothing(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra=tracing(receiver)) as server:
+        server.request("PUT", "/v2/queues/orders")
+        server.request("POST", "/v2/queues/orders/messages",
+                       body={"messages": [{"body": {"n": 1}, "ttl": 300}]})
+        canary(server, receiver)
+        plain = server.request("GET", "/v2/queues/orders/stats")
+        forged = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), "not-the-key")
+        garbled = {bridge.X_TRACE_INFO: "%%%not-base64", bridge.X_TRACE_HMAC: "00"}
+        oversized = {bridge.X_TRACE_INFO: "A" * 8000,
+                     bridge.X_TRACE_HMAC: forged[bridge.X_TRACE_HMAC]}
+        unsampled_w3c = {"traceparent": f"00-{uuid.uuid4().hex}-{'1' * 16}-01"}
+        answers = [server.request("GET", "/v2/queues/orders/stats", headers=h)
+                   for h in (forged, garbled, oversized, unsampled_w3c)]
+        canary(server, receiver)  # clears; nothing else may have been exported
+        time.sleep(0.3)
+        assert receiver.spans() == [], render_tree(receiver.spans())
+    for status, _, body in answers:
+        assert (status, body) == (plain[0], plain[2])
+
+
+def test_traceparent_alone_continues_the_callers_trace_when_honored(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    extra = tracing(receiver, otel={"honor_w3c_sampled": "true"})
+    trace_id, span_id = uuid.uuid4().int, 0x1234ABCD5678EF01
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        status, _, _ = server.request(
+            "PUT", "/v2/queues/w3c",
+            headers={"traceparent": f"00-{trace_id:032x}-{span_id:016x}-01"})
+        assert status == 201
+        (root,) = receiver.wait_for(lambda s: s.kind == "SERVER")
+        time.sleep(0.2)
+        spans = receiver.spans()
+    assert root.trace_id == trace_id and root.parent_span_id == span_id
+    assert root.name == "PUT /v2/queues/{queue_name}"
+    assert_one_tree(spans, remote_parent=span_id)
+    assert len(spans) > 1  # the controller and SQL spans continue it too
+
+
+# -- each trace_* option removes exactly its family -----------------------------
+
+
+def families(spans: Sequence[ReceivedSpan]) -> set[str]:
+    """Which option produced each span, for redis + SQL deployments.
+
+    Zaqar traces its queue controllers when either store option is on, so
+    those belong to no single family.
+    """
+    out = set()
+    for s in spans:
+        if s.scope == REDIS_SCOPE:
+            out.add("trace_redis")
+        elif s.scope == SQLALCHEMY_SCOPE:
+            out.add("trace_sqlalchemy")
+        elif s.name.endswith("_queue_controller"):
+            continue
+        elif s.name.startswith("redis_"):
+            out.add("trace_message_store")
+        elif s.name.startswith("sqlalchemy_"):
+            out.add("trace_management_store")
+        elif s.kind == "SERVER":
+            out.add("trace_wsgi_transport")
+    return out
+
+
+def _families_with(redis_url: str, receiver: OTLPReceiver,
+                   profiler: Mapping[str, str]) -> set[str]:
+    receiver.clear()
+    extra = tracing(receiver, profiler=profiler)
+    with ZaqarServer(redis_sql(redis_url), command=OTEL_SERVER, extra=extra) as server:
+        session = ProfiledSession(server, receiver, "families")
+    return families(session.spans)
+
+
+def test_each_trace_option_removes_exactly_its_family(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    everything = _families_with(redis.url, receiver, {})
+    options = ("trace_redis", "trace_sqlalchemy", "trace_message_store",
+               "trace_management_store")
+    assert everything == {"trace_wsgi_transport", *options}
+    for option in options:
+        assert _families_with(redis.url, receiver, {option: "false"}) == (
+            everything - {option}), option
+
+
+def test_enabled_false_exports_nothing_even_for_signed_requests(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    # The stock key and connection string: Zaqar's own start-up would trace
+    # signed requests and log an error for messaging://.
+    extra = tracing(receiver, profiler={"enabled": "false", "hmac_keys": "SECRET_KEY"})
+    del extra["profiler"]["hmac_keys"]
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        with profiled("SECRET_KEY"):
+            record = producer_consumer_session(zaqar_client(server.url), "off")
+        time.sleep(1.0)  # several export intervals
+        log = server.log_text()
+    assert record.deleted_ids == record.posted_ids
+    assert receiver.requests == 0 and receiver.spans() == []
+    assert " ERROR " not in log and "Traceback" not in log, log
+
+
+def test_stock_key_is_refused_and_zaqar_serves_untraced(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    extra = tracing(receiver, profiler={"hmac_keys": "SECRET_KEY"})
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        with profiled("SECRET_KEY"):
+            status = server.request("PUT", "/v2/queues/stock")[0]
+        log = server.wait_for_log("allow_stock_hmac_key")
+        time.sleep(0.5)
+    assert status == 201
+    assert "[profiler] hmac_keys" in log and "Traceback" not in log
+    assert receiver.spans() == []
+
+
+# -- operations: shutdown, concurrency, other osprofiler drivers ---------------
+
+
+def test_sigterm_flushes_spans_still_queued(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    # A minute between exports: only the shutdown flush can deliver them.
+    extra = tracing(receiver, otel={"schedule_delay": "60000"})
+    server = ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra)
+    with server:
+        with profiled(KEY) as prof:
+            zaqar_client(server.url).queue("flush", force_create=True)
+            trace_id = bridge.trace_id_from_base_id(prof.get_base_id())
+        time.sleep(0.2)
+        assert receiver.spans() == []
+        assert server.proc is not None
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=10) == 0
+        took = time.monotonic() - started
+    assert took < 5.0
+    assert any(s.trace_id == trace_id and s.kind == "SERVER" for s in receiver.spans())
+
+
+def test_concurrent_profiled_requests_on_threaded_gunicorn(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_GUNICORN,
+                     extra=tracing(receiver)) as server:
+        zaqar_client(server.url).queue("busy", force_create=True)
+        barrier = threading.Barrier(8)
+        trace_ids: list[int] = []
+        errors: list[BaseException] = []
+
+        def client() -> None:
+            try:
+                queue = zaqar_client(server.url).queue("busy", auto_create=False)
+                with profiled(KEY) as prof:
+                    barrier.wait(timeout=10)
+                    queue.post([{"body": {"n": i}, "ttl": 60} for i in range(3)])
+                    trace_ids.append(bridge.trace_id_from_base_id(prof.get_base_id()))
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        receiver.wait_for(lambda s: s.kind == "SERVER" and s.trace_id in trace_ids,
+                          count=8)
+        time.sleep(0.2)
+        spans = [s for s in receiver.spans() if s.trace_id in trace_ids]
+    assert len(set(trace_ids)) == 8
+    groups = {t: [s for s in spans if s.trace_id == t] for t in trace_ids}
+    for group in groups.values():
+        root = assert_one_tree(group, remote_parent=group[0].parent_span_id
+                               if len(group) == 1 else _caller(group))
+        assert root.name == "POST /v2/queues/{queue_name}/messages"
+        assert any(s.name == "redis_message_controller" for s in group)
+    assert len({s.span_id for s in spans}) == len(spans)
+
+
+def _caller(group: list[ReceivedSpan]) -> int | None:
+    ids = {s.span_id for s in group}
+    parents = {s.parent_span_id for s in group} - ids
+    assert len(parents) == 1, parents
+    return parents.pop()
+
+
+def test_non_otlp_osprofiler_driver_keeps_getting_trace_points(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    import json
+
+    import redis as redis_client
+    from osprofiler.drivers import base as osprofiler_drivers
+
+    extra = tracing(receiver, profiler={"connection_string": redis.url})
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        session = ProfiledSession(server, receiver, "forwarded")
+    # What `osprofiler trace show --connection-string redis://... BASE_ID` reads.
+    report = osprofiler_drivers.get_driver(redis.url).get_report(session.base_id)
+    assert "redis_message_controller" in json.dumps(report["stats"])
+    with redis_client.Redis.from_url(redis.url) as client:
+        stored = b"".join(client.lrange(f"osprofiler_opt:{session.base_id}", 0, -1))
+    assert b'"args"' not in stored and session.marker.encode() not in stored

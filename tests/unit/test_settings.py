@@ -1,0 +1,411 @@
+"""zaqar.conf + OTEL_* resolved by settings.load, and the options it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from oslo_config import cfg
+from osprofiler import opts as profiler_opts
+from zaqar.conf import profiler as zaqar_profiler
+
+from zaqar_otel import opts
+from zaqar_otel.settings import ConfigError, Settings, load
+
+ON = "[profiler]\nenabled = true\nhmac_keys = k3y\n"
+
+Loader = Callable[..., Settings]
+
+
+def parsed_conf(path: Path, text: str) -> cfg.ConfigOpts:
+    """A ConfigOpts registered and parsed the way zaqar-server does it."""
+    conf = cfg.ConfigOpts()
+    profiler_opts.set_defaults(conf)
+    conf.register_opts(zaqar_profiler.ALL_OPTS, group=zaqar_profiler.GROUP_NAME)
+    path.write_text(text)
+    conf(["--config-file", str(path)], default_config_files=[])
+    return conf
+
+
+@pytest.fixture
+def load_conf(tmp_path: Path) -> Loader:
+    """load() of a zaqar.conf with this text, under exactly these variables."""
+
+    def _load(text: str, environ: Mapping[str, str] | None = None) -> Settings:
+        return load(parsed_conf(tmp_path / "zaqar.conf", text), environ or {})
+
+    return _load
+
+
+def otel(**options: object) -> str:
+    """ON plus an [opentelemetry] section with these options."""
+    lines = "".join(f"{key} = {value}\n" for key, value in options.items())
+    return f"{ON}[opentelemetry]\n{lines}"
+
+
+# -- on / off -----------------------------------------------------------------
+
+
+def test_profiler_disabled_gives_disabled_settings(load_conf: Loader) -> None:
+    """enabled = false: tracing stays off, even with the stock key."""
+    assert load_conf("[profiler]\nenabled = false\n") == Settings(enabled=False)
+
+
+def test_profiler_unset_is_disabled(load_conf: Loader) -> None:
+    """A zaqar.conf without [profiler] traces nothing."""
+    assert load_conf("") == Settings(enabled=False)
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", " True "])
+def test_otel_sdk_disabled_turns_tracing_off(load_conf: Loader, value: str) -> None:
+    """OTEL_SDK_DISABLED=true wins over [profiler] enabled = true."""
+    assert load_conf(ON, {"OTEL_SDK_DISABLED": value}) == Settings(enabled=False)
+
+
+def test_otel_sdk_disabled_false_keeps_tracing_on(load_conf: Loader) -> None:
+    """Only "true" disables; any other value leaves tracing on."""
+    assert load_conf(ON, {"OTEL_SDK_DISABLED": "false"}).enabled
+
+
+def test_enabled_defaults(load_conf: Loader) -> None:
+    """A minimal enabled config: OTLP/HTTP, SDK fallbacks, no sampling."""
+    s = load_conf(ON)
+    assert s.enabled
+    assert s.hmac_keys == ("k3y",)
+    assert s.exporter == "otlp_http"
+    assert s.exporter_args == {}
+    assert s.batch_args == {}
+    assert s.service_name is None
+    assert s.sample_ratio == 0.0
+    assert s.honor_w3c_sampled is False
+    assert s.shutdown_timeout == 5.0
+
+
+def test_profiler_switches_are_passed_through(load_conf: Loader) -> None:
+    """Zaqar's, osprofiler's and zaqar-otel's trace_* switches all land."""
+    s = load_conf(ON + "trace_wsgi_transport = true\ntrace_message_store = true\n"
+                  "trace_management_store = true\ntrace_sqlalchemy = true\n"
+                  "trace_requests = true\ntrace_redis = true\n"
+                  "trace_mongodb = true\ntrace_pooling = true\n"
+                  "connection_string = redis://localhost:6379\n")
+    assert all((s.trace_wsgi, s.trace_message_store, s.trace_management_store,
+                s.trace_sqlalchemy, s.trace_requests, s.trace_redis,
+                s.trace_mongodb, s.trace_pooling))
+    assert s.connection_string == "redis://localhost:6379"
+
+
+# -- exporter -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conf_value", "environ", "expected"),
+    [
+        (None, {}, "otlp_http"),
+        (None, {"OTEL_TRACES_EXPORTER": "otlp"}, "otlp_http"),
+        (None, {"OTEL_TRACES_EXPORTER": "console"}, "console"),
+        (None, {"OTEL_TRACES_EXPORTER": " None "}, "none"),
+        (None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "otlp_grpc"),
+        (None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "otlp_http"),
+        (None, {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "otlp_grpc"),
+        ("otlp_http", {"OTEL_TRACES_EXPORTER": "console"}, "otlp_http"),
+        ("otlp_http", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "otlp_http"),
+        ("none", {"OTEL_TRACES_EXPORTER": "zipkin"}, "none"),
+    ],
+)
+def test_exporter_precedence_conf_then_env_then_default(
+    load_conf: Loader, conf_value: str | None, environ: dict[str, str],
+    expected: str,
+) -> None:
+    """zaqar.conf beats OTEL_TRACES_EXPORTER / _PROTOCOL, which beat otlp_http."""
+    text = otel(exporter=conf_value) if conf_value else ON
+    assert load_conf(text, environ).exporter == expected
+
+
+def test_unsupported_env_exporter_names_the_option(load_conf: Loader) -> None:
+    """OTEL_TRACES_EXPORTER=zipkin fails and says which option to set."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] exporter"):
+        load_conf(ON, {"OTEL_TRACES_EXPORTER": "zipkin"})
+
+
+def test_unknown_conf_exporter_is_a_config_error(load_conf: Loader) -> None:
+    """A typo in [opentelemetry] exporter is reported against that option."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] exporter"):
+        load_conf(otel(exporter="jaeger"))
+
+
+@pytest.mark.xfail(strict=True, reason="empty OTEL_TRACES_EXPORTER is not unset")
+def test_empty_env_exporter_counts_as_unset(load_conf: Loader) -> None:
+    """OTel spec: an empty variable is interpreted as if it were unset."""
+    assert load_conf(ON, {"OTEL_TRACES_EXPORTER": ""}).exporter == "otlp_http"
+
+
+# -- service name -------------------------------------------------------------
+
+
+def test_service_name_from_conf_wins_over_env(load_conf: Loader) -> None:
+    """[opentelemetry] service_name beats OTEL_SERVICE_NAME."""
+    s = load_conf(otel(service_name="zaqar-eu"), {"OTEL_SERVICE_NAME": "other"})
+    assert s.service_name == "zaqar-eu"
+
+
+def test_service_name_unset_is_none(load_conf: Loader) -> None:
+    """Unset: None, so OTEL_SERVICE_NAME (or 'zaqar') applies at setup."""
+    assert load_conf(ON, {"OTEL_SERVICE_NAME": "other"}).service_name is None
+
+
+# -- exporter arguments -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exporter", "endpoint", "expected"),
+    [
+        ("otlp_http", "http://collector:4318", "http://collector:4318/v1/traces"),
+        ("otlp_http", "https://collector:4318/", "https://collector:4318/v1/traces"),
+        ("otlp_http", "http://collector:4318/custom/traces",
+         "http://collector:4318/custom/traces"),
+        ("otlp_grpc", "http://collector:4317", "http://collector:4317"),
+    ],
+)
+def test_endpoint_gets_signal_path_for_http_base_urls(
+    load_conf: Loader, exporter: str, endpoint: str, expected: str
+) -> None:
+    """/v1/traces is added to an otlp_http base URL, never to gRPC or a path."""
+    s = load_conf(otel(exporter=exporter, endpoint=endpoint))
+    assert s.exporter_args["endpoint"] == expected
+
+
+def test_endpoint_path_follows_exporter_chosen_by_env(load_conf: Loader) -> None:
+    """An exporter picked through OTEL_EXPORTER_OTLP_PROTOCOL=grpc counts too."""
+    s = load_conf(otel(endpoint="http://collector:4317"),
+                  {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    assert s.exporter == "otlp_grpc"
+    assert s.exporter_args["endpoint"] == "http://collector:4317"
+
+
+@pytest.mark.parametrize("endpoint", ["http://:4318", "http://", "http:///v1/traces"])
+def test_endpoint_without_host_is_refused(load_conf: Loader, endpoint: str) -> None:
+    """An endpoint with no host fails at start-up, naming the option."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] endpoint"):
+        load_conf(otel(endpoint=endpoint))
+
+
+def test_endpoint_with_other_scheme_is_refused(load_conf: Loader) -> None:
+    """Only http and https collectors."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] endpoint"):
+        load_conf(otel(endpoint="ftp://collector"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("a=1,b=2", {"a": "1", "b": "2"}),
+        (" a = 1 , b=2 ", {"a": "1", "b": "2"}),
+        ("authorization=Bearer x=y", {"authorization": "Bearer x=y"}),
+        ("empty=", {"empty": ""}),
+    ],
+)
+def test_headers_are_parsed(
+    load_conf: Loader, value: str, expected: dict[str, str]
+) -> None:
+    """key=value pairs separated by commas, values may hold '='."""
+    assert load_conf(otel(headers=value)).exporter_args["headers"] == expected
+
+
+@pytest.mark.parametrize("value", ["a=1,b", "=1", "a=1,,b=2", "novalue"])
+def test_malformed_headers_are_refused(load_conf: Loader, value: str) -> None:
+    """A malformed headers option fails, naming it."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] headers"):
+        load_conf(otel(headers=value))
+
+
+def test_malformed_headers_error_does_not_echo_the_secret(load_conf: Loader) -> None:
+    """The error message never repeats a header value (API keys live there)."""
+    with pytest.raises(ConfigError) as info:
+        load_conf(otel(headers="api-key=T0PS3CRET,broken"))
+    assert "T0PS3CRET" not in str(info.value)
+
+
+def test_certificate_must_exist(load_conf: Loader, tmp_path: Path) -> None:
+    """A CA bundle path that is not a file fails at start-up."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] certificate"):
+        load_conf(otel(certificate=tmp_path / "missing.pem"))
+
+
+def test_certificate_file_is_passed_on(load_conf: Loader, tmp_path: Path) -> None:
+    """An existing CA bundle becomes the exporter's certificate_file."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = load_conf(otel(certificate=pem))
+    assert s.exporter_args["certificate_file"] == str(pem)
+
+
+def test_deflate_with_grpc_is_refused(load_conf: Loader) -> None:
+    """deflate is OTLP/HTTP only: with otlp_grpc the option is named."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] compression"):
+        load_conf(otel(exporter="otlp_grpc", compression="deflate"))
+
+
+@pytest.mark.parametrize(
+    ("exporter", "compression"),
+    [("otlp_http", "deflate"), ("otlp_http", "gzip"), ("otlp_grpc", "gzip")],
+)
+def test_supported_compression_is_passed_on(
+    load_conf: Loader, exporter: str, compression: str
+) -> None:
+    """Compressions the chosen exporter supports reach it."""
+    s = load_conf(otel(exporter=exporter, compression=compression))
+    assert s.exporter_args["compression"] == compression
+
+
+def test_timeout_and_insecure(load_conf: Loader) -> None:
+    """timeout is a float; insecure is passed to the gRPC exporter only."""
+    grpc = load_conf(otel(exporter="otlp_grpc", timeout=2.5, insecure="true"))
+    assert grpc.exporter_args == {"timeout": 2.5, "insecure": True}
+    http = load_conf(otel(exporter="otlp_http", insecure="true"))
+    assert "insecure" not in http.exporter_args
+
+
+def test_no_exporter_args_unless_set(load_conf: Loader) -> None:
+    """Unset options are left out, so the SDK applies OTEL_EXPORTER_OTLP_*."""
+    s = load_conf(ON, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:4318"})
+    assert s.exporter_args == {}
+
+
+# -- batch processor ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, {}),
+        ({"max_queue_size": 100}, {"max_queue_size": 100}),
+        ({"schedule_delay": 250}, {"schedule_delay_millis": 250}),
+        ({"max_queue_size": 4096, "max_export_batch_size": 64,
+          "schedule_delay": 1000},
+         {"max_queue_size": 4096, "max_export_batch_size": 64,
+          "schedule_delay_millis": 1000}),
+    ],
+)
+def test_batch_args_only_for_options_set(
+    load_conf: Loader, options: dict[str, int], expected: dict[str, int]
+) -> None:
+    """BatchSpanProcessor gets only what zaqar.conf sets (OTEL_BSP_* otherwise)."""
+    assert load_conf(otel(**options)).batch_args == expected
+
+
+def test_batch_size_zero_is_refused(load_conf: Loader) -> None:
+    """A queue of 0 spans would drop everything: refused, option named."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] max_queue_size"):
+        load_conf(otel(max_queue_size=0))
+
+
+# -- hmac keys ----------------------------------------------------------------
+
+
+def test_stock_key_is_refused(load_conf: Loader) -> None:
+    """osprofiler's default SECRET_KEY lets anyone trace: refused, with the fix."""
+    with pytest.raises(ConfigError) as info:
+        load_conf("[profiler]\nenabled = true\n")
+    message = str(info.value)
+    assert "[profiler] hmac_keys" in message
+    assert "allow_stock_hmac_key" in message
+
+
+def test_stock_key_among_others_is_refused(load_conf: Loader) -> None:
+    """Listing SECRET_KEY next to a real key still opens the door."""
+    with pytest.raises(ConfigError, match="allow_stock_hmac_key"):
+        load_conf("[profiler]\nenabled = true\nhmac_keys = mine,SECRET_KEY\n")
+
+
+def test_stock_key_accepted_when_allowed(load_conf: Loader) -> None:
+    """allow_stock_hmac_key = true: the operator has chosen, tracing is on."""
+    s = load_conf("[profiler]\nenabled = true\n"
+                  "[opentelemetry]\nallow_stock_hmac_key = true\n")
+    assert s.enabled
+    assert s.hmac_keys == ("SECRET_KEY",)
+
+
+@pytest.mark.parametrize("value", ["", " , ,"])
+def test_empty_hmac_keys_are_refused(load_conf: Loader, value: str) -> None:
+    """No key: no client could sign, so start-up says so."""
+    with pytest.raises(ConfigError, match=r"\[profiler\] hmac_keys"):
+        load_conf(f"[profiler]\nenabled = true\nhmac_keys = {value}\n")
+
+
+def test_several_keys_kept_in_order(load_conf: Loader) -> None:
+    """Rotation: keys are split on commas and kept in order (first signs)."""
+    s = load_conf("[profiler]\nenabled = true\nhmac_keys = new, old ,older\n")
+    assert s.hmac_keys == ("new", "old", "older")
+
+
+def test_hmac_keys_not_in_error_messages(load_conf: Loader) -> None:
+    """A refused config never echoes a configured key."""
+    with pytest.raises(ConfigError) as info:
+        load_conf("[profiler]\nenabled = true\nhmac_keys = pr1vate,SECRET_KEY\n")
+    assert "pr1vate" not in str(info.value)
+
+
+# -- sampling -----------------------------------------------------------------
+
+
+def test_sampling_options(load_conf: Loader) -> None:
+    """sample_ratio and honor_w3c_sampled reach the settings."""
+    s = load_conf(otel(sample_ratio=0.25, honor_w3c_sampled="true"))
+    assert s.sample_ratio == 0.25
+    assert s.honor_w3c_sampled is True
+
+
+@pytest.mark.parametrize("ratio", ["-0.1", "1.5", "half"])
+def test_sample_ratio_out_of_range_is_a_config_error(
+    load_conf: Loader, ratio: str
+) -> None:
+    """oslo validates on access: the error is a ConfigError naming the option."""
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] sample_ratio"):
+        load_conf(otel(sample_ratio=ratio))
+
+
+def test_set_override_values_are_used(tmp_path: Path) -> None:
+    """Values set programmatically (as tests and tools do) count like files."""
+    conf = parsed_conf(tmp_path / "zaqar.conf", "")
+    opts.register_opts(conf)
+    conf.set_override("enabled", True, group="profiler")
+    conf.set_override("hmac_keys", "k", group="profiler")
+    conf.set_override("exporter", "console", group="opentelemetry")
+    conf.set_override("sample_ratio", 1.0, group="opentelemetry")
+    s = load(conf, {})
+    assert (s.enabled, s.exporter, s.sample_ratio) == (True, "console", 1.0)
+
+
+# -- opts ---------------------------------------------------------------------
+
+
+def test_list_opts_has_both_groups_with_help() -> None:
+    """oslo-config-generator gets [profiler] and [opentelemetry], all documented."""
+    groups = dict(opts.list_opts())
+    assert set(groups) == {"profiler", "opentelemetry"}
+    for group, options in groups.items():
+        assert options, group
+        for opt in options:
+            assert opt.help and opt.help.strip(), f"[{group}] {opt.name}"
+
+
+def test_our_profiler_options_do_not_clash_with_zaqar_or_osprofiler() -> None:
+    """Registering all three sets of [profiler] options in one conf works."""
+    conf = cfg.ConfigOpts()
+    profiler_opts.set_defaults(conf)
+    conf.register_opts(zaqar_profiler.ALL_OPTS, group=zaqar_profiler.GROUP_NAME)
+    opts.register_opts(conf)
+    opts.register_opts(conf)  # idempotent, as load() registers again
+    conf([], default_config_files=[])
+    assert conf.profiler.trace_redis is False
+    assert conf.opentelemetry.sample_ratio == 0.0
+
+
+def test_oslo_config_entry_point_resolves_to_list_opts() -> None:
+    """oslo-config-generator --namespace zaqar_otel finds list_opts."""
+    found = entry_points(group="oslo.config.opts").select(name="zaqar_otel")
+    assert [ep.value for ep in found] == ["zaqar_otel.opts:list_opts"]
+    assert next(iter(found)).load() is opts.list_opts
