@@ -26,15 +26,17 @@ _ORIGINAL = "__zaqar_otel_original__"
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` without user, password and query (which may hold secrets)."""
+    """``uri`` without user, password and query (which may hold secrets).
+
+    Multi-host URIs (MongoDB replica sets, Redis sentinels) keep every host.
+    """
     try:
         parts = urlsplit(uri)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
     except ValueError:
         return "(unparsable)"
+    # After the last "@": hosts only, however many, IPv6 brackets kept.
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, hosts, parts.path, "", "")) or "(unparsable)"
 
 
 def instrument_catalog(tracer: trace.Tracer) -> None:

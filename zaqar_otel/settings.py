@@ -61,13 +61,15 @@ def _get(conf: cfg.ConfigOpts, group: str, name: str) -> object:
 def _exporter(value: object, environ: Mapping[str, str]) -> str:
     if value:
         return str(value)
-    name = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    # An empty variable counts as unset (OTel specification).
+    name = (environ.get("OTEL_TRACES_EXPORTER") or "").strip().lower() or "otlp"
     if name == "otlp":
-        protocol = environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        protocol = (
+            (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or "").strip()
+            or (environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "").strip()
+            or "http/protobuf"
         )
-        return "otlp_grpc" if protocol.strip() == "grpc" else "otlp_http"
+        return "otlp_grpc" if protocol == "grpc" else "otlp_http"
     if name in ("console", "none"):
         return name
     raise ConfigError(

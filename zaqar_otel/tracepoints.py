@@ -54,6 +54,10 @@ class OSProfilerIdGenerator(IdGenerator):
     def generate_trace_id(self) -> int:
         return self._fallback.generate_trace_id()
 
+    def is_trace_id_random(self) -> bool:
+        # Keeps the W3C level-2 "random" flag on traces this generator starts.
+        return self._fallback.is_trace_id_random()
+
 
 def use_osprofiler_ids(tracer: trace.Tracer) -> trace.Tracer:
     """Let ``tracer`` take span ids from trace points (SDK tracers only)."""

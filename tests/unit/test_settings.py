@@ -136,7 +136,6 @@ def test_unknown_conf_exporter_is_a_config_error(load_conf: Loader) -> None:
         load_conf(otel(exporter="jaeger"))
 
 
-@pytest.mark.xfail(strict=True, reason="empty OTEL_TRACES_EXPORTER is not unset")
 def test_empty_env_exporter_counts_as_unset(load_conf: Loader) -> None:
     """OTel spec: an empty variable is interpreted as if it were unset."""
     assert load_conf(ON, {"OTEL_TRACES_EXPORTER": ""}).exporter == "otlp_http"

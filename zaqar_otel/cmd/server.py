@@ -4,27 +4,30 @@ Same arguments and configuration files as ``zaqar-server``::
 
     zaqar-otel-server --config-file /etc/zaqar/zaqar.conf
 
-SIGTERM ends the server like Ctrl-C does, so spans still queued are flushed
-(within ``[opentelemetry] shutdown_timeout``) before the process exits.
+On SIGTERM, spans still queued are flushed (within ``[opentelemetry]
+shutdown_timeout``), then the process ends by SIGTERM as ``zaqar-server``
+does.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 from types import FrameType
 
 from zaqar_otel import instrument
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # SystemExit unwinds the server loop; the atexit hook then flushes.
-    sys.exit(0)
+def _flush_then_terminate(signum: int, frame: FrameType | None) -> None:
+    # Not SystemExit: wsgiref swallows it when it lands inside a request.
+    instrument.shutdown()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main() -> None:
     instrument.install()
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _flush_then_terminate)
     from zaqar.cmd import server
 
     server.run()

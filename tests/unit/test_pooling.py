@@ -1,0 +1,68 @@
+"""Pool URIs as exported on pool lookup spans: no credentials, ever."""
+
+from __future__ import annotations
+
+import pytest
+
+from zaqar_otel.pooling import redact_uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("redis://user:pw@host:6379/0?password=x", "redis://host:6379/0"),
+        ("redis://:pw@host", "redis://host"),
+        ("redis://host:6379/0?socket_timeout=1&password=zz", "redis://host:6379/0"),
+        ("redis://host/0#fragment", "redis://host/0"),
+        ("mongodb://admin:s3cr3t@db.example:27017/zaqar?authSource=admin",
+         "mongodb://db.example:27017/zaqar"),
+        ("mongodb+srv://u:p@cluster.example/zaqar", "mongodb+srv://cluster.example/zaqar"),
+        ("mysql+pymysql://zaqar:pw@localhost/zaqar?charset=utf8",
+         "mysql+pymysql://localhost/zaqar"),
+        ("mongodb://db.example:27017", "mongodb://db.example:27017"),
+    ],
+)
+def test_credentials_and_query_are_stripped(uri: str, expected: str) -> None:
+    """User, password and query string never reach the span; host/path do."""
+    assert redact_uri(uri) == expected
+
+
+def test_password_with_at_sign_is_stripped() -> None:
+    """An unescaped '@' in the password does not leak its tail."""
+    redacted = redact_uri("mongodb://user:p@ss@db.example:27017/zaqar")
+    assert redacted == "mongodb://db.example:27017/zaqar"
+
+
+def test_unix_socket_uri_drops_query() -> None:
+    """Zaqar's redis:/path/to/sock?password=... form loses its query."""
+    assert redact_uri("redis:/tmp/redis.sock?password=x") == "redis:/tmp/redis.sock"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://u:s3cr3t@h1:27017,h2:27018/zaqar?replicaSet=rs0",
+        "redis://u:s3cr3t@host:99999/0",
+        "redis://u:s3cr3t@host:abc/0",
+        "http://[::1",
+        "",
+        "not a uri at all s3cr3t",
+    ],
+)
+def test_unparsable_input_does_not_raise_or_leak(uri: str) -> None:
+    """Odd URIs give a string without the password, never an exception."""
+    redacted = redact_uri(uri)
+    assert isinstance(redacted, str)
+    if "@" in uri:
+        assert "s3cr3t" not in redacted
+
+
+def test_ipv6_host_keeps_brackets() -> None:
+    """An IPv6 pool host stays a valid URI: redis://[::1]:6379/0."""
+    assert redact_uri("redis://u:p@[::1]:6379/0") == "redis://[::1]:6379/0"
+
+
+def test_replica_set_keeps_every_host() -> None:
+    """A MongoDB replica-set pool still says where it is."""
+    uri = "mongodb://u:s3cr3t@h1:27017,h2:27018/zaqar?replicaSet=rs0"
+    assert redact_uri(uri) == "mongodb://h1:27017,h2:27018/zaqar"
