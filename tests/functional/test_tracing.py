@@ -196,6 +196,9 @@ def test_profiled_session_redis_and_sql(
     extra = tracing(receiver)
     with ZaqarServer(deployment, command=OTEL_SERVER, extra=extra) as server:
         session = ProfiledSession(server, receiver, "orders")
+        log = server.log_text()
+    # Not even for the stock connection_string messaging://.
+    assert " ERROR " not in log and "Traceback" not in log, log
     assert_well_formed(session, "redis_message_controller")
     tree = render_tree(session.spans)
     # Redis commands under the message and claim controllers that sent them.
@@ -531,3 +534,23 @@ def test_forked_gunicorn_workers_each_export(
     # Every request's spans arrived, whichever worker served it.
     assert {s.trace_id for s in servers} == set(trace_ids)
     assert log.count("zaqar-otel: tracing on") == expected_setups, log[-3000:]
+
+
+def test_server_span_is_outside_keystone_auth(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    # A request keystonemiddleware turns away (no token) still has its server
+    # span: the auth time is inside it. No keystone is contacted for that.
+    extra = tracing(receiver)
+    extra["DEFAULT"] = {"auth_strategy": "keystone"}
+    extra["keystone_authtoken"] = {
+        "www_authenticate_uri": f"http://127.0.0.1:{free_port()}/identity"}
+    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    trace_id = bridge.decode(headers[bridge.X_TRACE_INFO],
+                             headers[bridge.X_TRACE_HMAC], [KEY]).trace_id
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        status = server.request("GET", "/v2/queues", headers=headers)[0]
+        (span,) = receiver.wait_for(lambda s: s.trace_id == trace_id)
+    assert status == 401
+    assert span.kind == "SERVER" and span.attributes["http.response.status_code"] == 401
+    assert span.name == "GET /v2/queues"
