@@ -18,7 +18,13 @@ from oslo_config import cfg
 PROFILER_GROUP = "profiler"
 OTEL_GROUP = "opentelemetry"
 
-EXPORTERS = ("otlp_http", "otlp_grpc", "console", "none")
+EXPORTER_CHOICES = [
+    ("otlp_http", "OTLP/HTTP protobuf, port 4318"),
+    ("otlp_grpc", "OTLP/gRPC, port 4317"),
+    ("console", "spans printed on stdout, for debugging"),
+    ("none", "spans created, nothing exported"),
+]
+EXPORTERS = tuple(name for name, _ in EXPORTER_CHOICES)
 
 profiler_opts = [
     cfg.BoolOpt(
@@ -46,10 +52,8 @@ profiler_opts = [
 otel_opts = [
     cfg.StrOpt(
         "exporter",
-        choices=EXPORTERS,
-        help="Where spans go: otlp_http (OTLP/HTTP protobuf, port 4318), "
-        "otlp_grpc (OTLP/gRPC, port 4317), console (stdout, for debugging) or "
-        "none (create spans, export nothing). Unset: OTEL_TRACES_EXPORTER and "
+        choices=EXPORTER_CHOICES,
+        help="Where spans go. Unset: OTEL_TRACES_EXPORTER and "
         "OTEL_EXPORTER_OTLP_PROTOCOL, else otlp_http.",
     ),
     cfg.URIOpt(
@@ -86,7 +90,8 @@ otel_opts = [
     ),
     cfg.StrOpt(
         "compression",
-        choices=("none", "gzip", "deflate"),
+        choices=[("none", "no compression"), ("gzip", "gzip"),
+                 ("deflate", "deflate, otlp_http only")],
         help="Compression of exported batches (deflate: otlp_http only). "
         "Unset: OTEL_EXPORTER_OTLP_COMPRESSION, else none.",
     ),
@@ -153,5 +158,23 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """Entry point for oslo-config-generator (namespace ``zaqar_otel``)."""
-    return [(PROFILER_GROUP, profiler_opts), (OTEL_GROUP, otel_opts)]
+    """Entry point for oslo-config-generator (namespace ``zaqar_otel``).
+
+    ``[profiler]`` also lists osprofiler's and Zaqar's own options, which
+    zaqar-otel reads with their meaning unchanged, so the sample shows every
+    option that decides what is traced.
+    """
+    return [(PROFILER_GROUP, _owned_elsewhere() + profiler_opts),
+            (OTEL_GROUP, otel_opts)]
+
+
+def _owned_elsewhere() -> list[cfg.Opt]:
+    from osprofiler import opts as osprofiler_opts
+
+    found = [opt for group, group_opts in osprofiler_opts.list_opts()
+             if group == PROFILER_GROUP for opt in group_opts]
+    try:
+        from zaqar.conf import profiler
+    except ImportError:  # the propagator alone runs without Zaqar
+        return found
+    return found + list(profiler.ALL_OPTS)
