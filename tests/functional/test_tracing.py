@@ -554,3 +554,36 @@ def test_server_span_is_outside_keystone_auth(
     assert status == 401
     assert span.kind == "SERVER" and span.attributes["http.response.status_code"] == 401
     assert span.name == "GET /v2/queues"
+
+
+def test_database_down_marks_spans_as_errors_and_keeps_zaqars_answer(
+    receiver: OTLPReceiver,
+) -> None:
+    extra = tracing(receiver)
+    # Zaqar retries a lost Redis 10 times, a second apart, by default.
+    extra["drivers:message_store:redis"] = {
+        "max_reconnect_attempts": "1", "reconnect_sleep": "0.1"}
+    with RedisServer() as redis_server:
+        with ZaqarServer(redis_sql(redis_server.url), command=OTEL_SERVER,
+                         extra=extra) as server:
+            server.request("PUT", "/v2/queues/down")
+            redis_server.stop()
+            body = {"messages": [{"body": {"n": 1}, "ttl": 60}]}
+            untraced = server.request("POST", "/v2/queues/down/messages", body=body)
+            headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            traced = server.request("POST", "/v2/queues/down/messages", body=body,
+                                    headers=headers)
+            trace_id = bridge.decode(headers[bridge.X_TRACE_INFO],
+                                     headers[bridge.X_TRACE_HMAC], [KEY]).trace_id
+            (root,) = receiver.wait_for(
+                lambda s: s.trace_id == trace_id and s.kind == "SERVER")
+            time.sleep(0.2)
+            spans = [s for s in receiver.spans() if s.trace_id == trace_id]
+    assert traced[0] >= 500 and (traced[0], traced[2]) == (untraced[0], untraced[2])
+    assert root.status_code == "ERROR"
+    assert root.attributes["http.response.status_code"] == traced[0]
+    failed = [s for s in spans if s.status_code == "ERROR" and s is not root]
+    assert any(s.scope == REDIS_SCOPE for s in failed), render_tree(spans)
+    controller = next(s for s in spans if s.name == "redis_message_controller")
+    assert controller.status_code == "ERROR"
+    assert any(name == "exception" for name, _ in controller.events)

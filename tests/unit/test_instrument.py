@@ -1,0 +1,103 @@
+"""The start-up hook in a fresh interpreter each (it owns global state)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+PRELUDE = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+from oslo_config import cfg
+from osprofiler import opts as osprofiler_opts
+from zaqar.conf import profiler as zaqar_profiler
+from opentelemetry import trace
+from zaqar_otel import instrument, opts
+
+def conf(**profiler):
+    c = cfg.ConfigOpts()
+    osprofiler_opts.set_defaults(c)
+    zaqar_profiler.register_opts(c)
+    opts.register_opts(c)
+    c([], default_config_files=[])
+    for name, value in {"enabled": True, "hmac_keys": "k1,k2",
+                        "trace_wsgi_transport": True, **profiler}.items():
+        c.set_override(name, value, group="profiler")
+    c.set_override("exporter", "none", group="opentelemetry")
+    return c
+"""
+
+
+def run(body: str) -> str:
+    script = PRELUDE + textwrap.dedent(body)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_setup_is_idempotent() -> None:
+    out = run("""
+        assert instrument.setup(conf()) is True
+        provider = trace.get_tracer_provider()
+        # A second call, even with another configuration, changes nothing.
+        assert instrument.setup(conf(enabled=False)) is True
+        assert trace.get_tracer_provider() is provider
+        assert instrument.hmac_keys() == ("k1", "k2")
+        print("ok")
+    """)
+    assert out.count("zaqar-otel: tracing on") == 1 and out.rstrip().endswith("ok")
+
+
+def test_an_installed_sdk_provider_is_reused() -> None:
+    run("""
+        from opentelemetry.sdk.trace import TracerProvider
+        mine = TracerProvider()
+        trace.set_tracer_provider(mine)
+        assert instrument.setup(conf())
+        assert trace.get_tracer_provider() is mine
+    """)
+
+
+def test_disabled_patches_nothing_and_ignores_signed_headers() -> None:
+    run("""
+        from osprofiler import notifier, profiler
+        from opentelemetry import propagate
+        from zaqar_otel import bridge
+        trace_cls = profiler.trace_cls
+        before = notifier.get()
+        assert instrument.setup(conf(enabled=False)) is False
+        assert profiler.trace_cls is trace_cls and notifier.get() is before
+        headers = bridge.encode("6f1d0c9e-0000-4000-8000-000000000001",
+                                "6f1d0c9e-0000-4000-8000-000000000002", "k1")
+        ctx = propagate.extract(headers)
+        assert not trace.get_current_span(ctx).get_span_context().is_valid
+        assert instrument.hmac_keys() == ()
+    """)
+
+
+def test_broken_configuration_logs_one_error_and_stays_off() -> None:
+    out = run("""
+        assert instrument.setup(conf(hmac_keys="SECRET_KEY")) is False
+        assert not instrument.enabled()
+    """)
+    errors = [line for line in out.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "[profiler] hmac_keys" in errors[0], out
+
+
+def test_shutdown_is_bounded_and_runs_once() -> None:
+    run("""
+        import time
+        c = conf()
+        c.set_override("exporter", "otlp_http", group="opentelemetry")
+        # Nothing listens on port 9 of loopback: every export fails.
+        c.set_override("endpoint", "http://127.0.0.1:9", group="opentelemetry")
+        assert instrument.setup(c)
+        with trace.get_tracer("t").start_as_current_span("s"):
+            pass
+        started = time.monotonic()
+        instrument.shutdown(timeout=1.0)
+        assert time.monotonic() - started < 2.0
+        assert instrument.shutdown() is True  # already done: no-op
+    """)
