@@ -20,9 +20,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m tests.bench.run
 
 demo: $(STAMP)
-	@echo "make demo arrives with the operator's-path issue: it will start an"
-	@echo "embedded Redis, a SQLite store, a real Zaqar with zaqar-otel and a local"
-	@echo "OTLP receiver, send a profiled producer/consumer session and print its trace."
+	$(VENV)/bin/python -m tools.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .hypothesis

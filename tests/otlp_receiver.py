@@ -423,18 +423,26 @@ def by_trace(spans: Iterable[ReceivedSpan]) -> dict[int, list[ReceivedSpan]]:
     return out
 
 
-def render_tree(spans: Iterable[ReceivedSpan]) -> str:
-    """Indented ``name [kind] 1.23ms`` lines, children ordered by start time."""
+Detail = Callable[[ReceivedSpan], str]
+
+
+def render_tree(spans: Iterable[ReceivedSpan], detail: Detail | None = None) -> str:
+    """Indented ``name [kind] 1.23ms`` lines, children ordered by start time.
+
+    ``detail`` adds text at the end of each span's line.
+    """
     groups = by_trace(spans)
     lines: list[str] = []
     for trace_id, group in groups.items():
         if len(groups) > 1:
             lines.append(f"trace {trace_id:032x}")
-        _render_trace(group, "  " if len(groups) > 1 else "", lines)
+        _render_trace(group, "  " if len(groups) > 1 else "", lines, detail)
     return "\n".join(lines)
 
 
-def _render_trace(group: list[ReceivedSpan], indent: str, lines: list[str]) -> None:
+def _render_trace(
+    group: list[ReceivedSpan], indent: str, lines: list[str], detail: Detail | None
+) -> None:
     ids = {s.span_id for s in group}
     children: dict[int | None, list[ReceivedSpan]] = {}
     for s in sorted(group, key=lambda s: s.start_ns):
@@ -445,6 +453,8 @@ def _render_trace(group: list[ReceivedSpan], indent: str, lines: list[str]) -> N
     def walk(s: ReceivedSpan, depth: int) -> None:
         seen.add(id(s))
         line = f"{indent}{'  ' * depth}{s.name} [{s.kind}] {s.duration_ms:.2f}ms"
+        if detail is not None:
+            line += detail(s)
         if depth == 0 and s.parent_span_id is not None:
             line += f" (parent {s.parent_span_id:016x} not in list)"
         lines.append(line)

