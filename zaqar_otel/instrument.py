@@ -305,6 +305,9 @@ def shutdown(timeout: float | None = None) -> bool:
 # -- hooking into Zaqar --------------------------------------------------------
 
 
+_patched: list[tuple[Any, str]] = []
+
+
 def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
     current = getattr(owner, name)
     if getattr(current, _PATCHED, None) is not None:
@@ -312,6 +315,7 @@ def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
     replacement = wrapper(current)
     setattr(replacement, _PATCHED, current)
     setattr(owner, name, replacement)
+    _patched.append((owner, name))
 
 
 def _profile_setup(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -393,3 +397,10 @@ def install() -> None:
     _patch(profile, "install_wsgi_tracer", _install_wsgi_tracer)
     _patch(driver.Driver, "_init_middleware", _init_middleware)
     _patch(storage_utils, "load_storage_driver", _load_storage_driver)
+
+
+def uninstall() -> None:
+    """Undo ``install()`` (and the trace_cls patch); tracing set up stays."""
+    while _patched:
+        owner, name = _patched.pop()
+        setattr(owner, name, getattr(getattr(owner, name), _PATCHED))

@@ -1,0 +1,65 @@
+"""zaqar-otel for ``opentelemetry-instrument``.
+
+The standard runner gives the same traces as ``zaqar-otel-server``::
+
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 \\
+        opentelemetry-instrument zaqar-server --config-file /etc/zaqar/zaqar.conf
+
+* ``ZaqarOtelDistro`` (entry point ``opentelemetry_distro``): defaults the
+  propagators to ``tracecontext,baggage,osprofiler`` and leaves the redis,
+  pymongo, sqlalchemy and requests instrumentors to the ``[profiler]
+  trace_*`` options instead of switching them all on.
+* ``ZaqarOtelConfigurator`` (``opentelemetry_configurator``): builds nothing
+  at start; the SDK is built when Zaqar has parsed zaqar.conf, so its options
+  win over ``OTEL_*`` exactly as with ``zaqar-otel-server``.
+* ``ZaqarInstrumentor`` (``opentelemetry_instrumentor``, name ``zaqar``):
+  applies the start-up hook (``zaqar_otel.instrument.install``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry.environment_variables import OTEL_PROPAGATORS
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.sdk._configuration import _BaseConfigurator
+
+from zaqar_otel import instrument
+
+#: Instrumentors zaqar-otel installs itself, each behind its trace_* option.
+MANAGED_INSTRUMENTORS = frozenset(("redis", "pymongo", "sqlalchemy", "requests"))
+
+
+class ZaqarOtelDistro(BaseDistro):
+    """Defaults for Zaqar, and no instrumentor the options do not ask for."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        os.environ.setdefault(OTEL_PROPAGATORS, instrument.DEFAULT_PROPAGATORS)
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name in MANAGED_INSTRUMENTORS:
+            return  # instrument.setup installs it if [profiler] trace_* says so
+        super().load_instrumentor(entry_point, **kwargs)
+
+
+class ZaqarOtelConfigurator(_BaseConfigurator):
+    """Defers the SDK to ``instrument.setup(conf)`` at Zaqar's start-up."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        pass
+
+
+class ZaqarInstrumentor(BaseInstrumentor):
+    """Applies zaqar-otel's hook to Zaqar (``zaqar-server``, WSGI app)."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("zaqar >= 23.0, < 24",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        instrument.install()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        instrument.uninstall()
