@@ -48,6 +48,11 @@ _KNOWN_METHODS = frozenset(
 
 RouteOf = Callable[[str, str], str | None]
 
+#: Why a request is traced: "osprofiler" (a verified signature),
+#: "traceparent" (honoured sampled flag) or "sample_ratio"; a collector's
+#: tail sampling can keep every trace someone asked for.
+ORIGIN_ATTRIBUTE = "zaqar_otel.trace_origin"
+
 
 def falcon_route_of(app: Any) -> RouteOf:
     """Route template lookup in a falcon App's router (no request is routed)."""
@@ -121,6 +126,7 @@ class TracingMiddleware:
             attributes.pop(name, None)
         if route:
             attributes["http.route"] = route
+        attributes[ORIGIN_ATTRIBUTE] = _origin(extracted, self._honor)
         span = self._tracer.start_span(
             _span_name(method, route), context=parent, kind=SpanKind.SERVER,
             attributes=attributes)
@@ -174,6 +180,15 @@ class TracingMiddleware:
             self._failed_once = True
             LOG.exception("zaqar-otel: tracing a request failed; the request "
                           "goes on untraced and further failures are not logged")
+
+
+def _origin(extracted: context.Context, honor_w3c_sampled: bool) -> str:
+    if bridge.verified_trace_info(extracted) is not None:
+        return "osprofiler"
+    inbound = trace.get_current_span(extracted).get_span_context()
+    if honor_w3c_sampled and inbound.is_valid and inbound.trace_flags.sampled:
+        return "traceparent"
+    return "sample_ratio"
 
 
 def _span_name(method: str, route: str | None) -> str:

@@ -165,6 +165,7 @@ def assert_well_formed(session: ProfiledSession, controller_prefix: str) -> None
         assert root.attributes["http.request.method"] == root.name.split(" ", 1)[0]
         assert 200 <= root.attributes["http.response.status_code"] < 300
         assert "url.query" not in root.attributes
+        assert root.attributes["zaqar_otel.trace_origin"] == "osprofiler"
     # Controller trace points with their full names, under the server spans.
     controllers = session.named(controller_prefix)
     assert controllers, tree
@@ -310,6 +311,7 @@ def test_traceparent_alone_continues_the_callers_trace_when_honored(
         spans = receiver.spans()
     assert root.trace_id == trace_id and root.parent_span_id == span_id
     assert root.name == "PUT /v2/queues/{queue_name}"
+    assert root.attributes["zaqar_otel.trace_origin"] == "traceparent"
     assert_one_tree(spans, remote_parent=span_id)
     assert len(spans) > 1  # the controller and SQL spans continue it too
 
@@ -587,3 +589,18 @@ def test_database_down_marks_spans_as_errors_and_keeps_zaqars_answer(
     controller = next(s for s in spans if s.name == "redis_message_controller")
     assert controller.status_code == "ERROR"
     assert any(name == "exception" for name, _ in controller.events)
+
+
+def test_sample_ratio_traces_requests_without_headers(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    extra = tracing(receiver, otel={"sample_ratio": "1.0"})
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        assert server.request("PUT", "/v2/queues/sampled")[0] == 201
+        (root,) = receiver.wait_for(lambda s: s.kind == "SERVER" and s.name.startswith(
+            "PUT"))
+        time.sleep(0.2)
+        spans = [s for s in receiver.spans() if s.trace_id == root.trace_id]
+    assert root.parent_span_id is None  # a new trace, started here
+    assert root.attributes["zaqar_otel.trace_origin"] == "sample_ratio"
+    assert assert_one_tree(spans) is root and len(spans) > 1
