@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -50,12 +51,17 @@ class Settings:
     shutdown_timeout: float = 5.0
 
 
+# oslo.config names the file of a bad value as a LocationInfo repr.
+_LOCATION = re.compile(r"from LocationInfo\(location=[^)]*\)>?, detail='([^']*)'\)")
+
+
 def _get(conf: cfg.ConfigOpts, group: str, name: str) -> object:
     try:
         return conf[group][name]
     except (ValueError, cfg.Error) as exc:
-        # oslo.config validates on access; say which option, not where in oslo.
-        raise ConfigError(f"[{group}] {name}: {exc}") from None
+        # oslo.config validates on access; say which option and file, in words.
+        message = _LOCATION.sub(r"in \1", str(exc))
+        raise ConfigError(f"[{group}] {name}: {message}") from None
 
 
 def _exporter(value: object, environ: Mapping[str, str]) -> str:

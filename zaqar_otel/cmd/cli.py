@@ -1,5 +1,221 @@
-"""``zaqar-otel``: operator tools (placeholder until the CLI lands)."""
+"""``zaqar-otel``: operator tools.
+
+::
+
+    zaqar-otel trace-id ID [--jaeger-url URL] [--json]
+    zaqar-otel check [--config-file PATH ...] [--config-dir DIR ...] [--timeout S]
+
+``trace-id`` turns an OSProfiler trace id (what ``openstack --os-profile``
+prints), an OTel trace id (what Jaeger shows) or a ``traceparent`` into the
+other forms and the Jaeger link. ``check`` says what a zaqar.conf would
+trace and whether its collector answers, naming the option behind every
+problem.
+
+Exit status: 0 ok, 1 problems found or an error, 2 wrong usage.
+:func:`main` returns it, so both the console script and tests call it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+
+from zaqar_otel import bridge
+
+PROG = "zaqar-otel"
+DEFAULT_JAEGER_URL = "http://localhost:16686"
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+_TRACEPARENT = re.compile(
+    r"(?P<version>[0-9a-f]{2})-(?P<trace_id>[0-9a-f]{32})-"
+    r"(?P<span_id>[0-9a-f]{16})-(?P<flags>[0-9a-f]{2})", re.IGNORECASE)
 
 
-def main() -> None:
-    raise SystemExit("zaqar-otel: not implemented yet")
+def _error(command: str, message: str) -> None:
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+
+
+# -- trace-id ------------------------------------------------------------------
+
+
+def parse_trace_id(text: str) -> tuple[int, int | None]:
+    """(trace id, span id or None) of an OSProfiler uuid, 32 hex or traceparent.
+
+    Raises ValueError with a message for a person.
+    """
+    value = text.strip()
+    match = _TRACEPARENT.fullmatch(value)
+    if match and match["version"].lower() == "ff":
+        raise ValueError(f"{text!r}: traceparent version ff is invalid")
+    try:
+        if not value.isascii():
+            raise ValueError(value)
+        # A 32-hex trace id is a uuid without dashes: one mapping for both.
+        trace_id = bridge.trace_id_from_base_id(
+            match["trace_id"] if match else value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a trace id: give an OSProfiler uuid "
+            "(4a0b6a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b), a 32-hex OTel trace id "
+            "or a traceparent (00-<32 hex>-<16 hex>-01)") from None
+    if trace_id == 0:
+        raise ValueError(f"{text!r}: the all-zero trace id is invalid")
+    span_id = int(match["span_id"], 16) if match else None
+    if span_id == 0:
+        raise ValueError(f"{text!r}: the all-zero span id is invalid")
+    return trace_id, span_id
+
+
+def trace_id_forms(text: str, jaeger_url: str = DEFAULT_JAEGER_URL) -> dict[str, str]:
+    """The forms of one id, keyed as ``--json`` prints them (ValueError)."""
+    trace_id, span_id = parse_trace_id(text)
+    trace_hex = f"{trace_id:032x}"
+    forms = {
+        "base_id": bridge.base_id_from_trace_id(trace_id),
+        "trace_id": trace_hex,
+        "jaeger_url": f"{jaeger_url.rstrip('/')}/trace/{trace_hex}",
+    }
+    if span_id is not None:
+        forms["span_id"] = f"{span_id:016x}"
+        forms["osprofiler_span_id"] = bridge.uuid_from_span_id(trace_id, span_id)
+    return forms
+
+
+_LABELS = {
+    "base_id": "OSProfiler base_id:",
+    "trace_id": "OTel trace id:",
+    "jaeger_url": "Jaeger:",
+    "span_id": "OTel span id:",
+    "osprofiler_span_id": "OSProfiler span id:",
+}
+
+
+def _trace_id(args: argparse.Namespace) -> int:
+    try:
+        forms = trace_id_forms(args.id, args.jaeger_url)
+    except ValueError as exc:
+        _error("trace-id", str(exc))
+        return EXIT_PROBLEMS
+    if args.json:
+        print(json.dumps(forms, indent=2))
+    else:
+        for key, value in forms.items():
+            print(f"{_LABELS[key]:<20}{value}")
+    return EXIT_OK
+
+
+# -- check ---------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    from zaqar_otel import check
+
+    try:
+        conf = check.load_conf(args.config_file, args.config_dir)
+    except check.UsageError as exc:
+        _error("check", str(exc))
+        return EXIT_USAGE
+    except check.SetupError as exc:
+        _error("check", str(exc))
+        return EXIT_PROBLEMS
+    return check.run(conf, timeout=args.timeout)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"not between 0 and 600 s: {text!r}")
+    return value
+
+
+# -- parser --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Operator tools of zaqar-otel, the OpenTelemetry "
+        "distribution for OpenStack Zaqar.",
+        epilog="Exit status: 0 ok, 1 problems found or an error, 2 wrong usage.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     required=True)
+
+    trace_id = commands.add_parser(
+        "trace-id",
+        help="convert a trace id between OSProfiler and OTel, with its Jaeger link",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print an OSProfiler trace id (what `openstack --os-profile "
+        "KEY ...`\nprints) as the OTel trace id Jaeger shows, or back, with the "
+        "trace's\nJaeger URL.",
+        epilog="examples:\n"
+        "  zaqar-otel trace-id 4a0b6a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b\n"
+        "  zaqar-otel trace-id 4a0b6a3e1c2d4e5f8a9b0c1d2e3f4a5b --json\n"
+        "  zaqar-otel trace-id "
+        "00-4a0b6a3e1c2d4e5f8a9b0c1d2e3f4a5b-8a9b0c1d2e3f4a5b-01\n\n"
+        "exit status: 0 ok, 1 not a valid id, 2 wrong usage",
+    )
+    trace_id.add_argument(
+        "id", metavar="ID",
+        help="OSProfiler base_id (a uuid, with or without dashes or braces), "
+        "32-hex OTel trace id, or a traceparent value")
+    trace_id.add_argument(
+        "--jaeger-url", default=DEFAULT_JAEGER_URL, metavar="URL",
+        help=f"Jaeger UI base URL (default {DEFAULT_JAEGER_URL})")
+    trace_id.add_argument("--json", action="store_true",
+                          help="print the forms as a JSON object")
+    trace_id.set_defaults(func=_trace_id)
+
+    from zaqar_otel.check import DEFAULT_TIMEOUT
+
+    check = commands.add_parser(
+        "check",
+        help="say what a zaqar.conf would trace and whether its collector answers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load zaqar.conf as zaqar-server does and report whether "
+        "tracing would be\non, what would be traced, where spans would go and "
+        "whether the collector\nanswers (OTLP/HTTP: an empty export request; "
+        "OTLP/gRPC: a TCP connection).\nEvery problem names the option to "
+        "change. Nothing is traced or patched.",
+        epilog="example:\n"
+        "  zaqar-otel check --config-file /etc/zaqar/zaqar.conf\n\n"
+        "exit status: 0 ok or warnings only, 1 errors found, 2 wrong usage or "
+        "no such file",
+    )
+    check.add_argument(
+        "--config-file", action="append", default=[], metavar="PATH",
+        help="a zaqar.conf to read; repeat for more, later files win (default: "
+        "oslo.config's places, such as /etc/zaqar/zaqar.conf)")
+    check.add_argument(
+        "--config-dir", action="append", default=[], metavar="DIR",
+        help="a directory whose *.conf files are read after the files")
+    check.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"how long to wait for the collector (default {DEFAULT_TIMEOUT:g})")
+    check.set_defaults(func=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``zaqar-otel``; the exit status (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or wrong usage (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
