@@ -40,14 +40,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
 from oslo_config import cfg
 
-from zaqar_otel import middleware, pooling, sampling, settings, tracepoints
+from zaqar_otel import export, middleware, pooling, sampling, settings, tracepoints
 
 LOG = logging.getLogger(__name__)
 
@@ -169,32 +164,6 @@ def _resource(service_name: str | None) -> Resource:
     return resource
 
 
-def _exporter(conf: settings.Settings) -> SpanExporter | None:
-    args = dict(conf.exporter_args)
-    if conf.exporter == "otlp_http":
-        from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
-
-        if "compression" in args:
-            args["compression"] = Compression(args["compression"])
-        return OTLPSpanExporter(**args)
-    if conf.exporter == "otlp_grpc":
-        import grpc
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
-
-        if "compression" in args:
-            args["compression"] = {"gzip": grpc.Compression.Gzip}.get(
-                str(args["compression"]), grpc.Compression.NoCompression)
-        return GrpcExporter(**args)
-    if conf.exporter == "console":
-        return ConsoleSpanExporter()
-    return None
-
-
 def _provider(conf: settings.Settings) -> TracerProvider:
     # shutdown_on_exit=False: the SDK's own atexit hook waits for the
     # exporter's full timeout when the collector is down; ours is bounded.
@@ -204,9 +173,9 @@ def _provider(conf: settings.Settings) -> TracerProvider:
         id_generator=tracepoints.OSProfilerIdGenerator(),
         shutdown_on_exit=False,
     )
-    exporter = _exporter(conf)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter, **conf.batch_args))
+    processor = export.span_processor(conf)
+    if processor is not None:
+        provider.add_span_processor(processor)
     return provider
 
 

@@ -9,6 +9,7 @@ receiver decoded from the wire.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -604,3 +605,24 @@ def test_sample_ratio_traces_requests_without_headers(
     assert root.parent_span_id is None  # a new trace, started here
     assert root.attributes["zaqar_otel.trace_origin"] == "sample_ratio"
     assert assert_one_tree(spans) is root and len(spans) > 1
+
+
+def test_dropped_spans_are_logged_once_and_counted_when_export_resumes(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    receiver.mode = "error"  # the collector answers 503 to every export
+    extra = tracing(receiver, otel={"timeout": "1"})
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        for n in range(20):
+            headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            status = server.request("PUT", f"/v2/queues/drop-{n}", headers=headers)[0]
+            assert status == 201
+            time.sleep(0.05)  # several export attempts, all refused
+        server.wait_for_log("zaqar-otel: dropping spans", timeout=10)
+        receiver.mode = "ok"
+        canary(server, receiver)  # export resumes, no restart
+        log = server.wait_for_log("spans were dropped meanwhile", timeout=10)
+    assert log.count("zaqar-otel: dropping spans") == 1, log
+    assert "Failed to export" not in log and "Transient error" not in log
+    (dropped,) = re.findall(r"works again; (\d+) spans were dropped", log)
+    assert int(dropped) >= 20, log  # at least one server span per request

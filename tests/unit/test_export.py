@@ -1,0 +1,82 @@
+"""Dropped spans: counted, and logged when dropping starts and when it stops."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from zaqar_otel.export import CountingBatchSpanProcessor, DropCounter
+
+
+class Collector(SpanExporter):
+    """An in-process stand-in whose answer the test chooses (no network here:
+    the functional tests drive a real OTLP receiver)."""
+
+    def __init__(self) -> None:
+        self.accept = False
+        self.received: list[str] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.exporting = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.exporting.set()
+        self.release.wait(10)
+        if not self.accept:
+            return SpanExportResult.FAILURE
+        self.received.extend(s.name for s in spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _spans(provider: TracerProvider, count: int) -> None:
+    tracer = provider.get_tracer("t")
+    for n in range(count):
+        tracer.start_span(f"s{n}").end()
+
+
+def test_failed_exports_are_counted_and_logged_twice_in_all(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    collector = Collector()
+    processor = CountingBatchSpanProcessor(collector, DropCounter("test"),
+                                           schedule_delay_millis=10_000)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export"):
+        for _ in range(3):  # three failing batches
+            _spans(provider, 5)
+            processor.force_flush()
+        collector.accept = True
+        _spans(provider, 2)
+        processor.force_flush()
+    assert processor.drops.total == 15
+    assert collector.received == ["s0", "s1"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "dropping spans" in lines[0] and "15 spans were dropped" in lines[1]
+    provider.shutdown()
+
+
+def test_a_full_queue_counts_each_dropped_span() -> None:
+    collector = Collector()
+    collector.accept = True
+    collector.release.clear()  # the exporter hangs: the queue fills up
+    processor = CountingBatchSpanProcessor(
+        collector, DropCounter("test"), max_queue_size=4, max_export_batch_size=1,
+        schedule_delay_millis=1)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    _spans(provider, 1)  # taken by the worker, which then hangs
+    assert collector.exporting.wait(5)
+    _spans(provider, 20)  # 4 fit in the queue
+    assert processor.drops.total == 16
+    collector.release.set()
+    provider.shutdown()

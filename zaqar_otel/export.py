@@ -1,0 +1,152 @@
+"""The export path: exporter and span processor, with dropped spans counted.
+
+When the collector is down or slow, spans are dropped, either when an export
+fails or when the span queue is full. The SDK logs each failed batch (a
+warning and an error every few seconds) and each full queue; an operator
+needs one line when dropping starts and one when it stops, with the count::
+
+    processor = span_processor(settings)       # None for exporter = none
+    provider.add_span_processor(processor)
+    ...
+    processor.drops.total                      # spans dropped so far
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from zaqar_otel import settings as settings_module
+
+LOG = logging.getLogger(__name__)
+
+# The SDK's per-batch failure lines, replaced by DropCounter's two lines.
+_SDK_DROP_MESSAGES = ("Transient error", "Failed to export", "Queue full")
+_SDK_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.sdk._shared_internal",
+)
+
+
+class DropCounter:
+    """Counts dropped spans; logs when dropping starts and when it stops."""
+
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
+        self.total = 0
+        self._since_ok = 0
+        self._lock = threading.Lock()
+
+    def dropped(self, count: int, why: str) -> None:
+        with self._lock:
+            first = self._since_ok == 0
+            self._since_ok += count
+            self.total += count
+        if first:
+            LOG.warning("zaqar-otel: dropping spans (%s, exporting to %s); "
+                        "requests are not affected; one line follows when "
+                        "export works again", why, self.destination)
+
+    def exported(self) -> None:
+        with self._lock:
+            dropped, self._since_ok = self._since_ok, 0
+        if dropped:
+            LOG.warning("zaqar-otel: exporting to %s works again; %d spans "
+                        "were dropped meanwhile", self.destination, dropped)
+
+
+class _CountingExporter(SpanExporter):
+    def __init__(self, exporter: SpanExporter, drops: DropCounter) -> None:
+        self._exporter = exporter
+        self._drops = drops
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._exporter.export(spans)
+        except Exception as exc:
+            self._drops.dropped(len(spans), f"export raised {type(exc).__name__}")
+            return SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self._drops.exported()
+        else:
+            self._drops.dropped(len(spans), "the collector did not accept them")
+        return result
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """``BatchSpanProcessor`` whose dropped spans are counted in ``drops``."""
+
+    def __init__(self, exporter: SpanExporter, drops: DropCounter,
+                 **batch_args: int) -> None:
+        super().__init__(_CountingExporter(exporter, drops), **batch_args)
+        self.drops = drops
+        self._max_queue = batch_args.get("max_queue_size") or \
+            self._batch_processor._max_queue_size
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context.trace_flags.sampled and (
+                len(self._batch_processor._queue) >= self._max_queue):
+            self.drops.dropped(1, "the span queue is full")
+        super().on_end(span)
+
+
+class _QuietSdkDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_SDK_DROP_MESSAGES)
+
+
+def exporter(conf: settings_module.Settings) -> SpanExporter | None:
+    """The exporter ``[opentelemetry] exporter`` names, or None for ``none``."""
+    args = dict(conf.exporter_args)
+    if conf.exporter == "otlp_http":
+        from opentelemetry.exporter.otlp.proto.http import Compression
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
+
+        if "compression" in args:
+            args["compression"] = Compression(args["compression"])
+        return OTLPSpanExporter(**args)
+    if conf.exporter == "otlp_grpc":
+        import grpc
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        if "compression" in args:
+            args["compression"] = {"gzip": grpc.Compression.Gzip}.get(
+                str(args["compression"]), grpc.Compression.NoCompression)
+        return GrpcExporter(**args)
+    if conf.exporter == "console":
+        return ConsoleSpanExporter()
+    return None
+
+
+def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor | None:
+    """The batch processor feeding ``exporter(conf)``; None if it is ``none``."""
+    chosen = exporter(conf)
+    if chosen is None:
+        return None
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietSdkDrops) for f in logger.filters):
+            logger.addFilter(_QuietSdkDrops())
+    destination = str(getattr(chosen, "_endpoint", None) or conf.exporter)
+    return CountingBatchSpanProcessor(chosen, DropCounter(destination),
+                                      **conf.batch_args)
