@@ -42,7 +42,15 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from oslo_config import cfg
 
-from zaqar_otel import export, middleware, pooling, sampling, settings, tracepoints
+from zaqar_otel import (
+    export,
+    middleware,
+    pooling,
+    redact,
+    sampling,
+    settings,
+    tracepoints,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -240,7 +248,8 @@ def _instrument_backends(state: _State) -> None:
     if conf.trace_requests:
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-        RequestsInstrumentor().instrument(tracer_provider=provider)
+        RequestsInstrumentor().instrument(tracer_provider=provider,
+                                          request_hook=redact.requests_hook)
     if conf.trace_pooling:
         pooling.instrument_catalog(state.tracer)
 

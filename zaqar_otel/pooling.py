@@ -14,29 +14,16 @@ from __future__ import annotations
 
 import functools
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+
+from zaqar_otel.redact import redact_uri
 
 SPAN_NAME = "zaqar.pool.lookup"
 DEFAULT_POOL = "(default)"
 
 _ORIGINAL = "__zaqar_otel_original__"
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` without user, password and query (which may hold secrets).
-
-    Multi-host URIs (MongoDB replica sets, Redis sentinels) keep every host.
-    """
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "(unparsable)"
-    # After the last "@": hosts only, however many, IPv6 brackets kept.
-    hosts = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, hosts, parts.path, "", "")) or "(unparsable)"
 
 
 def instrument_catalog(tracer: trace.Tracer) -> None:

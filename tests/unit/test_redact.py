@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zaqar_otel.pooling import redact_uri
+from zaqar_otel.redact import redact_uri
 
 
 @pytest.mark.parametrize(
