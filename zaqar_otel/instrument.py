@@ -44,6 +44,8 @@ from oslo_config import cfg
 
 from zaqar_otel import (
     export,
+    links,
+    messaging,
     middleware,
     pooling,
     redact,
@@ -252,6 +254,8 @@ def _instrument_backends(state: _State) -> None:
                                           request_hook=redact.requests_hook)
     if conf.trace_pooling:
         pooling.instrument_catalog(state.tracer)
+    if conf.trace_message_links:
+        links.instrument_stores()
 
 
 # -- shutdown ------------------------------------------------------------------
@@ -316,9 +320,12 @@ def _init_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def init_middleware(driver: Any) -> None:
         falcon_app = driver.app
-        original(driver)
         state = _state
-        if not (state and state.settings.enabled and state.settings.trace_wsgi):
+        traced = bool(state and state.settings.enabled and state.settings.trace_wsgi)
+        if traced:
+            falcon_app.add_middleware(messaging.MessagingSpans(state.tracer))
+        original(driver)
+        if not traced:
             return
         driver.app = middleware.TracingMiddleware(
             driver.app, state.tracer, middleware.falcon_route_of(falcon_app),

@@ -42,6 +42,15 @@ profiler_opts = [
         "command name and collection are exported, never the statement.",
     ),
     cfg.BoolOpt(
+        "trace_message_links",
+        default=False,
+        help="Keep the span context of each traced post beside its messages "
+        "in the message store (Redis key or MongoDB document, expiring with "
+        "the message; trace and span id only), so a later traced list, get, "
+        "claim or pop links its receive span to the posting span. Costs one "
+        "small write per message of a traced post; nothing for untraced ones.",
+    ),
+    cfg.BoolOpt(
         "trace_pooling",
         default=False,
         help="With pooling = True, add a span for each pool catalog lookup, "

@@ -39,6 +39,7 @@ class Settings:
     trace_mongodb: bool = False
     trace_pooling: bool = False
     trace_requests: bool = False
+    trace_message_links: bool = False
     connection_string: str = ""
     exporter: str = "otlp_http"
     # Keyword arguments for the exporter, only for options set in zaqar.conf.
@@ -155,7 +156,8 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
         hmac_keys=_hmac_keys(conf),
         **{f"trace_{name}": bool(profiler(f"trace_{name}"))
            for name in ("message_store", "management_store", "sqlalchemy",
-                        "redis", "mongodb", "pooling", "requests")},
+                        "redis", "mongodb", "pooling", "requests",
+                       "message_links")},
         trace_wsgi=bool(profiler("trace_wsgi_transport")),
         connection_string=str(profiler("connection_string") or ""),
         exporter=exporter,

@@ -1,0 +1,165 @@
+"""Traces that follow the message: messaging conventions and producer links."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.functional.test_tracing import (
+    KEY,
+    OTEL_SERVER,
+    ProfiledSession,
+    tracing,
+)
+from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
+from tests.servers import MongoServer, RedisServer
+from tests.zaqar_process import ZaqarServer, mongo, profiled, redis_sql, zaqar_client
+from zaqar_otel import bridge
+
+pytestmark = pytest.mark.functional
+
+LINKS = {"trace_message_links": "true"}
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def _operations(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    return [s for s in spans if s.attributes.get("messaging.system") == "zaqar"]
+
+
+def test_operation_spans_carry_the_messaging_conventions(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra=tracing(receiver)) as server:
+        session = ProfiledSession(server, receiver, "orders")
+    tree = render_tree(session.spans)
+    by_id = {s.span_id: s for s in session.spans}
+    ops = {(s.name, s.attributes["messaging.operation.name"]): s
+           for s in _operations(session.spans)}
+    send = ops[("send orders", "post")]
+    assert send.kind == "PRODUCER"
+    assert send.attributes["messaging.operation.type"] == "send"
+    assert send.attributes["messaging.destination.name"] == "orders"
+    assert send.attributes["messaging.batch.message_count"] == 2
+    assert list(send.attributes["zaqar.message.ids"]) == session.record.posted_ids
+    assert send.attributes["zaqar.project.id"] == "test-project"
+    claim = ops[("receive orders", "claim")]
+    assert claim.kind == "CONSUMER"
+    assert sorted(claim.attributes["zaqar.message.ids"]) == sorted(
+        session.record.posted_ids)
+    assert ops[("receive orders", "list")].kind == "CONSUMER"
+    settles = [s for (name, _), s in ops.items() if name == "settle orders"]
+    deletes = [s for s in _operations(session.spans)
+               if s.attributes["messaging.operation.name"] == "delete"]
+    assert settles and len(deletes) == 2
+    assert {s.attributes["messaging.message.id"] for s in deletes} == set(
+        session.record.posted_ids)
+    # Operation spans sit between the server span and the storage calls.
+    for op in _operations(session.spans):
+        assert by_id[op.parent_span_id].kind == "SERVER", tree
+    post_controller = next(s for s in session.spans
+                           if s.name == "redis_message_controller"
+                           and s.attributes["code.function.name"].endswith(".post"))
+    assert post_controller.parent_span_id == send.span_id, tree
+    # Server spans keep the HTTP conventions only.
+    assert not any("messaging.system" in s.attributes for s in session.spans
+                   if s.kind == "SERVER")
+
+
+def _produce_then_consume(server: ZaqarServer, receiver: OTLPReceiver,
+                          queue: str, traced_post: bool = True
+                          ) -> tuple[int | None, int]:
+    """Post 2 messages (profiled or not), then claim them in another trace.
+
+    Returns (producer trace id or None, consumer trace id).
+    """
+    client = zaqar_client(server.url)
+    client.queue(queue, force_create=True)
+    producer_trace = None
+    if traced_post:
+        with profiled(KEY) as prof:
+            client.queue(queue, auto_create=False).post(
+                [{"body": {"n": n}, "ttl": 120} for n in range(2)])
+            producer_trace = bridge.trace_id_from_base_id(prof.get_base_id())
+    else:
+        client.queue(queue, auto_create=False).post(
+            [{"body": {"n": n}, "ttl": 120} for n in range(2)])
+    with profiled(KEY) as prof:
+        claimed = list(client.queue(queue, auto_create=False).claim(ttl=60, grace=60))
+        consumer_trace = bridge.trace_id_from_base_id(prof.get_base_id())
+    assert len(claimed) == 2 and [m.body for m in claimed] == [{"n": 0}, {"n": 1}]
+    receiver.wait_for(lambda s: s.trace_id == consumer_trace and s.kind == "SERVER")
+    return producer_trace, consumer_trace
+
+
+@pytest.mark.parametrize("store", ["redis", "mongodb"])
+def test_a_claim_links_to_the_posts_that_produced_its_messages(
+    store: str, receiver: OTLPReceiver
+) -> None:
+    with RedisServer() as redis_server, MongoServer() as mongo_server:
+        deployment = (redis_sql(redis_server.url) if store == "redis"
+                      else mongo(mongo_server.url))
+        with ZaqarServer(deployment, command=OTEL_SERVER,
+                         extra=tracing(receiver, profiler=LINKS)) as server:
+            producer, consumer = _produce_then_consume(server, receiver, "linked")
+            spans = receiver.spans()
+    send = next(s for s in spans if s.trace_id == producer and s.name == "send linked")
+    claim = next(s for s in spans if s.trace_id == consumer
+                 and s.name == "receive linked")
+    assert [(t, sp) for t, sp, _ in claim.links] == [(producer, send.span_id)] * 2, (
+        render_tree(spans))
+
+
+def test_untraced_posts_store_nothing_and_links_are_off_by_default(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    import redis as redis_client
+
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra=tracing(receiver, profiler=LINKS)) as server:
+        _, consumer = _produce_then_consume(server, receiver, "quiet",
+                                            traced_post=False)
+        spans = receiver.spans()
+    with redis_client.Redis.from_url(redis.url) as client:
+        assert client.keys("zaqar_otel.link.*") == []
+    claim = next(s for s in spans if s.trace_id == consumer
+                 and s.name == "receive quiet")
+    assert claim.links == ()
+    # Default (option unset): a traced post stores nothing either.
+    receiver.clear()
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra=tracing(receiver)) as server:
+        _, consumer = _produce_then_consume(server, receiver, "default")
+    with redis_client.Redis.from_url(redis.url) as client:
+        assert client.keys("zaqar_otel.link.*") == []
+
+
+def test_stored_link_expires_with_its_message_and_holds_only_ids(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    import redis as redis_client
+
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra=tracing(receiver, profiler=LINKS)) as server:
+        client = zaqar_client(server.url)
+        queue = client.queue("ttl", force_create=True)
+        with profiled(KEY):
+            posted = queue.post([{"body": {"n": 1}, "ttl": 90}])
+        message_id = posted["resources"][0].rsplit("/", 1)[-1]
+    with redis_client.Redis.from_url(redis.url) as client:
+        key = f"zaqar_otel.link.{message_id}"
+        value = client.get(key)
+        assert value is not None and len(value) == 48  # trace id + span id, hex
+        assert 0 < client.ttl(key) <= 90

@@ -1,0 +1,249 @@
+"""Producer -> consumer links: the posting span, kept beside each message.
+
+When a traced request posts messages, the span context of its ``send``
+operation is stored next to each message, in the message store, with the
+message's own TTL: a Redis key ``zaqar_otel.link.<message id>`` or a document
+in the ``zaqar_otel_links`` collection (TTL index) of the queue's MongoDB
+partition. Never inside the body consumers read; only the trace and span id
+(no trace state, no baggage). A later traced list, get, claim or pop that
+returns those messages adds span links to the posting spans on its
+``receive`` operation (``zaqar_otel.messaging``), so Jaeger can jump from
+the consumer to the producer.
+
+Untraced requests touch nothing: the wrappers return at once when no traced
+operation is open. Enabled by ``[profiler] trace_message_links``::
+
+    instrument_stores()      # wraps the Redis and MongoDB controllers
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from opentelemetry import trace
+
+from zaqar_otel import messaging
+
+LOG = logging.getLogger(__name__)
+
+REDIS_PREFIX = "zaqar_otel.link."
+MONGO_COLLECTION = "zaqar_otel_links"
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_ORIGINAL = "__zaqar_otel_original__"
+
+
+def encode(span_context: trace.SpanContext) -> str:
+    return f"{span_context.trace_id:032x}{span_context.span_id:016x}"
+
+
+def decode(value: str | bytes | None) -> trace.SpanContext | None:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not value or len(value) != 48:
+        return None
+    try:
+        ids = int(value[:32], 16), int(value[32:], 16)
+    except ValueError:
+        return None
+    found = trace.SpanContext(*ids, is_remote=True, trace_flags=_SAMPLED)
+    return found if found.is_valid else None
+
+
+class LinkStore(Protocol):
+    def save(self, entries: Sequence[tuple[str, int]], value: str) -> None: ...
+    def load(self, message_ids: Sequence[str]) -> list[str | bytes | None]: ...
+
+
+class RedisLinks:
+    """Keys beside the message keys, expiring with the messages."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def save(self, entries: Sequence[tuple[str, int]], value: str) -> None:
+        with self._client.pipeline(transaction=False) as pipe:
+            for message_id, ttl in entries:
+                pipe.set(REDIS_PREFIX + message_id, value, ex=max(int(ttl), 1))
+            pipe.execute()
+
+    def load(self, message_ids: Sequence[str]) -> list[str | bytes | None]:
+        return list(self._client.mget([REDIS_PREFIX + i for i in message_ids]))
+
+
+class MongoLinks:
+    """Documents in the queue's partition database, removed by a TTL index."""
+
+    _indexed: set[tuple[int, str]] = set()
+    _lock = threading.Lock()
+
+    def __init__(self, database: Any) -> None:
+        self._collection = database[MONGO_COLLECTION]
+        key = (id(database.client), database.name)
+        if key not in self._indexed:
+            with self._lock:
+                self._collection.create_index("e", expireAfterSeconds=0,
+                                              name="zaqar_otel_expiry")
+                self._indexed.add(key)
+
+    def save(self, entries: Sequence[tuple[str, int]], value: str) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self._collection.insert_many(
+            [{"_id": message_id, "c": value,
+              "e": now + datetime.timedelta(seconds=max(int(ttl), 1))}
+             for message_id, ttl in entries], ordered=False)
+
+    def load(self, message_ids: Sequence[str]) -> list[str | bytes | None]:
+        found = {d["_id"]: d["c"] for d in self._collection.find(
+            {"_id": {"$in": list(message_ids)}}, {"c": 1})}
+        return [found.get(i) for i in message_ids]
+
+
+StoreOf = Callable[[Any, str, str | None], LinkStore]
+
+
+def _failed(what: str) -> None:
+    # Links are a convenience: never fail the message operation for them.
+    LOG.debug("zaqar-otel: %s message links failed", what, exc_info=True)
+
+
+def _after_post(store: LinkStore, messages: Sequence[dict[str, Any]],
+                ids: Sequence[str]) -> None:
+    operation = messaging.current()
+    if operation is None or not ids:
+        return
+    try:
+        ttls = [int(m.get("ttl", 0)) for m in messages]
+        store.save(list(zip((str(i) for i in ids), ttls, strict=False)),
+                   encode(operation.span.get_span_context()))
+    except Exception:
+        _failed("saving")
+
+
+def _link(store: LinkStore, operation: messaging.Operation, ids: list[str]) -> None:
+    if not ids:
+        return
+    try:
+        found = [decode(v) for v in store.load(ids[:messaging.MAX_LINKS])]
+        operation.add_links([c for c in found if c is not None])
+    except Exception:
+        _failed("loading")
+
+
+def _collecting(messages: Iterable[Any], done: Callable[[list[str]], None]
+                ) -> Iterator[Any]:
+    """Pass ``messages`` through, then ``done(ids)`` once all were seen."""
+    ids: list[str] = []
+    for message in messages:
+        if isinstance(message, dict) and "id" in message:
+            ids.append(str(message["id"]))
+        yield message
+    done(ids)
+
+
+def _listing(listing: Iterable[Any], done: Callable[[list[str]], None]
+             ) -> Iterator[Any]:
+    # Zaqar's list yields a lazy iterator of messages, then the next marker.
+    for item in listing:
+        if hasattr(item, "__next__") or isinstance(item, list):
+            yield _collecting(item, done)
+        else:
+            yield item
+
+
+def _wrap(cls: type, name: str, make: Callable[[Callable[..., Any], StoreOf],
+                                                Callable[..., Any]],
+          store_of: StoreOf) -> None:
+    method = getattr(cls, name)
+    if getattr(method, _ORIGINAL, None) is not None:
+        return
+    wrapper = functools.wraps(method)(make(method, store_of))
+    setattr(wrapper, _ORIGINAL, method)
+    setattr(cls, name, wrapper)
+
+
+def _post(original: Callable[..., Any], store_of: StoreOf) -> Callable[..., Any]:
+    def post(self: Any, queue: str, messages: Iterable[dict[str, Any]],
+             client_uuid: Any, project: str | None = None) -> Any:
+        if messaging.current() is None:
+            return original(self, queue, messages, client_uuid, project)
+        messages = list(messages)  # read twice: by the store, then for TTLs
+        ids = original(self, queue, messages, client_uuid, project)
+        _after_post(store_of(self, queue, project), messages, ids)
+        return ids
+
+    return post
+
+
+def _receiving(original: Callable[..., Any], store_of: StoreOf) -> Callable[..., Any]:
+    """A method returning messages (a dict, a list, an iterator, a listing)."""
+    names = list(inspect.signature(original).parameters)[1:]
+    listing = original.__name__ == "list"
+
+    def receive(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        operation = messaging.current()
+        if operation is None:
+            return result
+        try:
+            bound = {**dict(zip(names, args, strict=False)), **kwargs}
+            store = store_of(self, bound.get("queue") or bound.get("queue_name"),
+                             bound.get("project"))
+        except Exception:
+            _failed("finding the store of")
+            return result
+        done = functools.partial(_link, store, operation)
+        if isinstance(result, dict):  # get: one message
+            done([str(result["id"])] if "id" in result else [])
+            return result
+        if isinstance(result, tuple):  # claim create: (claim, messages)
+            claim, messages = result
+            if isinstance(messages, list):
+                done([str(m["id"]) for m in messages if "id" in m])
+                return result
+            return claim, _collecting(messages, done)
+        if isinstance(result, list):  # pop
+            done([str(m["id"]) for m in result if isinstance(m, dict) and "id" in m])
+            return result
+        return _listing(result, done) if listing else _collecting(result, done)
+
+    return receive
+
+
+def _redis_store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
+    return RedisLinks(ctrl._client)
+
+
+def _mongo_messages_store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
+    return MongoLinks(ctrl._collection(queue, project).database)
+
+
+def _mongo_claims_store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
+    return _mongo_messages_store(ctrl.driver.message_controller, queue, project)
+
+
+def instrument_stores() -> None:
+    """Wrap the Redis and MongoDB message and claim controllers (idempotent)."""
+    from zaqar.storage.mongodb import claims as mongo_claims
+    from zaqar.storage.mongodb import messages as mongo_messages
+    from zaqar.storage.redis import claims as redis_claims
+    from zaqar.storage.redis import messages as redis_messages
+
+    targets = [
+        (redis_messages.MessageController, redis_claims.ClaimController,
+         _redis_store, _redis_store),
+        (mongo_messages.MessageController, mongo_claims.ClaimController,
+         _mongo_messages_store, _mongo_claims_store),
+    ]
+    for messages_cls, claims_cls, store, claims_store in targets:
+        _wrap(messages_cls, "post", _post, store)
+        for name in ("list", "get", "bulk_get", "pop"):
+            _wrap(messages_cls, name, _receiving, store)
+        _wrap(claims_cls, "create", _receiving, claims_store)
+    # Its own post (FIFO ordering) bypasses MessageController.post.
+    _wrap(mongo_messages.FIFOMessageController, "post", _post, _mongo_messages_store)
