@@ -47,6 +47,7 @@ from zaqar_otel import (
     links,
     messaging,
     middleware,
+    notifications,
     pooling,
     redact,
     sampling,
@@ -256,6 +257,7 @@ def _instrument_backends(state: _State) -> None:
         pooling.instrument_catalog(state.tracer)
     if conf.trace_message_links:
         links.instrument_stores()
+    notifications.instrument_notifier(state.tracer)
 
 
 # -- shutdown ------------------------------------------------------------------

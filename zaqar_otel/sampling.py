@@ -71,6 +71,12 @@ def decide(
     return trace.set_span_in_context(trace.NonRecordingSpan(parent), context), sampled
 
 
+def traced_root(context: Context | None = None) -> Context:
+    """A parent context for a new trace that must be sampled (a delivery of a
+    traced post): no span, the root decision already taken."""
+    return set_value(_ROOT_DECISION, True, context or Context())
+
+
 def root_decision(context: Context | None) -> bool:
     """Whether ``decide`` chose to trace a request that has no parent."""
     return bool(get_value(_ROOT_DECISION, context))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -163,3 +165,81 @@ def test_stored_link_expires_with_its_message_and_holds_only_ids(
         value = client.get(key)
         assert value is not None and len(value) == 48  # trace id + span id, hex
         assert 0 < client.ttl(key) <= 90
+
+
+class Subscriber:
+    """A webhook subscriber on loopback that records what it receives."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.arrived = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.received.append((self.path, dict(self.headers), body))
+                outer.arrived.set()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Subscriber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    secret = "tok-" + uuid.uuid4().hex
+    extra = tracing(receiver, profiler={"trace_requests": "true"})
+    extra["storage"] = {"message_pipeline": "zaqar.notification.notifier"}
+    with Subscriber() as subscriber, ZaqarServer(
+            redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        client = zaqar_client(server.url)
+        queue = client.queue("hooked", force_create=True)
+        hook = f"{subscriber.url}/hook?token={secret}"
+        client.subscription("hooked", subscriber=hook, ttl=600)
+        with profiled(KEY) as prof:
+            queue.post([{"body": {"event": "created"}, "ttl": 120}])
+            producer = bridge.trace_id_from_base_id(prof.get_base_id())
+        assert subscriber.arrived.wait(20), server.log_tail()
+        path, headers, body = subscriber.received[0]
+        delivery = receiver.wait_for(lambda s: s.name == "deliver hooked")[0]
+        receiver.wait_for(lambda s: s.trace_id == delivery.trace_id
+                          and s.kind == "CLIENT")
+        spans = receiver.spans()
+    assert path == f"/hook?token={secret}" and b"created" in body
+    send = next(s for s in spans if s.trace_id == producer and s.name == "send hooked")
+    # The delivery is a trace of its own, linked to the post that caused it.
+    assert delivery.kind == "PRODUCER" and delivery.parent_span_id is None
+    assert delivery.trace_id != producer
+    assert [(t, sp) for t, sp, _ in delivery.links] == [(producer, send.span_id)]
+    assert delivery.attributes["zaqar.subscriber"] == f"{subscriber.url}/hook"
+    # The subscriber got both header families for the webhook call's span.
+    call = next(s for s in spans if s.trace_id == delivery.trace_id
+                and s.kind == "CLIENT")
+    assert call.parent_span_id == delivery.span_id
+    lower = {k.lower(): v for k, v in headers.items()}
+    _, trace_hex, span_hex, flags = lower["traceparent"].split("-")
+    assert (trace_hex, span_hex) == (f"{delivery.trace_id:032x}",
+                                     f"{call.span_id:016x}")
+    assert int(flags, 16) & 1  # sampled
+    info = bridge.decode(lower["x-trace-info"], lower["x-trace-hmac"], [KEY])
+    assert info is not None and info.trace_id == delivery.trace_id
+    assert info.span_id == call.span_id
+    # The webhook's token never reaches the exported telemetry.
+    assert secret.encode() not in receiver.raw

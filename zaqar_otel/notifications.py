@@ -1,0 +1,114 @@
+"""Subscription deliveries (webhooks, mail) as traces linked to their post.
+
+Zaqar's notifier hands each delivery to a thread pool, where it outlives the
+request that posted the messages. Each delivery of a traced post becomes its
+own trace: a PRODUCER span ``deliver <queue>`` with a span link to the
+``send`` operation that triggered it. With ``[profiler] trace_requests`` the
+webhook's HTTP call is a child of that span and carries ``traceparent`` and
+signed OSProfiler headers to the subscriber::
+
+    instrument_notifier(tracer)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from zaqar_otel import messaging, redact, sampling
+
+_ORIGINAL = "__zaqar_otel_original__"
+
+# (posting span, subscription) of the delivery being submitted in this thread.
+_submitting: contextvars.ContextVar[tuple[trace.SpanContext, dict[str, Any]] | None] = (
+    contextvars.ContextVar("zaqar_otel_submitting", default=None))
+
+
+class _TracingExecutor:
+    """Zaqar's executor; submissions of traced posts run in a delivery span."""
+
+    def __init__(self, executor: Any, tracer: trace.Tracer) -> None:
+        self._executor = executor
+        self._tracer = tracer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._executor, name)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        submitting = _submitting.get()
+        if submitting is None:
+            return self._executor.submit(fn, *args, **kwargs)
+        producer, subscription = submitting
+        return self._executor.submit(
+            functools.partial(_deliver, self._tracer, producer, subscription, fn),
+            *args, **kwargs)
+
+
+def _deliver(tracer: trace.Tracer, producer: trace.SpanContext,
+             subscription: dict[str, Any], fn: Callable[..., Any],
+             *args: Any, **kwargs: Any) -> Any:
+    queue = str(subscription.get("source", ""))
+    subscriber = str(subscription.get("subscriber", ""))
+    attributes = {
+        "messaging.system": messaging.SYSTEM,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "deliver",
+        "messaging.destination.name": queue,
+        "zaqar.subscriber": redact.redact_uri(subscriber),
+    }
+    # A trace of its own (the post's request is long over), sampled because
+    # the post was, linked to the post.
+    span = tracer.start_span(
+        f"deliver {queue}", context=sampling.traced_root(), kind=SpanKind.PRODUCER,
+        attributes=attributes, links=[trace.Link(producer, {"zaqar.link": "post"})])
+    with trace.use_span(span, end_on_exit=True, record_exception=False):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+
+
+def _posting_span() -> trace.SpanContext | None:
+    operation = messaging.current()
+    span = operation.span if operation else trace.get_current_span()
+    found = span.get_span_context()
+    return found if found.is_valid and found.trace_flags.sampled else None
+
+
+def instrument_notifier(tracer: trace.Tracer) -> None:
+    """Wrap ``zaqar.notification.notifier.NotifierDriver`` (idempotent)."""
+    from zaqar.notification import notifier
+
+    driver = notifier.NotifierDriver
+    if hasattr(driver._execute, _ORIGINAL):
+        return
+    init, execute = driver.__init__, driver._execute
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        init(self, *args, **kwargs)
+        self.executor = _TracingExecutor(self.executor, tracer)
+
+    @functools.wraps(execute)
+    def _execute(self: Any, s_type: str, subscription: dict[str, Any],
+                 *args: Any, **kwargs: Any) -> Any:
+        producer = _posting_span()
+        if producer is None:
+            return execute(self, s_type, subscription, *args, **kwargs)
+        token = _submitting.set((producer, subscription))
+        try:
+            return execute(self, s_type, subscription, *args, **kwargs)
+        finally:
+            _submitting.reset(token)
+
+    setattr(_execute, _ORIGINAL, execute)
+    driver.__init__ = __init__
+    driver._execute = _execute
+
