@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.servers import free_port
+from tests.servers import free_port, service_reachable
 
 Sections = dict[str, dict[str, str]]
 
@@ -150,6 +150,7 @@ class ZaqarServer:
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 60.0,
         stop_timeout: float = 10.0,
+        websocket: bool = False,
     ) -> None:
         self.deployment = deployment
         py = Path(python or sys.executable)
@@ -163,6 +164,8 @@ class ZaqarServer:
         self.config_path = self.dir / ".zaqar" / "zaqar.conf"
         self.log_path = self.dir / "server.log"
         self.startup_timeout = startup_timeout
+        # transport = websocket on the same free port; ready when it listens.
+        self.websocket = websocket
         self.stop_timeout = stop_timeout
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -196,6 +199,10 @@ class ZaqarServer:
                 sections.setdefault(name, {}).update(options)
         if self.sql_url:
             sections["drivers:management_store:sqlalchemy"]["uri"] = self.sql_url
+        if self.websocket:
+            sections["drivers"]["transport"] = "websocket"
+            sections["drivers:transport:websocket"] = {
+                "bind": "127.0.0.1", "port": str(self.port)}
         return sections
 
     def start(self) -> ZaqarServer:
@@ -252,6 +259,11 @@ class ZaqarServer:
                     f"Zaqar exited with {self.proc.returncode} before it was "
                     f"ready\n{self.log_tail()}"
                 )
+            if self.websocket:
+                if service_reachable("127.0.0.1", self.port, timeout=0.5):
+                    return
+                time.sleep(0.1)
+                continue
             try:
                 status, _, _ = self.request("GET", "/v2/ping", timeout=2.0)
                 # 401: keystone auth turned the anonymous ping away, so the

@@ -53,6 +53,7 @@ from zaqar_otel import (
     sampling,
     settings,
     tracepoints,
+    websocket,
 )
 
 LOG = logging.getLogger(__name__)
@@ -258,6 +259,9 @@ def _instrument_backends(state: _State) -> None:
     if conf.trace_message_links:
         links.instrument_stores()
     notifications.instrument_notifier(state.tracer)
+    if conf.trace_websocket_transport:
+        websocket.instrument_handler(state.tracer, conf.hmac_keys[0],
+                                     conf.sample_ratio, conf.honor_w3c_sampled)
 
 
 # -- shutdown ------------------------------------------------------------------

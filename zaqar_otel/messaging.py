@@ -95,8 +95,13 @@ def operation_of(method: str, route: str | None, pop: bool = False
     return found
 
 
-def _ids_in(body: Any) -> list[str]:
+def ids_in(body: Any) -> list[str]:
+    """Message ids in a response body (WSGI or websocket API)."""
     if isinstance(body, dict):
+        if isinstance(body.get("message_ids"), list):  # websocket post
+            return [str(i) for i in body["message_ids"]]
+        if isinstance(body.get("messages"), dict):  # websocket get
+            return ids_in(body["messages"])
         if isinstance(body.get("messages"), list):
             return [str(m["id"]) for m in body["messages"]
                     if isinstance(m, dict) and "id" in m]
@@ -105,6 +110,54 @@ def _ids_in(body: Any) -> list[str]:
         if "id" in body and "body" in body:  # one message
             return [str(body["id"])]
     return []
+
+
+def open_operation(tracer: trace.Tracer, found: tuple[str, str, SpanKind],
+                   destination: str, project: str | None = None,
+                   message_id: str | None = None) -> tuple[Operation, Any]:
+    """Start the operation span, make it current; ``close_operation`` ends it."""
+    op_type, op_name, kind = found
+    attributes: dict[str, Any] = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": op_type,
+        "messaging.operation.name": op_name,
+        "messaging.destination.name": destination,
+    }
+    if project:
+        attributes["zaqar.project.id"] = project
+    if message_id:
+        attributes["messaging.message.id"] = message_id
+    span = tracer.start_span(f"{op_type} {destination}", kind=kind,
+                             attributes=attributes)
+    operation = Operation(span)
+    tokens = (context.attach(trace.set_span_in_context(span)),
+              _current.set(operation))
+    return operation, tokens
+
+
+def close_operation(operation: Operation, tokens: Any, status: int,
+                    body: Any = None) -> None:
+    """Describe the outcome (status, message ids) and end the span."""
+    try:
+        describe(operation.span, status, body)
+    finally:
+        operation.span.end()
+        _current.reset(tokens[1])
+        context.detach(tokens[0])
+
+
+def describe(span: trace.Span, status: int, body: Any) -> None:
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR, f"status {status}"))
+        return
+    ids = ids_in(body) if status < 300 else []
+    if len(ids) == 1:
+        span.set_attribute("messaging.message.id", ids[0])
+    elif ids:
+        # Semantic conventions: the count only on batch operations.
+        span.set_attribute("messaging.batch.message_count", len(ids))
+        if len(ids) <= MAX_IDS:
+            span.set_attribute("zaqar.message.ids", ids)
 
 
 class MessagingSpans:
@@ -123,25 +176,10 @@ class MessagingSpans:
                                  pop=bool(req.get_param("pop")))
             if found is None:
                 return
-            op_type, op_name, kind = found
             destination = params.get("queue_name") or params.get("topic_name") or ""
-            attributes: dict[str, Any] = {
-                "messaging.system": SYSTEM,
-                "messaging.operation.type": op_type,
-                "messaging.operation.name": op_name,
-                "messaging.destination.name": destination,
-            }
-            project = req.get_header("X-Project-ID")
-            if project:
-                attributes["zaqar.project.id"] = project
-            if params.get("message_id"):
-                attributes["messaging.message.id"] = params["message_id"]
-            span = self._tracer.start_span(f"{op_type} {destination}", kind=kind,
-                                           attributes=attributes)
-            token = context.attach(trace.set_span_in_context(span))
-            operation = Operation(span)
-            req.context.zaqar_otel_operation = (
-                operation, token, _current.set(operation))
+            req.context.zaqar_otel_operation = open_operation(
+                self._tracer, found, destination, req.get_header("X-Project-ID"),
+                params.get("message_id"))
         except Exception:
             self._log_failure()
 
@@ -150,36 +188,17 @@ class MessagingSpans:
         state = getattr(req.context, "zaqar_otel_operation", None)
         if state is None:
             return
-        operation, token, current_token = state
+        operation, tokens = state
         del req.context.zaqar_otel_operation
         try:
-            self._describe(operation.span, resp, req_succeeded)
+            status = int(str(resp.status).split()[0])
+            if not req_succeeded and status < 400:
+                status = 500  # raised, yet no error response was rendered
+            body = json.loads(resp.text) if resp.text and status < 300 else None
         except Exception:
             self._log_failure()
-        finally:
-            operation.span.end()
-            _current.reset(current_token)
-            context.detach(token)
-
-    @staticmethod
-    def _describe(span: trace.Span, resp: Any, succeeded: bool) -> None:
-        status = int(str(resp.status).split()[0])
-        if not succeeded or status >= 500:
-            span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
-            return
-        text = resp.text
-        if not text or status >= 300:
-            return
-        ids = _ids_in(json.loads(text))
-        if not ids:
-            return
-        if len(ids) == 1:
-            span.set_attribute("messaging.message.id", ids[0])
-            return
-        # Semantic conventions: the count only on batch operations.
-        span.set_attribute("messaging.batch.message_count", len(ids))
-        if len(ids) <= MAX_IDS:
-            span.set_attribute("zaqar.message.ids", ids)
+            status, body = 200, None
+        close_operation(operation, tokens, status, body)
 
     def _log_failure(self) -> None:
         if not self._failed_once:

@@ -126,25 +126,13 @@ class TracingMiddleware:
             attributes.pop(name, None)
         if route:
             attributes["http.route"] = route
-        attributes[ORIGIN_ATTRIBUTE] = _origin(extracted, self._honor)
+        attributes[ORIGIN_ATTRIBUTE] = origin(extracted, self._honor)
         span = self._tracer.start_span(
             _span_name(method, route), context=parent, kind=SpanKind.SERVER,
             attributes=attributes)
         token = context.attach(trace.set_span_in_context(span, parent))
-        self._init_profiler(span, bridge.verified_trace_info(extracted))
+        init_profiler(span, bridge.verified_trace_info(extracted), self._hmac_key)
         return span, token
-
-    def _init_profiler(
-        self, span: trace.Span, inbound: bridge.TraceInfo | None
-    ) -> None:
-        ids = span.get_span_context()
-        same_trace = inbound is not None and inbound.trace_id == ids.trace_id
-        base_id = (inbound.base_id if same_trace and inbound else
-                   bridge.base_id_from_trace_id(ids.trace_id))
-        profiler.init(
-            inbound.hmac_key if inbound else self._hmac_key,
-            base_id=base_id,
-            parent_id=bridge.uuid_from_span_id(ids.trace_id, ids.span_id))
 
     def _traced(
         self,
@@ -182,7 +170,25 @@ class TracingMiddleware:
                           "goes on untraced and further failures are not logged")
 
 
-def _origin(extracted: context.Context, honor_w3c_sampled: bool) -> str:
+def init_profiler(span: trace.Span, inbound: bridge.TraceInfo | None,
+                  hmac_key: str) -> None:
+    """OSProfiler's profiler for this thread, with ids that map to ``span``.
+
+    Zaqar's trace points then nest under it, and outgoing OSProfiler headers
+    continue the caller's trace with its exact base_id.
+    """
+    ids = span.get_span_context()
+    same_trace = inbound is not None and inbound.trace_id == ids.trace_id
+    base_id = (inbound.base_id if same_trace and inbound else
+               bridge.base_id_from_trace_id(ids.trace_id))
+    profiler.init(
+        inbound.hmac_key if inbound else hmac_key,
+        base_id=base_id,
+        parent_id=bridge.uuid_from_span_id(ids.trace_id, ids.span_id))
+
+
+def origin(extracted: context.Context, honor_w3c_sampled: bool) -> str:
+    """Why a traced request is traced (``ORIGIN_ATTRIBUTE``)."""
     if bridge.verified_trace_info(extracted) is not None:
         return "osprofiler"
     inbound = trace.get_current_span(extracted).get_span_context()

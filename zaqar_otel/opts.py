@@ -42,6 +42,15 @@ profiler_opts = [
         "command name and collection are exported, never the statement.",
     ),
     cfg.BoolOpt(
+        "trace_websocket_transport",
+        default=False,
+        help="Trace requests over the websocket API (transport = websocket) "
+        "like WSGI ones: a server span per API request, with the trace "
+        "context taken from the request's headers section (OSProfiler or "
+        "traceparent, under the same trust rules). Zaqar's own OSProfiler "
+        "support does not cover websocket.",
+    ),
+    cfg.BoolOpt(
         "trace_message_links",
         default=False,
         help="Keep the span context of each traced post beside its messages "

@@ -40,6 +40,7 @@ class Settings:
     trace_pooling: bool = False
     trace_requests: bool = False
     trace_message_links: bool = False
+    trace_websocket_transport: bool = False
     connection_string: str = ""
     exporter: str = "otlp_http"
     # Keyword arguments for the exporter, only for options set in zaqar.conf.
@@ -157,7 +158,7 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
         **{f"trace_{name}": bool(profiler(f"trace_{name}"))
            for name in ("message_store", "management_store", "sqlalchemy",
                         "redis", "mongodb", "pooling", "requests",
-                       "message_links")},
+                       "message_links", "websocket_transport")},
         trace_wsgi=bool(profiler("trace_wsgi_transport")),
         connection_string=str(profiler("connection_string") or ""),
         exporter=exporter,

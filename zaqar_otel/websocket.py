@@ -1,0 +1,141 @@
+"""Requests over Zaqar's websocket API, traced like WSGI ones.
+
+Zaqar's OSProfiler support stops at WSGI. With ``[profiler]
+trace_websocket_transport`` each websocket API request (``{"action": ...,
+"headers": {...}, "body": {...}}``) gets a SERVER span ``websocket <action>``;
+its trace context comes from the request's ``headers`` section, both header
+families, under the same trust rules as WSGI (``zaqar_otel.sampling``).
+Message and claim actions get the same messaging operation spans, and so
+the same producer -> consumer links::
+
+    instrument_handler(tracer, hmac_key="KEY")
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from osprofiler import profiler
+
+from zaqar_otel import bridge, messaging, middleware, sampling
+
+LOG = logging.getLogger(__name__)
+
+_ORIGINAL = "__zaqar_otel_original__"
+_C, _P, _S = SpanKind.CONSUMER, SpanKind.PRODUCER, SpanKind.CLIENT
+OPERATIONS: dict[str, tuple[str, str, SpanKind]] = {
+    "message_post": ("send", "post", _P),
+    "message_list": ("receive", "list", _C),
+    "message_get": ("receive", "get", _C),
+    "message_get_many": ("receive", "get", _C),
+    "message_delete": ("settle", "delete", _S),
+    "message_delete_many": ("settle", "delete", _S),
+    "claim_create": ("receive", "claim", _C),
+    "claim_delete": ("settle", "release", _S),
+}
+
+
+class _Tracing:
+    def __init__(self, tracer: trace.Tracer, hmac_key: str, sample_ratio: float,
+                 honor_w3c_sampled: bool) -> None:
+        self.tracer = tracer
+        self.hmac_key = hmac_key
+        self.sample_ratio = sample_ratio
+        self.honor = honor_w3c_sampled
+        self.failed_once = False
+
+    def log_failure(self) -> None:
+        if not self.failed_once:
+            self.failed_once = True
+            LOG.exception("zaqar-otel: tracing a websocket request failed; it "
+                          "goes on untraced and further failures are not logged")
+
+
+def _begin(tracing: _Tracing, req: Any) -> tuple[trace.Span | None, object]:
+    headers = req._headers if isinstance(req._headers, dict) else {}
+    carrier = {str(k).lower(): str(v) for k, v in headers.items()}
+    extracted = propagate.extract(carrier)
+    parent, sampled = sampling.decide(extracted, tracing.sample_ratio, tracing.honor)
+    if not sampled:
+        return None, context.attach(parent)
+    if profiler.get() is not None:
+        profiler.clean()
+    action = str(req._action)
+    span = tracing.tracer.start_span(
+        f"websocket {action}", context=parent, kind=SpanKind.SERVER,
+        attributes={"network.protocol.name": "websocket",
+                    "zaqar.websocket.action": action,
+                    middleware.ORIGIN_ATTRIBUTE: middleware.origin(
+                        extracted, tracing.honor)})
+    token = context.attach(trace.set_span_in_context(span, parent))
+    middleware.init_profiler(span, bridge.verified_trace_info(extracted),
+                             tracing.hmac_key)
+    return span, token
+
+
+def _process(tracing: _Tracing, original: Any, handler: Any, req: Any,
+             protocol: Any, span: trace.Span) -> Any:
+    body = req._body if isinstance(req._body, dict) else {}
+    found = OPERATIONS.get(str(req._action))
+    if found and body.get("pop"):
+        found = ("receive", "pop", _C)
+    operation = None
+    if found:
+        headers = req._headers if isinstance(req._headers, dict) else {}
+        operation = messaging.open_operation(
+            tracing.tracer, found, str(body.get("queue_name", "")),
+            headers.get("X-Project-ID"), body.get("message_id"))
+    status = 500
+    resp = None
+    try:
+        resp = original(handler, req, protocol)
+        status = int(resp._headers.get("status", 200))
+        return resp
+    finally:
+        if operation is not None:
+            messaging.close_operation(*operation, status,
+                                      getattr(resp, "_body", None))
+        span.set_attribute("zaqar.websocket.status", status)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR, f"status {status}"))
+
+
+def instrument_handler(tracer: trace.Tracer, hmac_key: str,
+                       sample_ratio: float = 0.0,
+                       honor_w3c_sampled: bool = False) -> None:
+    """Wrap ``zaqar.api.handler.Handler.process_request`` (idempotent)."""
+    from zaqar.api import handler
+
+    original = handler.Handler.process_request
+    if hasattr(original, _ORIGINAL):
+        return
+    tracing = _Tracing(tracer, hmac_key, sample_ratio, honor_w3c_sampled)
+
+    @functools.wraps(original)
+    def process_request(self: Any, req: Any, protocol: Any) -> Any:
+        try:
+            span, token = _begin(tracing, req)
+        except Exception:
+            tracing.log_failure()
+            return original(self, req, protocol)
+        try:
+            if span is None:
+                return original(self, req, protocol)
+            return _process(tracing, original, self, req, protocol, span)
+        except BaseException as exc:
+            if span is not None:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            if span is not None:
+                span.end()
+                profiler.clean()
+            context.detach(token)
+
+    setattr(process_request, _ORIGINAL, original)
+    handler.Handler.process_request = process_request
