@@ -7,6 +7,7 @@ and is stopped by pid. Nothing here sends traffic beyond loopback.
 from __future__ import annotations
 
 import atexit
+import http.server as _http_server
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -303,3 +305,35 @@ class MongoServer(_ServerProcess):
 
         with pymongo.MongoClient(self.url, serverSelectionTimeoutMS=2000) as c:
             c.admin.command("ping")
+
+
+class WebhookSubscriber:
+    """A webhook subscriber on loopback that records what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.arrived = threading.Event()
+        outer = self
+
+        class Handler(_http_server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.received.append((self.path, dict(self.headers), body))
+                outer.arrived.set()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = _http_server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookSubscriber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

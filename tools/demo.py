@@ -21,10 +21,11 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
-from tests.servers import RedisServer
+from tests.servers import RedisServer, WebhookSubscriber
 from tests.zaqar_process import (
     ZaqarServer,
     producer_consumer_session,
@@ -36,6 +37,7 @@ from zaqar_otel import bridge
 
 KEY = "zaqar-otel-demo-key"
 QUEUE = "demo-orders"
+LIFE_QUEUE = "demo-life"
 TRACING = {
     "enabled": "true",
     "hmac_keys": KEY,
@@ -44,6 +46,8 @@ TRACING = {
     "trace_management_store": "true",
     "trace_redis": "true",
     "trace_sqlalchemy": "true",
+    "trace_requests": "true",
+    "trace_message_links": "true",
 }
 
 
@@ -100,9 +104,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         else:
             receiver = stack.enter_context(OTLPReceiver())
             endpoint = receiver.endpoint
+        subscriber = stack.enter_context(WebhookSubscriber())
         extra = {"profiler": TRACING,
                  "opentelemetry": {"exporter": "otlp_http", "endpoint": endpoint,
-                                   "schedule_delay": "200"}}
+                                   "schedule_delay": "200"},
+                 # Subscriptions are notified (webhooks) on every post.
+                 "storage": {"message_pipeline": "zaqar.notification.notifier"}}
         _say(f"starting Zaqar (zaqar-otel-server), exporting to {endpoint}")
         server = stack.enter_context(ZaqarServer(
             redis_sql(redis.url),
@@ -123,12 +130,83 @@ def run(argv: Sequence[str] | None = None) -> int:
             print()
             print(f"{len(spans)} spans in "
                   f"{len({s.span_id for s in spans if s.kind == 'SERVER'})} requests")
+        life = _message_life(server, subscriber)
+        if receiver is not None:
+            _print_life(receiver, life)
         else:
             # Let the span processor's next export (every 200 ms) go out.
             time.sleep(1.0)
     _print_ids(base_id, trace_id, args.jaeger_url, collector=args.otlp_endpoint)
     _say(f"done in {time.monotonic() - started:.1f}s; every process stopped")
     return 0
+
+
+@dataclass
+class Life:
+    """One message through the queue: who posted, claimed and was notified."""
+
+    message_id: str
+    producer: int
+    consumer: int
+    waited: float
+    webhook_headers: dict[str, str]
+
+
+def _message_life(server: ZaqarServer, subscriber: WebhookSubscriber) -> Life:
+    """Post one message, let it wait, claim and delete it: two CLI commands."""
+    _say(f"a message's life: a webhook subscriber on {LIFE_QUEUE}, then "
+         "a profiled post, a wait, and a profiled claim + delete")
+    client = zaqar_client(server.url)
+    queue = client.queue(LIFE_QUEUE, force_create=True)
+    client.subscription(LIFE_QUEUE, subscriber=subscriber.url + "/hook", ttl=600)
+    with profiled(KEY) as prof:  # openstack --os-profile KEY messaging message post
+        posted = queue.post([{"body": {"order": 42}, "ttl": 300}])
+        producer = bridge.trace_id_from_base_id(prof.get_base_id())
+    started = time.monotonic()
+    time.sleep(1.0)
+    with profiled(KEY) as prof:  # ... messaging claim create, message delete
+        for message in queue.claim(ttl=60, grace=60, limit=1):
+            message.delete()
+        consumer = bridge.trace_id_from_base_id(prof.get_base_id())
+    waited = time.monotonic() - started
+    subscriber.arrived.wait(10)
+    headers = subscriber.received[0][1] if subscriber.received else {}
+    return Life(posted["resources"][0].rsplit("/", 1)[-1], producer, consumer,
+                waited, {k.lower(): v for k, v in headers.items()})
+
+
+def _print_life(receiver: OTLPReceiver, life: Life) -> None:
+    delivery = receiver.wait_for(lambda s: s.name == f"deliver {LIFE_QUEUE}")[0]
+    receiver.wait_for(lambda s: s.trace_id == life.consumer and s.kind == "SERVER"
+                      and s.name.startswith("DELETE"))
+    spans = receiver.spans()
+
+    def one(trace_id: int, name: str, operation: str) -> ReceivedSpan:
+        return next(s for s in spans if s.trace_id == trace_id and s.name == name
+                    and s.attributes.get("messaging.operation.name") == operation)
+
+    send = one(life.producer, f"send {LIFE_QUEUE}", "post")
+    claim = one(life.consumer, f"receive {LIFE_QUEUE}", "claim")
+    delete = one(life.consumer, f"settle {LIFE_QUEUE}", "delete")
+
+    def linked(span: ReceivedSpan) -> str:
+        to_post = any(sid == send.span_id for _, sid, _ in span.links)
+        return "  -> link to the post" if to_post else ""
+
+    print()
+    print(f"A message's life (message {life.message_id}):")
+    rows = [("posted", send, ""), ("claimed", claim, linked(claim)),
+            ("deleted", delete, ""), ("webhook", delivery, linked(delivery))]
+    for i, (what, span, note) in enumerate(rows):
+        print(f"  {what:8} trace {span.trace_id:032x}  {span.name} "
+              f"[{span.kind}] {span.duration_ms:.2f}ms{note}")
+        if i == 0:
+            print(f"  {'waited':8} {life.waited:.1f}s in the queue")
+    if life.webhook_headers:
+        got = [h for h in ("traceparent", "x-trace-info", "x-trace-hmac")
+               if h in life.webhook_headers]
+        print(f"  the subscriber received: {', '.join(got)} "
+              f"(trace {life.webhook_headers.get('traceparent', '?')})")
 
 
 def _print_ids(base_id: str, trace_id: int, jaeger_url: str | None,

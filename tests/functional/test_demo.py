@@ -57,6 +57,13 @@ def test_demo_prints_the_trace_and_both_ids_and_stops_everything() -> None:
     hex_id = ids["OTel / Jaeger trace id"].strip()
     assert base_id.replace("-", "") == hex_id and len(hex_id) == 32
     assert f"Jaeger: http://jaeger.example:16686/trace/{hex_id}" in out
+    # One message's life across traces: the claim and the webhook delivery
+    # link back to the post.
+    life = out[out.index("A message's life"):]
+    claimed = next(line for line in life.splitlines() if "claimed" in line)
+    webhook = next(line for line in life.splitlines() if "webhook" in line)
+    assert "-> link to the post" in claimed and "-> link to the post" in webhook
+    assert "received: traceparent, x-trace-info, x-trace-hmac" in life
 
 
 def test_demo_exports_to_a_given_collector() -> None:

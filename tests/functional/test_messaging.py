@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +14,7 @@ from tests.functional.test_tracing import (
     tracing,
 )
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
-from tests.servers import MongoServer, RedisServer
+from tests.servers import MongoServer, RedisServer, WebhookSubscriber
 from tests.zaqar_process import ZaqarServer, mongo, profiled, redis_sql, zaqar_client
 from zaqar_otel import bridge
 
@@ -167,47 +166,13 @@ def test_stored_link_expires_with_its_message_and_holds_only_ids(
         assert 0 < client.ttl(key) <= 90
 
 
-class Subscriber:
-    """A webhook subscriber on loopback that records what it receives."""
-
-    def __init__(self) -> None:
-        import http.server
-
-        self.received: list[tuple[str, dict[str, str], bytes]] = []
-        self.arrived = threading.Event()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.received.append((self.path, dict(self.headers), body))
-                outer.arrived.set()
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Subscriber:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
     redis: RedisServer, receiver: OTLPReceiver
 ) -> None:
     secret = "tok-" + uuid.uuid4().hex
     extra = tracing(receiver, profiler={"trace_requests": "true"})
     extra["storage"] = {"message_pipeline": "zaqar.notification.notifier"}
-    with Subscriber() as subscriber, ZaqarServer(
+    with WebhookSubscriber() as subscriber, ZaqarServer(
             redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
         client = zaqar_client(server.url)
         queue = client.queue("hooked", force_create=True)
