@@ -126,8 +126,10 @@ def _after_post(store: LinkStore, messages: Sequence[dict[str, Any]],
 
 
 def _link(store: LinkStore, operation: messaging.Operation, ids: list[str]) -> None:
+    ids = [i for i in ids if i not in operation.seen]
     if not ids:
         return
+    operation.seen.update(ids)
     try:
         found = [decode(v) for v in store.load(ids[:messaging.MAX_LINKS])]
         operation.add_links([c for c in found if c is not None])

@@ -62,6 +62,9 @@ class Operation:
 
     span: trace.Span
     links: list[trace.SpanContext] = field(default_factory=list)
+    # Message ids already looked up: a pop or claim may read through another
+    # wrapped method (bulk_get, list) of the same store.
+    seen: set[str] = field(default_factory=set)
 
     def add_links(self, producers: Sequence[trace.SpanContext]) -> None:
         room = MAX_LINKS - len(self.links)

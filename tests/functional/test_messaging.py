@@ -186,6 +186,9 @@ def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
         delivery = receiver.wait_for(lambda s: s.name == "deliver hooked")[0]
         receiver.wait_for(lambda s: s.trace_id == delivery.trace_id
                           and s.kind == "CLIENT")
+        # The notifier runs before the post is stored: the delivery may be
+        # exported before the post's request ends.
+        receiver.wait_for(lambda s: s.trace_id == producer and s.kind == "SERVER")
         spans = receiver.spans()
     assert path == f"/hook?token={secret}" and b"created" in body
     send = next(s for s in spans if s.trace_id == producer and s.name == "send hooked")
@@ -208,3 +211,29 @@ def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
     assert info.span_id == call.span_id
     # The webhook's token never reaches the exported telemetry.
     assert secret.encode() not in receiver.raw
+
+
+def test_a_listing_and_a_pop_link_to_the_post(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra=tracing(receiver, profiler=LINKS)) as server:
+        client = zaqar_client(server.url)
+        queue = client.queue("popped", force_create=True)
+        with profiled(KEY) as prof:
+            queue.post([{"body": {"n": n}, "ttl": 120} for n in range(3)])
+            producer = bridge.trace_id_from_base_id(prof.get_base_id())
+        with profiled(KEY) as prof:
+            listed = list(queue.messages(echo=True))
+            popped = queue.pop(count=3)
+            consumer = bridge.trace_id_from_base_id(prof.get_base_id())
+        assert len(listed) == 3 and len(list(popped)) == 3
+        receiver.wait_for(lambda s: s.trace_id == consumer
+                          and s.attributes.get("messaging.operation.name") == "pop")
+        spans = receiver.spans()
+    send = next(s for s in spans if s.trace_id == producer and s.name == "send popped")
+    for operation in ("list", "pop"):
+        span = next(s for s in spans if s.trace_id == consumer and
+                    s.attributes.get("messaging.operation.name") == operation)
+        assert span.kind == "CONSUMER"
+        assert [(t, sp) for t, sp, _ in span.links] == [(producer, send.span_id)] * 3
