@@ -1,7 +1,78 @@
-"""`tox -e bench` / `make bench`: every benchmark, one table each."""
+"""`tox -e bench` / `make bench`: every benchmark, one table each.
 
-from tests.bench import propagation
+    python -m tests.bench.run            # the full run (about 10 minutes)
+    python -m tests.bench.run --quick    # a smoke run of every benchmark
+    python -m tests.bench.run --json results.json --plot docs/performance-latency.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from tests.bench import propagation, tracepoint_cost, zaqar_cost
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.run")
+    parser.add_argument("--quick", action="store_true",
+                        help="few rounds and mixes: checks the harness, not the "
+                             "figures")
+    parser.add_argument("--json", type=Path, help="write the Zaqar figures here")
+    parser.add_argument("--plot", type=Path,
+                        help="draw the latency plot (PNG, needs matplotlib)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    print(f"# zaqar-otel benchmarks: {_version()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}\n")
+
+    print("## OSProfiler propagation (extract + inject)\n")
+    if args.quick:
+        print(propagation.table(propagation.measure(rounds=3, number=500)))
+    else:
+        print(propagation.table(propagation.measure()))
+
+    print("\n## Trace point cost per call (one span each)\n")
+    tp_args = {"rounds": 3, "number": 300} if args.quick else {}
+    medians, exported = tracepoint_cost.measure(**tp_args)
+    print(tracepoint_cost.table(medians))
+    print(f"\nExported: {exported}")
+
+    zaqar_args = ({"rounds": 2, "mixes_per_thread": 2, "warmup_mixes": 1}
+                  if args.quick else {})
+    results = zaqar_cost.measure(**zaqar_args)
+    print(f"\n## Zaqar request mix ({zaqar_cost.THREADS} client threads)\n")
+    print(zaqar_cost.table(results))
+    print("\n### Spans received by the OTLP receiver\n")
+    print(zaqar_cost.spans_table(results))
+    print("\n### Targets\n")
+    print(zaqar_cost.targets(results))
+    print("\n### Errors and notable server log lines\n")
+    print(zaqar_cost.findings(results))
+
+    summary = zaqar_cost.summary(results)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    if args.plot:
+        from tests.bench import plot
+
+        plot.plot(summary, args.plot)
+    print(f"\n(benchmarks took {time.monotonic() - started:.0f} s; load average "
+          f"now {os.getloadavg()[0]:.2f})")
+
+
+def _version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True,
+            text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown version"
+
 
 if __name__ == "__main__":
-    print("## OSProfiler propagation (extract + inject)\n")
-    print(propagation.table(propagation.measure()))
+    main()

@@ -1,0 +1,561 @@
+"""Requests/s and latency of a producer/consumer mix through real Zaqar servers.
+
+Seven cases on each server kind (gunicorn with 8 threads, ``zaqar-server``):
+
+(a) plain Zaqar (``zaqar.transport.wsgi.app:app`` / ``zaqar-server``),
+    profiler disabled;
+(a2) a second, identical plain Zaqar: how far two equal servers differ;
+(b) zaqar-otel's entry point with ``[profiler] enabled = false``;
+(c) zaqar-otel with every ``trace_*`` on, exporting to an OTLP receiver,
+    requests without trace headers (``sample_ratio = 0``);
+(d) as (c), each mix signed with fresh OSProfiler headers (one trace per mix);
+(e) plain Zaqar with osprofiler's own OTLP driver
+    (``connection_string = otlp://...``), the same signed mixes: the anchor;
+(f) as (d) with ``trace_redis`` / ``trace_sqlalchemy`` /
+    ``trace_message_links`` off: no database spans, about the span set (e)
+    makes, for a like-for-like comparison.
+
+All seven servers of a kind run at once, each with its own Redis and SQLite
+file, so rounds alternate the cases without restarts. A round runs the same
+number of mixes on every case from ``THREADS`` client threads, each with its
+own keep-alive ``http.client`` connection. Reported per case: the median
+over rounds of requests/s, p50 / p99 latency over every request of every
+round, the median over rounds of the paired ratio to (a) in that round, and
+the server's CPU time per request (user + system of the server process and
+its workers, from psutil), which is steadier than req/s on a shared machine.
+
+The OTLP receiver runs in a child process, so that decoding spans does not
+take the load generator's GIL, and counts what every server exported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.servers import RedisServer
+from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
+from zaqar_otel import bridge
+
+KEY = "zaqar-otel-bench-key"
+THREADS = 4
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = "bench-project"
+
+
+def _gunicorn(app: str) -> tuple[str, ...]:
+    return ("{bin}/gunicorn", "--bind", "127.0.0.1:{port}", "--threads", "8", app)
+
+
+OTEL_SERVER = ("{bin}/zaqar-otel-server", "--config-file", "{config}")
+# server kind -> (plain Zaqar command, zaqar-otel command)
+KINDS: dict[str, tuple[Sequence[str], Sequence[str]]] = {
+    "gunicorn": (_gunicorn("zaqar.transport.wsgi.app:app"),
+                 _gunicorn("zaqar_otel.wsgi:application")),
+    "zaqar-server": (ZAQAR_SERVER_COMMAND, OTEL_SERVER),
+}
+
+CASES = {
+    "a": "plain Zaqar, profiler off",
+    "a2": "plain Zaqar again (noise floor)",
+    "b": "zaqar-otel, enabled = false",
+    "c": "zaqar-otel on, unsigned requests (sample_ratio 0)",
+    "d": "zaqar-otel on, signed requests",
+    "e": "osprofiler OTLP driver, signed requests",
+    "f": "zaqar-otel on, signed requests, no DB spans or links",
+}
+SIGNED = {"d", "e", "f"}
+OTEL_CASES = {"b", "c", "d", "f"}
+EXPORTING = ("c", "d", "e", "f")
+
+# Every [profiler] trace_* option that applies to this deployment (WSGI,
+# Redis messages, SQLite management store, no pooling, no webhooks).
+OTEL_TRACING = {
+    "enabled": "true",
+    "hmac_keys": KEY,
+    "trace_wsgi_transport": "true",
+    "trace_message_store": "true",
+    "trace_management_store": "true",
+    "trace_redis": "true",
+    "trace_sqlalchemy": "true",
+    "trace_message_links": "true",
+}
+
+
+def service_name(kind: str, case: str) -> str:
+    return f"bench-{kind}-{case}"
+
+
+def config(kind: str, case: str, receiver_port: int) -> dict[str, dict[str, str]]:
+    """The zaqar.conf sections (beyond the deployment's) of one case."""
+    if case in ("a", "a2"):
+        return {}
+    if case == "b":
+        return {"profiler": {"enabled": "false"}}
+    if case in ("c", "d", "f"):
+        profiler = dict(OTEL_TRACING)
+        if case == "f":  # about the span set osprofiler's driver makes in (e)
+            profiler.update(trace_redis="false", trace_sqlalchemy="false",
+                            trace_message_links="false")
+        return {
+            "profiler": profiler,
+            "opentelemetry": {
+                "endpoint": f"http://127.0.0.1:{receiver_port}",
+                "service_name": service_name(kind, case),
+                "sample_ratio": "0",
+            },
+        }
+    # osprofiler's driver posts to http://<host:port>/v1/traces; its service
+    # name is "<prefix>-Zaqar-Zaqar-server".
+    return {
+        "profiler": {
+            "enabled": "true",
+            "hmac_keys": KEY,
+            "trace_wsgi_transport": "true",
+            "trace_message_store": "true",
+            "trace_management_store": "true",
+            "trace_sqlalchemy": "true",
+            "connection_string": f"otlp://127.0.0.1:{receiver_port}",
+        },
+        "profiler_otlp": {"service_name_prefix": service_name(kind, case)},
+    }
+
+
+# -- the OTLP receiver, in a child process ---------------------------------------
+
+
+def _receiver_main() -> None:
+    """Child process: an OTLPReceiver that keeps counts, not spans.
+
+    Prints its port, then answers each line on stdin with the JSON totals
+    per service name; ends when stdin closes.
+    """
+    from tests.otlp_receiver import OTLPReceiver
+
+    totals: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def drain(rx: OTLPReceiver) -> None:
+        # Swap the lists under the receiver's own lock: nothing is lost
+        # between reading and clearing, and memory stays flat.
+        with rx._cond:
+            spans, rx._spans = rx._spans, []
+            rx.raw.clear()
+        with lock:
+            for s in spans:
+                t = totals.setdefault(
+                    str(s.resource.get("service.name")),
+                    {"spans": 0, "server": 0, "error": 0, "errors_by_name": {}})
+                t["spans"] += 1
+                t["server"] += s.kind == "SERVER"
+                if s.status_code == "ERROR" or s.attributes.get("error"):
+                    t["error"] += 1
+                    what = s.name + " " + s.status_message[:80]
+                    t["errors_by_name"][what] = t["errors_by_name"].get(what, 0) + 1
+
+    with OTLPReceiver() as rx:
+        def loop() -> None:
+            while not stop.wait(0.5):
+                drain(rx)
+
+        threading.Thread(target=loop, daemon=True).start()
+        print(rx.port, flush=True)
+        for _ in sys.stdin:
+            drain(rx)
+            with lock:
+                print(json.dumps(totals), flush=True)
+        stop.set()
+
+
+class ReceiverProcess:
+    """``_receiver_main`` in a child process; ``stats()`` -> totals."""
+
+    def __enter__(self) -> ReceiverProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c",
+             "from tests.bench.zaqar_cost import _receiver_main; _receiver_main()"],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        return self
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- the load generator -----------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What the client threads saw on one server."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, measured only
+    requests: int = 0  # everything sent, warm-up included
+    errors: dict[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def error(self, what: str) -> None:
+        with self.lock:
+            self.errors[what] = self.errors.get(what, 0) + 1
+
+
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError,
+                     BrokenPipeError)
+
+
+class Client:
+    """One thread's keep-alive connection; ``mix()`` runs one session."""
+
+    def __init__(self, port: int, tally: Tally, record: bool) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.tally = tally
+        self.record = record
+        self.latencies: list[float] = []
+        self.sent = 0
+        self.base = {
+            "Client-ID": str(uuid.uuid4()),
+            "X-Project-ID": PROJECT,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+
+    def call(self, method: str, path: str, headers: dict[str, str],
+             body: Any = None, expect: int = 200) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in (0, 1):
+            t0 = time.perf_counter()
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                raw = resp.read()
+            except (http.client.HTTPException, OSError) as exc:
+                self.conn.close()
+                # A keep-alive connection the server closed while idle: once
+                # more on a fresh one, as HTTP clients do.
+                if attempt or not isinstance(exc, _STALE_CONNECTION):
+                    self.tally.error(f"{method} {type(exc).__name__}")
+                    return None
+                with self.tally.lock:
+                    self.tally.reconnects += 1
+                continue
+            elapsed = time.perf_counter() - t0
+            break
+        self.sent += 1
+        if self.record:
+            self.latencies.append(elapsed)
+        if resp.status != expect:
+            self.tally.error(f"{method} -> {resp.status}")
+            return None
+        return json.loads(raw) if raw else None
+
+    def mix(self, queue: str, signed: bool) -> None:
+        """Create a queue, post 2, list, claim, delete the claimed, delete it."""
+        headers = dict(self.base)
+        if signed:
+            base_id = str(uuid.uuid4())  # one trace per mix, caller at its root
+            headers.update(bridge.encode(base_id, base_id, KEY))
+        q = f"/v2/queues/{queue}"
+        self.call("PUT", q, headers, expect=201)
+        messages = [{"ttl": 300, "body": {"event": e, "seq": i}}
+                    for i, e in enumerate(("created", "updated"))]
+        self.call("POST", q + "/messages", headers, {"messages": messages}, 201)
+        self.call("GET", q + "/messages?echo=true", headers)
+        claimed = self.call("POST", q + "/claims?limit=10", headers,
+                            {"ttl": 60, "grace": 60}, 201)
+        for message in (claimed or {}).get("messages", []):
+            self.call("DELETE", message["href"], headers, expect=204)
+        self.call("DELETE", q, headers, expect=204)
+
+    def close(self) -> None:
+        self.conn.close()
+        with self.tally.lock:
+            self.tally.requests += self.sent
+            self.tally.latencies += self.latencies
+
+
+def drive(port: int, tally: Tally, mixes_per_thread: int, signed: bool,
+          prefix: str, record: bool = True) -> float:
+    """Run the mixes from THREADS threads at once; the wall time in seconds."""
+    clients = [Client(port, tally, record) for _ in range(THREADS)]
+    barrier = threading.Barrier(THREADS + 1)
+
+    def work(n: int, client: Client) -> None:
+        barrier.wait()
+        for i in range(mixes_per_thread):
+            client.mix(f"{prefix}-t{n}-{i}", signed)
+
+    threads = [threading.Thread(target=work, args=(n, c))
+               for n, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return wall
+
+
+# -- the benchmark -------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (gunicorn workers)."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+@dataclass
+class CaseResult:
+    rps: list[float] = field(default_factory=list)  # per round
+    cpu_ms: list[float] = field(default_factory=list)  # server CPU per request
+    ratio: list[float] = field(default_factory=list)  # per round, vs (a)
+    tally: Tally = field(default_factory=Tally)
+    spans: dict[str, Any] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def p50_ms(self) -> float:
+        return _percentile(self.tally.latencies, 50) * 1e3
+
+    @property
+    def p99_ms(self) -> float:
+        return _percentile(self.tally.latencies, 99) * 1e3
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))
+    return ordered[index]
+
+
+# Server log lines worth reporting (first occurrences, numbers stripped).
+_LOG_MARKERS = ("ERROR", "CRITICAL", "Traceback", "dropped", "Dropped",
+                "Queue is full", "Failed to export", "Exception")
+
+
+# oslo.log: "<date> <time> <pid> <LEVEL> <logger> [<context>] <message>"; the
+# lines of a traceback repeat the prefix without the [context] part.
+_OSLO_LINE = re.compile(r"^\S+ \S+ \d+ (\w+) (\S+) (\[[^\]]*\] )?(.*)$")
+
+
+def _log_findings(text: str, limit: int = 6) -> list[str]:
+    """Distinct notable log records: first lines only, timestamps removed."""
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _OSLO_LINE.match(line)
+        if match:
+            level, logger, ctx, message = match.groups()
+            if ctx is None:  # a continuation line of the record above
+                continue
+            line = f"{level} {logger} {message}"
+        if any(m in line for m in _LOG_MARKERS):
+            key = line.strip()[:160]
+            found[key] = found.get(key, 0) + 1
+    return [f"{key} (×{n})" for key, n in list(found.items())[:limit]]
+
+
+@contextlib.contextmanager
+def servers(kind: str, receiver_port: int) -> Iterator[dict[str, ZaqarServer]]:
+    """The servers of one kind, one per case, each on its own Redis."""
+    plain, otel = KINDS[kind]
+    with contextlib.ExitStack() as stack:
+        out = {}
+        for case in CASES:
+            redis = stack.enter_context(RedisServer())
+            out[case] = stack.enter_context(ZaqarServer(
+                redis_sql(redis.url),
+                command=otel if case in OTEL_CASES else plain,
+                extra=config(kind, case, receiver_port)))
+        yield out
+
+
+def measure_kind(kind: str, rounds: int, mixes_per_thread: int,
+                 warmup_mixes: int, receiver: ReceiverProcess,
+                 flush_wait: float = 7.0) -> dict[str, CaseResult]:
+    results = {case: CaseResult() for case in CASES}
+    order = list(CASES)
+    with servers(kind, receiver.port) as running:
+        for case, server in running.items():
+            drive(server.port, results[case].tally, warmup_mixes, case in SIGNED,
+                  f"warm-{case}", record=False)
+        for r in range(rounds):
+            walls: dict[str, float] = {}
+            # Alternate the cases, starting one later each round so that no
+            # case always follows the same one.
+            for case in order[r % len(order):] + order[: r % len(order)]:
+                res = results[case]
+                server = running[case]
+                assert server.pid is not None
+                before, cpu = res.tally.requests, cpu_seconds(server.pid)
+                walls[case] = drive(server.port, res.tally, mixes_per_thread,
+                                    case in SIGNED, f"r{r}-{case}")
+                sent = res.tally.requests - before
+                res.cpu_ms.append((cpu_seconds(server.pid) - cpu) / sent * 1e3)
+                res.rps.append(sent / walls[case])
+            for case in CASES:
+                results[case].ratio.append(results[case].rps[-1] / results["a"].rps[-1])
+        # The exporters' schedule delay is 5 s: let the last batches arrive.
+        time.sleep(flush_wait)
+        stats = receiver.stats()
+        for case, server in running.items():
+            res = results[case]
+            res.log = _log_findings(server.log_text())
+            own = service_name(kind, case)
+            for name, counts in stats.items():
+                if name == own or name.startswith(own + "-"):  # (e): a suffix
+                    res.spans = counts
+    return results
+
+
+def measure(rounds: int = 15, mixes_per_thread: int = 8, warmup_mixes: int = 4,
+            kinds: Sequence[str] = tuple(KINDS)) -> dict[str, dict[str, CaseResult]]:
+    with ReceiverProcess() as receiver:
+        return {kind: measure_kind(kind, rounds, mixes_per_thread, warmup_mixes,
+                                   receiver) for kind in kinds}
+
+
+def table(results: dict[str, dict[str, CaseResult]]) -> str:
+    rows = ["| server | case | req/s (median) | vs (a), paired median [min–max] "
+            "| p50 ms | p99 ms | server CPU ms/req | CPU vs (a) | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for kind, cases in results.items():
+        for case, res in cases.items():
+            errors = sum(res.tally.errors.values())
+            cpu_ratio = _paired_cpu(res, cases["a"])
+            ratio = (f"{statistics.median(res.ratio):.3f} "
+                     f"[{min(res.ratio):.2f}–{max(res.ratio):.2f}]")
+            rows.append(
+                f"| {kind} | ({case}) {CASES[case]} | {statistics.median(res.rps):.1f} "
+                f"| {ratio} | {res.p50_ms:.1f} | {res.p99_ms:.1f} "
+                f"| {statistics.median(res.cpu_ms):.2f} | {cpu_ratio:.3f} | {errors} |")
+    return "\n".join(rows)
+
+
+def spans_table(results: dict[str, dict[str, CaseResult]]) -> str:
+    """What reached the receiver vs what was sent (warm-up included)."""
+    rows = ["| server | case | requests sent | server spans received | spans "
+            "received | spans per request | error spans |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for kind, cases in results.items():
+        for case in EXPORTING:
+            res = cases[case]
+            sent, spans = res.tally.requests, res.spans.get("spans", 0)
+            rows.append(
+                f"| {kind} | ({case}) | {sent} | {res.spans.get('server', 0)} "
+                f"| {spans} | {spans / sent if sent else 0:.1f} "
+                f"| {res.spans.get('error', 0)} |")
+    return "\n".join(rows)
+
+
+def findings(results: dict[str, dict[str, CaseResult]]) -> str:
+    """Client errors, reconnects and notable server log lines, if any."""
+    out = []
+    for kind, cases in results.items():
+        for case, res in cases.items():
+            where = f"{kind} ({case})"
+            if res.tally.errors:
+                out.append(f"- {where}: client errors {res.tally.errors}")
+            if res.tally.reconnects:
+                out.append(f"- {where}: {res.tally.reconnects} keep-alive reconnects")
+            out += [f"- {where} log: `{line}`" for line in res.log]
+            for what, n in res.spans.get("errors_by_name", {}).items():
+                out.append(f"- {where}: {n} exported error spans `{what}`")
+    return "\n".join(out) or "- none"
+
+
+def _paired(x: CaseResult, y: CaseResult) -> float:
+    """Median over rounds of x's req/s over y's in the same round."""
+    return statistics.median(a / b for a, b in zip(x.rps, y.rps, strict=True))
+
+
+def _paired_cpu(x: CaseResult, y: CaseResult) -> float:
+    """Median over rounds of x's server CPU per request over y's."""
+    return statistics.median(a / b for a, b in zip(x.cpu_ms, y.cpu_ms, strict=True))
+
+
+def targets(results: dict[str, dict[str, CaseResult]]) -> str:
+    """The issue's targets, checked on the paired medians."""
+    out = []
+    for kind, cases in results.items():
+        out.append(f"- {kind}: noise floor (a2)/(a) = "
+                   f"{statistics.median(cases['a2'].ratio):.3f} "
+                   f"[{min(cases['a2'].ratio):.2f}–{max(cases['a2'].ratio):.2f}]")
+        for case in ("b", "c"):
+            ratio = statistics.median(cases[case].ratio)
+            verdict = "met" if ratio >= 0.98 else "MISSED"
+            out.append(f"- {kind}: ({case})/(a) = {ratio:.3f} req/s (target >= 0.98): "
+                       f"{verdict}; server CPU per request "
+                       f"{_paired_cpu(cases[case], cases['a']):.3f}× (a)'s")
+        d_e = _paired(cases["d"], cases["e"])
+        verdict = "met" if d_e > 1 else "MISSED"
+        out.append(f"- {kind}: (d)/(e) = {d_e:.3f} req/s (target: (d) faster than "
+                   f"(e), > 1): {verdict}; server CPU per request "
+                   f"{_paired_cpu(cases['d'], cases['e']):.3f}× (e)'s")
+        out.append(f"- {kind}: (f)/(e) = {_paired(cases['f'], cases['e']):.3f} "
+                   f"req/s, server CPU per request "
+                   f"{_paired_cpu(cases['f'], cases['e']):.3f}× (e)'s "
+                   "(about the span set of (e); not a target)")
+    return "\n".join(out)
+
+
+def summary(results: dict[str, dict[str, CaseResult]]) -> dict[str, Any]:
+    """Plain numbers per server kind and case, for JSON and the plot."""
+    return {kind: {case: {
+        "label": CASES[case],
+        "rps": statistics.median(res.rps),
+        "vs_a": statistics.median(res.ratio),
+        "p50_ms": res.p50_ms,
+        "p99_ms": res.p99_ms,
+        "cpu_ms": statistics.median(res.cpu_ms),
+        "cpu_vs_a": statistics.median(
+            c / a for c, a in zip(res.cpu_ms, cases["a"].cpu_ms, strict=True)),
+        "rounds_rps": res.rps,
+        "rounds_cpu_ms": res.cpu_ms,
+        "requests": res.tally.requests,
+        "errors": sum(res.tally.errors.values()),
+        "spans": res.spans,
+    } for case, res in cases.items()} for kind, cases in results.items()}
+
+
+if __name__ == "__main__":
+    res = measure()
+    print(table(res), spans_table(res), targets(res), findings(res), sep="\n\n")
