@@ -276,8 +276,9 @@ def verified_trace_info(context: Context | None = None) -> TraceInfo | None:
 def _header(getter: Getter[CarrierT], carrier: CarrierT, name: str) -> str | None:
     lower = name.lower()
     values = getter.get(carrier, name) or getter.get(carrier, lower)
-    if values is None:
-        # Case-insensitive match for carriers such as plain dicts.
+    if values is None and getter is default_getter:
+        # Case-insensitive match for plain dicts. Other getters (WSGI's) are
+        # case-insensitive themselves: no scan of every key per request.
         for key in getter.keys(carrier):
             if key.lower() == lower:
                 values = getter.get(carrier, key)
