@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean
+.PHONY: test demo lint bench stress clean
 
 $(STAMP): pyproject.toml
 	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
@@ -15,6 +15,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zaqar_otel tests
+
+stress: $(STAMP)
+	$(VENV)/bin/python -m pytest tests/stress $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m tests.bench.run
