@@ -98,23 +98,26 @@ def setup(conf: cfg.ConfigOpts) -> bool:
     with _lock:
         if _state is not None:
             return _state.settings.enabled
+        # Errors are logged outside the except blocks: oslo.log would append
+        # the exception (the same text again) to a line logged inside one.
+        problem = None
         try:
             loaded = settings.load(conf)
         except settings.ConfigError as exc:
-            LOG.error("zaqar-otel: tracing is off: %s", exc)
-            _state = _State(settings.Settings(enabled=False))
-            return False
+            loaded, problem = settings.Settings(enabled=False), str(exc)
         _state = _State(loaded)
-        if not loaded.enabled:
-            LOG.info("zaqar-otel: [profiler] enabled = false, nothing is traced")
-            return False
-        try:
-            _start(_state, conf)
-        except Exception as exc:
-            LOG.error("zaqar-otel: tracing is off: could not start it: %s", exc)
+        if problem is None and loaded.enabled:
+            try:
+                _start(_state, conf)
+                return True
+            except Exception as exc:
+                problem = f"could not start it: {exc}"
             _state = _State(settings.Settings(enabled=False))
-            return False
-        return True
+        if problem is not None:
+            LOG.error("zaqar-otel: tracing is off: %s", problem)
+        else:
+            LOG.info("zaqar-otel: [profiler] enabled = false, nothing is traced")
+        return False
 
 
 def _start(state: _State, conf: cfg.ConfigOpts) -> None:

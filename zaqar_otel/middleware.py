@@ -33,10 +33,10 @@ from opentelemetry.instrumentation.wsgi import (
     collect_request_attributes,
     wsgi_getter,
 )
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 from osprofiler import profiler
 
-from zaqar_otel import bridge, sampling
+from zaqar_otel import bridge, redact, sampling
 
 LOG = logging.getLogger(__name__)
 
@@ -152,8 +152,7 @@ class TracingMiddleware:
         try:
             body = self._app(environ, traced_start_response)
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            redact.record_error(span, exc)
             span.end()
             raise
         finally:

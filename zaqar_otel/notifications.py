@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from zaqar_otel import messaging, redact, sampling
 
@@ -70,8 +70,7 @@ def _deliver(tracer: trace.Tracer, producer: trace.SpanContext,
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            redact.record_error(span, exc)
             raise
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from zaqar_otel import redact
 from zaqar_otel.redact import redact_uri
 
 SPAN_NAME = "zaqar.pool.lookup"
@@ -37,8 +38,14 @@ def instrument_catalog(tracer: trace.Tracer) -> None:
 
     @functools.wraps(lookup)
     def traced_lookup(self: Any, queue: str, project: str | None = None) -> Any:
-        with tracer.start_as_current_span(SPAN_NAME, kind=SpanKind.INTERNAL) as span:
-            driver = lookup(self, queue, project)
+        with tracer.start_as_current_span(
+                SPAN_NAME, kind=SpanKind.INTERNAL, record_exception=False,
+                set_status_on_exception=False) as span:
+            try:
+                driver = lookup(self, queue, project)
+            except Exception as exc:
+                redact.record_error(span, exc)
+                raise
             if span.is_recording():
                 name, uri = getattr(self, "_zaqar_otel_pools", {}).get(
                     id(driver), (None, None))

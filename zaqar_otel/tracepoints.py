@@ -27,7 +27,7 @@ from opentelemetry import context, trace
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from zaqar_otel import bridge
+from zaqar_otel import bridge, redact
 
 LOG = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ _open: contextvars.ContextVar[tuple[tuple[trace.Span, object] | None, ...]] = (
 _next_span_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "zaqar_otel_next_span_id", default=None)
 
-_MAX_MESSAGE = 256
 
 
 class OSProfilerIdGenerator(IdGenerator):
@@ -142,10 +141,12 @@ class Notifier:
         span, attach_token = top
         info = payload.get("info") or {}
         if info.get("etype"):
-            message = str(info.get("message", ""))[:_MAX_MESSAGE]
+            # First line only, no URL credentials or queries: SQLAlchemy's
+            # messages carry the bound parameters below.
+            message = redact.message(info.get("message", ""))
             span.add_event("exception", {"exception.type": info["etype"],
                                          "exception.message": message})
-            span.set_status(Status(StatusCode.ERROR, f"{info['etype']}: {message}"))
+            span.set_status(Status(StatusCode.ERROR, str(info["etype"])))
         span.end()
         context.detach(attach_token)
 

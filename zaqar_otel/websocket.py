@@ -21,7 +21,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from osprofiler import profiler
 
-from zaqar_otel import bridge, messaging, middleware, sampling
+from zaqar_otel import bridge, messaging, middleware, redact, sampling
 
 LOG = logging.getLogger(__name__)
 
@@ -128,8 +128,7 @@ def instrument_handler(tracer: trace.Tracer, hmac_key: str,
             return _process(tracing, original, self, req, protocol, span)
         except BaseException as exc:
             if span is not None:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                redact.record_error(span, exc)
             raise
         finally:
             if span is not None:

@@ -317,11 +317,6 @@ def test_no_client_data_in_exports(exported: Exported) -> None:
     assert_not_exported(exported, secrets | {KEY, SIGNED_URL_SECRET})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the requests instrumentation records a failed webhook delivery's "
-    "exception: exception.message, exception.stacktrace and the status "
-    "description hold the URL with its query (?token=...); "
-    "redact.requests_hook only rewrites url.full / http.url"))
 def test_no_webhook_url_secrets_in_exports(exported: Exported) -> None:
     assert exported.session.webhook_secrets
     assert_not_exported(exported, exported.session.webhook_secrets)
@@ -330,19 +325,7 @@ def test_no_webhook_url_secrets_in_exports(exported: Exported) -> None:
 # -- pool URIs: credentials must not reach exports either ----------------------
 
 
-# The trace point span of the failed insert (sqlalchemy_control_driver)
-# carries the DBDuplicateEntry text as exception.message and status: 256
-# characters that, on SQLite, reach into "[parameters: ('pool-b',
-# 'redis://zaqar:<password>@...". MariaDB's and PostgreSQL's messages are
-# longer before the parameters, so the cut happens to fall before the URI.
-_SQL_PARAMETERS_EXPORTED = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason=(
-        "tracepoints.Notifier._stop exports the trace point's exception "
-        "message, which for SQLAlchemy errors holds the bound parameters"))
-
-
-@pytest.mark.parametrize("sql", [
-    pytest.param("sqlite", marks=_SQL_PARAMETERS_EXPORTED), "mariadb", "postgresql"])
+@pytest.mark.parametrize("sql", ["sqlite", "mariadb", "postgresql"])
 def test_no_pool_credentials_in_exports(sql: str, receiver: OTLPReceiver) -> None:
     """Registering a pool again (an update, through a failed insert) exports
     no part of its URI's credentials."""

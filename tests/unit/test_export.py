@@ -80,3 +80,31 @@ def test_a_full_queue_counts_each_dropped_span() -> None:
     assert processor.drops.total == 16
     collector.release.set()
     provider.shutdown()
+
+
+def test_error_texts_are_scrubbed_before_export() -> None:
+    """Whatever recorded the exception (an instrumentor, the SDK), the
+    exported message, stack trace and status hold no query or credentials."""
+    collector = Collector()
+    collector.accept = True
+    exported: list[ReadableSpan] = []
+    collector.export = lambda spans: exported.extend(spans) or SpanExportResult.SUCCESS
+    processor = CountingBatchSpanProcessor(collector, DropCounter("test"))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    token, password = "s3cr3t", "pw-0d5e"
+    with pytest.raises(ValueError):
+        with tracer.start_as_current_span("webhook"):
+            raise ValueError(f"url: /hook?token={token}\n[parameters: ('{password}')]")
+    with tracer.start_as_current_span("clean"):
+        pass
+    processor.force_flush()
+    failed, clean = exported
+    event = failed.events[0]
+    assert event.attributes["exception.message"] == "url: /hook"
+    assert "s3cr3t" not in event.attributes["exception.stacktrace"]
+    assert password not in str(event.attributes)
+    assert token not in str(failed.status.description)
+    assert clean.name == "clean" and not clean.events
+    provider.shutdown()

@@ -66,3 +66,31 @@ def test_replica_set_keeps_every_host() -> None:
     """A MongoDB replica-set pool still says where it is."""
     uri = "mongodb://u:s3cr3t@h1:27017,h2:27018/zaqar?replicaSet=rs0"
     assert redact_uri(uri) == "mongodb://h1:27017,h2:27018/zaqar"
+
+
+def test_exception_message_keeps_the_first_line_without_secrets() -> None:
+    """SQL parameters, webhook tokens and URI passwords never leave."""
+    from zaqar_otel.redact import message
+
+    sql = ("(sqlite3.IntegrityError) UNIQUE constraint failed: Pools.name\n"
+           "[SQL: INSERT INTO Pools ...]\n[parameters: ('p', 'redis://u:s3cr3t@h')]")
+    assert message(sql) == (
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: Pools.name")
+    webhook = ("HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded "
+               "with url: /hook?token=s3cr3t (Caused by NewConnectionError)")
+    assert "s3cr3t" not in message(webhook)
+    assert "url: /hook (Caused" in message(webhook)
+    assert message("no redis://zaqar:s3cr3t@db:6379/0 here") == (
+        "no redis://db:6379/0 here")
+    assert len(message("x" * 10_000)) == 256
+
+
+def test_stacktrace_keeps_frames_and_redacts_exception_lines() -> None:
+    from zaqar_otel.redact import stacktrace
+
+    text = ('Traceback (most recent call last):\n  File "a.py", line 1, in f\n'
+            '    post(url)\nConnectionError: url: /hook?token=s3cr3t\n'
+            "[parameters: ('s3cr3t')]\n\nDuring handling of the above exception:\n")
+    redacted = stacktrace(text)
+    assert '  File "a.py", line 1, in f' in redacted and "    post(url)" in redacted
+    assert "s3cr3t" not in redacted and "ConnectionError: url: /hook" in redacted
