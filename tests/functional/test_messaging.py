@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from tests.functional.test_tracing import (
+from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
+from tests.servers import MongoServer, RedisServer, WebhookSubscriber
+from tests.tracing_support import (
     KEY,
     OTEL_SERVER,
     ProfiledSession,
     tracing,
 )
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
-from tests.servers import MongoServer, RedisServer, WebhookSubscriber
 from tests.zaqar_process import ZaqarServer, mongo, profiled, redis_sql, zaqar_client
 from zaqar_otel import bridge
 
@@ -23,16 +22,8 @@ pytestmark = pytest.mark.functional
 LINKS = {"trace_message_links": "true"}
 
 
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as rx:
-        yield rx
 
 
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 def _operations(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:

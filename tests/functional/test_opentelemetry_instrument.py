@@ -10,15 +10,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.functional.test_tracing import (
+from tests.otlp_receiver import OTLPReceiver
+from tests.servers import RedisServer
+from tests.tracing_support import (
     KEY,
     REDIS_SCOPE,
     SQLALCHEMY_SCOPE,
     ProfiledSession,
     assert_well_formed,
 )
-from tests.otlp_receiver import OTLPReceiver
-from tests.servers import RedisServer
 from tests.zaqar_process import ZaqarServer, redis_sql
 
 pytestmark = pytest.mark.functional

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import redis as redis_client
 
-from tests.functional import test_tracing
-from tests.functional.test_tracing import KEY, OTEL_SERVER, tracing
+from tests import tracing_support
 from tests.otlp_receiver import OTLPReceiver, render_tree
 from tests.servers import MongoServer, RedisServer, free_port
+from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.zaqar_process import (
     Deployment,
     Pool,
@@ -45,7 +45,6 @@ from zaqar_otel import bridge
 
 pytestmark = pytest.mark.functional
 
-receiver = test_tracing.receiver
 
 SIGNED_URL_SECRET = "signed-url-secret-" + uuid.uuid4().hex
 JSON_PATCH = "application/openstack-messaging-v2.0-json-patch"
@@ -305,7 +304,7 @@ def exported(request: pytest.FixtureRequest) -> Iterator[Exported]:
                 yield run_session(mongo(mongo_server.url), rx, otel)
         else:
             sql = request.param.split(",")[0].removeprefix("redis+")
-            sql_url = test_tracing._sql_url(sql)  # skips without the server
+            sql_url = tracing_support.sql_url(sql)  # skips without the server
             with RedisServer() as redis_server:
                 yield run_session(redis_sql(redis_server.url, sql_url), rx, otel)
 
@@ -336,7 +335,7 @@ def test_no_pool_credentials_in_exports(sql: str, receiver: OTLPReceiver) -> Non
             client.execute_command("ACL", "SETUSER", "zaqar", "on", ">" + password,
                                    "~*", "&*", "+@all")
         uri = f"redis://zaqar:{password}@127.0.0.1:{redis_server.port}/0"
-        catalog = redis_sql("redis://unused", test_tracing._sql_url(sql))
+        catalog = redis_sql("redis://unused", tracing_support.sql_url(sql))
         deployment = pooled([Pool("pool-a", redis_server.url + "/0")], catalog)
         with ZaqarServer(deployment, command=OTEL_SERVER,
                          extra=tracing(receiver)) as server:

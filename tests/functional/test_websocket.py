@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.functional.test_tracing import KEY, OTEL_SERVER, tracing
 from tests.otlp_receiver import OTLPReceiver, assert_one_tree, render_tree
 from tests.servers import RedisServer
+from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.websocket_client import exchange
 from tests.zaqar_process import ZaqarServer, redis_sql
 from zaqar_otel import bridge
@@ -21,10 +20,6 @@ pytestmark = pytest.mark.functional
 WEBSOCKET = {"trace_websocket_transport": "true", "trace_message_links": "true"}
 
 
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as rx:
-        yield rx
 
 
 def _request(action: str, body: dict[str, Any],

@@ -10,7 +10,6 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -33,16 +32,8 @@ from tests.zaqar_process import (
 pytestmark = pytest.mark.functional
 
 
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
-@pytest.fixture
-def mongo_server() -> Iterator[MongoServer]:
-    with MongoServer() as server:
-        yield server
 
 
 def assert_round_trip(server: ZaqarServer, queue: str) -> None:

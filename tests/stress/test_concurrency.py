@@ -27,17 +27,13 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 
-from tests.functional import test_tracing
 from tests.functional.test_privacy import flush
-from tests.functional.test_tracing import KEY, OTEL_SERVER, tracing
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree, by_trace
 from tests.servers import RedisServer
 from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV, osprofiler_otlp
+from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.zaqar_process import ZaqarServer, redis_sql
 from zaqar_otel import bridge
-
-receiver = test_tracing.receiver
-redis = test_tracing.redis
 
 SECONDS = float(os.environ.get("ZAQAR_OTEL_STRESS_SECONDS", "60"))
 MEMORY_REQUESTS = int(os.environ.get("ZAQAR_OTEL_MEMORY_REQUESTS", "10000"))

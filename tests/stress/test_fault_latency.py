@@ -15,11 +15,8 @@ import os
 
 import pytest
 
-from tests.functional import test_tracing
 from tests.functional.test_faults import latency_table, measure, three_collectors
 from tests.servers import RedisServer
-
-redis = test_tracing.redis
 
 REQUESTS = int(os.environ.get("ZAQAR_OTEL_LATENCY_REQUESTS", "1000"))
 BUDGET = 0.05

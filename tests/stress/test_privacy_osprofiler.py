@@ -14,7 +14,6 @@ from collections import Counter
 
 import pytest
 
-from tests.functional import test_tracing
 from tests.functional.test_privacy import (
     SIGNED_URL_SECRET,
     PrivateSession,
@@ -23,13 +22,10 @@ from tests.functional.test_privacy import (
     privacy_config,
     signed_headers,
 )
-from tests.functional.test_tracing import KEY
 from tests.otlp_receiver import OTLPReceiver
 from tests.servers import RedisServer, free_port
+from tests.tracing_support import KEY
 from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
-
-receiver = test_tracing.receiver
-redis = test_tracing.redis
 
 # osprofiler's OTLP driver reads only the connection string; its batch
 # processor takes the OTEL_BSP_* variables.

@@ -1,0 +1,168 @@
+"""What the functional, stress and bench code share about a traced Zaqar.
+
+The HMAC key the tests sign with, the commands that start Zaqar with the
+hook, zaqar.conf sections with every kind of tracing on, a profiled
+producer/consumer session as the CLI sends it and the checks every deployment
+must pass, and a canary request that flushes what was exported before it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree, render_tree
+from tests.servers import mariadb_url, postgres_url, require_mariadb, require_postgres
+from tests.zaqar_process import (
+    ZaqarServer,
+    producer_consumer_session,
+    profiled,
+    zaqar_client,
+)
+from zaqar_otel import bridge
+
+KEY = "zaqar-otel-functional-key"
+OTEL_SERVER = ("{bin}/zaqar-otel-server", "--config-file", "{config}")
+OTEL_GUNICORN = (
+    "{bin}/gunicorn", "--bind", "127.0.0.1:{port}", "--threads", "8",
+    "zaqar_otel.wsgi:application",
+)  # fmt: skip
+ALL_TRACING = {
+    "enabled": "true",
+    "hmac_keys": KEY,
+    "trace_wsgi_transport": "true",
+    "trace_message_store": "true",
+    "trace_management_store": "true",
+    "trace_redis": "true",
+    "trace_mongodb": "true",
+    "trace_sqlalchemy": "true",
+    "trace_pooling": "true",
+}
+# The requests of producer_consumer_session, by route template.
+SESSION_ROUTES = {
+    "PUT /v2/queues/{queue_name}",
+    "POST /v2/queues/{queue_name}/messages",
+    "GET /v2/queues/{queue_name}/messages",
+    "POST /v2/queues/{queue_name}/claims",
+    "DELETE /v2/queues/{queue_name}/messages/{message_id}",
+    "DELETE /v2/queues/{queue_name}",
+}
+REDIS_SCOPE = "opentelemetry.instrumentation.redis"
+PYMONGO_SCOPE = "opentelemetry.instrumentation.pymongo"
+SQLALCHEMY_SCOPE = "opentelemetry.instrumentation.sqlalchemy"
+
+
+def tracing(
+    receiver: OTLPReceiver,
+    profiler: Mapping[str, str] | None = None,
+    otel: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, str]]:
+    """zaqar.conf sections: every kind of tracing on, exported to ``receiver``."""
+    return {
+        "profiler": {**ALL_TRACING, **(profiler or {})},
+        "opentelemetry": {
+            "endpoint": receiver.endpoint,
+            "schedule_delay": "50",
+            **(otel or {}),
+        },
+    }
+
+
+class ProfiledSession:
+    """One ``producer_consumer_session`` under ``openstack --os-profile KEY``."""
+
+    def __init__(self, server: ZaqarServer, receiver: OTLPReceiver, queue: str):
+        self.marker = "marker-" + uuid.uuid4().hex
+        with profiled(KEY) as prof:
+            self.base_id, self.parent_id = prof.get_base_id(), prof.get_id()
+            self.record = producer_consumer_session(
+                zaqar_client(server.url), queue, marker=self.marker)
+        self.trace_id = bridge.trace_id_from_base_id(self.base_id)
+        self.caller_span_id = bridge.span_id_from_uuid(self.parent_id)
+        # The queue delete is the last request: once its server span is here,
+        # every span of the session is (children end, and so are queued for
+        # export, before their parents).
+        receiver.wait_for(lambda s: s.trace_id == self.trace_id and s.kind == "SERVER"
+                          and s.name == "DELETE /v2/queues/{queue_name}")
+        self.spans = [s for s in receiver.spans() if s.trace_id == self.trace_id]
+        self.raw = receiver.raw
+
+    def requests(self) -> list[tuple[ReceivedSpan, list[ReceivedSpan]]]:
+        """Each server span with its whole subtree, each checked as one tree."""
+        children: dict[int | None, list[ReceivedSpan]] = {}
+        for s in self.spans:
+            children.setdefault(s.parent_span_id, []).append(s)
+        out = []
+        for root in children.get(self.caller_span_id, []):
+            tree, todo = [], [root]
+            while todo:
+                span = todo.pop()
+                tree.append(span)
+                todo.extend(children.get(span.span_id, []))
+            assert assert_one_tree(tree, remote_parent=self.caller_span_id) is root
+            out.append((root, tree))
+        return out
+
+    def named(self, prefix: str) -> list[ReceivedSpan]:
+        return [s for s in self.spans if s.name.startswith(prefix)]
+
+    def children_of(self, parent_prefix: str, scope: str) -> list[ReceivedSpan]:
+        """Spans of ``scope`` whose parent is a ``parent_prefix`` span."""
+        parents = {s.span_id for s in self.named(parent_prefix)}
+        return [s for s in self.spans
+                if s.scope == scope and s.parent_span_id in parents]
+
+
+def assert_well_formed(session: ProfiledSession, controller_prefix: str) -> None:
+    """What issue 3 asks of every deployment's profiled session."""
+    spans = session.spans
+    tree = render_tree(spans)
+    # One trace, whose id is the base_id the CLI prints, in Jaeger's hex form.
+    assert f"{session.trace_id:032x}" == session.base_id.replace("-", "")
+    assert len({s.span_id for s in spans}) == len(spans), "duplicate span ids\n" + tree
+    # Every span belongs to a request whose server span is the caller's child.
+    requests = session.requests()
+    assert sum(len(t) for _, t in requests) == len(spans), tree
+    assert {root.name for root, _ in requests} == SESSION_ROUTES, tree
+    for root, _ in requests:
+        assert root.kind == "SERVER"
+        assert root.attributes["http.route"] == root.name.split(" ", 1)[1]
+        assert root.attributes["http.request.method"] == root.name.split(" ", 1)[0]
+        assert 200 <= root.attributes["http.response.status_code"] < 300
+        assert "url.query" not in root.attributes
+        assert root.attributes["zaqar_otel.trace_origin"] == "osprofiler"
+    # Controller trace points with their full names, under the server spans.
+    controllers = session.named(controller_prefix)
+    assert controllers, tree
+    assert all(s.attributes.get("code.function.name") for s in controllers)
+    assert all(not s.name.endswith("controlle") for s in spans)
+    # No message body anywhere in what was exported.
+    assert session.marker.encode() not in session.raw
+    assert b"updated" not in session.raw
+
+
+def sql_url(kind: str) -> str | None:
+    if kind == "mariadb":
+        require_mariadb()
+        return mariadb_url()
+    if kind == "postgresql":
+        require_postgres()
+        return postgres_url()
+    return None
+
+
+def canary(server: ZaqarServer, receiver: OTLPReceiver, clear: bool = True) -> int:
+    """A validly signed request whose span, once exported, flushes the rest.
+
+    Spans are exported in the order they end: once the canary's is here,
+    every span of an earlier request is too. Returns the canary's trace id.
+    """
+    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    trace_id = bridge.trace_id_from_base_id(
+        bridge.decode(headers[bridge.X_TRACE_INFO], headers[bridge.X_TRACE_HMAC],
+                      [KEY]).base_id)
+    assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
+    receiver.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER")
+    if clear:
+        receiver.clear()
+    return trace_id
