@@ -116,9 +116,9 @@ class TracingMiddleware:
         extracted = propagate.extract(environ, getter=wsgi_getter)
         parent, sampled = sampling.decide(extracted, self._sample_ratio, self._honor)
         if not sampled:
-            # The unsampled parent keeps spans of instrumentors below this
-            # request from starting traces of their own.
-            return None, context.attach(parent)
+            # The unsampled parent keeps spans below this request from
+            # starting traces of their own; instrumentors skip them at all.
+            return None, context.attach(sampling.untraced(parent))
         method = environ.get("REQUEST_METHOD", "")
         route = self._route_of(method, environ.get("PATH_INFO") or "/")
         attributes = collect_request_attributes(environ, _HTTP)

@@ -19,7 +19,13 @@ import random
 from collections.abc import Sequence
 
 from opentelemetry import trace
-from opentelemetry.context import Context, create_key, get_value, set_value
+from opentelemetry.context import (
+    _SUPPRESS_INSTRUMENTATION_KEY,
+    Context,
+    create_key,
+    get_value,
+    set_value,
+)
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     Decision,
@@ -69,6 +75,13 @@ def decide(
             trace_flags=_SAMPLED if sampled else _UNSAMPLED,
             trace_state=parent.trace_state)
     return trace.set_span_in_context(trace.NonRecordingSpan(parent), context), sampled
+
+
+def untraced(parent: Context) -> Context:
+    """The context an untraced request runs in: the unsampled parent, and
+    instrumentation suppressed, so the database instrumentors skip the
+    spans they would start (and drop) for every command and statement."""
+    return set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, parent)
 
 
 def traced_root(context: Context | None = None) -> Context:

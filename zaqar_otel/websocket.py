@@ -61,7 +61,7 @@ def _begin(tracing: _Tracing, req: Any) -> tuple[trace.Span | None, object]:
     extracted = propagate.extract(carrier)
     parent, sampled = sampling.decide(extracted, tracing.sample_ratio, tracing.honor)
     if not sampled:
-        return None, context.attach(parent)
+        return None, context.attach(sampling.untraced(parent))
     if profiler.get() is not None:
         profiler.clean()
     action = str(req._action)
