@@ -166,3 +166,19 @@ def canary(server: ZaqarServer, receiver: OTLPReceiver, clear: bool = True) -> i
     if clear:
         receiver.clear()
     return trace_id
+
+
+def osprofiler_driver(port: int, key: str = KEY,
+                      **profiler: str) -> dict[str, dict[str, str]]:
+    """zaqar.conf sections for plain Zaqar tracing through osprofiler's own
+    OTLP driver (the anchor), exporting to an OTLP/HTTP receiver on ``port``
+    of loopback: the driver appends /v1/traces and speaks plain http."""
+    return {"profiler": {
+        "enabled": "true",
+        "hmac_keys": key,
+        "trace_wsgi_transport": "true",
+        "trace_message_store": "true",
+        "trace_management_store": "true",
+        "connection_string": f"otlp://127.0.0.1:{port}",
+        **profiler,
+    }}

@@ -26,6 +26,7 @@ from typing import Any
 
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
 from tests.servers import RedisServer, WebhookSubscriber
+from tests.tracing_support import ALL_TRACING
 from tests.zaqar_process import (
     ZaqarServer,
     producer_consumer_session,
@@ -38,17 +39,10 @@ from zaqar_otel import bridge
 KEY = "zaqar-otel-demo-key"
 QUEUE = "demo-orders"
 LIFE_QUEUE = "demo-life"
-TRACING = {
-    "enabled": "true",
-    "hmac_keys": KEY,
-    "trace_wsgi_transport": "true",
-    "trace_message_store": "true",
-    "trace_management_store": "true",
-    "trace_redis": "true",
-    "trace_sqlalchemy": "true",
-    "trace_requests": "true",
-    "trace_message_links": "true",
-}
+# Every kind of tracing that applies to Redis + SQLite, webhooks and links.
+TRACING = {**ALL_TRACING, "hmac_keys": KEY, "trace_mongodb": "false",
+           "trace_pooling": "false", "trace_requests": "true",
+           "trace_message_links": "true"}
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:

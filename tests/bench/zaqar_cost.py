@@ -48,6 +48,7 @@ from typing import Any
 import psutil
 
 from tests.servers import RedisServer
+from tests.tracing_support import osprofiler_driver
 from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
 from zaqar_otel import bridge
 
@@ -121,18 +122,8 @@ def config(kind: str, case: str, receiver_port: int) -> dict[str, dict[str, str]
         }
     # osprofiler's driver posts to http://<host:port>/v1/traces; its service
     # name is "<prefix>-Zaqar-Zaqar-server".
-    return {
-        "profiler": {
-            "enabled": "true",
-            "hmac_keys": KEY,
-            "trace_wsgi_transport": "true",
-            "trace_message_store": "true",
-            "trace_management_store": "true",
-            "trace_sqlalchemy": "true",
-            "connection_string": f"otlp://127.0.0.1:{receiver_port}",
-        },
-        "profiler_otlp": {"service_name_prefix": service_name(kind, case)},
-    }
+    return {**osprofiler_driver(receiver_port, KEY, trace_sqlalchemy="true"),
+            "profiler_otlp": {"service_name_prefix": service_name(kind, case)}}
 
 
 # -- the OTLP receiver, in a child process ---------------------------------------

@@ -24,7 +24,7 @@ from tests.functional.test_privacy import (
 )
 from tests.otlp_receiver import OTLPReceiver
 from tests.servers import RedisServer, free_port
-from tests.tracing_support import KEY
+from tests.tracing_support import KEY, osprofiler_driver
 from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
 
 # osprofiler's OTLP driver reads only the connection string; its batch
@@ -32,26 +32,11 @@ from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
 OSPROFILER_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_BSP_MAX_QUEUE_SIZE": "65536"}
 
 
-def osprofiler_otlp(receiver: OTLPReceiver) -> dict[str, dict[str, str]]:
-    """zaqar.conf for plain Zaqar tracing through osprofiler's OTLP driver."""
-    return {
-        "profiler": {
-            "enabled": "true",
-            "hmac_keys": KEY,
-            "trace_wsgi_transport": "true",
-            "trace_message_store": "true",
-            "trace_management_store": "true",
-            "trace_requests": "true",
-            # osprofiler's driver appends /v1/traces, over plain http.
-            "connection_string": f"otlp://127.0.0.1:{receiver.port}",
-        },
-    }
-
-
 def test_record_what_osprofilers_otlp_driver_leaks(
     redis: RedisServer, receiver: OTLPReceiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    extra = {**osprofiler_otlp(receiver), **privacy_config()}
+    extra = {**osprofiler_driver(receiver.port, trace_requests="true"),
+             **privacy_config()}
     with ZaqarServer(redis_sql(redis.url), command=ZAQAR_SERVER_COMMAND,
                      extra=extra, env=OSPROFILER_ENV) as server:
         session = PrivateSession(server.request, signed_headers(), server.log_tail)
