@@ -45,6 +45,10 @@ TRACE_SWITCHES = (
     ("trace_sqlalchemy", "trace_sqlalchemy", "SQL statements"),
     ("trace_pooling", "trace_pooling", "pool catalog lookups"),
     ("trace_requests", "trace_requests", "outgoing HTTP (webhooks, Keystone)"),
+    ("trace_websocket_transport", "trace_websocket_transport",
+     "websocket API requests"),
+    ("trace_message_links", "trace_message_links",
+     "producer -> consumer links (writes to the message store)"),
 )
 
 
