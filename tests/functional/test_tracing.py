@@ -472,17 +472,26 @@ def test_dropped_spans_are_logged_once_and_counted_when_export_resumes(
 ) -> None:
     receiver.mode = "error"  # the collector answers 503 to every export
     extra = tracing(receiver, otel={"timeout": "1"})
+    traces = set()
     with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
         for n in range(20):
             headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            traces.add(bridge.decode(headers[bridge.X_TRACE_INFO],
+                                     headers[bridge.X_TRACE_HMAC], [KEY]).trace_id)
             status = server.request("PUT", f"/v2/queues/drop-{n}", headers=headers)[0]
             assert status == 201
             time.sleep(0.05)  # several export attempts, all refused
         server.wait_for_log("zaqar-otel: dropping spans", timeout=10)
         receiver.mode = "ok"
-        canary(server, receiver)  # export resumes, no restart
+        canary(server, receiver, clear=False)  # export resumes, no restart
         log = server.wait_for_log("spans were dropped meanwhile", timeout=10)
+        # Refused exports are not recorded by the receiver: what is here was
+        # exported after the collector came back.
+        arrived = [s for s in receiver.spans() if s.trace_id in traces]
     assert log.count("zaqar-otel: dropping spans") == 1, log
     assert "Failed to export" not in log and "Transient error" not in log
     (dropped,) = re.findall(r"works again; (\d+) spans were dropped", log)
-    assert int(dropped) >= 20, log  # at least one server span per request
+    # Every request's server span either arrived or was counted as dropped
+    # (how many of each depends on when the retries gave up).
+    missing_servers = 20 - sum(1 for s in arrived if s.kind == "SERVER")
+    assert int(dropped) >= max(missing_servers, 1), log
