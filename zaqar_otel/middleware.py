@@ -110,29 +110,19 @@ class TracingMiddleware:
         return self._traced(environ, start_response, span, token)
 
     def _begin(self, environ: dict[str, Any]) -> tuple[trace.Span | None, object]:
-        if profiler.get() is not None:
-            # Left over on this thread by a request that did not clean up.
-            profiler.clean()
-        extracted = propagate.extract(environ, getter=wsgi_getter)
-        parent, sampled = sampling.decide(extracted, self._sample_ratio, self._honor)
-        if not sampled:
-            # The unsampled parent keeps spans below this request from
-            # starting traces of their own; instrumentors skip them at all.
-            return None, context.attach(sampling.untraced(parent))
-        method = environ.get("REQUEST_METHOD", "")
-        route = self._route_of(method, environ.get("PATH_INFO") or "/")
-        attributes = collect_request_attributes(environ, _HTTP)
-        for name in _DROPPED_ATTRIBUTES:
-            attributes.pop(name, None)
-        if route:
-            attributes["http.route"] = route
-        attributes[ORIGIN_ATTRIBUTE] = origin(extracted, self._honor)
-        span = self._tracer.start_span(
-            _span_name(method, route), context=parent, kind=SpanKind.SERVER,
-            attributes=attributes)
-        token = context.attach(trace.set_span_in_context(span, parent))
-        init_profiler(span, bridge.verified_trace_info(extracted), self._hmac_key)
-        return span, token
+        def describe() -> tuple[str, dict[str, Any]]:
+            method = environ.get("REQUEST_METHOD", "")
+            route = self._route_of(method, environ.get("PATH_INFO") or "/")
+            attributes = collect_request_attributes(environ, _HTTP)
+            for name in _DROPPED_ATTRIBUTES:
+                attributes.pop(name, None)
+            if route:
+                attributes["http.route"] = route
+            return _span_name(method, route), attributes
+
+        return begin(self._tracer, propagate.extract(environ, getter=wsgi_getter),
+                     describe, hmac_key=self._hmac_key,
+                     sample_ratio=self._sample_ratio, honor_w3c_sampled=self._honor)
 
     def _traced(
         self,
@@ -169,8 +159,41 @@ class TracingMiddleware:
                           "goes on untraced and further failures are not logged")
 
 
-def init_profiler(span: trace.Span, inbound: bridge.TraceInfo | None,
-                  hmac_key: str) -> None:
+def begin(
+    tracer: trace.Tracer,
+    extracted: context.Context,
+    describe: Callable[[], tuple[str, dict[str, Any]]],
+    *,
+    hmac_key: str,
+    sample_ratio: float = 0.0,
+    honor_w3c_sampled: bool = False,
+) -> tuple[trace.Span | None, object]:
+    """The entry of one API request, WSGI or websocket.
+
+    Decides from the ``extracted`` caller context; a traced request gets a
+    SERVER span named and described by ``describe()`` (called only then),
+    made current, and OSProfiler's profiler with ids that map back to it.
+    Returns the span (None when untraced) and the token to detach at the end.
+    """
+    if profiler.get() is not None:
+        # Left over on this thread by a request that did not clean up.
+        profiler.clean()
+    parent, sampled = sampling.decide(extracted, sample_ratio, honor_w3c_sampled)
+    if not sampled:
+        # The unsampled parent keeps spans below this request from starting
+        # traces of their own; instrumentors skip them at all.
+        return None, context.attach(sampling.untraced(parent))
+    name, attributes = describe()
+    attributes[ORIGIN_ATTRIBUTE] = _origin(extracted, honor_w3c_sampled)
+    span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER,
+                             attributes=attributes)
+    token = context.attach(trace.set_span_in_context(span, parent))
+    _init_profiler(span, bridge.verified_trace_info(extracted), hmac_key)
+    return span, token
+
+
+def _init_profiler(span: trace.Span, inbound: bridge.TraceInfo | None,
+                   hmac_key: str) -> None:
     """OSProfiler's profiler for this thread, with ids that map to ``span``.
 
     Zaqar's trace points then nest under it, and outgoing OSProfiler headers
@@ -186,7 +209,7 @@ def init_profiler(span: trace.Span, inbound: bridge.TraceInfo | None,
         parent_id=bridge.uuid_from_span_id(ids.trace_id, ids.span_id))
 
 
-def origin(extracted: context.Context, honor_w3c_sampled: bool) -> str:
+def _origin(extracted: context.Context, honor_w3c_sampled: bool) -> str:
     """Why a traced request is traced (``ORIGIN_ATTRIBUTE``)."""
     if bridge.verified_trace_info(extracted) is not None:
         return "osprofiler"

@@ -21,7 +21,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from osprofiler import profiler
 
-from zaqar_otel import bridge, messaging, middleware, redact, sampling
+from zaqar_otel import messaging, middleware, redact
 
 LOG = logging.getLogger(__name__)
 
@@ -58,23 +58,16 @@ class _Tracing:
 def _begin(tracing: _Tracing, req: Any) -> tuple[trace.Span | None, object]:
     headers = req._headers if isinstance(req._headers, dict) else {}
     carrier = {str(k).lower(): str(v) for k, v in headers.items()}
-    extracted = propagate.extract(carrier)
-    parent, sampled = sampling.decide(extracted, tracing.sample_ratio, tracing.honor)
-    if not sampled:
-        return None, context.attach(sampling.untraced(parent))
-    if profiler.get() is not None:
-        profiler.clean()
-    action = str(req._action)
-    span = tracing.tracer.start_span(
-        f"websocket {action}", context=parent, kind=SpanKind.SERVER,
-        attributes={"network.protocol.name": "websocket",
-                    "zaqar.websocket.action": action,
-                    middleware.ORIGIN_ATTRIBUTE: middleware.origin(
-                        extracted, tracing.honor)})
-    token = context.attach(trace.set_span_in_context(span, parent))
-    middleware.init_profiler(span, bridge.verified_trace_info(extracted),
-                             tracing.hmac_key)
-    return span, token
+
+    def describe() -> tuple[str, dict[str, Any]]:
+        action = str(req._action)
+        return f"websocket {action}", {"network.protocol.name": "websocket",
+                                       "zaqar.websocket.action": action}
+
+    return middleware.begin(tracing.tracer, propagate.extract(carrier), describe,
+                            hmac_key=tracing.hmac_key,
+                            sample_ratio=tracing.sample_ratio,
+                            honor_w3c_sampled=tracing.honor)
 
 
 def _process(tracing: _Tracing, original: Any, handler: Any, req: Any,
