@@ -48,6 +48,7 @@ from zaqar_otel import (
     messaging,
     middleware,
     notifications,
+    patching,
     pooling,
     redact,
     sampling,
@@ -60,7 +61,6 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "zaqar"
 DEFAULT_PROPAGATORS = "tracecontext,baggage,osprofiler"
-_PATCHED = "__zaqar_otel_original__"
 
 
 @dataclass
@@ -201,7 +201,7 @@ def _start_tracepoints(state: _State, conf: cfg.ConfigOpts) -> None:
     # Its statement/params trace points would duplicate the sqlalchemy
     # instrumentor's spans and carry bound values.
     osprofiler_sqlalchemy.disable()
-    _patch(profiler, "trace_cls", _trace_cls_without_args)
+    patching.patch(profiler, "trace_cls", _trace_cls_without_args)
     forward = _osprofiler_driver(state.settings.connection_string, conf)
     skip = () if state.settings.trace_pooling else ("pooling_",)
     notifier.set(tracepoints.Notifier(state.tracer, forward=forward,
@@ -296,19 +296,6 @@ def shutdown(timeout: float | None = None) -> bool:
 # -- hooking into Zaqar --------------------------------------------------------
 
 
-_patched: list[tuple[Any, str]] = []
-
-
-def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
-    current = getattr(owner, name)
-    if getattr(current, _PATCHED, None) is not None:
-        return
-    replacement = wrapper(current)
-    setattr(replacement, _PATCHED, current)
-    setattr(owner, name, replacement)
-    _patched.append((owner, name))
-
-
 def _profile_setup(original: Callable[..., Any]) -> Callable[..., Any]:
     def profile_setup(conf: cfg.ConfigOpts, binary: str, host: str) -> None:
         # Instead of osprofiler's init_from_conf: no tracing unless enabled,
@@ -387,14 +374,13 @@ def install() -> None:
     from zaqar.transport.middleware import profile
     from zaqar.transport.wsgi import driver
 
-    _patch(profile, "setup", _profile_setup)
-    _patch(profile, "install_wsgi_tracer", _install_wsgi_tracer)
-    _patch(driver.Driver, "_init_middleware", _init_middleware)
-    _patch(storage_utils, "load_storage_driver", _load_storage_driver)
+    patching.patch(profile, "setup", _profile_setup)
+    patching.patch(profile, "install_wsgi_tracer", _install_wsgi_tracer)
+    patching.patch(driver.Driver, "_init_middleware", _init_middleware)
+    patching.patch(storage_utils, "load_storage_driver", _load_storage_driver)
 
 
 def uninstall() -> None:
-    """Undo ``install()`` (and the trace_cls patch); tracing set up stays."""
-    while _patched:
-        owner, name = _patched.pop()
-        setattr(owner, name, getattr(getattr(owner, name), _PATCHED))
+    """Undo ``install()`` and every wrapper ``setup`` added; tracing set up
+    (provider, propagator) stays."""
+    patching.unpatch_all()

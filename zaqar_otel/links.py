@@ -28,14 +28,13 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from zaqar_otel import messaging
+from zaqar_otel import messaging, patching
 
 LOG = logging.getLogger(__name__)
 
 REDIS_PREFIX = "zaqar_otel.link."
 MONGO_COLLECTION = "zaqar_otel_links"
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
-_ORIGINAL = "__zaqar_otel_original__"
 
 
 def encode(span_context: trace.SpanContext) -> str:
@@ -161,12 +160,8 @@ def _listing(listing: Iterable[Any], done: Callable[[list[str]], None]
 def _wrap(cls: type, name: str, make: Callable[[Callable[..., Any], StoreOf],
                                                 Callable[..., Any]],
           store_of: StoreOf) -> None:
-    method = getattr(cls, name)
-    if getattr(method, _ORIGINAL, None) is not None:
-        return
-    wrapper = functools.wraps(method)(make(method, store_of))
-    setattr(wrapper, _ORIGINAL, method)
-    setattr(cls, name, wrapper)
+    patching.patch(cls, name,
+                   lambda method: functools.wraps(method)(make(method, store_of)))
 
 
 def _post(original: Callable[..., Any], store_of: StoreOf) -> Callable[..., Any]:

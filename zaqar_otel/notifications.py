@@ -20,9 +20,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import messaging, redact, sampling
-
-_ORIGINAL = "__zaqar_otel_original__"
+from zaqar_otel import messaging, patching, redact, sampling
 
 # (posting span, subscription) of the delivery being submitted in this thread.
 _submitting: contextvars.ContextVar[tuple[trace.SpanContext, dict[str, Any]] | None] = (
@@ -85,29 +83,28 @@ def instrument_notifier(tracer: trace.Tracer) -> None:
     """Wrap ``zaqar.notification.notifier.NotifierDriver`` (idempotent)."""
     from zaqar.notification import notifier
 
-    driver = notifier.NotifierDriver
-    if hasattr(driver._execute, _ORIGINAL):
-        return
-    init, execute = driver.__init__, driver._execute
+    def with_tracing_executor(init: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+            init(self, *args, **kwargs)
+            self.executor = _TracingExecutor(self.executor, tracer)
 
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-        init(self, *args, **kwargs)
-        self.executor = _TracingExecutor(self.executor, tracer)
+        return __init__
 
-    @functools.wraps(execute)
-    def _execute(self: Any, s_type: str, subscription: dict[str, Any],
-                 *args: Any, **kwargs: Any) -> Any:
-        producer = _posting_span()
-        if producer is None:
-            return execute(self, s_type, subscription, *args, **kwargs)
-        token = _submitting.set((producer, subscription))
-        try:
-            return execute(self, s_type, subscription, *args, **kwargs)
-        finally:
-            _submitting.reset(token)
+    def remembering_the_post(execute: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(execute)
+        def _execute(self: Any, s_type: str, subscription: dict[str, Any],
+                     *args: Any, **kwargs: Any) -> Any:
+            producer = _posting_span()
+            if producer is None:
+                return execute(self, s_type, subscription, *args, **kwargs)
+            token = _submitting.set((producer, subscription))
+            try:
+                return execute(self, s_type, subscription, *args, **kwargs)
+            finally:
+                _submitting.reset(token)
 
-    setattr(_execute, _ORIGINAL, execute)
-    driver.__init__ = __init__
-    driver._execute = _execute
+        return _execute
 
+    patching.patch(notifier.NotifierDriver, "__init__", with_tracing_executor)
+    patching.patch(notifier.NotifierDriver, "_execute", remembering_the_post)

@@ -7,66 +7,62 @@ carrying the pool's name and its URI without credentials, so a slow request
 can be pinned to the pool that served it::
 
     instrument_catalog(tracer)     # [profiler] trace_pooling = true
-    uninstrument_catalog()
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import redact
+from zaqar_otel import patching, redact
 from zaqar_otel.redact import redact_uri
 
 SPAN_NAME = "zaqar.pool.lookup"
 DEFAULT_POOL = "(default)"
 
-_ORIGINAL = "__zaqar_otel_original__"
-
-
 def instrument_catalog(tracer: trace.Tracer) -> None:
     """Wrap ``Catalog.lookup`` and ``Catalog._init_driver`` (idempotent)."""
     from zaqar.storage import pooling
 
-    catalog = pooling.Catalog
-    if hasattr(catalog.lookup, _ORIGINAL):
-        return
-    lookup, init_driver = catalog.lookup, catalog._init_driver
+    def traced(lookup: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(lookup)
+        def traced_lookup(self: Any, queue: str, project: str | None = None) -> Any:
+            with tracer.start_as_current_span(
+                    SPAN_NAME, kind=SpanKind.INTERNAL, record_exception=False,
+                    set_status_on_exception=False) as span:
+                try:
+                    driver = lookup(self, queue, project)
+                except Exception as exc:
+                    redact.record_error(span, exc)
+                    raise
+                if span.is_recording():
+                    name, uri = getattr(self, "_zaqar_otel_pools", {}).get(
+                        id(driver), (None, None))
+                    span.set_attribute("zaqar.pool.name", name or DEFAULT_POOL)
+                    if uri:
+                        span.set_attribute("zaqar.pool.uri", uri)
+                return driver
 
-    @functools.wraps(lookup)
-    def traced_lookup(self: Any, queue: str, project: str | None = None) -> Any:
-        with tracer.start_as_current_span(
-                SPAN_NAME, kind=SpanKind.INTERNAL, record_exception=False,
-                set_status_on_exception=False) as span:
-            try:
-                driver = lookup(self, queue, project)
-            except Exception as exc:
-                redact.record_error(span, exc)
-                raise
-            if span.is_recording():
-                name, uri = getattr(self, "_zaqar_otel_pools", {}).get(
-                    id(driver), (None, None))
-                span.set_attribute("zaqar.pool.name", name or DEFAULT_POOL)
-                if uri:
-                    span.set_attribute("zaqar.pool.uri", uri)
+        return traced_lookup
+
+    def remembering(init_driver: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(init_driver)
+        def remembering_init_driver(
+            self: Any, pool_id: str | None, pool_conf: Any = None
+        ) -> Any:
+            driver = init_driver(self, pool_id, pool_conf)
+            pools = self.__dict__.setdefault("_zaqar_otel_pools", {})
+            pools[id(driver)] = (pool_id, _pool_uri(self, pool_id, pool_conf))
             return driver
 
-    @functools.wraps(init_driver)
-    def remembering_init_driver(
-        self: Any, pool_id: str | None, pool_conf: Any = None
-    ) -> Any:
-        driver = init_driver(self, pool_id, pool_conf)
-        pools = self.__dict__.setdefault("_zaqar_otel_pools", {})
-        pools[id(driver)] = (pool_id, _pool_uri(self, pool_id, pool_conf))
-        return driver
+        return remembering_init_driver
 
-    setattr(traced_lookup, _ORIGINAL, lookup)
-    setattr(remembering_init_driver, _ORIGINAL, init_driver)
-    catalog.lookup = traced_lookup
-    catalog._init_driver = remembering_init_driver
+    patching.patch(pooling.Catalog, "lookup", traced)
+    patching.patch(pooling.Catalog, "_init_driver", remembering)
 
 
 def _pool_uri(catalog: Any, pool_id: str | None, pool_conf: Any) -> str | None:
@@ -77,14 +73,3 @@ def _pool_uri(catalog: Any, pool_id: str | None, pool_conf: Any) -> str | None:
         return redact_uri(pool["uri"])
     except Exception:
         return None
-
-
-def uninstrument_catalog() -> None:
-    """Undo ``instrument_catalog``."""
-    from zaqar.storage import pooling
-
-    for name in ("lookup", "_init_driver"):
-        method = getattr(pooling.Catalog, name)
-        original = getattr(method, _ORIGINAL, None)
-        if original is not None:
-            setattr(pooling.Catalog, name, original)

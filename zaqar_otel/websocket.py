@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from osprofiler import profiler
 
-from zaqar_otel import messaging, middleware, redact
+from zaqar_otel import messaging, middleware, patching, redact
 
 LOG = logging.getLogger(__name__)
 
-_ORIGINAL = "__zaqar_otel_original__"
 _C, _P, _S = SpanKind.CONSUMER, SpanKind.PRODUCER, SpanKind.CLIENT
 OPERATIONS: dict[str, tuple[str, str, SpanKind]] = {
     "message_post": ("send", "post", _P),
@@ -103,31 +103,30 @@ def instrument_handler(tracer: trace.Tracer, hmac_key: str,
     """Wrap ``zaqar.api.handler.Handler.process_request`` (idempotent)."""
     from zaqar.api import handler
 
-    original = handler.Handler.process_request
-    if hasattr(original, _ORIGINAL):
-        return
     tracing = _Tracing(tracer, hmac_key, sample_ratio, honor_w3c_sampled)
 
-    @functools.wraps(original)
-    def process_request(self: Any, req: Any, protocol: Any) -> Any:
-        try:
-            span, token = _begin(tracing, req)
-        except Exception:
-            tracing.log_failure()
-            return original(self, req, protocol)
-        try:
-            if span is None:
+    def traced(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def process_request(self: Any, req: Any, protocol: Any) -> Any:
+            try:
+                span, token = _begin(tracing, req)
+            except Exception:
+                tracing.log_failure()
                 return original(self, req, protocol)
-            return _process(tracing, original, self, req, protocol, span)
-        except BaseException as exc:
-            if span is not None:
-                redact.record_error(span, exc)
-            raise
-        finally:
-            if span is not None:
-                span.end()
-                profiler.clean()
-            context.detach(token)
+            try:
+                if span is None:
+                    return original(self, req, protocol)
+                return _process(tracing, original, self, req, protocol, span)
+            except BaseException as exc:
+                if span is not None:
+                    redact.record_error(span, exc)
+                raise
+            finally:
+                if span is not None:
+                    span.end()
+                    profiler.clean()
+                context.detach(token)
 
-    setattr(process_request, _ORIGINAL, original)
-    handler.Handler.process_request = process_request
+        return process_request
+
+    patching.patch(handler.Handler, "process_request", traced)

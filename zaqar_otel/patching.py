@@ -1,0 +1,36 @@
+"""Wrapping Zaqar's and osprofiler's functions: once each, and reversibly.
+
+Every hook of zaqar-otel is a function replaced by a wrapper that calls the
+original. ``patch`` does it at most once per attribute (a second call is a
+no-op, so set-up is idempotent) and remembers the original on the wrapper;
+``unpatch_all`` puts every original back::
+
+    patch(zaqar.storage.pooling.Catalog, "lookup",
+          lambda lookup: traced(lookup))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+_ORIGINAL = "__zaqar_otel_original__"
+_patched: list[tuple[Any, str]] = []
+
+
+def patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
+    """Replace ``owner.name`` with ``wrapper(original)``, unless done already."""
+    current = getattr(owner, name)
+    if getattr(current, _ORIGINAL, None) is not None:
+        return
+    replacement = wrapper(current)
+    setattr(replacement, _ORIGINAL, current)
+    setattr(owner, name, replacement)
+    _patched.append((owner, name))
+
+
+def unpatch_all() -> None:
+    """Put back every original ``patch`` replaced, newest first."""
+    while _patched:
+        owner, name = _patched.pop()
+        setattr(owner, name, getattr(getattr(owner, name), _ORIGINAL))
