@@ -48,7 +48,7 @@ from typing import Any
 import psutil
 
 from tests.servers import RedisServer
-from tests.tracing_support import osprofiler_driver
+from tests.tracing_support import ALL_TRACING, osprofiler_driver
 from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
 from zaqar_otel import bridge
 
@@ -87,15 +87,8 @@ EXPORTING = ("c", "d", "e", "f")
 # messages, SQLite management store, no pooling, no webhooks): the server
 # span, Zaqar's trace points and the database spans. trace_message_links
 # (off by default) is not database tracing: it writes to the message store.
-OTEL_TRACING = {
-    "enabled": "true",
-    "hmac_keys": KEY,
-    "trace_wsgi_transport": "true",
-    "trace_message_store": "true",
-    "trace_management_store": "true",
-    "trace_redis": "true",
-    "trace_sqlalchemy": "true",
-}
+OTEL_TRACING = {**ALL_TRACING, "hmac_keys": KEY, "trace_mongodb": "false",
+                "trace_pooling": "false"}
 
 
 def service_name(kind: str, case: str) -> str:
