@@ -30,6 +30,8 @@ from typing import Any
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from zaqar_otel import patching
+
 LOG = logging.getLogger(__name__)
 
 SYSTEM = "zaqar"
@@ -168,7 +170,8 @@ class MessagingSpans:
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
-        self._failed_once = False
+        self._log_failure = patching.FailureLog(
+            LOG, "a messaging operation span failed")
 
     def process_resource(self, req: Any, resp: Any, resource: Any,
                          params: dict[str, Any]) -> None:
@@ -202,9 +205,3 @@ class MessagingSpans:
             self._log_failure()
             status, body = 200, None
         close_operation(operation, tokens, status, body)
-
-    def _log_failure(self) -> None:
-        if not self._failed_once:
-            self._failed_once = True
-            LOG.exception("zaqar-otel: a messaging operation span failed; "
-                          "further failures are not logged")

@@ -36,7 +36,7 @@ from opentelemetry.instrumentation.wsgi import (
 from opentelemetry.trace import SpanKind
 from osprofiler import profiler
 
-from zaqar_otel import bridge, redact, sampling
+from zaqar_otel import bridge, patching, redact, sampling
 
 LOG = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ class TracingMiddleware:
         self._hmac_key = hmac_key
         self._sample_ratio = sample_ratio
         self._honor = honor_w3c_sampled
-        self._failed_once = False
+        self._log_failure = patching.FailureLog(
+            LOG, "tracing a request failed; the request goes on untraced")
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -151,13 +152,6 @@ class TracingMiddleware:
             profiler.clean()
             context.detach(token)
         return _EndSpanOnClose(body, span)
-
-    def _log_failure(self) -> None:
-        if not self._failed_once:
-            self._failed_once = True
-            LOG.exception("zaqar-otel: tracing a request failed; the request "
-                          "goes on untraced and further failures are not logged")
-
 
 def begin(
     tracer: trace.Tracer,

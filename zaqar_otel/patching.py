@@ -3,7 +3,8 @@
 Every hook of zaqar-otel is a function replaced by a wrapper that calls the
 original. ``patch`` does it at most once per attribute (a second call is a
 no-op, so set-up is idempotent) and remembers the original on the wrapper;
-``unpatch_all`` puts every original back::
+``unpatch_all`` puts every original back. A hook that fails must never break
+what it wraps: ``FailureLog`` logs its first failure and swallows the rest::
 
     patch(zaqar.storage.pooling.Catalog, "lookup",
           lambda lookup: traced(lookup))
@@ -11,6 +12,7 @@ no-op, so set-up is idempotent) and remembers the original on the wrapper;
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -34,3 +36,20 @@ def unpatch_all() -> None:
     while _patched:
         owner, name = _patched.pop()
         setattr(owner, name, getattr(getattr(owner, name), _ORIGINAL))
+
+
+class FailureLog:
+    """A hook's own failures: the first one logged with its traceback, the
+    rest swallowed silently, so a broken hook cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._logger = logger
+        self._what = what
+        self._logged = False
+
+    def __call__(self) -> None:
+        """Call from an ``except`` block."""
+        if not self._logged:
+            self._logged = True
+            self._logger.exception("zaqar-otel: %s; further failures are not "
+                                   "logged", self._what)

@@ -27,7 +27,7 @@ from opentelemetry import context, trace
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from zaqar_otel import bridge, redact
+from zaqar_otel import bridge, patching, redact
 
 LOG = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ class Notifier:
         self._tracer = use_osprofiler_ids(tracer)
         self._forward = forward
         self._skip = skip_prefixes
-        self._failed_once = False
+        self._log_failure = patching.FailureLog(
+            LOG, "recording an OSProfiler trace point failed")
 
     def __call__(self, payload: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         try:
@@ -107,10 +108,7 @@ class Notifier:
                 self._forward(_without_values(payload))
         except Exception:
             # Never let tracing break the traced call; say so once.
-            if not self._failed_once:
-                self._failed_once = True
-                LOG.exception("zaqar-otel: recording an OSProfiler trace point "
-                              "failed; further failures are not logged")
+            self._log_failure()
 
     def _start(self, name: str, payload: dict[str, Any]) -> None:
         if name.startswith(self._skip):

@@ -46,13 +46,8 @@ class _Tracing:
         self.hmac_key = hmac_key
         self.sample_ratio = sample_ratio
         self.honor = honor_w3c_sampled
-        self.failed_once = False
-
-    def log_failure(self) -> None:
-        if not self.failed_once:
-            self.failed_once = True
-            LOG.exception("zaqar-otel: tracing a websocket request failed; it "
-                          "goes on untraced and further failures are not logged")
+        self.log_failure = patching.FailureLog(
+            LOG, "tracing a websocket request failed; it goes on untraced")
 
 
 def _begin(tracing: _Tracing, req: Any) -> tuple[trace.Span | None, object]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import types
+
+import pytest
 
 from zaqar_otel import patching
 
@@ -22,3 +25,18 @@ def test_patch_wraps_once_and_unpatch_all_restores() -> None:
     assert target.f() == "original" and calls == ["wrapped"]
     patching.unpatch_all()
     assert target.f() == "original" and calls == ["wrapped"]
+
+
+def test_failure_log_logs_the_first_failure_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = patching.FailureLog(logging.getLogger("t"), "tracing a request failed")
+    with caplog.at_level(logging.ERROR, logger="t"):
+        for _ in range(3):
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError:
+                log()
+    assert [r.getMessage() for r in caplog.records] == [
+        "zaqar-otel: tracing a request failed; further failures are not logged"]
+    assert caplog.records[0].exc_info is not None
