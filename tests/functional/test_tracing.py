@@ -79,6 +79,11 @@ def test_profiled_session_redis_and_sql(
     assert statements, tree
     system = {"sqlite": "sqlite", "mariadb": "mysql", "postgresql": "postgresql"}[sql]
     assert {s.attributes.get("db.system") for s in statements} == {system}
+    # Every SQL span is a statement: no "connect" span per Engine.connect(),
+    # which Zaqar calls for every statement.
+    sql_spans = [s for s in session.spans if s.scope == SQLALCHEMY_SCOPE]
+    assert all(s.attributes.get("db.statement") for s in sql_spans), tree
+    assert "connect" not in {s.name for s in sql_spans}, tree
     # Statements are exported with placeholders, never with bound values (the
     # queue name is one): only the URL path and the messaging destination
     # name it.
