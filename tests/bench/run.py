@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.bench import propagation, tracepoint_cost, zaqar_cost
+from tests.bench import instructions, propagation, tracepoint_cost, zaqar_cost
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +53,15 @@ def main(argv: list[str] | None = None) -> None:
     print(zaqar_cost.targets(results))
     print("\n### Errors and notable server log lines\n")
     print(zaqar_cost.findings(results))
+
+    print("\n## Instructions per request (callgrind, zaqar-server)\n")
+    if missing := instructions.missing_tools():
+        print(f"skipped: needs {', '.join(missing)} (Debian: apt install valgrind)")
+    elif args.quick:
+        print(instructions.table(instructions.measure(("a", "c"), mixes_per_thread=1,
+                                                      warmup_mixes=1)))
+    else:
+        print(instructions.table(instructions.measure()))
 
     summary = zaqar_cost.summary(results)
     if args.json:

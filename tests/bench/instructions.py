@@ -1,0 +1,147 @@
+"""Instructions per request of the Zaqar cases, counted by callgrind.
+
+req/s and CPU time on a shared machine drift by several per cent from one
+round to the next, more than the effects the targets ask about ((c) within
+2 % of (a)). The number of instructions a server executes per request does
+not depend on the machine's load: this runs each case's ``zaqar-server``
+under valgrind's callgrind, warms it up, zeroes the counters, sends the same
+request mix as ``zaqar_cost`` and reads the instructions counted since (all
+threads of the process, the batch exporter's included; the kernel's work for
+system calls is not counted, and ``strace -c`` shows the same system calls
+per request for (a) and (c)).
+
+Two differences remain between runs of one case: message ids, timestamps and
+dict ordering vary, so (a) and (a2) differ by about 1 %, and the exporter
+thread's last batch may fall before or after the count stops. Each case runs
+under valgrind about 50 times slower than natively; ``jobs`` cases run at
+once, which changes no count.
+
+    python -m tests.bench.instructions            # every case
+    python -m tests.bench.instructions a c        # some
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.bench import zaqar_cost
+from tests.servers import RedisServer
+from tests.zaqar_process import ZaqarServer, redis_sql
+
+KIND = "zaqar-server"  # one process, no forked workers to follow
+TOOLS = ("valgrind", "callgrind_control")
+
+
+@dataclass
+class Count:
+    requests: int
+    instructions: int
+
+    @property
+    def per_request(self) -> float:
+        return self.instructions / self.requests
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+
+def _dumped_instructions(out_dir: Path) -> int:
+    """The instruction count of the part dumped on request (not at exit)."""
+    for path in out_dir.glob("callgrind.out*"):
+        text = path.read_text(errors="replace")
+        if "Trigger: Client Request" in text or "Trigger: dump" in text:
+            match = re.search(r"^summary: (\d+)", text, re.M)
+            if match:
+                return int(match.group(1))
+    raise RuntimeError(f"no dumped callgrind part in {out_dir}")
+
+
+def _control(option: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", option, str(pid)], check=True,
+                   capture_output=True, timeout=120)
+
+
+def count(case: str, receiver_port: int, mixes_per_thread: int = 6,
+          warmup_mixes: int = 2) -> Count:
+    """Instructions the server of ``case`` executes for the measured mixes."""
+    plain, otel = zaqar_cost.KINDS[KIND]
+    command = otel if case in zaqar_cost.OTEL_CASES else plain
+    signed = case in zaqar_cost.SIGNED
+    with contextlib.ExitStack() as stack:
+        out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="zaqar-otel-callgrind-")))
+        valgrind = ("valgrind", "--tool=callgrind",
+                    f"--callgrind-out-file={out_dir}/callgrind.out", "{bin}/python")
+        redis = stack.enter_context(RedisServer())
+        server = stack.enter_context(ZaqarServer(
+            redis_sql(redis.url), command=(*valgrind, *command),
+            extra=zaqar_cost.config(KIND, case, receiver_port),
+            startup_timeout=600, stop_timeout=120))
+        assert server.pid is not None
+        zaqar_cost.drive(server.port, zaqar_cost.Tally(), warmup_mixes, signed,
+                         f"warm-{zaqar_cost._slug(case)}", record=False)
+        _control("--zero", server.pid)
+        tally = zaqar_cost.Tally()
+        zaqar_cost.drive(server.port, tally, mixes_per_thread, signed,
+                         f"m-{zaqar_cost._slug(case)}")
+        if tally.errors:
+            raise RuntimeError(f"({case}): client errors {tally.errors}")
+        _control("--dump", server.pid)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return Count(tally.requests, _dumped_instructions(out_dir))
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
+def measure(cases: Sequence[str] = tuple(zaqar_cost.CASES), jobs: int = 2,
+            **kwargs: int) -> dict[str, Count]:
+    with zaqar_cost.ReceiverProcess() as receiver, ThreadPoolExecutor(jobs) as pool:
+        futures = {case: pool.submit(count, case, receiver.port, **kwargs)
+                   for case in cases}
+        return {case: future.result() for case, future in futures.items()}
+
+
+def table(counts: dict[str, Count]) -> str:
+    rows = ["| case | requests | instructions per request (M) | vs (a) | vs (e) |",
+            "|---|---:|---:|---:|---:|"]
+    for case, c in counts.items():
+        vs = [f"{c.per_request / counts[anchor].per_request:.3f}×"
+              if anchor in counts else "–" for anchor in ("a", "e")]
+        rows.append(f"| ({case}) {zaqar_cost.CASES[case]} | {c.requests} "
+                    f"| {c.per_request / 1e6:.3f} | {vs[0]} | {vs[1]} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.instructions")
+    parser.add_argument("cases", nargs="*", metavar="CASE",
+                        help=f"some of {', '.join(zaqar_cost.CASES)} (default: all)")
+    parser.add_argument("--mixes", type=int, default=6,
+                        help="mixes per client thread (4 threads, 7 requests each)")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    if unknown := set(args.cases) - set(zaqar_cost.CASES):
+        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+    if missing := missing_tools():
+        raise SystemExit(f"needs {', '.join(missing)} (Debian: apt install valgrind)")
+    cases = args.cases or list(zaqar_cost.CASES)
+    print(table(measure(cases, jobs=args.jobs, mixes_per_thread=args.mixes)))
+
+
+if __name__ == "__main__":
+    main()
