@@ -90,11 +90,11 @@ def count(case: str, receiver_port: int, mixes_per_thread: int = 6,
             startup_timeout=600, stop_timeout=120))
         assert server.pid is not None
         zaqar_cost.drive(server.port, zaqar_cost.Tally(), warmup_mixes, signed,
-                         f"warm-{zaqar_cost._slug(case)}", record=False)
+                         f"warm-{zaqar_cost.slug(case)}", record=False)
         _control("--zero", server.pid)
         tally = zaqar_cost.Tally()
         zaqar_cost.drive(server.port, tally, mixes_per_thread, signed,
-                         f"m-{zaqar_cost._slug(case)}")
+                         f"m-{zaqar_cost.slug(case)}")
         if tally.errors:
             raise RuntimeError(f"({case}): client errors {tally.errors}")
         _control("--dump", server.pid)

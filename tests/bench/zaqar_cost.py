@@ -93,7 +93,7 @@ OTEL_TRACING = {**ALL_TRACING, "hmac_keys": KEY, "trace_mongodb": "false",
                 "trace_pooling": "false"}
 
 
-def _slug(case: str) -> str:
+def slug(case: str) -> str:
     """The case as it may appear in a queue name ("d+r" -> "dr")."""
     return case.replace("+", "")
 
@@ -407,7 +407,7 @@ def measure_kind(kind: str, rounds: int, mixes_per_thread: int,
     with servers(kind, receiver.port) as running:
         for case, server in running.items():
             drive(server.port, results[case].tally, warmup_mixes, case in SIGNED,
-                  f"warm-{_slug(case)}", record=False)
+                  f"warm-{slug(case)}", record=False)
         for r in range(rounds):
             walls: dict[str, float] = {}
             # Alternate the cases, starting one later each round so that no
@@ -418,7 +418,7 @@ def measure_kind(kind: str, rounds: int, mixes_per_thread: int,
                 assert server.pid is not None
                 before, cpu = res.tally.requests, cpu_seconds(server.pid)
                 walls[case] = drive(server.port, res.tally, mixes_per_thread,
-                                    case in SIGNED, f"r{r}-{_slug(case)}")
+                                    case in SIGNED, f"r{r}-{slug(case)}")
                 sent = res.tally.requests - before
                 res.cpu_ms.append((cpu_seconds(server.pid) - cpu) / sent * 1e3)
                 res.rps.append(sent / walls[case])
