@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -69,12 +70,8 @@ class TracingMiddleware:
     """Starts the SERVER span of each traced request around ``app``.
 
     :param app: the WSGI app (Zaqar's, with its auth and CORS middleware).
-    :param tracer: where the server span is started.
     :param route_of: ``(method, path) -> route template or None``.
-    :param hmac_key: key OSProfiler signs with when the request brought
-        none (a W3C or sampled request).
-    :param sample_ratio: see ``[opentelemetry] sample_ratio``.
-    :param honor_w3c_sampled: see ``[opentelemetry] honor_w3c_sampled``.
+    :param tracer, hmac_key, sample_ratio, honor_w3c_sampled: see ``Entry``.
     """
 
     def __init__(
@@ -87,11 +84,8 @@ class TracingMiddleware:
         honor_w3c_sampled: bool = False,
     ) -> None:
         self._app = app
-        self._tracer = tracer
         self._route_of = route_of
-        self._hmac_key = hmac_key
-        self._sample_ratio = sample_ratio
-        self._honor = honor_w3c_sampled
+        self._entry = Entry(tracer, hmac_key, sample_ratio, honor_w3c_sampled)
         self._log_failure = patching.FailureLog(
             LOG, "tracing a request failed; the request goes on untraced")
 
@@ -121,9 +115,8 @@ class TracingMiddleware:
                 attributes["http.route"] = route
             return _span_name(method, route), attributes
 
-        return begin(self._tracer, propagate.extract(environ, getter=wsgi_getter),
-                     describe, hmac_key=self._hmac_key,
-                     sample_ratio=self._sample_ratio, honor_w3c_sampled=self._honor)
+        return self._entry.begin(propagate.extract(environ, getter=wsgi_getter),
+                                 describe)
 
     def _traced(
         self,
@@ -153,37 +146,51 @@ class TracingMiddleware:
             context.detach(token)
         return _EndSpanOnClose(body, span)
 
-def begin(
-    tracer: trace.Tracer,
-    extracted: context.Context,
-    describe: Callable[[], tuple[str, dict[str, Any]]],
-    *,
-    hmac_key: str,
-    sample_ratio: float = 0.0,
-    honor_w3c_sampled: bool = False,
-) -> tuple[trace.Span | None, object]:
-    """The entry of one API request, WSGI or websocket.
+@dataclass(frozen=True)
+class Entry:
+    """How an API request enters a trace, WSGI or websocket.
 
-    Decides from the ``extracted`` caller context; a traced request gets a
-    SERVER span named and described by ``describe()`` (called only then),
-    made current, and OSProfiler's profiler with ids that map back to it.
-    Returns the span (None when untraced) and the token to detach at the end.
+    :param tracer: where the SERVER span is started.
+    :param hmac_key: key OSProfiler signs with when the request brought
+        none (a W3C or sampled request).
+    :param sample_ratio: see ``[opentelemetry] sample_ratio``.
+    :param honor_w3c_sampled: see ``[opentelemetry] honor_w3c_sampled``.
     """
-    if profiler.get() is not None:
-        # Left over on this thread by a request that did not clean up.
-        profiler.clean()
-    parent, sampled = sampling.decide(extracted, sample_ratio, honor_w3c_sampled)
-    if not sampled:
-        # The unsampled parent keeps spans below this request from starting
-        # traces of their own; instrumentors skip them at all.
-        return None, context.attach(sampling.untraced(parent))
-    name, attributes = describe()
-    attributes[ORIGIN_ATTRIBUTE] = _origin(extracted, honor_w3c_sampled)
-    span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER,
-                             attributes=attributes)
-    token = context.attach(trace.set_span_in_context(span, parent))
-    _init_profiler(span, bridge.verified_trace_info(extracted), hmac_key)
-    return span, token
+
+    tracer: trace.Tracer
+    hmac_key: str
+    sample_ratio: float = 0.0
+    honor_w3c_sampled: bool = False
+
+    def begin(
+        self,
+        extracted: context.Context,
+        describe: Callable[[], tuple[str, dict[str, Any]]],
+    ) -> tuple[trace.Span | None, object]:
+        """The entry of one request.
+
+        Decides from the ``extracted`` caller context; a traced request gets a
+        SERVER span named and described by ``describe()`` (called only then),
+        made current, and OSProfiler's profiler with ids that map back to it.
+        Returns the span (None when untraced) and the token to detach at the
+        end.
+        """
+        if profiler.get() is not None:
+            # Left over on this thread by a request that did not clean up.
+            profiler.clean()
+        parent, sampled = sampling.decide(extracted, self.sample_ratio,
+                                          self.honor_w3c_sampled)
+        if not sampled:
+            # The unsampled parent keeps spans below this request from starting
+            # traces of their own; instrumentors skip them at all.
+            return None, context.attach(sampling.untraced(parent))
+        name, attributes = describe()
+        attributes[ORIGIN_ATTRIBUTE] = _origin(extracted, self.honor_w3c_sampled)
+        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER,
+                                      attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span, parent))
+        _init_profiler(span, bridge.verified_trace_info(extracted), self.hmac_key)
+        return span, token
 
 
 def _init_profiler(span: trace.Span, inbound: bridge.TraceInfo | None,

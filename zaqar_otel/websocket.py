@@ -39,18 +39,7 @@ OPERATIONS: dict[str, tuple[str, str, SpanKind]] = {
 }
 
 
-class _Tracing:
-    def __init__(self, tracer: trace.Tracer, hmac_key: str, sample_ratio: float,
-                 honor_w3c_sampled: bool) -> None:
-        self.tracer = tracer
-        self.hmac_key = hmac_key
-        self.sample_ratio = sample_ratio
-        self.honor = honor_w3c_sampled
-        self.log_failure = patching.FailureLog(
-            LOG, "tracing a websocket request failed; it goes on untraced")
-
-
-def _begin(tracing: _Tracing, req: Any) -> tuple[trace.Span | None, object]:
+def _begin(entry: middleware.Entry, req: Any) -> tuple[trace.Span | None, object]:
     headers = req._headers if isinstance(req._headers, dict) else {}
     carrier = {str(k).lower(): str(v) for k, v in headers.items()}
 
@@ -59,13 +48,10 @@ def _begin(tracing: _Tracing, req: Any) -> tuple[trace.Span | None, object]:
         return f"websocket {action}", {"network.protocol.name": "websocket",
                                        "zaqar.websocket.action": action}
 
-    return middleware.begin(tracing.tracer, propagate.extract(carrier), describe,
-                            hmac_key=tracing.hmac_key,
-                            sample_ratio=tracing.sample_ratio,
-                            honor_w3c_sampled=tracing.honor)
+    return entry.begin(propagate.extract(carrier), describe)
 
 
-def _process(tracing: _Tracing, original: Any, handler: Any, req: Any,
+def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
              protocol: Any, span: trace.Span) -> Any:
     body = req._body if isinstance(req._body, dict) else {}
     found = OPERATIONS.get(str(req._action))
@@ -75,7 +61,7 @@ def _process(tracing: _Tracing, original: Any, handler: Any, req: Any,
     if found:
         headers = req._headers if isinstance(req._headers, dict) else {}
         operation = messaging.open_operation(
-            tracing.tracer, found, str(body.get("queue_name", "")),
+            tracer, found, str(body.get("queue_name", "")),
             headers.get("X-Project-ID"), body.get("message_id"))
     status = 500
     resp = None
@@ -98,20 +84,22 @@ def instrument_handler(tracer: trace.Tracer, hmac_key: str,
     """Wrap ``zaqar.api.handler.Handler.process_request`` (idempotent)."""
     from zaqar.api import handler
 
-    tracing = _Tracing(tracer, hmac_key, sample_ratio, honor_w3c_sampled)
+    entry = middleware.Entry(tracer, hmac_key, sample_ratio, honor_w3c_sampled)
+    log_failure = patching.FailureLog(
+        LOG, "tracing a websocket request failed; it goes on untraced")
 
     def traced(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def process_request(self: Any, req: Any, protocol: Any) -> Any:
             try:
-                span, token = _begin(tracing, req)
+                span, token = _begin(entry, req)
             except Exception:
-                tracing.log_failure()
+                log_failure()
                 return original(self, req, protocol)
             try:
                 if span is None:
                     return original(self, req, protocol)
-                return _process(tracing, original, self, req, protocol, span)
+                return _process(tracer, original, self, req, protocol, span)
             except BaseException as exc:
                 if span is not None:
                     redact.record_error(span, exc)
