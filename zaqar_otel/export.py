@@ -154,9 +154,8 @@ def exporter(conf: settings_module.Settings) -> SpanExporter | None:
     args = dict(conf.exporter_args)
     if conf.exporter == "otlp_http":
         from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
+
+        from zaqar_otel.otlp_http import OTLPSpanExporter
 
         if "compression" in args:
             args["compression"] = Compression(args["compression"])

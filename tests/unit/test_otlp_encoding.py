@@ -1,0 +1,224 @@
+"""The hand-written OTLP encoder against the SDK's, and the exporter using it.
+
+Spans come from the real SDK; the reference is the SDK's own encoder
+(``encode_spans(...).SerializePartialToString()``); what the exporter sends
+is decoded by the OTLP receiver, as a collector would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import NonRecordingSpan, TraceFlags, TraceState
+
+from tests.otlp_receiver import OTLPReceiver, decode_request
+from zaqar_otel import otlp_encoding
+from zaqar_otel.otlp_encoding import SpanEncoder
+from zaqar_otel.otlp_http import OTLPSpanExporter
+
+
+class Kept(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _provider(kept: Kept, resource: dict[str, Any], **limits: int) -> TracerProvider:
+    provider = TracerProvider(resource=Resource(resource, "https://schema/r"),
+                              span_limits=SpanLimits(**limits))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    return provider
+
+
+INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
+SCALARS = st.one_of(st.text(max_size=20), st.booleans(), INT64,
+                    st.floats(allow_nan=True), st.integers())  # beyond int64 too
+VALUES = st.one_of(SCALARS, st.lists(st.text(max_size=5), max_size=3),
+                   st.lists(INT64, max_size=3), st.lists(st.booleans(), max_size=3),
+                   st.lists(st.floats(), max_size=3))
+ATTRIBUTES = st.dictionaries(st.text(max_size=12), VALUES, max_size=6)
+KINDS = st.sampled_from(list(SpanKind))
+
+
+@st.composite
+def span_specs(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "name": draw(st.text(max_size=30)),
+        "kind": draw(KINDS),
+        "attributes": draw(ATTRIBUTES),
+        "events": draw(st.lists(st.tuples(st.text(max_size=8), ATTRIBUTES), max_size=2)),
+        "links": draw(st.lists(st.tuples(st.integers(1, (1 << 128) - 1),
+                                         st.integers(1, (1 << 64) - 1),
+                                         st.booleans(), ATTRIBUTES), max_size=2)),
+        "parent": draw(st.sampled_from([None, "local", "remote"])),
+        "trace_state": draw(st.booleans()),
+        "status": draw(st.sampled_from([None, "ok", "error"])),
+        "description": draw(st.text(max_size=10)),
+        "scope": draw(st.sampled_from([("a", None, None), ("b", "1.0", "https://s"),
+                                       ("c", "2", None)])),
+    }
+
+
+def _record(specs: list[dict[str, Any]], providers: list[TracerProvider]) -> None:
+    for n, spec in enumerate(specs):
+        provider = providers[n % len(providers)]
+        name, version, schema = spec["scope"]
+        tracer = provider.get_tracer(name, version, schema,
+                                     attributes={"scope.n": n % 2} if version else None)
+        context = None
+        if spec["parent"]:
+            state = TraceState([("vendor", "v1")]) if spec["trace_state"] else None
+            parent = SpanContext(0xABC, 0xDEF, spec["parent"] == "remote",
+                                 TraceFlags(1), state)
+            context = trace.set_span_in_context(NonRecordingSpan(parent))
+        links = [Link(SpanContext(t, s, remote, TraceFlags(1)), attrs)
+                 for t, s, remote, attrs in spec["links"]]
+        span = tracer.start_span(spec["name"], context, spec["kind"],
+                                 spec["attributes"], links)
+        for event, attrs in spec["events"]:
+            span.add_event(event, attrs)
+        if spec["status"] == "ok":
+            span.set_status(Status(StatusCode.OK))
+        elif spec["status"] == "error":
+            span.set_status(Status(StatusCode.ERROR, spec["description"]))
+        span.end()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(span_specs(), min_size=1, max_size=8))
+def test_same_bytes_as_the_sdk_encoder(specs: list[dict[str, Any]]) -> None:
+    """Any span the SDK records: ids, parents (local and remote), trace
+    state, kinds, every attribute type, events, links, status, dropped
+    counts, several resources and scopes. Out-of-range ints are dropped
+    by both, the span kept."""
+    kept = Kept()
+    providers = [_provider(kept, {"service.name": "one"}, max_attributes=4,
+                           max_events=1, max_links=1),
+                 _provider(kept, {"service.name": "two", "n": 2})]
+    logging.disable(logging.CRITICAL)  # both encoders log each dropped attribute
+    try:
+        _record(specs, providers)
+        ours = SpanEncoder().encode(kept.spans)
+        sdk = encode_spans(kept.spans).SerializePartialToString()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert ours == sdk
+
+
+def test_attributes_kept_from_one_batch_do_not_mix_types_or_places() -> None:
+    """The memo of encoded attributes: True, 1 and 1.0 under one key stay a
+    bool, an int and a float; the same pair on a span, an event and the
+    resource is encoded for each place."""
+    kept = Kept()
+    provider = _provider(kept, {"flag": True})
+    tracer = provider.get_tracer("t")
+    encoder = SpanEncoder()
+    for value in (True, 1, 1.0, True):
+        span = tracer.start_span("s", attributes={"flag": value})
+        span.add_event("e", {"flag": value})
+        span.end()
+    spans = decode_request(encoder.encode(kept.spans))
+    values = [s.attributes["flag"] for s in spans]
+    assert [type(v) for v in values] == [bool, int, float, bool]
+    assert [e[1]["flag"] for s in spans for e in s.events] == values
+    assert all(s.resource == {"flag": True} for s in spans)
+    assert encoder.encode(kept.spans) == encode_spans(kept.spans).SerializePartialToString()
+
+
+def test_the_memo_is_bounded() -> None:
+    kept = Kept()
+    tracer = _provider(kept, {}).get_tracer("t")
+    encoder = SpanEncoder()
+    for batch in range(3):
+        for n in range(2000):
+            tracer.start_span("s", attributes={"id": f"{batch}-{n}",
+                                               "long": "x" * 300 + str(n)}).end()
+        encoder.encode(kept.spans)
+        kept.spans.clear()
+    assert len(encoder._memo) <= otlp_encoding._MEMO_MAX
+
+
+def test_a_lone_surrogate_costs_a_character_not_the_batch() -> None:
+    """The SDK's encoder fails the whole batch on a string that cannot be
+    UTF-8; here the character is replaced and the other spans go out."""
+    kept = Kept()
+    tracer = _provider(kept, {}).get_tracer("t")
+    tracer.start_span("GET /v2/queues/\ud800", attributes={"k": "a\udfffb"}).end()
+    tracer.start_span("fine").end()
+    with pytest.raises(UnicodeEncodeError):
+        encode_spans(kept.spans).SerializePartialToString()
+    first, second = decode_request(SpanEncoder().encode(kept.spans))
+    assert first.name == "GET /v2/queues/?" and first.attributes == {"k": "a?b"}
+    assert second.name == "fine"
+
+
+def test_floats_and_extreme_ints_round_trip() -> None:
+    kept = Kept()
+    tracer = _provider(kept, {}).get_tracer("t")
+    values = {"min": -(1 << 63), "max": (1 << 63) - 1, "neg": -1, "inf": math.inf,
+              "zero": 0.0, "list": (1.5, -2.5)}
+    tracer.start_span("s", attributes=values).end()
+    (span,) = decode_request(SpanEncoder().encode(kept.spans))
+    assert span.attributes == values
+
+
+# -- the exporter -----------------------------------------------------------------
+
+
+def _two_spans(kept: Kept) -> list[ReadableSpan]:
+    tracer = _provider(kept, {"service.name": "zaqar"}).get_tracer("t")
+    with tracer.start_as_current_span("parent", kind=SpanKind.SERVER):
+        tracer.start_span("child", attributes={"db.system": "redis"}).end()
+    return kept.spans
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "deflate"])
+def test_the_exporter_sends_what_a_collector_decodes(
+        receiver: OTLPReceiver, compression: str | None) -> None:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    exporter = OTLPSpanExporter(
+        endpoint=receiver.traces_url,
+        compression=Compression(compression) if compression else None)
+    assert exporter.export(_two_spans(Kept())) is SpanExportResult.SUCCESS
+    child, parent = receiver.wait_for(count=2)
+    assert (child.name, parent.name) == ("child", "parent")
+    assert child.parent_span_id == parent.span_id
+    assert child.attributes == {"db.system": "redis"}
+    assert parent.resource["service.name"] == "zaqar"
+    exporter.shutdown()
+    assert exporter.export(_two_spans(Kept())) is SpanExportResult.FAILURE
+
+
+def test_the_exporter_reports_a_refusing_collector(receiver: OTLPReceiver) -> None:
+    receiver.mode = "error"
+    exporter = OTLPSpanExporter(endpoint=receiver.traces_url, timeout=2)
+    assert exporter.export(_two_spans(Kept())) is SpanExportResult.FAILURE
+
+
+def test_an_oversized_batch_is_dropped_with_a_log_line(
+        receiver: OTLPReceiver, caplog: pytest.LogCaptureFixture) -> None:
+    exporter = OTLPSpanExporter(endpoint=receiver.traces_url, max_request_size=64)
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel.otlp_http"):
+        assert exporter.export(_two_spans(Kept())) is SpanExportResult.FAILURE
+    assert "exceeds max_request_size 64 bytes" in caplog.text
+    assert receiver.spans() == []
