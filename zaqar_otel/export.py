@@ -162,9 +162,8 @@ def exporter(conf: settings_module.Settings) -> SpanExporter | None:
         return OTLPSpanExporter(**args)
     if conf.exporter == "otlp_grpc":
         import grpc
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
+
+        from zaqar_otel.otlp_grpc import OTLPSpanExporter as GrpcExporter
 
         if "compression" in args:
             args["compression"] = {"gzip": grpc.Compression.Gzip}.get(

@@ -146,6 +146,7 @@ class TracingMiddleware:
             context.detach(token)
         return _EndSpanOnClose(body, span)
 
+
 @dataclass(frozen=True)
 class Entry:
     """How an API request enters a trace, WSGI or websocket.

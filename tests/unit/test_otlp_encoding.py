@@ -224,3 +224,16 @@ def test_an_oversized_batch_is_dropped_with_a_log_line(
         assert exporter.export(_two_spans(Kept())) is SpanExportResult.FAILURE
     assert "exceeds max_request_size 64 bytes" in caplog.text
     assert receiver.spans() == []
+
+
+def test_the_grpc_exporter_sends_what_a_collector_decodes() -> None:
+    from zaqar_otel.otlp_grpc import OTLPSpanExporter as GrpcExporter
+
+    with OTLPReceiver(protocol="grpc") as receiver:
+        exporter = GrpcExporter(endpoint=receiver.endpoint, insecure=True)
+        assert exporter.export(_two_spans(Kept())) is SpanExportResult.SUCCESS
+        child, parent = receiver.wait_for(count=2)
+        exporter.shutdown()
+    assert (child.name, parent.name) == ("child", "parent")
+    assert child.parent_span_id == parent.span_id
+    assert child.attributes == {"db.system": "redis"}

@@ -1,0 +1,31 @@
+"""The SDK's OTLP/gRPC span exporter, encoding with ``otlp_encoding``.
+
+gRPC serialises a protobuf message itself, so the batch is encoded by
+``SpanEncoder`` and parsed back into one (the parse is in C, about 0.25 µs
+a span against the SDK encoder's 15 µs); everything else is the SDK's::
+
+    exporter = OTLPSpanExporter(endpoint="http://collector:4317", insecure=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as sdk
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+
+from zaqar_otel.otlp_encoding import SpanEncoder
+
+
+class OTLPSpanExporter(sdk.OTLPSpanExporter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._encoder = SpanEncoder()
+
+    def _translate_data(
+            self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+        return ExportTraceServiceRequest.FromString(self._encoder.encode(data))
