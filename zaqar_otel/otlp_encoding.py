@@ -6,8 +6,8 @@ spent about a third of all tracing time there (py-spy). This module writes
 the same ``ExportTraceServiceRequest`` bytes directly, and keeps the encoded
 form of recent ``(key, value)`` attribute pairs, since most attributes of a
 service's spans repeat (``db.system``, ``http.route``, the statement).
-Parsed back, its output equals the SDK encoder's message for the same
-spans, field for field (``tests/unit/test_otlp_encoding.py``)::
+Its output is, byte for byte, what the SDK's encoder writes for the same
+spans (``tests/unit/test_otlp_encoding.py``)::
 
     encoder = SpanEncoder()             # one per exporter
     body = encoder.encode(spans)        # bytes of an ExportTraceServiceRequest
@@ -108,17 +108,21 @@ def _flags(parent: SpanContext | None) -> bytes:
 
 
 class SpanEncoder:
-    """Encodes span batches; keeps recently encoded attributes for the next.
+    """Encodes span batches; keeps recently encoded attributes.
+
+    :param memo_size: how many encoded ``(key, value)`` attributes are kept
+        (cleared when full); 0 keeps none.
 
     One per exporter: the memo is not shared, and exports of one exporter
     do not overlap (the batch processor exports from one thread).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, memo_size: int = _MEMO_MAX) -> None:
         # (field tag, key, value type, value) -> the encoded field. The type
         # is part of the key because True == 1 == 1.0; only scalars are kept,
         # since (True,) and (1,) would collide in the same way.
         self._memo: dict[tuple[bytes, str, type, Any], bytes] = {}
+        self._memo_size = memo_size  # 0: encode every attribute anew
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` carrying ``spans``.
@@ -166,9 +170,9 @@ class SpanEncoder:
                 LOG.warning("zaqar-otel: attribute %s not exported: %s", key, exc)
                 continue
             out.append(encoded)
-            if kind in _MEMO_TYPES and (
+            if kind in _MEMO_TYPES and self._memo_size and (
                     kind is not str or len(value) <= _MEMO_VALUE_MAX):
-                if len(memo) >= _MEMO_MAX:
+                if len(memo) >= self._memo_size:
                     memo.clear()
                 memo[memo_key] = encoded
         return out

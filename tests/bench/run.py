@@ -14,7 +14,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.bench import instructions, propagation, tracepoint_cost, zaqar_cost
+from tests.bench import (
+    encoding,
+    instructions,
+    propagation,
+    tracepoint_cost,
+    zaqar_cost,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +41,10 @@ def main(argv: list[str] | None = None) -> None:
         print(propagation.table(propagation.measure(rounds=3, number=500)))
     else:
         print(propagation.table(propagation.measure()))
+
+    print("\n## OTLP encoding per span (a batch of 512)\n")
+    print(encoding.table(encoding.measure(**({"rounds": 3, "number": 1}
+                                             if args.quick else {}))))
 
     print("\n## Trace point cost per call (one span each)\n")
     tp_args = {"rounds": 3, "number": 300} if args.quick else {}

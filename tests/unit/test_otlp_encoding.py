@@ -119,10 +119,12 @@ def test_same_bytes_as_the_sdk_encoder(specs: list[dict[str, Any]]) -> None:
     try:
         _record(specs, providers)
         ours = SpanEncoder().encode(kept.spans)
+        without_memo = SpanEncoder(memo_size=0).encode(kept.spans)
         sdk = encode_spans(kept.spans).SerializePartialToString()
     finally:
         logging.disable(logging.NOTSET)
     assert ours == sdk
+    assert without_memo == sdk
 
 
 def test_attributes_kept_from_one_batch_do_not_mix_types_or_places() -> None:
@@ -146,17 +148,19 @@ def test_attributes_kept_from_one_batch_do_not_mix_types_or_places() -> None:
     assert encoder.encode(kept.spans) == sdk
 
 
-def test_the_memo_is_bounded() -> None:
+@pytest.mark.parametrize("memo_size", [otlp_encoding._MEMO_MAX, 10, 0])
+def test_the_memo_is_bounded(memo_size: int) -> None:
     kept = Kept()
     tracer = _provider(kept, {}).get_tracer("t")
-    encoder = SpanEncoder()
+    encoder = SpanEncoder(memo_size=memo_size)
     for batch in range(3):
         for n in range(2000):
             tracer.start_span("s", attributes={"id": f"{batch}-{n}",
                                                "long": "x" * 300 + str(n)}).end()
-        encoder.encode(kept.spans)
+        body = encoder.encode(kept.spans)
+        assert body == encode_spans(kept.spans).SerializePartialToString()
         kept.spans.clear()
-    assert len(encoder._memo) <= otlp_encoding._MEMO_MAX
+    assert len(encoder._memo) <= memo_size
 
 
 def test_a_lone_surrogate_costs_a_character_not_the_batch() -> None:
