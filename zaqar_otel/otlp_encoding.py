@@ -95,6 +95,17 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(b"\x0a", _text(key)) + _field(b"\x12", _any_value(value))
 
 
+def _plain(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The dict inside the SDK's ``BoundedAttributes``, else ``attributes``.
+
+    Iterating a ``BoundedAttributes`` goes through ``Mapping.items``: one
+    Python-level ``__getitem__`` per key. The spans come from the batch
+    processor, ended: nothing writes to them any more.
+    """
+    inner = getattr(attributes, "_dict", None)
+    return inner if isinstance(inner, dict) else attributes
+
+
 def _fixed64(tag: bytes, n: int) -> bytes:
     return tag + struct.pack("<Q", n)
 
@@ -156,7 +167,7 @@ class SpanEncoder:
             return []
         memo = self._memo
         out = []
-        for key, value in attributes.items():
+        for key, value in _plain(attributes).items():
             kind = type(value)
             memo_key = (tag, key, kind, value)
             if kind in _MEMO_TYPES:
@@ -193,16 +204,20 @@ class SpanEncoder:
             parts.append(_fixed64(b"\x39", span.start_time))
         if span.end_time:
             parts.append(_fixed64(b"\x41", span.end_time))
-        parts += self._attributes(b"\x4a", span.attributes)
+        # The SDK's ReadableSpan wraps its attributes in a MappingProxyType,
+        # which hides the plain dict; events and links are copied to a tuple
+        # under a lock on each access, though most spans have none.
+        parts += self._attributes(b"\x4a", getattr(span, "_attributes", None)
+                                  or span.attributes)
         parts.append(_uint(b"\x50", span.dropped_attributes))
-        for event in span.events:
+        for event in span.events if getattr(span, "_events", True) else ():
             parts.append(_field(b"\x5a", b"".join([
                 _fixed64(b"\x09", event.timestamp) if event.timestamp else b"",
                 _field(b"\x12", _text(event.name)) if event.name else b"",
                 *self._attributes(b"\x1a", event.attributes),
                 _uint(b"\x20", event.dropped_attributes)])))
         parts.append(_uint(b"\x60", span.dropped_events))
-        for link in span.links:
+        for link in span.links if getattr(span, "_links", True) else ():
             parts.append(_field(b"\x6a", b"".join([
                 b"\x0a\x10", link.context.trace_id.to_bytes(16, "big"),
                 b"\x12\x08", link.context.span_id.to_bytes(8, "big"),

@@ -19,7 +19,6 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
@@ -28,6 +27,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import SpanKind
 
+from zaqar_otel import instrument
 from zaqar_otel.otlp_encoding import SpanEncoder
 
 BATCH = 512
@@ -69,7 +69,8 @@ class _Kept(SpanExporter):
 
 def batch() -> list[ReadableSpan]:
     kept = _Kept()
-    provider = TracerProvider(resource=Resource.create({"service.name": "zaqar"}))
+    # zaqar-otel's resource, as deployed (its hash is computed once).
+    provider = TracerProvider(resource=instrument._resource("zaqar"))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("zaqar_otel", "0.1.0")
     while len(kept.spans) < BATCH:

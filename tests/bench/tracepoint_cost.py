@@ -14,12 +14,13 @@ One method of a controller-like class, called in a loop:
   (``osprofiler.drivers.otlp.OTLP``) as the notifier.
 
 The SDK cases run on a TracerProvider with a BatchSpanProcessor to a no-op
-exporter, and again with the OTLP/HTTP exporter to a receiver in a child
-process (osprofiler's driver always builds its own OTLP/HTTP exporter, so it
-is measured that way, against the same receiver). Every traced call makes
-one child span of an open parent. Cases alternate in rounds; after each
-timing the processors are flushed, so export work does not spill into the
-next case; the receiver's count shows whether spans were dropped.
+exporter, and again with the SDK's OTLP/HTTP exporter to a receiver in a
+child process (osprofiler's driver always builds its own OTLP/HTTP exporter,
+so it is measured that way, against the same receiver); the bridge also with
+zaqar-otel's OTLP/HTTP exporter (``zaqar_otel.otlp_http``), as deployed.
+Every traced call makes one child span of an open parent. Cases alternate in
+rounds; after each timing the processors are flushed, so export work does
+not spill into the next case; the receiver's count shows whether spans were dropped.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from osprofiler import opts as osprofiler_opts  # noqa: F401 - registers options
 from osprofiler.drivers import otlp
 
 from tests.bench.zaqar_cost import ReceiverProcess
-from zaqar_otel import tracepoints
+from zaqar_otel import otlp_http, tracepoints
 
 KEY = "zaqar-otel-bench-key"
 NAME = "redis_message_controller"
@@ -153,8 +154,10 @@ def cases(receiver_port: int) -> dict[str, Case]:
     endpoint = f"http://127.0.0.1:{receiver_port}/v1/traces"
     noop = _provider("bench-noop", NoopExporter())
     exported = _provider("bench-notifier", trace_exporter.OTLPSpanExporter(endpoint))
+    ours = _provider("bench-ours", otlp_http.OTLPSpanExporter(endpoint=endpoint))
     noop_tracer = noop.get_tracer("zaqar_otel")
     exported_tracer = exported.get_tracer("zaqar_otel")
+    ours_tracer = ours.get_tracer("zaqar_otel")
     # osprofiler's driver builds its own TracerProvider, makes it global and
     # exports with OTLP/HTTP to <connection string as http>/v1/traces.
     cfg.CONF.set_override("service_name_prefix", "bench-driver", group="profiler_otlp")
@@ -178,6 +181,9 @@ def cases(receiver_port: int) -> dict[str, Case]:
         "trace_cls + zaqar_otel Notifier, OTLP/HTTP":
             Case(traced, tracepoints.Notifier(exported_tracer), tracer=exported_tracer,
                  provider=exported, service="bench-notifier"),
+        "trace_cls + zaqar_otel Notifier, zaqar-otel's OTLP/HTTP exporter":
+            Case(traced, tracepoints.Notifier(ours_tracer), tracer=ours_tracer,
+                 provider=ours, service="bench-ours"),
         ANCHOR: Case(traced, driver.notify, provider=driver_provider,
                      service="bench-driver-p-s"),
     }
