@@ -134,6 +134,9 @@ class SpanEncoder:
         # since (True,) and (1,) would collide in the same way.
         self._memo: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._memo_size = memo_size  # 0: encode every attribute anew
+        # Attribute keys already logged as not exportable: one line each, not
+        # one per span (bounded, in case keys are made up per request).
+        self._unexportable: set[str] = set()
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` carrying ``spans``.
@@ -178,7 +181,10 @@ class SpanEncoder:
             try:
                 encoded = _field(tag, _key_value(key, value))
             except Exception as exc:  # as the SDK: drop the attribute, keep the span
-                LOG.warning("zaqar-otel: attribute %s not exported: %s", key, exc)
+                if key not in self._unexportable and len(self._unexportable) < 100:
+                    self._unexportable.add(key)
+                    LOG.warning("zaqar-otel: attribute %s is not exported (%s); "
+                                "not logged again for this key", key, exc)
                 continue
             out.append(encoded)
             if kind in _MEMO_TYPES and self._memo_size and (

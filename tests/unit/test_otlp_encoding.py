@@ -241,3 +241,18 @@ def test_the_grpc_exporter_sends_what_a_collector_decodes() -> None:
     assert (child.name, parent.name) == ("child", "parent")
     assert child.parent_span_id == parent.span_id
     assert child.attributes == {"db.system": "redis"}
+
+
+def test_an_unexportable_attribute_is_dropped_and_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    kept = Kept()
+    tracer = _provider(kept, {}).get_tracer("t")
+    for _ in range(5):
+        tracer.start_span("s", attributes={"huge": 1 << 70, "ok": 1}).end()
+    encoder = SpanEncoder()
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel.otlp_encoding"):
+        spans = decode_request(encoder.encode(kept.spans))
+        encoder.encode(kept.spans)
+    assert [s.attributes for s in spans] == [{"ok": 1}] * 5
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "attribute huge is not exported" in lines[0], lines
