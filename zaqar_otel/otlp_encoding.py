@@ -7,7 +7,10 @@ the same ``ExportTraceServiceRequest`` bytes directly, and keeps the encoded
 form of recent ``(key, value)`` attribute pairs, since most attributes of a
 service's spans repeat (``db.system``, ``http.route``, the statement).
 Its output is, byte for byte, what the SDK's encoder writes for the same
-spans (``tests/unit/test_otlp_encoding.py``)::
+spans (``tests/unit/test_otlp_encoding.py``), with one deliberate difference:
+a string that cannot be UTF-8 (a lone surrogate) has the character replaced
+by ``?``, where the SDK's encoder drops the attribute, or fails the whole
+batch when it is a span name or status message::
 
     encoder = SpanEncoder()             # one per exporter
     body = encoder.encode(spans)        # bytes of an ExportTraceServiceRequest
@@ -38,8 +41,9 @@ _KIND = {SpanKind.INTERNAL: b"\x30\x01", SpanKind.SERVER: b"\x30\x02",
          SpanKind.CONSUMER: b"\x30\x05"}
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MEMO_MAX = 2048  # encoded (key, value) pairs kept; cleared when full
-_MEMO_VALUE_MAX = 256  # longer strings are not kept
-_MEMO_TYPES = (str, int, bool, float)
+_MEMO_VALUE_MAX = 256  # longer strings (keys or values) are not kept
+# Not floats: 0.0 == -0.0 would share an entry, and NaN never matches one.
+_MEMO_TYPES = (str, int, bool)
 
 
 def _varint(n: int) -> bytes:
@@ -92,7 +96,9 @@ def _any_value(value: Any) -> bytes:
 
 
 def _key_value(key: str, value: Any) -> bytes:
-    return _field(b"\x0a", _text(key)) + _field(b"\x12", _any_value(value))
+    # proto3 leaves an empty string out, as the SDK's serialiser does.
+    return ((_field(b"\x0a", _text(key)) if key else b"")
+            + _field(b"\x12", _any_value(value)))
 
 
 def _plain(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -104,6 +110,10 @@ def _plain(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
     """
     inner = getattr(attributes, "_dict", None)
     return inner if isinstance(inner, dict) else attributes
+
+
+def _short(text: object) -> bool:
+    return isinstance(text, str) and len(text) <= _MEMO_VALUE_MAX
 
 
 def _fixed64(tag: bytes, n: int) -> bytes:
@@ -130,8 +140,8 @@ class SpanEncoder:
 
     def __init__(self, memo_size: int = _MEMO_MAX) -> None:
         # (field tag, key, value type, value) -> the encoded field. The type
-        # is part of the key because True == 1 == 1.0; only scalars are kept,
-        # since (True,) and (1,) would collide in the same way.
+        # is part of the key because True == 1; only str, int and bool values
+        # are kept, since (True,) and (1,) would collide in the same way.
         self._memo: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._memo_size = memo_size  # 0: encode every attribute anew
         # Attribute keys already logged as not exportable: one line each, not
@@ -187,8 +197,8 @@ class SpanEncoder:
                                 "not logged again for this key", key, exc)
                 continue
             out.append(encoded)
-            if kind in _MEMO_TYPES and self._memo_size and (
-                    kind is not str or len(value) <= _MEMO_VALUE_MAX):
+            if kind in _MEMO_TYPES and self._memo_size and _short(key) and (
+                    kind is not str or _short(value)):
                 if len(memo) >= self._memo_size:
                     memo.clear()
                 memo[memo_key] = encoded

@@ -256,3 +256,17 @@ def test_an_unexportable_attribute_is_dropped_and_logged_once(
     assert [s.attributes for s in spans] == [{"ok": 1}] * 5
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "attribute huge is not exported" in lines[0], lines
+
+
+def test_zero_and_minus_zero_keep_their_sign() -> None:
+    """0.0 == -0.0: a memo keyed on the value would send one for the other."""
+    kept = Kept()
+    tracer = _provider(kept, {}).get_tracer("t")
+    for value in (0.0, -0.0, 0.0, -0.0):
+        tracer.start_span("s", attributes={"ratio": value}).end()
+    encoder = SpanEncoder()
+    encoder.encode(kept.spans)  # the memo as a long-running exporter has it
+    body = encoder.encode(kept.spans)
+    assert body == encode_spans(kept.spans).SerializePartialToString()
+    signs = [math.copysign(1, s.attributes["ratio"]) for s in decode_request(body)]
+    assert signs == [1, -1, 1, -1]
