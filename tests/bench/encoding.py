@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import statistics
 import timeit
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
 )
 from opentelemetry.trace import SpanKind
 
@@ -58,25 +57,16 @@ REQUEST = (
 )
 
 
-class _Kept(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans.extend(spans)
-        return SpanExportResult.SUCCESS
-
-
 def batch() -> list[ReadableSpan]:
-    kept = _Kept()
+    kept = InMemorySpanExporter()
     # zaqar-otel's resource, as deployed (its hash is computed once).
     provider = TracerProvider(resource=instrument._resource("zaqar"))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("zaqar_otel", "0.1.0")
-    while len(kept.spans) < BATCH:
+    while len(kept.get_finished_spans()) < BATCH:
         for name, kind, attributes in REQUEST:
             tracer.start_span(name, kind=kind, attributes=attributes).end()
-    return kept.spans[:BATCH]
+    return list(kept.get_finished_spans()[:BATCH])
 
 
 def cases(spans: list[ReadableSpan]) -> dict[str, Callable[[], object]]:

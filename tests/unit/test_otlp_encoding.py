@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,10 +18,9 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
 )
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import NonRecordingSpan, TraceFlags, TraceState
@@ -33,16 +31,8 @@ from zaqar_otel.otlp_encoding import SpanEncoder
 from zaqar_otel.otlp_http import OTLPSpanExporter
 
 
-class Kept(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans.extend(spans)
-        return SpanExportResult.SUCCESS
-
-
-def _provider(kept: Kept, resource: dict[str, Any], **limits: int) -> TracerProvider:
+def _provider(kept: InMemorySpanExporter, resource: dict[str, Any],
+              **limits: int) -> TracerProvider:
     provider = TracerProvider(resource=Resource(resource, "https://schema/r"),
                               span_limits=SpanLimits(**limits))
     provider.add_span_processor(SimpleSpanProcessor(kept))
@@ -111,16 +101,16 @@ def test_same_bytes_as_the_sdk_encoder(specs: list[dict[str, Any]]) -> None:
     state, kinds, every attribute type, events, links, status, dropped
     counts, several resources and scopes. Out-of-range ints are dropped
     by both, the span kept."""
-    kept = Kept()
+    kept = InMemorySpanExporter()
     providers = [_provider(kept, {"service.name": "one"}, max_attributes=4,
                            max_events=1, max_links=1),
                  _provider(kept, {"service.name": "two", "n": 2})]
     logging.disable(logging.CRITICAL)  # both encoders log each dropped attribute
     try:
         _record(specs, providers)
-        ours = SpanEncoder().encode(kept.spans)
-        without_memo = SpanEncoder(memo_size=0).encode(kept.spans)
-        sdk = encode_spans(kept.spans).SerializePartialToString()
+        ours = SpanEncoder().encode(kept.get_finished_spans())
+        without_memo = SpanEncoder(memo_size=0).encode(kept.get_finished_spans())
+        sdk = encode_spans(kept.get_finished_spans()).SerializePartialToString()
     finally:
         logging.disable(logging.NOTSET)
     assert ours == sdk
@@ -131,7 +121,7 @@ def test_attributes_kept_from_one_batch_do_not_mix_types_or_places() -> None:
     """The memo of encoded attributes: True, 1 and 1.0 under one key stay a
     bool, an int and a float; the same pair on a span, an event and the
     resource is encoded for each place."""
-    kept = Kept()
+    kept = InMemorySpanExporter()
     provider = _provider(kept, {"flag": True})
     tracer = provider.get_tracer("t")
     encoder = SpanEncoder()
@@ -139,62 +129,64 @@ def test_attributes_kept_from_one_batch_do_not_mix_types_or_places() -> None:
         span = tracer.start_span("s", attributes={"flag": value})
         span.add_event("e", {"flag": value})
         span.end()
-    spans = decode_request(encoder.encode(kept.spans))
+    spans = decode_request(encoder.encode(kept.get_finished_spans()))
     values = [s.attributes["flag"] for s in spans]
     assert [type(v) for v in values] == [bool, int, float, bool]
     assert [e[1]["flag"] for s in spans for e in s.events] == values
     assert all(s.resource == {"flag": True} for s in spans)
-    sdk = encode_spans(kept.spans).SerializePartialToString()
-    assert encoder.encode(kept.spans) == sdk
+    sdk = encode_spans(kept.get_finished_spans()).SerializePartialToString()
+    assert encoder.encode(kept.get_finished_spans()) == sdk
 
 
 @pytest.mark.parametrize("memo_size", [otlp_encoding._MEMO_MAX, 10, 0])
 def test_the_memo_is_bounded(memo_size: int) -> None:
-    kept = Kept()
+    kept = InMemorySpanExporter()
     tracer = _provider(kept, {}).get_tracer("t")
     encoder = SpanEncoder(memo_size=memo_size)
     for batch in range(3):
         for n in range(2000):
             tracer.start_span("s", attributes={"id": f"{batch}-{n}",
                                                "long": "x" * 300 + str(n)}).end()
-        body = encoder.encode(kept.spans)
-        assert body == encode_spans(kept.spans).SerializePartialToString()
-        kept.spans.clear()
+        spans = kept.get_finished_spans()
+        body = encoder.encode(spans)
+        assert body == encode_spans(spans).SerializePartialToString()
+        kept.clear()
     assert len(encoder._memo) <= memo_size
 
 
 def test_a_lone_surrogate_costs_a_character_not_the_batch() -> None:
     """The SDK's encoder fails the whole batch on a string that cannot be
     UTF-8; here the character is replaced and the other spans go out."""
-    kept = Kept()
+    kept = InMemorySpanExporter()
     tracer = _provider(kept, {}).get_tracer("t")
     tracer.start_span("GET /v2/queues/\ud800", attributes={"k": "a\udfffb"}).end()
     tracer.start_span("fine").end()
     with pytest.raises(UnicodeEncodeError):
-        encode_spans(kept.spans).SerializePartialToString()
-    first, second = decode_request(SpanEncoder().encode(kept.spans))
+        encode_spans(kept.get_finished_spans()).SerializePartialToString()
+    first, second = decode_request(SpanEncoder().encode(kept.get_finished_spans()))
     assert first.name == "GET /v2/queues/?" and first.attributes == {"k": "a?b"}
     assert second.name == "fine"
 
 
 def test_floats_and_extreme_ints_round_trip() -> None:
-    kept = Kept()
+    kept = InMemorySpanExporter()
     tracer = _provider(kept, {}).get_tracer("t")
     values = {"min": -(1 << 63), "max": (1 << 63) - 1, "neg": -1, "inf": math.inf,
               "zero": 0.0, "list": (1.5, -2.5)}
     tracer.start_span("s", attributes=values).end()
-    (span,) = decode_request(SpanEncoder().encode(kept.spans))
+    (span,) = decode_request(SpanEncoder().encode(kept.get_finished_spans()))
     assert span.attributes == values
 
 
 # -- the exporter -----------------------------------------------------------------
 
 
-def _two_spans(kept: Kept) -> list[ReadableSpan]:
+def _two_spans() -> list[ReadableSpan]:
+    kept = InMemorySpanExporter()
     tracer = _provider(kept, {"service.name": "zaqar"}).get_tracer("t")
     with tracer.start_as_current_span("parent", kind=SpanKind.SERVER):
         tracer.start_span("child", attributes={"db.system": "redis"}).end()
-    return kept.spans
+    return list(kept.get_finished_spans())
 
 
 @pytest.mark.parametrize("compression", [None, "gzip", "deflate"])
@@ -205,27 +197,27 @@ def test_the_exporter_sends_what_a_collector_decodes(
     exporter = OTLPSpanExporter(
         endpoint=receiver.traces_url,
         compression=Compression(compression) if compression else None)
-    assert exporter.export(_two_spans(Kept())) is SpanExportResult.SUCCESS
+    assert exporter.export(_two_spans()) is SpanExportResult.SUCCESS
     child, parent = receiver.wait_for(count=2)
     assert (child.name, parent.name) == ("child", "parent")
     assert child.parent_span_id == parent.span_id
     assert child.attributes == {"db.system": "redis"}
     assert parent.resource["service.name"] == "zaqar"
     exporter.shutdown()
-    assert exporter.export(_two_spans(Kept())) is SpanExportResult.FAILURE
+    assert exporter.export(_two_spans()) is SpanExportResult.FAILURE
 
 
 def test_the_exporter_reports_a_refusing_collector(receiver: OTLPReceiver) -> None:
     receiver.mode = "error"
     exporter = OTLPSpanExporter(endpoint=receiver.traces_url, timeout=2)
-    assert exporter.export(_two_spans(Kept())) is SpanExportResult.FAILURE
+    assert exporter.export(_two_spans()) is SpanExportResult.FAILURE
 
 
 def test_an_oversized_batch_is_dropped_with_a_log_line(
         receiver: OTLPReceiver, caplog: pytest.LogCaptureFixture) -> None:
     exporter = OTLPSpanExporter(endpoint=receiver.traces_url, max_request_size=64)
     with caplog.at_level(logging.WARNING, logger="zaqar_otel.otlp_http"):
-        assert exporter.export(_two_spans(Kept())) is SpanExportResult.FAILURE
+        assert exporter.export(_two_spans()) is SpanExportResult.FAILURE
     assert "exceeds max_request_size 64 bytes" in caplog.text
     assert receiver.spans() == []
 
@@ -235,7 +227,7 @@ def test_the_grpc_exporter_sends_what_a_collector_decodes() -> None:
 
     with OTLPReceiver(protocol="grpc") as receiver:
         exporter = GrpcExporter(endpoint=receiver.endpoint, insecure=True)
-        assert exporter.export(_two_spans(Kept())) is SpanExportResult.SUCCESS
+        assert exporter.export(_two_spans()) is SpanExportResult.SUCCESS
         child, parent = receiver.wait_for(count=2)
         exporter.shutdown()
     assert (child.name, parent.name) == ("child", "parent")
@@ -245,14 +237,14 @@ def test_the_grpc_exporter_sends_what_a_collector_decodes() -> None:
 
 def test_an_unexportable_attribute_is_dropped_and_logged_once(
         caplog: pytest.LogCaptureFixture) -> None:
-    kept = Kept()
+    kept = InMemorySpanExporter()
     tracer = _provider(kept, {}).get_tracer("t")
     for _ in range(5):
         tracer.start_span("s", attributes={"huge": 1 << 70, "ok": 1}).end()
     encoder = SpanEncoder()
     with caplog.at_level(logging.WARNING, logger="zaqar_otel.otlp_encoding"):
-        spans = decode_request(encoder.encode(kept.spans))
-        encoder.encode(kept.spans)
+        spans = decode_request(encoder.encode(kept.get_finished_spans()))
+        encoder.encode(kept.get_finished_spans())
     assert [s.attributes for s in spans] == [{"ok": 1}] * 5
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "attribute huge is not exported" in lines[0], lines
@@ -260,13 +252,14 @@ def test_an_unexportable_attribute_is_dropped_and_logged_once(
 
 def test_zero_and_minus_zero_keep_their_sign() -> None:
     """0.0 == -0.0: a memo keyed on the value would send one for the other."""
-    kept = Kept()
+    kept = InMemorySpanExporter()
     tracer = _provider(kept, {}).get_tracer("t")
     for value in (0.0, -0.0, 0.0, -0.0):
         tracer.start_span("s", attributes={"ratio": value}).end()
     encoder = SpanEncoder()
-    encoder.encode(kept.spans)  # the memo as a long-running exporter has it
-    body = encoder.encode(kept.spans)
-    assert body == encode_spans(kept.spans).SerializePartialToString()
+    spans = kept.get_finished_spans()
+    encoder.encode(spans)  # the memo as a long-running exporter has it
+    body = encoder.encode(spans)
+    assert body == encode_spans(spans).SerializePartialToString()
     signs = [math.copysign(1, s.attributes["ratio"]) for s in decode_request(body)]
     assert signs == [1, -1, 1, -1]
