@@ -11,7 +11,9 @@ For each request it
    per-thread profiler with ids that map back to that span, so Zaqar's
    ``trace_cls`` trace points nest under it and outgoing OSProfiler headers
    continue the same trace;
-4. ends the span when the response body is closed.
+4. ends the span when the response is complete: at once for a rendered
+   body (the list falcon returns, handed on as the same object), else when
+   the streamed body is exhausted or closed.
 
 A fault in any of this is logged once and the request goes on untraced
 (invariant 6): the response is always what Zaqar returns::
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -37,7 +39,7 @@ from opentelemetry.instrumentation.wsgi import (
 from opentelemetry.trace import SpanKind
 from osprofiler import profiler
 
-from zaqar_otel import bridge, patching, redact, sampling
+from zaqar_otel import bridge, patching, redact, sampling, tracepoints
 
 LOG = logging.getLogger(__name__)
 
@@ -140,11 +142,24 @@ class TracingMiddleware:
             span.end()
             raise
         finally:
-            # Zaqar's work is done once the app returns; the body below is
-            # bytes already rendered.
+            # Zaqar's work is done once the app returns; what is left is
+            # handing over the body it rendered.
             profiler.clean()
             context.detach(token)
-        return _EndSpanOnClose(body, span)
+        if isinstance(body, (list, tuple)):
+            # Rendered already (falcon's usual answer): the response is
+            # complete now, and the caller gets the very object Zaqar made.
+            span.end()
+            return body
+        return _EndSpanWhenDone(body, span)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_app":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        # Code that wraps or inspects Zaqar's app (its tests read
+        # ``app._auth_app``) sees through this middleware, as through
+        # osprofiler's.
+        return getattr(self._app, name)
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,13 @@ class Entry:
     hmac_key: str
     sample_ratio: float = 0.0
     honor_w3c_sampled: bool = False
+    _sampling_key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Roots of OSProfiler traces take the caller's base_id as trace id.
+        tracepoints.use_osprofiler_ids(self.tracer)
+        object.__setattr__(self, "_sampling_key",
+                           sampling.sampling_key(self.hmac_key))
 
     def begin(
         self,
@@ -179,17 +201,22 @@ class Entry:
         if profiler.get() is not None:
             # Left over on this thread by a request that did not clean up.
             profiler.clean()
-        parent, sampled = sampling.decide(extracted, self.sample_ratio,
-                                          self.honor_w3c_sampled)
-        if not sampled:
+        decision = sampling.decide(extracted, self.sample_ratio,
+                                   self.honor_w3c_sampled, self._sampling_key)
+        if not decision.sampled:
             # The unsampled parent keeps spans below this request from starting
             # traces of their own; instrumentors skip them at all.
-            return None, context.attach(sampling.untraced(parent))
+            return None, context.attach(sampling.untraced(decision.parent))
         name, attributes = describe()
-        attributes[ORIGIN_ATTRIBUTE] = _origin(extracted, self.honor_w3c_sampled)
-        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER,
-                                      attributes=attributes)
-        token = context.attach(trace.set_span_in_context(span, parent))
+        attributes[ORIGIN_ATTRIBUTE] = decision.origin
+        if decision.root_trace_id is not None:
+            span = tracepoints.start_root(
+                self.tracer, decision.root_trace_id, name,
+                context=decision.parent, kind=SpanKind.SERVER, attributes=attributes)
+        else:
+            span = self.tracer.start_span(name, context=decision.parent,
+                                          kind=SpanKind.SERVER, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span, decision.parent))
         _init_profiler(span, bridge.verified_trace_info(extracted), self.hmac_key)
         return span, token
 
@@ -211,30 +238,25 @@ def _init_profiler(span: trace.Span, inbound: bridge.TraceInfo | None,
         parent_id=bridge.uuid_from_span_id(ids.trace_id, ids.span_id))
 
 
-def _origin(extracted: context.Context, honor_w3c_sampled: bool) -> str:
-    """Why a traced request is traced (``ORIGIN_ATTRIBUTE``)."""
-    if bridge.verified_trace_info(extracted) is not None:
-        return "osprofiler"
-    inbound = trace.get_current_span(extracted).get_span_context()
-    if honor_w3c_sampled and inbound.is_valid and inbound.trace_flags.sampled:
-        return "traceparent"
-    return "sample_ratio"
-
-
 def _span_name(method: str, route: str | None) -> str:
     method = method if method in _KNOWN_METHODS else "HTTP"
     return f"{method} {route}" if route else method
 
 
-class _EndSpanOnClose:
-    """The response body; the server span ends when the server closes it."""
+class _EndSpanWhenDone:
+    """A streamed body; the server span ends when the body is exhausted or
+    closed, whichever comes first, so it covers the streaming and ends even
+    for a caller that never calls ``close()``."""
 
     def __init__(self, body: Iterable[bytes], span: trace.Span) -> None:
         self._body = body
-        self._span = span
+        self._span: trace.Span | None = span
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        try:
+            yield from self._body
+        finally:
+            self._end()
 
     def close(self) -> None:
         try:
@@ -242,4 +264,12 @@ class _EndSpanOnClose:
             if close is not None:
                 close()
         finally:
-            self._span.end()
+            self._end()
+
+    def _end(self) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            span.end()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._body, name)

@@ -1,22 +1,36 @@
 """Who gets traced: the trust rules of invariant 3 as one decision per request.
 
-* A verified OSProfiler signature: always traced, under the caller's span.
+* A verified OSProfiler signature: always traced. Under the caller's span,
+  except when the caller is the root of its OSProfiler trace
+  (``parent_id == base_id``, what ``openstack --os-profile`` sends): that
+  caller exports no span, so the request's span is a root of trace
+  ``UUID(base_id).int``, where osprofiler's own OTLP driver puts it.
 * An inbound ``traceparent``: always the parent, but its sampled flag starts a
-  trace only with ``honor_w3c_sampled``; otherwise ``sample_ratio`` decides,
-  from the trace id, so every service using the same ratio agrees.
-* Nothing: ``sample_ratio`` decides.
+  trace only with ``honor_w3c_sampled``; otherwise ``sample_ratio`` decides.
+* Nothing: ``sample_ratio`` decides, by a random draw.
+
+The caller chooses its trace id, so the ratio must not be applied to it
+directly: ``TraceIdRatioBased`` keeps every id whose low 64 bits are small,
+and a client could make every request it sends cost a full trace. The ratio
+is applied to a keyed hash of the trace id instead (BLAKE2b keyed with a
+secret derived from the first ``hmac_keys`` entry): every Zaqar worker and
+node sharing the key takes the same decision for the same trace, and a
+client without the key cannot pick ids that are always kept.
 
 The decision is written into the parent's sampled flag: an untraced request
 without a parent gets an unsampled stand-in parent, so whatever parent-based
-sampler the TracerProvider has drops every span below it; a traced one gets a
-context marker that ``RequestSampler`` reads. Spans below a request follow it
-and never roll the dice again.
+sampler the TracerProvider has drops every span below it; a traced root gets
+a context marker that ``RequestSampler`` reads. Spans below a request follow
+it and never roll the dice again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.context import (
@@ -28,7 +42,9 @@ from opentelemetry.context import (
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
-    Decision,
+    Decision as SdkDecision,
+)
+from opentelemetry.sdk.trace.sampling import (
     ParentBased,
     Sampler,
     SamplingResult,
@@ -43,38 +59,87 @@ _ROOT_DECISION = create_key("zaqar_otel.request_root_sampled")
 _IDS = RandomIdGenerator()
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_HASH_PERSON = b"zaqar-otel-ratio"
+# Without a configured key (a bare ``decide`` call): unsteerable still, but
+# consistent within this process only.
+_PROCESS_KEY = os.urandom(32)
+
+#: ``Decision.origin`` values: why a request is traced.
+OSPROFILER, TRACEPARENT, SAMPLE_RATIO = "osprofiler", "traceparent", "sample_ratio"
 
 
-def _ratio_hit(trace_id: int, ratio: float) -> bool:
-    # TraceIdRatioBased's rule (low 64 bits under a bound): consistent
-    # with any other service sampling the same trace id at the same ratio.
-    bound = TraceIdRatioBased.get_bound_for_rate(ratio)
-    return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < bound
+def sampling_key(hmac_key: str) -> bytes:
+    """The ratio hash's key, derived from an HMAC key (never the key itself)."""
+    return hashlib.blake2b(hmac_key.encode("utf-8"), digest_size=32,
+                           person=_HASH_PERSON).digest()
+
+
+def _ratio_hit(trace_id: int, ratio: float, key: bytes) -> bool:
+    if ratio >= 1.0:
+        return True
+    if ratio <= 0.0:
+        return False
+    digest = hashlib.blake2b(trace_id.to_bytes(16, "big"), digest_size=8,
+                             key=key, person=_HASH_PERSON).digest()
+    return int.from_bytes(digest, "big") < TraceIdRatioBased.get_bound_for_rate(ratio)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One request's sampling decision.
+
+    :param parent: the context to start the request's span in (the decision
+        written into its sampled flag, or the root marker).
+    :param sampled: whether the request is traced.
+    :param origin: why it is traced (``OSPROFILER``, ``TRACEPARENT``,
+        ``SAMPLE_RATIO``), None when it is not.
+    :param root_trace_id: the trace id a root span must take (an OSProfiler
+        root caller's ``base_id``), else None: the SDK picks it.
+    """
+
+    parent: Context
+    sampled: bool
+    origin: str | None = None
+    root_trace_id: int | None = None
 
 
 def decide(
-    context: Context, sample_ratio: float, honor_w3c_sampled: bool
-) -> tuple[Context, bool]:
-    """The request's parent context with the decision written in, and it."""
+    context: Context, sample_ratio: float, honor_w3c_sampled: bool,
+    key: bytes | None = None,
+) -> Decision:
+    """The decision for a request whose extracted caller context is ``context``.
+
+    ``key`` keys the ratio hash (``sampling_key``); every process that
+    should agree on a trace must pass the same one.
+    """
     parent = trace.get_current_span(context).get_span_context()
+    info = bridge.verified_trace_info(context)
+    if info is not None and info.parent_id == info.base_id:
+        # No span of the caller exists: a root of the caller's trace.
+        root = trace.set_span_in_context(trace.INVALID_SPAN, context)
+        return Decision(set_value(_ROOT_DECISION, True, root), True, OSPROFILER,
+                        info.trace_id)
     if not parent.is_valid:
         if random.random() < sample_ratio:  # noqa: S311 - sampling, not security
-            return set_value(_ROOT_DECISION, True, context), True
+            return Decision(set_value(_ROOT_DECISION, True, context), True,
+                            SAMPLE_RATIO)
         parent = trace.SpanContext(
             _IDS.generate_trace_id(), _IDS.generate_span_id(), is_remote=False)
-        sampled = False
-    elif bridge.verified_trace_info(context) is not None:
-        sampled = True
+        sampled, origin = False, None
+    elif info is not None:
+        sampled, origin = True, OSPROFILER
     elif honor_w3c_sampled and parent.trace_flags.sampled:
-        sampled = True
+        sampled, origin = True, TRACEPARENT
     else:
-        sampled = _ratio_hit(parent.trace_id, sample_ratio)
+        sampled = _ratio_hit(parent.trace_id, sample_ratio, key or _PROCESS_KEY)
+        origin = SAMPLE_RATIO if sampled else None
     if sampled != parent.trace_flags.sampled:
         parent = trace.SpanContext(
             parent.trace_id, parent.span_id, is_remote=parent.is_remote,
             trace_flags=_SAMPLED if sampled else _UNSAMPLED,
             trace_state=parent.trace_state)
-    return trace.set_span_in_context(trace.NonRecordingSpan(parent), context), sampled
+    return Decision(trace.set_span_in_context(trace.NonRecordingSpan(parent), context),
+                    sampled, origin)
 
 
 def untraced(parent: Context) -> Context:
@@ -112,7 +177,7 @@ class _RequestRoot(Sampler):
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
         if root_decision(parent_context):
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+            return SamplingResult(SdkDecision.RECORD_AND_SAMPLE, attributes)
         return self._ratio.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state)
 

@@ -38,11 +38,31 @@ _open: contextvars.ContextVar[tuple[tuple[trace.Span, object] | None, ...]] = (
 # The span id the next span started in this context must take.
 _next_span_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "zaqar_otel_next_span_id", default=None)
+# The trace id the next root span started in this context must take.
+_next_trace_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "zaqar_otel_next_trace_id", default=None)
+
+
+def start_root(tracer: trace.Tracer, trace_id: int, name: str,
+               **kwargs: Any) -> trace.Span:
+    """``tracer.start_span`` for a root span of trace ``trace_id``.
+
+    An OSProfiler trace's root caller (``openstack --os-profile``) exports no
+    span; the span of the request it sent is the trace's root, and the trace
+    keeps the caller's ``base_id``. Needs an ``OSProfilerIdGenerator`` (see
+    ``use_osprofiler_ids``); with any other the SDK's random id is kept.
+    """
+    token = _next_trace_id.set(trace_id)
+    try:
+        return tracer.start_span(name, **kwargs)
+    finally:
+        _next_trace_id.reset(token)
 
 
 
 class OSProfilerIdGenerator(IdGenerator):
-    """Random ids, except for a span started for an OSProfiler trace point."""
+    """Random ids, except for a span started for an OSProfiler trace point
+    (its span id) or for an OSProfiler root caller's request (its trace id)."""
 
     def __init__(self, fallback: IdGenerator | None = None) -> None:
         self._fallback = fallback or RandomIdGenerator()
@@ -51,7 +71,7 @@ class OSProfilerIdGenerator(IdGenerator):
         return _next_span_id.get() or self._fallback.generate_span_id()
 
     def generate_trace_id(self) -> int:
-        return self._fallback.generate_trace_id()
+        return _next_trace_id.get() or self._fallback.generate_trace_id()
 
     def is_trace_id_random(self) -> bool:
         # Keeps the W3C level-2 "random" flag on traces this generator starts.

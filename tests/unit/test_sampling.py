@@ -19,7 +19,7 @@ from opentelemetry.trace.propagation.tracecontext import (
 )
 
 from zaqar_otel import bridge
-from zaqar_otel.sampling import RequestSampler, decide, root_decision
+from zaqar_otel.sampling import RequestSampler, decide, root_decision, sampling_key
 
 KEY = "key"
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -42,6 +42,12 @@ def traceparent_context(
     return TraceContextTextMapPropagator().extract(carrier)
 
 
+def pair(*args: object) -> tuple[Context, bool]:
+    """(parent context, sampled) of ``decide(*args)``."""
+    decision = decide(*args)  # type: ignore[arg-type]
+    return decision.parent, decision.sampled
+
+
 def parent_of(context: Context) -> trace.SpanContext:
     return trace.get_current_span(context).get_span_context()
 
@@ -59,7 +65,7 @@ def recording_provider(sampler: Sampler) -> tuple[TracerProvider, InMemorySpanEx
 def test_verified_osprofiler_is_sampled_even_with_ratio_zero() -> None:
     """`--os-profile KEY` always gets its trace, under the caller's span."""
     ctx, base_id, parent_id = osprofiler_context()
-    decided, sampled = decide(ctx, 0.0, False)
+    decided, sampled = pair(ctx, 0.0, False)
     assert sampled
     parent = parent_of(decided)
     assert parent.trace_flags.sampled
@@ -71,7 +77,7 @@ def test_verified_osprofiler_is_sampled_even_with_ratio_zero() -> None:
 def test_verified_osprofiler_request_spans_are_recorded() -> None:
     """The SERVER span of a signed request is exported in the caller's trace."""
     ctx, base_id, _ = osprofiler_context()
-    decided, _ = decide(ctx, 0.0, False)
+    decided, _ = pair(ctx, 0.0, False)
     provider, exporter = recording_provider(RequestSampler(0.0))
     provider.get_tracer("t").start_span("GET /v2/queues", context=decided).end()
     (span,) = exporter.get_finished_spans()
@@ -83,7 +89,7 @@ def test_forged_osprofiler_header_is_not_sampled() -> None:
     """A header signed with another key counts as nothing: ratio 0 drops it."""
     ctx, _, _ = osprofiler_context(key="not-the-key")
     assert not parent_of(ctx).is_valid
-    _, sampled = decide(ctx, 0.0, False)
+    _, sampled = pair(ctx, 0.0, False)
     assert not sampled
 
 
@@ -92,7 +98,7 @@ def test_forged_osprofiler_header_is_not_sampled() -> None:
 
 def test_sampled_traceparent_alone_does_not_force_tracing() -> None:
     """honor_w3c_sampled = false: an unsigned sampled flag starts nothing."""
-    decided, sampled = decide(traceparent_context(sampled=True), 0.0, False)
+    decided, sampled = pair(traceparent_context(sampled=True), 0.0, False)
     assert not sampled
     parent = parent_of(decided)
     assert not parent.trace_flags.sampled
@@ -101,7 +107,7 @@ def test_sampled_traceparent_alone_does_not_force_tracing() -> None:
 
 def test_unsampled_traceparent_keeps_the_callers_trace_id() -> None:
     """Spans below an untraced request still carry the caller's trace id."""
-    decided, _ = decide(traceparent_context(sampled=True), 0.0, False)
+    decided, _ = pair(traceparent_context(sampled=True), 0.0, False)
     provider, exporter = recording_provider(RequestSampler(1.0))
     span = provider.get_tracer("t").start_span("GET", context=decided)
     span.end()
@@ -116,7 +122,7 @@ def test_unsampled_traceparent_keeps_the_callers_trace_id() -> None:
 
 def test_honored_traceparent_is_sampled() -> None:
     """honor_w3c_sampled = true: a sampled traceparent starts a trace."""
-    decided, sampled = decide(traceparent_context(sampled=True), 0.0, True)
+    decided, sampled = pair(traceparent_context(sampled=True), 0.0, True)
     assert sampled
     provider, exporter = recording_provider(RequestSampler(0.0))
     provider.get_tracer("t").start_span("GET", context=decided).end()
@@ -127,13 +133,13 @@ def test_honored_traceparent_is_sampled() -> None:
 
 def test_honor_does_not_sample_an_unsampled_traceparent() -> None:
     """honor_w3c_sampled only follows a set flag; it does not invent one."""
-    _, sampled = decide(traceparent_context(sampled=False), 0.0, True)
+    _, sampled = pair(traceparent_context(sampled=False), 0.0, True)
     assert not sampled
 
 
 def test_ratio_one_samples_a_traceparent_under_the_caller() -> None:
     """sample_ratio = 1 traces every request, keeping the caller as parent."""
-    decided, sampled = decide(traceparent_context(sampled=False), 1.0, False)
+    decided, sampled = pair(traceparent_context(sampled=False), 1.0, False)
     assert sampled
     parent = parent_of(decided)
     assert parent.trace_flags.sampled
@@ -144,24 +150,56 @@ def test_ratio_decision_for_a_trace_id_is_consistent() -> None:
     """The same trace id gets the same decision every time."""
     for trace_id in (TRACE_ID, 1, (1 << 128) - 1):
         ctx = traceparent_context(sampled=True, trace_id=trace_id)
-        decisions = {decide(ctx, 0.5, False)[1] for _ in range(100)}
+        decisions = {decide(ctx, 0.5, False).sampled for _ in range(100)}
         assert len(decisions) == 1
 
 
-def test_ratio_decision_agrees_with_trace_id_ratio_based() -> None:
-    """Every service sampling at the same ratio keeps the same traces."""
+def test_ratio_decision_is_not_steered_by_the_callers_trace_id() -> None:
+    """Ids a TraceIdRatioBased sampler always keeps (low 64 bits zero) are
+    kept at the ratio like any others: the caller picks the id, not the cost."""
     rng = random.Random(1234)
-    ratio = 0.3
+    ratio = 0.01
     reference = TraceIdRatioBased(ratio)
-    outcomes = []
-    for _ in range(300):
-        trace_id = rng.getrandbits(128) or 1
-        ctx = traceparent_context(sampled=False, trace_id=trace_id)
-        ours = decide(ctx, ratio, False)[1]
-        theirs = reference.should_sample(None, trace_id, "x").decision.is_sampled()
-        assert ours == theirs
-        outcomes.append(ours)
-    assert any(outcomes) and not all(outcomes)
+    chosen = [(rng.getrandbits(64) << 64) | 1 for _ in range(2000)]
+    assert all(reference.should_sample(None, t, "x").decision.is_sampled()
+               for t in chosen)
+    key = sampling_key("k1")
+    kept = sum(decide(traceparent_context(sampled=False, trace_id=t), ratio, False,
+                      key).sampled for t in chosen)
+    assert kept < 60  # expected 20; TraceIdRatioBased would keep all 2000
+
+
+def test_ratio_decision_is_shared_by_processes_with_the_same_key() -> None:
+    """Every Zaqar worker with the same hmac_keys keeps the same traces; a
+    different key gives a different, still ratio-sized, selection."""
+    rng = random.Random(99)
+    ids = [rng.getrandbits(128) or 1 for _ in range(400)]
+
+    def kept(key: bytes) -> list[bool]:
+        return [decide(traceparent_context(sampled=False, trace_id=t), 0.3, False,
+                       key).sampled for t in ids]
+
+    first = kept(sampling_key("k1"))
+    assert first == kept(sampling_key("k1"))
+    assert first != kept(sampling_key("k2"))
+    assert 80 < sum(first) < 160
+    assert sampling_key("k1") != b"k1" and b"k1" not in sampling_key("k1")
+
+
+def test_osprofiler_root_caller_gives_a_root_of_its_base_id() -> None:
+    """`openstack --os-profile` sends parent_id == base_id and exports no span:
+    the request's span is a root of trace UUID(base_id).int, as osprofiler's
+    own driver makes it."""
+    base_id = str(uuid.uuid4())
+    headers = bridge.encode(base_id, base_id, KEY)
+    ctx = bridge.OSProfilerPropagator([KEY]).extract(headers)
+    decision = decide(ctx, 0.0, False)
+    assert decision.sampled and decision.origin == "osprofiler"
+    assert decision.root_trace_id == uuid.UUID(base_id).int
+    assert not parent_of(decision.parent).is_valid
+    assert root_decision(decision.parent)
+    # The verified header stays in the context, to sign outgoing calls.
+    assert bridge.verified_trace_info(decision.parent).base_id == base_id
 
 
 # -- no parent ----------------------------------------------------------------
@@ -169,7 +207,7 @@ def test_ratio_decision_agrees_with_trace_id_ratio_based() -> None:
 
 def test_ratio_one_without_parent_marks_a_root() -> None:
     """A root chosen by the request is recorded even if roots are otherwise 0."""
-    decided, sampled = decide(Context(), 1.0, False)
+    decided, sampled = pair(Context(), 1.0, False)
     assert sampled
     assert root_decision(decided)
     assert not parent_of(decided).is_valid
@@ -184,7 +222,7 @@ def test_ratio_one_without_parent_marks_a_root() -> None:
 
 def test_ratio_zero_without_parent_drops_the_request() -> None:
     """An untraced request's spans are dropped even by an always-on root rule."""
-    decided, sampled = decide(Context(), 0.0, False)
+    decided, sampled = pair(Context(), 0.0, False)
     assert not sampled
     assert not root_decision(decided)
     stand_in = parent_of(decided)
@@ -199,7 +237,7 @@ def test_ratio_zero_without_parent_drops_the_request() -> None:
 
 def test_no_parent_decisions_differ_per_request() -> None:
     """Without a parent each request rolls once: a ratio of 0.5 mixes."""
-    outcomes = {decide(Context(), 0.5, False)[1] for _ in range(200)}
+    outcomes = {decide(Context(), 0.5, False).sampled for _ in range(200)}
     assert outcomes == {True, False}
 
 
@@ -228,7 +266,7 @@ def test_request_sampler_follows_a_sampled_local_parent() -> None:
     """Children of a traced span are kept whatever the ratio."""
     provider, exporter = recording_provider(RequestSampler(0.0))
     tracer = provider.get_tracer("t")
-    decided, _ = decide(Context(), 1.0, False)
+    decided, _ = pair(Context(), 1.0, False)
     with tracer.start_as_current_span("root", context=decided):
         tracer.start_span("child").end()
     assert len(exporter.get_finished_spans()) == 2
