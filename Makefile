@@ -5,9 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo lint bench stress clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py zaqar-otel.pth
 	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@# An editable install leaves out zaqar-otel.pth, which a wheel ships.
+	cp zaqar-otel.pth "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 	@touch $(STAMP)
 
 test: $(STAMP)

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from oslo_config import cfg
 
-from zaqar_otel import opts, settings
+from zaqar_otel import opts, propagators, settings
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
@@ -277,9 +277,23 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
             f"[{opts.PROFILER_GROUP}] hmac_keys holds the stock key "
             f"{settings.STOCK_HMAC_KEY!r} (allowed by [{opts.OTEL_GROUP}] "
             "allow_stock_hmac_key): anyone can start traces; set your own key")
+    _propagation(report, environ)
     _what(report, conf, loaded)
     _where(report, loaded, environ, timeout)
     return report.finish()
+
+
+def _propagation(report: Report, environ: Mapping[str, str]) -> None:
+    value = environ.get(propagators.VARIABLE) or ""
+    # Importing zaqar_otel already dropped unknown names from this process's
+    # own environment; those are remembered.
+    unknown = tuple(dict.fromkeys((*propagators.unknown_in(value),
+                                   *propagators.unknown())))
+    used = [n for n in propagators.names(value) if n not in unknown]
+    shown = ",".join(used) or f"{propagators.DEFAULT} (default)"
+    report.line("propagators", shown)
+    if unknown:
+        report.error(propagators.problem_text(unknown))
 
 
 def _what(report: Report, conf: cfg.ConfigOpts, s: settings.Settings) -> None:

@@ -51,6 +51,7 @@ from zaqar_otel import (
     notifications,
     patching,
     pooling,
+    propagators,
     redact,
     sampling,
     settings,
@@ -61,7 +62,7 @@ from zaqar_otel import (
 LOG = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "zaqar"
-DEFAULT_PROPAGATORS = "tracecontext,baggage,osprofiler"
+DEFAULT_PROPAGATORS = propagators.DEFAULT
 
 
 @dataclass
@@ -99,6 +100,8 @@ def setup(conf: cfg.ConfigOpts) -> bool:
     with _lock:
         if _state is not None:
             return _state.settings.enabled
+        if propagators.problem():
+            LOG.error("zaqar-otel: %s", propagators.problem())
         # Errors are logged outside the except blocks: oslo.log would append
         # the exception (the same text again) to a line logged inside one.
         problem = None
@@ -145,16 +148,14 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
 def _propagator(names: str) -> CompositePropagator:
     # Built from entry points as opentelemetry.propagate does at import, so
     # an operator's OTEL_PROPAGATORS still wins over our default.
-    propagators = []
+    chosen = []
     for name in (n.strip() for n in names.split(",")):
         if name in ("", "none"):
             continue
-        found = entry_points(group="opentelemetry_propagator", name=name)
-        if not found:
-            raise ValueError(f"OTEL_PROPAGATORS names {name!r}, which no "
-                             "installed package provides")
-        propagators.append(next(iter(found)).load()())
-    return CompositePropagator(propagators)
+        found = entry_points(group=propagators.GROUP, name=name)
+        if found:  # unknown names: dropped and reported at import
+            chosen.append(next(iter(found)).load()())
+    return CompositePropagator(chosen)
 
 
 def _zaqar_version() -> str:

@@ -38,6 +38,9 @@ def test_otel_propagators_env_loads_osprofiler_in_a_fresh_venv(tmp_path):
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
          "--no-build-isolation", "--target", target, str(ROOT)],
         check=True, cwd=tmp_path)
+    # The guard that keeps a typo in OTEL_PROPAGATORS from stopping any
+    # process of the venv (zaqar_otel.propagators) ships with the wheel.
+    assert "zaqar_otel" in Path(target, "zaqar-otel.pth").read_text()
     Path(target, "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"])
 
     base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())

@@ -1,0 +1,95 @@
+"""What an untrusted client or a broken environment can do to a real Zaqar.
+
+* An unsigned ``traceparent`` whose trace id a ratio sampler always keeps
+  (low 64 bits zero) is traced at the ratio, like any other.
+* A typo in ``OTEL_PROPAGATORS`` stops neither ``zaqar-otel-server``, the
+  WSGI app under gunicorn, nor ``opentelemetry-instrument zaqar-server``:
+  the unknown names are dropped with one ERROR line naming the variable, and
+  ``zaqar-otel check`` reports it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.otlp_receiver import OTLPReceiver
+from tests.servers import RedisServer
+from tests.tracing_support import KEY, OTEL_GUNICORN, OTEL_SERVER, canary, tracing
+from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel import bridge
+
+pytestmark = pytest.mark.functional
+
+RUNNER = ("{bin}/opentelemetry-instrument", "{bin}/zaqar-server",
+          "--config-file", "{config}")
+
+
+def test_a_client_cannot_choose_trace_ids_that_are_always_kept(
+        redis: RedisServer, receiver: OTLPReceiver) -> None:
+    extra = tracing(receiver, otel={"sample_ratio": "0.01",
+                                    "honor_w3c_sampled": "false"})
+    sent = 300
+    ids = [uuid.uuid4().int & ~((1 << 64) - 1) | 1 for _ in range(sent)]
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        for trace_id in ids:
+            headers = {"traceparent": f"00-{trace_id:032x}-{0x1234:016x}-01"}
+            assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
+        canary(server, receiver, clear=False)
+    traced = {s.trace_id for s in receiver.spans()} & set(ids)
+    # Expected 3 of 300; a sampler applied to the caller's id keeps all 300.
+    assert len(traced) < 20, f"{len(traced)} of {sent} chosen ids traced"
+
+
+@pytest.mark.parametrize("command", [OTEL_SERVER, OTEL_GUNICORN, RUNNER],
+                         ids=["zaqar-otel-server", "gunicorn", "opentelemetry-instrument"])
+@pytest.mark.parametrize("value", ["bogus", "tracecontext,nonexistent,osprofiler"])
+def test_a_typo_in_otel_propagators_keeps_zaqar_serving(
+        redis: RedisServer, receiver: OTLPReceiver, command: tuple[str, ...],
+        value: str) -> None:
+    env = {"OTEL_PROPAGATORS": value}
+    if command is RUNNER:
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint.rsplit("/v1/", 1)[0],
+                   OTEL_BSP_SCHEDULE_DELAY="50")
+    with ZaqarServer(redis_sql(redis.url), command=command, extra=tracing(receiver),
+                     env=env) as server:
+        # Served, and still traced from a signed header: osprofiler is kept
+        # (named, or the default when no name was usable).
+        canary(server, receiver)
+    log = server.log_text()
+    bad = value.split(",")[1] if "," in value else value
+    errors = [line for line in log.splitlines()
+              if "OTEL_PROPAGATORS" in line and "ERROR" in line]
+    assert len(errors) == 1, log
+    assert repr(bad) in errors[0]
+    assert "Traceback" not in log
+
+
+def test_check_reports_an_unknown_propagator(tmp_path: Path) -> None:
+    conf = tmp_path / "zaqar.conf"
+    conf.write_text(f"[profiler]\nenabled = true\nhmac_keys = {KEY}\n"
+                    "[opentelemetry]\nexporter = none\n")
+    script = Path(sys.executable).parent / "zaqar-otel"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([str(script), "check", "--config-file", str(conf)],
+                          env={**env, "OTEL_PROPAGATORS": "tracecontext,bogus"},
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error:   OTEL_PROPAGATORS names 'bogus'" in done.stdout
+    assert "propagators              tracecontext" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_signed_headers_still_verify_with_the_default_propagators() -> None:
+    """The sanity half of the test above: a known list is left as it is."""
+    from zaqar_otel import propagators
+
+    assert propagators.unknown_in("tracecontext,baggage,osprofiler") == ()
+    assert propagators.unknown_in("tracecontext,bogus, none") == ("bogus",)
+    assert bridge.decode(*bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()),
+                                        KEY).values(), [KEY]) is not None

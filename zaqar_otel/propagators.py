@@ -1,0 +1,117 @@
+"""``OTEL_PROPAGATORS`` that cannot stop Zaqar.
+
+``opentelemetry.propagate`` reads ``OTEL_PROPAGATORS`` when it is first
+imported and raises ``ValueError`` for a name no installed package provides
+(a typo such as ``tracecontext,bogus``). oslo.middleware and the
+``opentelemetry-instrument`` launcher import it, so the process dies before
+any configuration is read. ``guard_environment()`` takes unknown names out
+of the variable, so Zaqar serves with the propagators that exist, and
+remembers them so that set-up logs one ERROR naming the variable and
+``zaqar-otel check`` reports it.
+
+It must run right before that import, not earlier: only then is
+``sys.path`` complete (a ``.pth`` file runs while site directories are still
+being added, when a propagator installed in a later one would look
+unknown). ``guard_before_import()`` therefore puts a finder in front of
+``sys.meta_path`` that runs the guard when ``opentelemetry.propagate`` is
+first looked for. The package's ``zaqar-otel.pth`` calls it at interpreter
+start when the variable is set, and so does importing ``zaqar_otel``::
+
+    from zaqar_otel import propagators
+    propagators.guard_before_import()
+    import opentelemetry.propagate       # guard_environment() runs first
+    propagators.unknown()                # ("bogus",)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping, Sequence
+from importlib.machinery import ModuleSpec
+from importlib.metadata import entry_points
+from types import ModuleType
+
+VARIABLE = "OTEL_PROPAGATORS"
+GROUP = "opentelemetry_propagator"
+#: What zaqar-otel sets up when the variable is unset.
+DEFAULT = "tracecontext,baggage,osprofiler"
+
+_unknown: tuple[str, ...] = ()
+# Where dropped names are noted for the process a launcher execs
+# (``opentelemetry-instrument`` guards in its own process, then execs Zaqar).
+DROPPED_VARIABLE = "ZAQAR_OTEL_DROPPED_PROPAGATORS"
+_PROPAGATE = "opentelemetry.propagate"
+
+
+def names(value: str) -> list[str]:
+    """The propagator names of a variable's value, as the SDK splits them."""
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+def unknown_in(value: str) -> tuple[str, ...]:
+    """Names in ``value`` that no installed package provides."""
+    known = {ep.name for ep in entry_points(group=GROUP)}
+    return tuple(n for n in names(value) if n != "none" and n not in known)
+
+
+def guard_environment(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Drop unknown names from ``$OTEL_PROPAGATORS`` (see the module doc)."""
+    global _unknown
+    value = environ.get(VARIABLE)
+    if not value:
+        return
+    found = unknown_in(value)
+    if not found:
+        return
+    _unknown = tuple(dict.fromkeys((*_unknown, *found)))
+    environ[DROPPED_VARIABLE] = ",".join(unknown())
+    kept = [n for n in names(value) if n not in found]
+    if kept:
+        environ[VARIABLE] = ",".join(kept)
+    else:
+        # Nothing usable named: the defaults, as if the variable were unset
+        # (never "none", which would switch off the signed headers too).
+        del environ[VARIABLE]
+
+
+def unknown() -> tuple[str, ...]:
+    """Names ``guard_environment`` dropped in this process or a launcher."""
+    noted = names(os.environ.get(DROPPED_VARIABLE) or "")
+    return tuple(dict.fromkeys((*noted, *_unknown)))
+
+
+def problem() -> str | None:
+    """The ERROR line for the dropped names, or None."""
+    dropped = unknown()
+    return problem_text(dropped) if dropped else None
+
+
+def problem_text(dropped: tuple[str, ...]) -> str:
+    return (f"{VARIABLE} names {', '.join(repr(n) for n in dropped)}, which no "
+            f"installed package provides (a typo?); ignored, the other names "
+            f"are used; fix {VARIABLE}")
+
+
+class _GuardFirst:
+    """A ``sys.meta_path`` entry that finds nothing: it runs the guard when
+    ``opentelemetry.propagate`` is looked for, then leaves."""
+
+    @classmethod
+    def find_spec(cls, name: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if name == _PROPAGATE:
+            if cls in sys.meta_path:
+                sys.meta_path.remove(cls)  # type: ignore[arg-type]
+            guard_environment()
+        return None
+
+
+def guard_before_import() -> None:
+    """Run ``guard_environment`` right before ``opentelemetry.propagate`` is
+    first imported (at once if the variable is set and it already was)."""
+    if not os.environ.get(VARIABLE) or _GuardFirst in sys.meta_path:
+        return
+    if _PROPAGATE in sys.modules:
+        return  # it survived its import; names are checked again at set-up
+    sys.meta_path.insert(0, _GuardFirst)  # type: ignore[arg-type]
