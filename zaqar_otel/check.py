@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from oslo_config import cfg
 
-from zaqar_otel import opts, propagators, settings
+from zaqar_otel import opts, propagators, redact, settings
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
@@ -207,13 +207,22 @@ class Report:
     out: Callable[[str], None] = functools.partial(print, flush=True)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Values never printed (HMAC keys, header values), masked wherever
+    #: they would appear; URL credentials are masked too.
+    secrets: set[str] = field(default_factory=set)
+
+    def say(self, text: str) -> None:
+        text = redact.userinfo(text)
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        self.out(text)
 
     def section(self, title: str) -> None:
-        self.out("")
-        self.out(title)
+        self.say("")
+        self.say(title)
 
     def line(self, label: str, value: str) -> None:
-        self.out(f"  {label:<24} {value}".rstrip())
+        self.say(f"  {label:<24} {value}".rstrip())
 
     def error(self, text: str) -> None:
         self.errors.append(text)
@@ -225,14 +234,14 @@ class Report:
         if self.errors or self.warnings:
             self.section("Problems")
             for text in self.errors:
-                self.out(f"  error:   {text}")
+                self.say(f"  error:   {text}")
             for text in self.warnings:
-                self.out(f"  warning: {text}")
-        self.out("")
+                self.say(f"  warning: {text}")
+        self.say("")
         if not self.errors and not self.warnings:
-            self.out("No problems found.")
+            self.say("No problems found.")
         else:
-            self.out(f"{_count(self.errors, 'error')}, "
+            self.say(f"{_count(self.errors, 'error')}, "
                      f"{_count(self.warnings, 'warning')}.")
         return 1 if self.errors else 0
 
@@ -253,7 +262,7 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
         out: Callable[[str], None] | None = None) -> int:
     """Report on a parsed zaqar.conf; the exit status (0 ok, 1 errors)."""
     report = Report() if out is None else Report(out)
-    report.out("Configuration")
+    report.say("Configuration")
     files = [*conf.config_file, *(f"{d}/*.conf" for d in conf.config_dir)]
     report.line("files", ", ".join(files))
     try:
@@ -269,6 +278,7 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
                else f"[{opts.PROFILER_GROUP}] enabled = false")
         report.line("tracing", f"off ({why}): nothing would be traced")
         return report.finish()
+    report.secrets.update(k for k in loaded.hmac_keys if len(k) >= 3)
     keys = len(loaded.hmac_keys)
     report.line("tracing", f"on, {keys} HMAC key{'' if keys == 1 else 's'} "
                            f"in [{opts.PROFILER_GROUP}] hmac_keys")
@@ -411,6 +421,7 @@ def _where(report: Report, s: settings.Settings, environ: Mapping[str, str],
     report.line("exporter", s.exporter)
     report.line("endpoint", f"{endpoint.url}  (from {endpoint.source})")
     headers, described = _headers(s, environ)
+    report.secrets.update(v for v in headers.values() if len(v) >= 3)
     report.line("headers", described)
     errors = len(report.errors)
     cafile = _certificate(report, s, environ, endpoint.url)

@@ -183,6 +183,8 @@ def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor
         logger = logging.getLogger(name)
         if not any(isinstance(f, _QuietSdkDrops) for f in logger.filters):
             logger.addFilter(_QuietSdkDrops())
-    destination = str(getattr(chosen, "_endpoint", None) or conf.exporter)
+    # An endpoint's user:password must not reach the log lines it is in.
+    destination = redact.userinfo(str(getattr(chosen, "_endpoint", None)
+                                      or conf.exporter))
     return CountingBatchSpanProcessor(chosen, DropCounter(destination),
                                       **conf.batch_args)

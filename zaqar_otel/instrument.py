@@ -118,7 +118,7 @@ def setup(conf: cfg.ConfigOpts) -> bool:
                 problem = f"could not start it: {exc}"
             _state = _State(settings.Settings(enabled=False))
         if problem is not None:
-            LOG.error("zaqar-otel: tracing is off: %s", problem)
+            LOG.error("zaqar-otel: tracing is off: %s", redact.userinfo(problem))
         else:
             LOG.info("zaqar-otel: [profiler] enabled = false, nothing is traced")
         return False

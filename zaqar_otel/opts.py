@@ -77,6 +77,8 @@ otel_opts = [
     cfg.URIOpt(
         "endpoint",
         schemes=["http", "https"],
+        # It may carry user:password; zaqar-otel's own lines mask them.
+        secret=True,
         help="Collector URL, e.g. http://collector:4318 for otlp_http (the "
         "path /v1/traces is added unless the URL has a path) or "
         "http://collector:4317 for otlp_grpc. Unset: "

@@ -39,6 +39,13 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, hosts, parts.path, "", "")) or "(unparsable)"
 
 
+def userinfo(text: str) -> str:
+    """``text`` with the user and password of every URL in it masked
+    (``http://user:PW@host`` -> ``http://***@host``): for log lines and
+    command output that name an endpoint."""
+    return _CREDENTIALS.sub("***@", text)
+
+
 def requests_hook(span: trace.Span, request: Any) -> None:
     """``request_hook`` of the requests instrumentation: URL without query.
 

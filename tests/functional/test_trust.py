@@ -93,3 +93,40 @@ def test_signed_headers_still_verify_with_the_default_propagators() -> None:
     assert propagators.unknown_in("tracecontext,bogus, none") == ("bogus",)
     assert bridge.decode(*bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()),
                                         KEY).values(), [KEY]) is not None
+
+
+PASSWORD = "endpoint-pw-f00d"
+
+
+def test_endpoint_credentials_reach_no_log_line_and_no_check_output(
+        redis: RedisServer, tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    closed = free_port()
+    otel = {"endpoint": f"http://otel-user:{PASSWORD}@127.0.0.1:{closed}",
+            "headers": "x-api-key=header-secret-beef", "schedule_delay": "50"}
+    sections = {"profiler": {"enabled": "true", "hmac_keys": KEY,
+                             "trace_wsgi_transport": "true"},
+                "opentelemetry": otel, "DEFAULT": {"debug": "true"}}
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra=sections) as server:
+        headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+        for _ in range(3):
+            assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
+        server.wait_for_log("dropping spans", timeout=20)
+    log = server.log_text()
+    assert "http://***@127.0.0.1" in log
+    assert PASSWORD not in log and "header-secret-beef" not in log
+    conf = tmp_path / "zaqar.conf"
+    conf.write_text(f"[profiler]\nenabled = true\nhmac_keys = {KEY}\n"
+                    f"[opentelemetry]\nendpoint = {otel['endpoint']}\n"
+                    f"headers = {otel['headers']}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([str(Path(sys.executable).parent / "zaqar-otel"), "check",
+                           "--config-file", str(conf), "--timeout", "1"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "unreachable" in output, output
+    assert "http://***@127.0.0.1" in output
+    for secret in (PASSWORD, "header-secret-beef", KEY):
+        assert secret not in output, output
