@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind
 
 from zaqar_otel import messaging, patching, redact, sampling
@@ -40,7 +40,11 @@ class _TracingExecutor:
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         submitting = _submitting.get()
         if submitting is None:
-            return self._executor.submit(fn, *args, **kwargs)
+            # A delivery of an untraced post: its webhook call must carry no
+            # trace headers (the pool thread is outside the request's
+            # suppression, so the requests instrumentor would inject).
+            return self._executor.submit(functools.partial(_untraced, fn),
+                                         *args, **kwargs)
         producer, subscription = submitting
         return self._executor.submit(
             functools.partial(_deliver, self._tracer, producer, subscription, fn),
@@ -70,6 +74,14 @@ def _deliver(tracer: trace.Tracer, producer: trace.SpanContext,
         except Exception as exc:
             redact.record_error(span, exc)
             raise
+
+
+def _untraced(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    token = context.attach(sampling.untraced(context.Context()))
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        context.detach(token)
 
 
 def _posting_span() -> trace.SpanContext | None:

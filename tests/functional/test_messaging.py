@@ -12,6 +12,7 @@ from tests.tracing_support import (
     KEY,
     OTEL_SERVER,
     ProfiledSession,
+    canary,
     tracing,
 )
 from tests.zaqar_process import ZaqarServer, mongo, profiled, redis_sql, zaqar_client
@@ -202,6 +203,29 @@ def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
     assert info.span_id == call.span_id
     # The webhook's token never reaches the exported telemetry.
     assert secret.encode() not in receiver.raw
+
+
+def test_an_untraced_posts_webhook_carries_no_trace_headers(
+    redis: RedisServer, receiver: OTLPReceiver
+) -> None:
+    """docs/configuration.md: untraced requests' outgoing calls carry none."""
+    extra = tracing(receiver, profiler={"trace_requests": "true"})
+    extra["storage"] = {"message_pipeline": "zaqar.notification.notifier"}
+    with WebhookSubscriber() as subscriber, ZaqarServer(
+            redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+        client = zaqar_client(server.url)
+        queue = client.queue("quiet-hook", force_create=True)
+        client.subscription("quiet-hook", subscriber=f"{subscriber.url}/hook",
+                            ttl=600)
+        queue.post([{"body": {"event": "untraced"}, "ttl": 120}])
+        assert subscriber.arrived.wait(20), server.log_tail()
+        canary(server, receiver, clear=False)
+    _, headers, body = subscriber.received[0]
+    assert b"untraced" in body
+    lower = {k.lower() for k in headers}
+    assert not lower & {"traceparent", "tracestate", "x-trace-info", "x-trace-hmac"}, (
+        headers)
+    assert not [s for s in receiver.spans() if s.name.startswith("deliver")]
 
 
 def test_a_listing_and_a_pop_link_to_the_post(
