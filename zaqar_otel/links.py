@@ -224,23 +224,44 @@ def _mongo_claims_store(ctrl: Any, queue: str, project: str | None) -> LinkStore
     return _mongo_messages_store(ctrl.driver.message_controller, queue, project)
 
 
-def instrument_stores() -> None:
-    """Wrap the Redis and MongoDB message and claim controllers (idempotent)."""
-    from zaqar.storage.mongodb import claims as mongo_claims
-    from zaqar.storage.mongodb import messages as mongo_messages
-    from zaqar.storage.redis import claims as redis_claims
-    from zaqar.storage.redis import messages as redis_messages
+def _wrap_redis() -> None:
+    from zaqar.storage.redis import claims, messages
 
-    targets = [
-        (redis_messages.MessageController, redis_claims.ClaimController,
-         _redis_store, _redis_store),
-        (mongo_messages.MessageController, mongo_claims.ClaimController,
-         _mongo_messages_store, _mongo_claims_store),
-    ]
-    for messages_cls, claims_cls, store, claims_store in targets:
-        _wrap(messages_cls, "post", _post, store)
-        for name in ("list", "get", "bulk_get", "pop"):
-            _wrap(messages_cls, name, _receiving, store)
-        _wrap(claims_cls, "create", _receiving, claims_store)
+    _wrap_store(messages.MessageController, claims.ClaimController,
+                _redis_store, _redis_store)
+
+
+def _wrap_mongodb() -> None:
+    from zaqar.storage.mongodb import claims, messages
+
+    _wrap_store(messages.MessageController, claims.ClaimController,
+                _mongo_messages_store, _mongo_claims_store)
     # Its own post (FIFO ordering) bypasses MessageController.post.
-    _wrap(mongo_messages.FIFOMessageController, "post", _post, _mongo_messages_store)
+    _wrap(messages.FIFOMessageController, "post", _post, _mongo_messages_store)
+
+
+def _wrap_store(messages_cls: type, claims_cls: type, store: Any,
+                claims_store: Any) -> None:
+    _wrap(messages_cls, "post", _post, store)
+    for name in ("list", "get", "bulk_get", "pop"):
+        _wrap(messages_cls, name, _receiving, store)
+    _wrap(claims_cls, "create", _receiving, claims_store)
+
+
+def instrument_stores() -> list[str]:
+    """Wrap the Redis and MongoDB message and claim controllers (idempotent).
+
+    A store whose client library is missing (no pymongo on a Redis-only
+    deployment) is left out with one line; returns the stores wrapped.
+    """
+    wrapped = []
+    for name, wrap in (("redis", _wrap_redis), ("mongodb", _wrap_mongodb)):
+        try:
+            wrap()
+            wrapped.append(name)
+            continue
+        except ImportError as exc:
+            missing = exc.name or str(exc)
+        LOG.info("zaqar-otel: no message links on %s stores: %s is not "
+                 "installed", name, missing)
+    return wrapped

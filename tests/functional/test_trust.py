@@ -21,7 +21,7 @@ import pytest
 from tests.otlp_receiver import OTLPReceiver
 from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_GUNICORN, OTEL_SERVER, canary, tracing
-from tests.zaqar_process import ZaqarServer, redis_sql
+from tests.zaqar_process import ZaqarServer, profiled, redis_sql, zaqar_client
 from zaqar_otel import bridge
 
 pytestmark = pytest.mark.functional
@@ -130,3 +130,37 @@ def test_endpoint_credentials_reach_no_log_line_and_no_check_output(
     assert "http://***@127.0.0.1" in output
     for secret in (PASSWORD, "header-secret-beef", KEY):
         assert secret not in output, output
+
+
+def test_a_missing_optional_driver_only_disables_what_needs_it(
+        redis: RedisServer, receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """No pymongo on a Redis deployment, links and trace_mongodb on: the
+    Redis side is traced and linked; one line says what is off."""
+    blocker = tmp_path / "no-pymongo" / "pymongo"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pymongo'\", name='pymongo')\n")
+    extra = tracing(receiver, profiler={"trace_message_links": "true",
+                                        "trace_mongodb": "true"})
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra,
+                     env={"PYTHONPATH": str(blocker.parent)}) as server:
+        client = zaqar_client(server.url)
+        queue = client.queue("linked", force_create=True)
+        with profiled(KEY) as prof:
+            queue.post([{"body": {"n": 1}, "ttl": 120}])
+            producer = bridge.trace_id_from_base_id(prof.get_base_id())
+        with profiled(KEY) as prof:
+            assert len(list(queue.messages(echo=True))) == 1
+            consumer = bridge.trace_id_from_base_id(prof.get_base_id())
+        canary(server, receiver, clear=False)
+    log = server.log_text()
+    assert "tracing is off" not in log, log
+    assert "[profiler] trace_mongodb is on, but pymongo is not installed" in log
+    assert log.count("trace_mongodb is on") == 1, log
+    assert log.count("no message links on mongodb stores") == 1, log
+    assert "Traceback" not in log and "ModuleNotFoundError" not in log
+    spans = receiver.spans()
+    send = next(s for s in spans if s.trace_id == producer and s.name == "send linked")
+    receive = next(s for s in spans if s.trace_id == consumer
+                   and s.name == "receive linked")
+    assert [(t, sp) for t, sp, _ in receive.links] == [(producer, send.span_id)]
