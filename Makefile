@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench stress clean
+.PHONY: test demo lint bench stress clean peer-keystone
 
 $(STAMP): pyproject.toml setup.py zaqar-otel.pth
 	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
@@ -26,6 +26,14 @@ bench: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/python -m tools.demo $(DEMO_ARGS)
+
+# The real openstack CLI through a real Keystone (its own venv, cached in
+# .cache/) and Zaqar: peers/keystone/.
+peer-keystone: $(STAMP)
+	@$(VENV)/bin/python -c 'import openstackclient' 2>/dev/null || \
+	    { $(VENV)/bin/pip install --quiet --disable-pip-version-check python-openstackclient && $(VENV)/bin/pip check; }
+	@./peers/keystone/ensure-keystone-venv.sh $(PYTHON) >/dev/null
+	$(VENV)/bin/python -m pytest peers/keystone $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .hypothesis

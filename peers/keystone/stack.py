@@ -1,0 +1,195 @@
+"""Keystone + Zaqar (under zaqar-otel) + the real ``openstack`` CLI, one trace.
+
+``Stack`` starts, on 127.0.0.1 and in temp dirs: an OTLP/HTTP receiver; a
+Keystone (own venv, gunicorn, SQLite) exporting through osprofiler's own OTLP
+driver; a redis-server; a Zaqar under ``zaqar-otel-server`` with
+``auth_strategy = keystone`` (keystonemiddleware validates every token with
+Keystone through ``requests``, traced with ``[profiler] trace_requests``); and
+registers Zaqar in Keystone's catalog as the ``messaging`` service. ``cli()``
+runs ``openstack --os-profile KEY ...`` as a member of project ``demo``.
+
+``python -m peers.keystone.stack`` runs the commands of the test and prints
+each one's stderr and trace tree (what SAMPLE.md shows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from peers.keystone.keystone_process import (
+    DOMAIN,
+    CliResult,
+    KeystoneServer,
+    openstack,
+)
+from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
+from tests.servers import RedisServer
+from tests.tracing_support import KEY, OTEL_SERVER, tracing
+from tests.zaqar_process import ZaqarServer, redis_sql
+
+REQUESTS_SCOPE = "opentelemetry.instrumentation.requests"
+KEYSTONE_SERVICE = "keystone-public"  # osprofiler's driver: "<project>-<service>"
+
+# What the test runs, in order, and the one Zaqar request each one sends.
+QUEUE = "peer-keystone"
+COMMANDS: list[tuple[list[str], str]] = [
+    (["messaging", "queue", "create", QUEUE], "PUT /v2/queues/{queue_name}"),
+    (["messaging", "queue", "list"], "GET /v2/queues"),
+    (["messaging", "message", "post", QUEUE,
+      '[{"body": {"event": "created", "n": 1}, "ttl": 300}]'],
+     "POST /v2/queues/{queue_name}/messages"),
+    (["messaging", "claim", "create", QUEUE, "--ttl", "60", "--grace", "60"],
+     "POST /v2/queues/{queue_name}/claims"),
+    (["messaging", "queue", "delete", QUEUE], "DELETE /v2/queues/{queue_name}"),
+]
+
+
+def openstack_bin() -> Path:
+    """The ``openstack`` of this interpreter's venv (python-openstackclient)."""
+    return Path(sys.executable).parent / "openstack"
+
+
+def keystone_profiler(receiver: OTLPReceiver) -> dict[str, str]:
+    """keystone.conf ``[profiler]``: osprofiler's own OTLP driver, Zaqar's key."""
+    return {
+        "enabled": "true",
+        "hmac_keys": KEY,
+        "connection_string": f"otlp://127.0.0.1:{receiver.port}",
+        # Keystone's SQL as osprofiler spans would add ~100 spans per token
+        # validation; the point here is where Keystone's request spans hang.
+        "trace_sqlalchemy": "false",
+    }
+
+
+class Stack:
+    def __init__(self) -> None:
+        self._exit = contextlib.ExitStack()
+        self.receiver: OTLPReceiver
+        self.keystone: KeystoneServer
+        self.zaqar: ZaqarServer
+        self.dir = Path(tempfile.mkdtemp(prefix="zaqar-otel-cli-"))
+        self.client_id = str(uuid.uuid4())
+        self.timings: dict[str, float] = {}
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.receiver = self._exit.enter_context(OTLPReceiver())
+        self.keystone = self._exit.enter_context(
+            KeystoneServer(keystone_profiler(self.receiver)))
+        self.timings["keystone"] = time.monotonic() - t0
+        # The service user keystonemiddleware authenticates as, and the user
+        # the CLI runs as (role member, as a tenant would).
+        self.service_user = self.keystone.add_user("zaqar", "service", "admin")
+        self.user = self.keystone.add_user("demo", "demo", "member")
+        redis = self._exit.enter_context(RedisServer())
+        sections = tracing(self.receiver, profiler={"trace_requests": "true"})
+        sections["DEFAULT"] = {"auth_strategy": "keystone"}
+        sections["keystone_authtoken"] = {
+            "www_authenticate_uri": self.keystone.auth_url,
+            "auth_url": self.keystone.auth_url,
+            "auth_type": "password",
+            "username": self.service_user.user,
+            "password": self.service_user.password,
+            "project_name": self.service_user.project,
+            "user_domain_name": DOMAIN,
+            "project_domain_name": DOMAIN,
+        }
+        self.zaqar = self._exit.enter_context(
+            ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=sections))
+        # Catalog: service type "messaging" (what python-zaqarclient's OSC
+        # plugin looks up), public/internal/admin endpoints at Zaqar's root.
+        self.keystone.register_service("zaqar", "messaging", self.zaqar.url)
+        self.timings["stack"] = time.monotonic() - t0
+
+    def stop(self) -> None:
+        self._exit.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The CLI's environment: password auth as ``demo``, the client id
+        ``messaging message post`` requires."""
+        return {**self.user.os_env(self.keystone.auth_url),
+                "OS_MESSAGE_CLIENT_ID": self.client_id}
+
+    def cli(self, args: Sequence[str], profile: bool = True) -> CliResult:
+        return openstack(args, env=self.env, profile_key=KEY if profile else None,
+                         bin_dir=openstack_bin().parent, cwd=self.dir)
+
+    def trace(self, trace_id: int, route: str, timeout: float = 15.0,
+              settle: float = 0.5) -> list[ReceivedSpan]:
+        """The trace's spans once Zaqar's server span for ``route`` is in and
+        every keystonemiddleware call has its Keystone span (two processes
+        export on their own schedules), then ``settle`` s without news."""
+        rx = self.receiver
+
+        def complete() -> bool:
+            spans = [s for s in rx.spans() if s.trace_id == trace_id]
+            if not any(s.kind == "SERVER" and s.name == route for s in spans):
+                return False
+            parents = {s.parent_span_id for s in spans}
+            return all(s.span_id in parents for s in spans
+                       if s.scope == REQUESTS_SCOPE)
+
+        deadline = time.monotonic() + timeout
+        while not complete():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        count = -1
+        while count != len(spans := [s for s in rx.spans() if s.trace_id == trace_id]):
+            count = len(spans)
+            time.sleep(settle)
+        return spans
+
+
+def detail(span: ReceivedSpan) -> str:
+    """``render_tree`` detail: the exporting service, and HTTP status."""
+    out = f"  ({span.resource.get('service.name')})"
+    status = (span.attributes.get("http.response.status_code")
+              or span.attributes.get("status_code"))
+    return out + (f" -> {status}" if status else "")
+
+
+def main() -> int:
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    with Stack() as stack:
+        print(f"stack up in {stack.timings['stack']:.1f}s "
+              f"(Keystone {stack.timings['keystone']:.1f}s)\n")
+        for args, route in COMMANDS:
+            result = stack.cli(args)
+            shown = " ".join(a if " " not in a else f"'{a}'" for a in args)
+            print(f"$ openstack --os-profile $KEY {shown}   "
+                  f"# exit {result.returncode}, {result.seconds:.2f}s")
+            print(result.stdout.rstrip())
+            print("--- stderr ---")
+            print(result.stderr.rstrip())
+            if result.trace_id:
+                trace_id = uuid.UUID(result.trace_id).int
+                print("--- trace", f"{trace_id:032x}", "---")
+                print(render_tree(stack.trace(trace_id, route), detail))
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
