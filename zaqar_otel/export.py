@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import Status
 
-from zaqar_otel import redact
+from zaqar_otel import patching, redact
 from zaqar_otel import settings as settings_module
 
 LOG = logging.getLogger(__name__)
@@ -128,25 +128,60 @@ class _CountingExporter(SpanExporter):
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """``BatchSpanProcessor`` whose dropped spans are counted in ``drops``."""
+    """``BatchSpanProcessor`` whose dropped spans are counted in ``drops``.
+
+    ``on_end`` runs on the request thread, inside ``span.end()``, and the SDK
+    does not catch there: nothing it does may raise. A full queue is seen
+    through the SDK's private queue when its layout is the one known
+    (``counts_full_queue``); otherwise the SDK's own "Queue full" lines are
+    left to say it.
+    """
 
     def __init__(self, exporter: SpanExporter, drops: DropCounter,
                  **batch_args: int) -> None:
         super().__init__(_CountingExporter(exporter, drops), **batch_args)
         self.drops = drops
-        self._max_queue = batch_args.get("max_queue_size") or \
-            self._batch_processor._max_queue_size
+        self._max_queue = batch_args.get("max_queue_size") or getattr(
+            getattr(self, "_batch_processor", None), "_max_queue_size", None)
+        self.counts_full_queue = (isinstance(self._max_queue, int)
+                                  and self._queue_length() is not None)
+        if not self.counts_full_queue:
+            LOG.info("zaqar-otel: this SDK's BatchSpanProcessor is laid out "
+                     "differently; spans dropped from a full queue are logged "
+                     "by the SDK, not counted")
+        self._log_failure = patching.FailureLog(
+            LOG, "handing a span to the exporter failed; the span is dropped")
+
+    def _queue_length(self) -> int | None:
+        # SDK 1.45: BatchSpanProcessor._batch_processor._queue, a deque.
+        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        try:
+            return len(queue) if queue is not None else None
+        except Exception:
+            return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context.trace_flags.sampled and (
-                len(self._batch_processor._queue) >= self._max_queue):
-            self.drops.dropped(1, "the span queue is full")
-        super().on_end(span)
+        try:
+            if self.counts_full_queue and span.context.trace_flags.sampled:
+                length = self._queue_length()
+                if length is not None and length >= self._max_queue:
+                    self.drops.dropped(1, "the span queue is full")
+            super().on_end(span)
+        except Exception:
+            self._log_failure()
+            try:
+                self.drops.dropped(1, "the span processor failed")
+            except Exception:  # noqa: S110 - nothing more can be done here
+                pass
 
 
 class _QuietSdkDrops(logging.Filter):
+    def __init__(self, messages: tuple[str, ...]) -> None:
+        super().__init__()
+        self.messages = messages
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_SDK_DROP_MESSAGES)
+        return not str(record.msg).startswith(self.messages)
 
 
 def exporter(conf: settings_module.Settings) -> SpanExporter | None:
@@ -179,12 +214,16 @@ def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor
     chosen = exporter(conf)
     if chosen is None:
         return None
-    for name in _SDK_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _QuietSdkDrops) for f in logger.filters):
-            logger.addFilter(_QuietSdkDrops())
     # An endpoint's user:password must not reach the log lines it is in.
     destination = redact.userinfo(str(getattr(chosen, "_endpoint", None)
                                       or conf.exporter))
-    return CountingBatchSpanProcessor(chosen, DropCounter(destination),
-                                      **conf.batch_args)
+    processor = CountingBatchSpanProcessor(chosen, DropCounter(destination),
+                                           **conf.batch_args)
+    quiet = _SDK_DROP_MESSAGES if processor.counts_full_queue else tuple(
+        m for m in _SDK_DROP_MESSAGES if m != "Queue full")
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _QuietSdkDrops)]:
+            logger.removeFilter(old)
+        logger.addFilter(_QuietSdkDrops(quiet))
+    return processor

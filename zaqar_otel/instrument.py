@@ -55,6 +55,7 @@ from zaqar_otel import (
     redact,
     sampling,
     settings,
+    sql,
     tracepoints,
     websocket,
 )
@@ -273,6 +274,7 @@ def _trace_sqlalchemy(state: _State) -> None:
 
     SQLAlchemyInstrumentor().instrument(tracer_provider=state.provider,
                                         enable_commenter=False)
+    sql.name_spans_by_table()
     # The instrumentor also makes a "connect" span per Engine.connect().
     # Zaqar's SQL store calls it for every statement (NullPool on
     # SQLite), so half the SQL spans would say only "connect"; a slow

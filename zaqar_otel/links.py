@@ -171,7 +171,10 @@ def _post(original: Callable[..., Any], store_of: StoreOf) -> Callable[..., Any]
             return original(self, queue, messages, client_uuid, project)
         messages = list(messages)  # read twice: by the store, then for TTLs
         ids = original(self, queue, messages, client_uuid, project)
-        _after_post(store_of(self, queue, project), messages, ids)
+        try:
+            _after_post(store_of(self, queue, project), messages, ids)
+        except Exception:
+            _failed("saving")
         return ids
 
     return post
@@ -195,21 +198,31 @@ def _receiving(original: Callable[..., Any], store_of: StoreOf) -> Callable[...,
             _failed("finding the store of")
             return result
         done = functools.partial(_link, store, operation)
-        if isinstance(result, dict):  # get: one message
-            done([str(result["id"])] if "id" in result else [])
+        try:
+            return _linked(result, done, listing)
+        except Exception:
+            _failed("reading the messages for")
             return result
-        if isinstance(result, tuple):  # claim create: (claim, messages)
-            claim, messages = result
-            if isinstance(messages, list):
-                done([str(m["id"]) for m in messages if "id" in m])
-                return result
-            return claim, _collecting(messages, done)
-        if isinstance(result, list):  # pop
-            done([str(m["id"]) for m in result if isinstance(m, dict) and "id" in m])
-            return result
-        return _listing(result, done) if listing else _collecting(result, done)
 
     return receive
+
+
+def _linked(result: Any, done: Callable[[list[str]], None], listing: bool) -> Any:
+    """``result`` as the caller gets it, ``done(ids)`` called once its
+    messages are known (at once, or when a lazy listing is consumed)."""
+    if isinstance(result, dict):  # get: one message
+        done([str(result["id"])] if "id" in result else [])
+        return result
+    if isinstance(result, tuple):  # claim create: (claim, messages)
+        claim, messages = result
+        if isinstance(messages, list):
+            done([str(m["id"]) for m in messages if isinstance(m, dict) and "id" in m])
+            return result
+        return claim, _collecting(messages, done)
+    if isinstance(result, list):  # pop
+        done([str(m["id"]) for m in result if isinstance(m, dict) and "id" in m])
+        return result
+    return _listing(result, done) if listing else _collecting(result, done)
 
 
 def _redis_store(ctrl: Any, queue: str, project: str | None) -> LinkStore:

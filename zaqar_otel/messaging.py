@@ -69,9 +69,17 @@ class Operation:
     seen: set[str] = field(default_factory=set)
 
     def add_links(self, producers: Sequence[trace.SpanContext]) -> None:
-        room = MAX_LINKS - len(self.links)
+        """One link per producing span, however many of its messages came
+        back (a post of ten, claimed together, is one link, not ten)."""
         own = self.span.get_span_context().trace_id
-        for producer in producers[:max(room, 0)]:
+        known = {(c.trace_id, c.span_id) for c in self.links}
+        for producer in producers:
+            ids = (producer.trace_id, producer.span_id)
+            if ids in known:
+                continue
+            if len(self.links) >= MAX_LINKS:
+                break
+            known.add(ids)
             self.links.append(producer)
             # A producer of the same trace is already an ancestor: still a
             # link, it says which post this message came from.
@@ -140,13 +148,22 @@ def open_operation(tracer: trace.Tracer, found: tuple[str, str, SpanKind],
     return operation, tokens
 
 
+_close_failure = patching.FailureLog(LOG, "ending a messaging operation span failed")
+
+
 def close_operation(operation: Operation, tokens: Any, status: int,
                     body: Any = None) -> None:
-    """Describe the outcome (status, message ids) and end the span."""
+    """Describe the outcome (status, message ids) and end the span.
+
+    Runs on the request thread: it never raises, and the context is put back
+    whatever fails.
+    """
     try:
         describe(operation.span, status, body)
-    finally:
         operation.span.end()
+    except Exception:
+        _close_failure()
+    finally:
         _current.reset(tokens[1])
         context.detach(tokens[0])
 
@@ -194,8 +211,12 @@ class MessagingSpans:
         state = getattr(req.context, "zaqar_otel_operation", None)
         if state is None:
             return
-        operation, tokens = state
-        del req.context.zaqar_otel_operation
+        try:
+            operation, tokens = state
+            del req.context.zaqar_otel_operation
+        except Exception:
+            self._log_failure()
+            return
         try:
             status = int(str(resp.status).split()[0])
             if not req_succeeded and status < 400:

@@ -113,6 +113,7 @@ class TracingMiddleware:
             attributes = collect_request_attributes(environ, _HTTP)
             for name in _DROPPED_ATTRIBUTES:
                 attributes.pop(name, None)
+            _split_server_address(attributes)
             if route:
                 attributes["http.route"] = route
             return _span_name(method, route), attributes
@@ -138,8 +139,10 @@ class TracingMiddleware:
         try:
             body = self._app(environ, traced_start_response)
         except BaseException as exc:
-            redact.record_error(span, exc)
-            span.end()
+            try:
+                redact.record_error(span, exc)
+            finally:
+                end_span(span, self._log_failure)
             raise
         finally:
             # Zaqar's work is done once the app returns; what is left is
@@ -149,9 +152,9 @@ class TracingMiddleware:
         if isinstance(body, (list, tuple)):
             # Rendered already (falcon's usual answer): the response is
             # complete now, and the caller gets the very object Zaqar made.
-            span.end()
+            end_span(span, self._log_failure)
             return body
-        return _EndSpanWhenDone(body, span)
+        return _EndSpanWhenDone(body, span, self._log_failure)
 
     def __getattr__(self, name: str) -> Any:
         if name == "_app":  # not set yet (copy, unpickling): no recursion
@@ -238,9 +241,31 @@ def _init_profiler(span: trace.Span, inbound: bridge.TraceInfo | None,
         parent_id=bridge.uuid_from_span_id(ids.trace_id, ids.span_id))
 
 
+def _split_server_address(attributes: dict[str, Any]) -> None:
+    """``server.address`` is the host alone (the wsgi instrumentation copies
+    the Host header, port included); the port goes to ``server.port``."""
+    address = attributes.get("server.address")
+    if not isinstance(address, str):
+        return
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or (host.count(":") and not host.endswith("]")):
+        return  # no port, or a bare IPv6 address
+    attributes["server.address"] = host.strip("[]")
+    attributes.setdefault("server.port", int(port))
+
+
 def _span_name(method: str, route: str | None) -> str:
     method = method if method in _KNOWN_METHODS else "HTTP"
     return f"{method} {route}" if route else method
+
+
+def end_span(span: trace.Span, log_failure: patching.FailureLog) -> None:
+    """``span.end()`` that never raises into the request."""
+    # span.end() runs the span processors, which the SDK does not guard.
+    try:
+        span.end()
+    except Exception:
+        log_failure()
 
 
 class _EndSpanWhenDone:
@@ -248,9 +273,11 @@ class _EndSpanWhenDone:
     closed, whichever comes first, so it covers the streaming and ends even
     for a caller that never calls ``close()``."""
 
-    def __init__(self, body: Iterable[bytes], span: trace.Span) -> None:
+    def __init__(self, body: Iterable[bytes], span: trace.Span,
+                 log_failure: patching.FailureLog) -> None:
         self._body = body
         self._span: trace.Span | None = span
+        self._log_failure = log_failure
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -269,7 +296,7 @@ class _EndSpanWhenDone:
     def _end(self) -> None:
         span, self._span = self._span, None
         if span is not None:
-            span.end()
+            end_span(span, self._log_failure)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._body, name)

@@ -85,7 +85,14 @@ def stacktrace(text: str) -> str:
 
 
 def record_error(span: trace.Span, exc: BaseException) -> None:
-    """``span.record_exception`` without what the message may carry."""
-    span.add_event("exception", {"exception.type": type(exc).__qualname__,
-                                 "exception.message": message(exc)})
-    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    """``span.record_exception`` without what the message may carry.
+
+    Called while Zaqar's own exception propagates: it never raises, so that
+    exception is the one Zaqar's caller sees.
+    """
+    try:
+        span.add_event("exception", {"exception.type": type(exc).__qualname__,
+                                     "exception.message": message(exc)})
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    except Exception:  # noqa: S110 - the error being recorded matters more
+        pass

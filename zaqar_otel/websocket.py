@@ -52,30 +52,43 @@ def _begin(entry: middleware.Entry, req: Any) -> tuple[trace.Span | None, object
 
 
 def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
-             protocol: Any, span: trace.Span) -> Any:
-    body = req._body if isinstance(req._body, dict) else {}
-    found = OPERATIONS.get(str(req._action))
-    if found and body.get("pop"):
-        found = ("receive", "pop", _C)
+             protocol: Any, span: trace.Span,
+             log_failure: patching.FailureLog) -> Any:
     operation = None
-    if found:
-        headers = req._headers if isinstance(req._headers, dict) else {}
-        operation = messaging.open_operation(
-            tracer, found, str(body.get("queue_name", "")),
-            headers.get("X-Project-ID"), body.get("message_id"))
-    status = 500
+    try:
+        body = req._body if isinstance(req._body, dict) else {}
+        found = OPERATIONS.get(str(req._action))
+        if found and body.get("pop"):
+            found = ("receive", "pop", _C)
+        if found:
+            headers = req._headers if isinstance(req._headers, dict) else {}
+            operation = messaging.open_operation(
+                tracer, found, str(body.get("queue_name", "")),
+                headers.get("X-Project-ID"), body.get("message_id"))
+    except Exception:
+        log_failure()
     resp = None
     try:
         resp = original(handler, req, protocol)
-        status = int(resp._headers.get("status", 200))
         return resp
     finally:
+        # Zaqar's answer (or exception) is what the client gets, whatever
+        # describing it does.
+        status = 500
+        try:
+            if resp is not None:
+                status = int(resp._headers.get("status", 200))
+        except Exception:
+            log_failure()
         if operation is not None:
             messaging.close_operation(*operation, status,
                                       getattr(resp, "_body", None))
-        span.set_attribute("zaqar.websocket.status", status)
-        if status >= 500:
-            span.set_status(Status(StatusCode.ERROR, f"status {status}"))
+        try:
+            span.set_attribute("zaqar.websocket.status", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR, f"status {status}"))
+        except Exception:
+            log_failure()
 
 
 def instrument_handler(tracer: trace.Tracer, hmac_key: str,
@@ -99,14 +112,15 @@ def instrument_handler(tracer: trace.Tracer, hmac_key: str,
             try:
                 if span is None:
                     return original(self, req, protocol)
-                return _process(tracer, original, self, req, protocol, span)
+                return _process(tracer, original, self, req, protocol, span,
+                                log_failure)
             except BaseException as exc:
                 if span is not None:
                     redact.record_error(span, exc)
                 raise
             finally:
                 if span is not None:
-                    span.end()
+                    middleware.end_span(span, log_failure)
                     profiler.clean()
                 context.detach(token)
 

@@ -111,7 +111,7 @@ def test_a_claim_links_to_the_posts_that_produced_its_messages(
     send = next(s for s in spans if s.trace_id == producer and s.name == "send linked")
     claim = next(s for s in spans if s.trace_id == consumer
                  and s.name == "receive linked")
-    assert [(t, sp) for t, sp, _ in claim.links] == [(producer, send.span_id)] * 2, (
+    assert [(t, sp) for t, sp, _ in claim.links] == [(producer, send.span_id)], (
         render_tree(spans))
 
 
@@ -251,4 +251,4 @@ def test_a_listing_and_a_pop_link_to_the_post(
         span = next(s for s in spans if s.trace_id == consumer and
                     s.attributes.get("messaging.operation.name") == operation)
         assert span.kind == "CONSUMER"
-        assert [(t, sp) for t, sp, _ in span.links] == [(producer, send.span_id)] * 3
+        assert [(t, sp) for t, sp, _ in span.links] == [(producer, send.span_id)]

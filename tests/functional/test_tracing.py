@@ -84,6 +84,11 @@ def test_profiled_session_redis_and_sql(
     sql_spans = [s for s in session.spans if s.scope == SQLALCHEMY_SCOPE]
     assert all(s.attributes.get("db.statement") for s in sql_spans), tree
     assert "connect" not in {s.name for s in sql_spans}, tree
+    # Named by operation and table, as the database conventions name them,
+    # never by a database file path.
+    names = {s.name for s in sql_spans}
+    assert "INSERT Queues" in names and "DELETE Queues" in names, names
+    assert all(re.fullmatch(r"[A-Z]+( \w+)?", n) for n in names), names
     # Statements are exported with placeholders, never with bound values (the
     # queue name is one): only the URL path and the messaging destination
     # name it.

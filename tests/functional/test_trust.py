@@ -47,7 +47,8 @@ def test_a_client_cannot_choose_trace_ids_that_are_always_kept(
 
 
 @pytest.mark.parametrize("command", [OTEL_SERVER, OTEL_GUNICORN, RUNNER],
-                         ids=["zaqar-otel-server", "gunicorn", "opentelemetry-instrument"])
+                         ids=["zaqar-otel-server", "gunicorn",
+                              "opentelemetry-instrument"])
 @pytest.mark.parametrize("value", ["bogus", "tracecontext,nonexistent,osprofiler"])
 def test_a_typo_in_otel_propagators_keeps_zaqar_serving(
         redis: RedisServer, receiver: OTLPReceiver, command: tuple[str, ...],
@@ -164,3 +165,65 @@ def test_a_missing_optional_driver_only_disables_what_needs_it(
     receive = next(s for s in spans if s.trace_id == consumer
                    and s.name == "receive linked")
     assert [(t, sp) for t, sp, _ in receive.links] == [(producer, send.span_id)]
+
+
+BREAK_THE_SDK = '''
+# Loaded at start-up: the SDK's span pipeline broken on purpose. Every span
+# of a request, ours and the instrumentors', ends through it on the request
+# thread, and the SDK does not catch there.
+from opentelemetry.sdk import _shared_internal
+
+_init = _shared_internal.BatchProcessor.__init__
+
+
+def init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    del self._queue  # a layout zaqar-otel does not know
+
+
+def emit(self, data):
+    raise RuntimeError("the SDK's batch processor is broken")
+
+
+_shared_internal.BatchProcessor.__init__ = init
+_shared_internal.BatchProcessor.emit = emit
+'''
+
+
+def test_a_broken_sdk_never_reaches_zaqars_answers(
+        redis: RedisServer, receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """Spans that fail to end on the request thread: every request (errors
+    included) is answered as plain Zaqar answers it."""
+    hook = tmp_path / "broken-sdk"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BREAK_THE_SDK)
+    extra = tracing(receiver, profiler={"trace_message_links": "true"})
+    answers = {}
+    for name, env in (("traced", {"PYTHONPATH": str(hook)}), ("plain", None)):
+        sections = extra if name == "traced" else {
+            "profiler": {"enabled": "false"}}
+        with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=sections,
+                         env=env) as server:
+            signed = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            calls = [("PUT", "/v2/queues/broken", None),
+                     ("POST", "/v2/queues/broken/messages",
+                      {"messages": [{"body": {"n": 1}, "ttl": 60}]}),
+                     ("GET", "/v2/queues/broken/messages?echo=true", None),
+                     ("POST", "/v2/queues/broken/claims", {"ttl": 60, "grace": 60}),
+                     ("GET", "/v2/queues/nope/messages/not-an-id", None),
+                     ("POST", "/v2/queues/broken/messages", {"messages": "x"}),
+                     ("DELETE", "/v2/queues/broken", None)]
+            answers[name] = [
+                server.request(method, path, body=body, headers=signed)[0]
+                for method, path, body in calls]
+            log = server.log_text() if name == "traced" else ""
+        if name == "traced":
+            # The fault is logged once, then swallowed.
+            assert log.count("handing a span to the exporter failed") == 1, log
+            assert "laid out differently" in log
+            import redis as redis_client
+
+            with redis_client.Redis.from_url(redis.url) as client:
+                client.flushall()
+    assert answers["traced"] == answers["plain"]
+    assert 500 not in answers["traced"]

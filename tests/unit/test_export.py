@@ -108,3 +108,57 @@ def test_error_texts_are_scrubbed_before_export() -> None:
     assert token not in str(failed.status.description)
     assert clean.name == "clean" and not clean.events
     provider.shutdown()
+
+
+class _BrokenInternals:
+    """What a changed or broken SDK could hand us instead of its BatchProcessor."""
+
+    def emit(self, span: object) -> None:
+        raise RuntimeError("SDK internals changed")
+
+    def shutdown(self, *args: object) -> None:
+        pass
+
+    def force_flush(self, *args: object) -> bool:
+        return True
+
+
+def test_a_broken_sdk_never_raises_into_span_end(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """span.end() runs on the request thread and the SDK does not catch."""
+    drops = DropCounter("here")
+    processor = CountingBatchSpanProcessor(Collector(), drops)
+    real = processor._batch_processor
+    processor._batch_processor = _BrokenInternals()  # type: ignore[assignment]
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with caplog.at_level(logging.ERROR, logger="zaqar_otel.export"):
+        for _ in range(3):
+            tracer.start_span("request").end()  # must not raise
+    assert drops.total == 3
+    failures = [r for r in caplog.records if "handing a span" in r.getMessage()]
+    assert len(failures) == 1  # logged once, then swallowed
+    real.shutdown()
+
+
+def test_another_sdk_layout_leaves_full_queue_lines_to_the_sdk(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the known private queue, nothing is counted wrongly and the
+    SDK's own 'Queue full' lines are not filtered away."""
+    from zaqar_otel import export, settings
+
+    monkeypatch.setattr(CountingBatchSpanProcessor, "_queue_length",
+                        lambda self: None)
+    conf = settings.Settings(enabled=True, hmac_keys=("k",), exporter="console")
+    processor = export.span_processor(conf)
+    assert processor is not None and not processor.counts_full_queue
+    sdk = logging.getLogger("opentelemetry.sdk._shared_internal")
+    record = logging.LogRecord(sdk.name, logging.WARNING, "x", 1,
+                               "Queue full, dropping %s.", ("span",), None)
+    assert all(f.filter(record) for f in sdk.filters)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.get_tracer("t").start_span("s").end()
+    assert processor.drops.total == 0
+    processor.shutdown()

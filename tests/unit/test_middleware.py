@@ -156,3 +156,16 @@ def test_attributes_of_the_wrapped_app_show_through() -> None:
         pass
     else:
         raise AssertionError("a missing attribute must raise AttributeError")
+
+
+def test_server_address_is_the_host_without_the_port() -> None:
+    from zaqar_otel.middleware import _split_server_address
+
+    cases = {"zaqar.example:8888": ("zaqar.example", 8888),
+             "[::1]:8888": ("::1", 8888), "zaqar.example": ("zaqar.example", None),
+             "::1": ("::1", None), "host:notaport": ("host:notaport", None)}
+    for given, (host, port) in cases.items():
+        attributes: dict[str, Any] = {"server.address": given}
+        _split_server_address(attributes)
+        assert attributes["server.address"] == host
+        assert attributes.get("server.port") == port
