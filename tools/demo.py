@@ -197,6 +197,7 @@ def _print_life(receiver: OTLPReceiver, life: Life) -> None:
         if i == 0:
             print(f"  {'waited':8} {life.waited:.1f}s in the queue")
     if life.webhook_headers:
+        # Never the signed headers: a subscriber is a third party.
         got = [h for h in ("traceparent", "x-trace-info", "x-trace-hmac")
                if h in life.webhook_headers]
         print(f"  the subscriber received: {', '.join(got)} "

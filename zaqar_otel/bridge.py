@@ -90,6 +90,9 @@ _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 # bits a span id lacks) and the key that verified it, to sign outgoing headers.
 _TRACE_INFO = create_key("zaqar_otel.osprofiler.trace_info")
 
+# Context key: calls made in it get no signed headers (see without_signature).
+_UNSIGNED = create_key("zaqar_otel.osprofiler.unsigned")
+
 HmacKeys = Sequence[str] | Callable[[], Sequence[str]] | None
 
 
@@ -270,6 +273,16 @@ def verified_trace_info(context: Context | None = None) -> TraceInfo | None:
     return get_value(_TRACE_INFO, context)
 
 
+def without_signature(context: Context | None = None) -> Context:
+    """``context`` in which ``inject`` signs nothing.
+
+    A signed header is a capability: whoever holds one can make a service
+    sharing the key trace a request. Calls to third parties (a webhook
+    subscriber) must not get one; ``traceparent`` still goes.
+    """
+    return set_value(_UNSIGNED, True, context)
+
+
 # -- propagator ---------------------------------------------------------------
 
 
@@ -355,6 +368,8 @@ class OSProfilerPropagator(TextMapPropagator):
         """Signed headers for the current span, if it is sampled."""
         span_context = trace.get_current_span(context).get_span_context()
         if not span_context.is_valid or not span_context.trace_flags.sampled:
+            return
+        if get_value(_UNSIGNED, context):
             return
         trace_id, span_id = span_context.trace_id, span_context.span_id
         inbound: TraceInfo | None = get_value(_TRACE_INFO, context)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -180,13 +180,10 @@ class Entry:
     hmac_key: str
     sample_ratio: float = 0.0
     honor_w3c_sampled: bool = False
-    _sampling_key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Roots of OSProfiler traces take the caller's base_id as trace id.
         tracepoints.use_osprofiler_ids(self.tracer)
-        object.__setattr__(self, "_sampling_key",
-                           sampling.sampling_key(self.hmac_key))
 
     def begin(
         self,
@@ -205,7 +202,7 @@ class Entry:
             # Left over on this thread by a request that did not clean up.
             profiler.clean()
         decision = sampling.decide(extracted, self.sample_ratio,
-                                   self.honor_w3c_sampled, self._sampling_key)
+                                   self.honor_w3c_sampled)
         if not decision.sampled:
             # The unsampled parent keeps spans below this request from starting
             # traces of their own; instrumentors skip them at all.

@@ -4,8 +4,9 @@ Zaqar's notifier hands each delivery to a thread pool, where it outlives the
 request that posted the messages. Each delivery of a traced post becomes its
 own trace: a PRODUCER span ``deliver <queue>`` with a span link to the
 ``send`` operation that triggered it. With ``[profiler] trace_requests`` the
-webhook's HTTP call is a child of that span and carries ``traceparent`` and
-signed OSProfiler headers to the subscriber::
+webhook's HTTP call is a child of that span and carries ``traceparent`` to
+the subscriber, never signed OSProfiler headers: a subscriber is a third
+party, and a signed header would let it make Zaqar trace its requests::
 
     instrument_notifier(tracer)
 """
@@ -20,7 +21,7 @@ from typing import Any
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import messaging, patching, redact, sampling
+from zaqar_otel import bridge, messaging, patching, redact, sampling
 
 # (posting span, subscription) of the delivery being submitted in this thread.
 _submitting: contextvars.ContextVar[tuple[trace.SpanContext, dict[str, Any]] | None] = (
@@ -68,12 +69,17 @@ def _deliver(tracer: trace.Tracer, producer: trace.SpanContext,
     span = tracer.start_span(
         f"deliver {queue}", context=sampling.traced_root(), kind=SpanKind.PRODUCER,
         attributes=attributes, links=[trace.Link(producer, {"zaqar.link": "post"})])
-    with trace.use_span(span, end_on_exit=True, record_exception=False):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            redact.record_error(span, exc)
-            raise
+    # The subscriber is a third party: traceparent, never a signed header
+    # it could replay to make Zaqar trace its own requests.
+    token = context.attach(bridge.without_signature(trace.set_span_in_context(span)))
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        redact.record_error(span, exc)
+        raise
+    finally:
+        context.detach(token)
+        span.end()
 
 
 def _untraced(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

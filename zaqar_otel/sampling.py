@@ -9,13 +9,16 @@
   trace only with ``honor_w3c_sampled``; otherwise ``sample_ratio`` decides.
 * Nothing: ``sample_ratio`` decides, by a random draw.
 
-The caller chooses its trace id, so the ratio must not be applied to it
-directly: ``TraceIdRatioBased`` keeps every id whose low 64 bits are small,
-and a client could make every request it sends cost a full trace. The ratio
-is applied to a keyed hash of the trace id instead (BLAKE2b keyed with a
-secret derived from the first ``hmac_keys`` entry): every Zaqar worker and
-node sharing the key takes the same decision for the same trace, and a
-client without the key cannot pick ids that are always kept.
+The caller chooses its trace id, so the ratio is never applied to it:
+``TraceIdRatioBased`` keeps every id whose low 64 bits are small, so a
+client could make every request it sends cost a full trace. Nor is any
+fixed function of it used (a keyed hash, say): a client that learns one kept
+id (a traced post's webhook delivery shows it) would replay it on every
+request. Each request without a verified parent is decided by a random
+draw of the server's. The price: requests of one W3C-only trace that reach
+several Zaqar workers are each drawn alone, so such a trace may be kept in
+part. Whole traces come from signed OSProfiler headers, or from
+``honor_w3c_sampled`` where the callers are trusted.
 
 The decision is written into the parent's sampled flag: an untraced request
 without a parent gets an unsampled stand-in parent, so whatever parent-based
@@ -26,8 +29,6 @@ it and never roll the dice again.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,29 +60,13 @@ _ROOT_DECISION = create_key("zaqar_otel.request_root_sampled")
 _IDS = RandomIdGenerator()
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
-_HASH_PERSON = b"zaqar-otel-ratio"
-# Without a configured key (a bare ``decide`` call): unsteerable still, but
-# consistent within this process only.
-_PROCESS_KEY = os.urandom(32)
 
 #: ``Decision.origin`` values: why a request is traced.
 OSPROFILER, TRACEPARENT, SAMPLE_RATIO = "osprofiler", "traceparent", "sample_ratio"
 
 
-def sampling_key(hmac_key: str) -> bytes:
-    """The ratio hash's key, derived from an HMAC key (never the key itself)."""
-    return hashlib.blake2b(hmac_key.encode("utf-8"), digest_size=32,
-                           person=_HASH_PERSON).digest()
-
-
-def _ratio_hit(trace_id: int, ratio: float, key: bytes) -> bool:
-    if ratio >= 1.0:
-        return True
-    if ratio <= 0.0:
-        return False
-    digest = hashlib.blake2b(trace_id.to_bytes(16, "big"), digest_size=8,
-                             key=key, person=_HASH_PERSON).digest()
-    return int.from_bytes(digest, "big") < TraceIdRatioBased.get_bound_for_rate(ratio)
+def _drawn(ratio: float) -> bool:
+    return random.random() < ratio  # noqa: S311 - sampling, not security
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +89,9 @@ class Decision:
 
 
 def decide(
-    context: Context, sample_ratio: float, honor_w3c_sampled: bool,
-    key: bytes | None = None,
+    context: Context, sample_ratio: float, honor_w3c_sampled: bool
 ) -> Decision:
-    """The decision for a request whose extracted caller context is ``context``.
-
-    ``key`` keys the ratio hash (``sampling_key``); every process that
-    should agree on a trace must pass the same one.
-    """
+    """The decision for a request whose extracted caller context is ``context``."""
     parent = trace.get_current_span(context).get_span_context()
     info = bridge.verified_trace_info(context)
     if info is not None and info.parent_id == info.base_id:
@@ -120,7 +100,7 @@ def decide(
         return Decision(set_value(_ROOT_DECISION, True, root), True, OSPROFILER,
                         info.trace_id)
     if not parent.is_valid:
-        if random.random() < sample_ratio:  # noqa: S311 - sampling, not security
+        if _drawn(sample_ratio):
             return Decision(set_value(_ROOT_DECISION, True, context), True,
                             SAMPLE_RATIO)
         parent = trace.SpanContext(
@@ -131,7 +111,7 @@ def decide(
     elif honor_w3c_sampled and parent.trace_flags.sampled:
         sampled, origin = True, TRACEPARENT
     else:
-        sampled = _ratio_hit(parent.trace_id, sample_ratio, key or _PROCESS_KEY)
+        sampled = _drawn(sample_ratio)
         origin = SAMPLE_RATIO if sampled else None
     if sampled != parent.trace_flags.sampled:
         parent = trace.SpanContext(

@@ -189,7 +189,7 @@ def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
     assert delivery.trace_id != producer
     assert [(t, sp) for t, sp, _ in delivery.links] == [(producer, send.span_id)]
     assert delivery.attributes["zaqar.subscriber"] == f"{subscriber.url}/hook"
-    # The subscriber got both header families for the webhook call's span.
+    # The subscriber got the webhook call's span as traceparent.
     call = next(s for s in spans if s.trace_id == delivery.trace_id
                 and s.kind == "CLIENT")
     assert call.parent_span_id == delivery.span_id
@@ -198,9 +198,9 @@ def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
     assert (trace_hex, span_hex) == (f"{delivery.trace_id:032x}",
                                      f"{call.span_id:016x}")
     assert int(flags, 16) & 1  # sampled
-    info = bridge.decode(lower["x-trace-info"], lower["x-trace-hmac"], [KEY])
-    assert info is not None and info.trace_id == delivery.trace_id
-    assert info.span_id == call.span_id
+    # Never a signed header: a third party could replay it to make Zaqar
+    # trace its own requests.
+    assert "x-trace-info" not in lower and "x-trace-hmac" not in lower, headers
     # The webhook's token never reaches the exported telemetry.
     assert secret.encode() not in receiver.raw
 
