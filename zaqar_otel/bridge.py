@@ -48,7 +48,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -255,16 +254,8 @@ def split_keys(value: str | None) -> list[str]:
     return [k.strip() for k in (value or "").split(",") if k.strip()]
 
 
-def configured_hmac_keys() -> list[str]:
-    """Keys of the running zaqar_otel setup, else ``$OSPROFILER_HMAC_KEYS``."""
-    # Look the setup module up without importing it: the bridge stays pure and
-    # the keys come from it only when a server has actually configured it.
-    instrument = sys.modules.get("zaqar_otel.instrument")
-    keys = getattr(instrument, "hmac_keys", None)
-    if keys is not None:
-        configured = keys()
-        if configured:
-            return list(configured)
+def environment_hmac_keys() -> list[str]:
+    """Keys from ``$OSPROFILER_HMAC_KEYS`` (a propagator built without keys)."""
     return split_keys(os.environ.get(HMAC_KEYS_ENV))
 
 
@@ -305,14 +296,14 @@ class OSProfilerPropagator(TextMapPropagator):
     """Extracts and injects OSProfiler's signed ``X-Trace-*`` headers.
 
     :param hmac_keys: keys to verify with (the first also signs), or a
-        callable returning them; default: the running zaqar_otel
-        configuration, else ``$OSPROFILER_HMAC_KEYS``. No keys: extract and
-        inject do nothing.
+        callable returning them; default: ``$OSPROFILER_HMAC_KEYS``, read at
+        each use. zaqar-otel's set-up builds its own with ``[profiler]
+        hmac_keys``. No keys: extract and inject do nothing.
     """
 
     def __init__(self, hmac_keys: HmacKeys = None) -> None:
         if hmac_keys is None:
-            self._keys: Callable[[], Sequence[str]] = configured_hmac_keys
+            self._keys: Callable[[], Sequence[str]] = environment_hmac_keys
         elif callable(hmac_keys):
             self._keys = hmac_keys
         else:

@@ -44,6 +44,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from oslo_config import cfg
 
 from zaqar_otel import (
+    bridge,
     export,
     links,
     messaging,
@@ -136,8 +137,9 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
         trace.set_tracer_provider(state.provider)
         atexit.register(shutdown)
     state.tracer = state.provider.get_tracer("zaqar_otel", _zaqar_version())
-    propagate.set_global_textmap(
-        _propagator(os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS))
+    propagate.set_global_textmap(_propagator(
+        os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS,
+        state.settings.hmac_keys))
     _start_tracepoints(state, conf)
     _instrument_backends(state)
     if not state.settings.trace_wsgi:
@@ -146,16 +148,23 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
     LOG.info("zaqar-otel: tracing on, exporter %s", state.settings.exporter)
 
 
-def _propagator(names: str) -> CompositePropagator:
+def _propagator(names: str, hmac_keys: tuple[str, ...]) -> CompositePropagator:
     # Built from entry points as opentelemetry.propagate does at import, so
-    # an operator's OTEL_PROPAGATORS still wins over our default.
+    # an operator's OTEL_PROPAGATORS still wins over our default. The
+    # OSProfiler propagator gets the configured keys handed down.
     chosen = []
     for name in (n.strip() for n in names.split(",")):
         if name in ("", "none"):
             continue
         found = entry_points(group=propagators.GROUP, name=name)
-        if found:  # unknown names: dropped and reported at import
-            chosen.append(next(iter(found)).load()())
+        if not found:  # unknown names: dropped and reported at import
+            continue
+        factory = next(iter(found)).load()
+        if isinstance(factory, type) and issubclass(
+                factory, bridge.OSProfilerPropagator):
+            chosen.append(factory(hmac_keys))
+        else:
+            chosen.append(factory())
     return CompositePropagator(chosen)
 
 
