@@ -16,7 +16,8 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check zaqar_otel tests
+	$(VENV)/bin/ruff check zaqar_otel tests peers tools
+	$(VENV)/bin/mypy
 
 stress: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/stress $(PYTEST_ARGS)

@@ -63,6 +63,7 @@ class ReceivedSpan:
     links: tuple[tuple[int, int, dict[str, Any]], ...]
     resource: dict[str, Any]
     scope: str
+    scope_version: str = ""
 
     @property
     def trace_id_hex(self) -> str:
@@ -97,7 +98,8 @@ def _id(raw: bytes) -> int:
     return int.from_bytes(raw, "big")
 
 
-def _span(s: Span, resource: dict[str, Any], scope: str) -> ReceivedSpan:
+def _span(s: Span, resource: dict[str, Any], scope: str,
+          scope_version: str = "") -> ReceivedSpan:
     return ReceivedSpan(
         trace_id=_id(s.trace_id),
         span_id=_id(s.span_id),
@@ -115,6 +117,7 @@ def _span(s: Span, resource: dict[str, Any], scope: str) -> ReceivedSpan:
         ),
         resource=resource,
         scope=scope,
+        scope_version=scope_version,
     )
 
 
@@ -122,7 +125,7 @@ def decode_request(body: bytes) -> list[ReceivedSpan]:
     """Decode a serialized ``ExportTraceServiceRequest`` into spans."""
     req = ExportTraceServiceRequest.FromString(body)
     return [
-        _span(s, _attrs(rs.resource.attributes), ss.scope.name)
+        _span(s, _attrs(rs.resource.attributes), ss.scope.name, ss.scope.version)
         for rs in req.resource_spans
         for ss in rs.scope_spans
         for s in ss.spans

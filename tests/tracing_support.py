@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
+import zaqar_otel
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree, render_tree
 from tests.servers import mariadb_url, postgres_url, require_mariadb, require_postgres
 from tests.zaqar_process import (
@@ -141,6 +142,12 @@ def assert_well_formed(session: ProfiledSession, controller_prefix: str) -> None
     assert controllers, tree
     assert all(s.attributes.get("code.function.name") for s in controllers)
     assert all(not s.name.endswith("controlle") for s in spans)
+    # zaqar-otel's own spans say which distro and version made them.
+    ours = [s for s in spans if s.scope == "zaqar_otel"]
+    assert ours and {s.scope_version for s in ours} == {zaqar_otel.__version__}
+    assert {s.resource.get("telemetry.distro.name") for s in spans} == {"zaqar-otel"}
+    assert {s.resource.get("telemetry.distro.version") for s in spans} == {
+        zaqar_otel.__version__}
     # No message body anywhere in what was exported.
     assert session.marker.encode() not in session.raw
     assert b"updated" not in session.raw

@@ -1,7 +1,42 @@
-"""OpenTelemetry distribution for OpenStack Zaqar, bridging OSProfiler."""
+"""OpenTelemetry distribution for OpenStack Zaqar, bridging OSProfiler.
+
+The public face: the OSProfiler propagator, the start-up hook, the version::
+
+    from zaqar_otel import OSProfilerPropagator, install, __version__
+"""
+
+from importlib import metadata as _metadata
 
 from zaqar_otel import propagators as _propagators
 
 # opentelemetry.propagate raises at import on an unknown OTEL_PROPAGATORS
 # name, which would stop Zaqar: drop such names first.
 _propagators.guard_before_import()
+
+try:
+    __version__ = _metadata.version("zaqar-otel")
+except _metadata.PackageNotFoundError:  # a source tree, not installed
+    __version__ = "0+unknown"
+
+#: The OTel distro name, as ``telemetry.distro.name`` on every span's resource.
+DISTRO_NAME = "zaqar-otel"
+
+
+def install() -> None:
+    """Hook zaqar-otel into Zaqar's start-up (``zaqar_otel.instrument``)."""
+    from zaqar_otel import instrument
+
+    instrument.install()
+
+
+def __getattr__(name: str) -> object:
+    # Lazily, so that importing the package (done by the .pth start-up
+    # guard) loads no OpenTelemetry module.
+    if name == "OSProfilerPropagator":
+        from zaqar_otel.bridge import OSProfilerPropagator
+
+        return OSProfilerPropagator
+    raise AttributeError(name)
+
+
+__all__ = ["DISTRO_NAME", "OSProfilerPropagator", "__version__", "install"]

@@ -261,7 +261,8 @@ def environment_hmac_keys() -> list[str]:
 
 def verified_trace_info(context: Context | None = None) -> TraceInfo | None:
     """The OSProfiler header the propagator verified into ``context``, if any."""
-    return get_value(_TRACE_INFO, context)
+    found = get_value(_TRACE_INFO, context)
+    return found if isinstance(found, TraceInfo) else None
 
 
 def without_signature(context: Context | None = None) -> Context:
@@ -363,7 +364,7 @@ class OSProfilerPropagator(TextMapPropagator):
         if get_value(_UNSIGNED, context):
             return
         trace_id, span_id = span_context.trace_id, span_context.span_id
-        inbound: TraceInfo | None = get_value(_TRACE_INFO, context)
+        inbound = verified_trace_info(context)
         if inbound is not None:
             key = inbound.hmac_key
         else:

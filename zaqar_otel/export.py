@@ -139,11 +139,13 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
     def __init__(self, exporter: SpanExporter, drops: DropCounter,
                  **batch_args: int) -> None:
-        super().__init__(_CountingExporter(exporter, drops), **batch_args)
+        super().__init__(_CountingExporter(exporter, drops),
+                         **batch_args)  # type: ignore[arg-type] # ints by name
         self.drops = drops
-        self._max_queue = batch_args.get("max_queue_size") or getattr(
+        max_queue = batch_args.get("max_queue_size") or getattr(
             getattr(self, "_batch_processor", None), "_max_queue_size", None)
-        self.counts_full_queue = (isinstance(self._max_queue, int)
+        self._max_queue = max_queue if isinstance(max_queue, int) else 0
+        self.counts_full_queue = (self._max_queue > 0
                                   and self._queue_length() is not None)
         if not self.counts_full_queue:
             LOG.info("zaqar-otel: this SDK's BatchSpanProcessor is laid out "

@@ -43,6 +43,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from oslo_config import cfg
 
+import zaqar_otel
 from zaqar_otel import (
     bridge,
     export,
@@ -136,7 +137,8 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
         state.owns_provider = True
         trace.set_tracer_provider(state.provider)
         atexit.register(shutdown)
-    state.tracer = state.provider.get_tracer("zaqar_otel", _zaqar_version())
+    # The scope is zaqar-otel's, so its version is ours, not Zaqar's.
+    state.tracer = state.provider.get_tracer("zaqar_otel", zaqar_otel.__version__)
     propagate.set_global_textmap(_propagator(
         os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS,
         state.settings.hmac_keys))
@@ -180,6 +182,8 @@ def _zaqar_version() -> str:
 def _resource(service_name: str | None) -> Resource:
     attributes = {
         "service.version": _zaqar_version(),
+        "telemetry.distro.name": zaqar_otel.DISTRO_NAME,
+        "telemetry.distro.version": zaqar_otel.__version__,
         "service.instance.id": str(uuid.uuid4()),
         "host.name": socket.gethostname(),
     }

@@ -103,7 +103,7 @@ class MongoLinks:
         return [found.get(i) for i in message_ids]
 
 
-StoreOf = Callable[[Any, str, str | None], LinkStore]
+StoreOf = Callable[[Any, Any, str | None], LinkStore]
 
 
 def _failed(what: str) -> None:

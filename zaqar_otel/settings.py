@@ -164,7 +164,7 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
         exporter=exporter,
         exporter_args=_exporter_args(conf, exporter),
         batch_args={
-            key: int(get(name))  # type: ignore[arg-type]
+            key: int(str(get(name)))
             for key, name in (
                 ("max_queue_size", "max_queue_size"),
                 ("max_export_batch_size", "max_export_batch_size"),
