@@ -23,6 +23,7 @@ import functools
 import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -59,11 +60,45 @@ class LinkStore(Protocol):
     def load(self, message_ids: Sequence[str]) -> list[str | bytes | None]: ...
 
 
+#: A link command waits at most this long for Redis, and is never retried.
+LINK_TIMEOUT = 0.25
+_link_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_link_clients_lock = threading.Lock()
+
+
+def _fail_fast(client: Any) -> Any:
+    """A client on the same Redis as ``client``, without retries and with
+    short timeouts: Zaqar's own answer is ready when a link is written, and
+    must not wait out redis-py's retries (about 4 s) when Redis is gone.
+
+    Its own small pool, made once per Zaqar pool; a pool of another kind
+    (Sentinel) keeps Zaqar's client.
+    """
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    pool = client.connection_pool
+    if type(pool) is not redis.ConnectionPool:
+        return client
+    with _link_clients_lock:
+        found = _link_clients.get(pool)
+        if found is None:
+            kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0),
+                      "socket_timeout": LINK_TIMEOUT,
+                      "socket_connect_timeout": LINK_TIMEOUT}
+            found = redis.Redis(connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class, max_connections=16,
+                **kwargs))
+            _link_clients[pool] = found
+        return found
+
+
 class RedisLinks:
     """Keys beside the message keys, expiring with the messages."""
 
     def __init__(self, client: Any) -> None:
-        self._client = client
+        self._client = _fail_fast(client)
 
     def save(self, entries: Sequence[tuple[str, int]], value: str) -> None:
         with self._client.pipeline(transaction=False) as pipe:

@@ -758,10 +758,6 @@ def test_redis_killed_at_the_link_write_changes_no_answer(
         "\n".join(ours[:20])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a link write or read to a dead Redis goes through redis-py's "
-    "retries (10, backoff up to 1 s): the answer Zaqar already has waits "
-    "~3.5-4 s"))
 def test_redis_killed_at_the_link_write_delays_no_answer(
     link_cut: dict[str, dict[str, Any]],
 ) -> None:
