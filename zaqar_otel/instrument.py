@@ -37,10 +37,12 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from opentelemetry import propagate, trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.util.types import Attributes
 from oslo_config import cfg
 
 import zaqar_otel
@@ -180,36 +182,73 @@ def _zaqar_version() -> str:
 
 
 def _resource(service_name: str | None) -> Resource:
+    instance_id = str(uuid.uuid4())
     attributes = {
         "service.version": _zaqar_version(),
         "telemetry.distro.name": zaqar_otel.DISTRO_NAME,
         "telemetry.distro.version": zaqar_otel.__version__,
-        "service.instance.id": str(uuid.uuid4()),
         "host.name": socket.gethostname(),
     }
     if service_name:
         attributes[SERVICE_NAME] = service_name
+    if SERVICE_INSTANCE_ID not in OTELResourceDetector().detect().attributes:
+        # Ours, unless OTEL_RESOURCE_ATTRIBUTES names one (the SDK's default
+        # is made once at import, so forked workers would share it).
+        attributes[SERVICE_INSTANCE_ID] = instance_id
     resource = Resource.create(attributes)
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-    return _HashedOnce(resource.attributes, resource.schema_url)
+    return _ProcessResource(resource.attributes, resource.schema_url,
+                            generated_instance_id=instance_id)
 
 
-class _HashedOnce(Resource):
-    """A Resource that computes its hash once.
+SERVICE_INSTANCE_ID = "service.instance.id"
 
-    The OTLP encoder groups every exported span by resource in a dict, and
-    the SDK's ``Resource.__hash__`` serialises all attributes to JSON each
-    time: a JSON dump per span on the export thread. A resource's
-    attributes never change, so its hash need not either.
+
+class _ProcessResource(Resource):
+    """The provider's Resource: hashed once, and one instance id a process.
+
+    * The OTLP encoder groups every exported span by resource in a dict, and
+      the SDK's ``Resource.__hash__`` serialises all attributes to JSON each
+      time: a JSON dump per span on the export thread. The attributes do not
+      change within a process, so neither does the hash.
+    * Workers forked after set-up (gunicorn ``--preload``, uwsgi, which forks
+      without Python's at-fork hooks) must not export as their parent: in a
+      process other than the one it was made in, the resource takes a
+      ``service.instance.id`` of its own (unless the operator set one).
     """
 
-    @functools.cached_property
-    def _hash(self) -> int:
-        return super().__hash__()
+    def __init__(self, attributes: Attributes, schema_url: str | None = None,
+                 generated_instance_id: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._generated_instance_id = generated_instance_id
+        self._pid = os.getpid()
+        self._hash_value = super().__hash__()
+        self._fork_lock = threading.Lock()
+
+    def _this_process(self) -> None:
+        with self._fork_lock:
+            if self._pid == os.getpid():
+                return
+            attributes = dict(self._attributes)
+            if attributes.get(SERVICE_INSTANCE_ID) == self._generated_instance_id:
+                self._generated_instance_id = str(uuid.uuid4())
+                attributes[SERVICE_INSTANCE_ID] = self._generated_instance_id
+                self._attributes = BoundedAttributes(attributes=attributes,
+                                                     immutable=True)
+            self._pid = os.getpid()
+            self._hash_value = super().__hash__()
+
+    @property
+    def attributes(self) -> Attributes:
+        if self._pid != os.getpid():
+            self._this_process()
+        return self._attributes
 
     def __hash__(self) -> int:
-        return self._hash
+        if self._pid != os.getpid():
+            self._this_process()
+        return self._hash_value
 
 
 def _provider(conf: settings.Settings) -> TracerProvider:

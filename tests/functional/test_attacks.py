@@ -943,9 +943,6 @@ UWSGI = ("{bin}/uwsgi", "--http-socket", "127.0.0.1:{port}", "--master",
 SERVERS = {"gunicorn --preload": GUNICORN_PRELOAD, "uwsgi": UWSGI,
            # Runs Python's at-fork hooks in the workers (uwsgi does not).
            "uwsgi --py-call-uwsgi-fork-hooks": (*UWSGI, "--py-call-uwsgi-fork-hooks")}
-UWSGI_DEFECT = pytest.mark.xfail(strict=True, reason=(
-    "defect: uwsgi forks without Python's at-fork hooks, so the SDK never "
-    "gives a worker its own service.instance.id: 4 workers, 1 id"))
 
 
 def _concurrently(server: ZaqarServer, requests: int, clients: int = 8
@@ -1000,9 +997,9 @@ def _worker_pids(server: ZaqarServer) -> set[int]:
     return {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(kind, marks=UWSGI_DEFECT) if kind == "uwsgi" else kind
-    for kind in SERVERS])
+# uwsgi forks without Python's at-fork hooks: each worker still exports
+# under its own service.instance.id (the resource notices the new pid).
+@pytest.mark.parametrize("kind", list(SERVERS))
 def test_forked_workers_export_their_own_spans_through_collector_faults(
     kind: str, redis: RedisServer, receiver: OTLPReceiver,
 ) -> None:

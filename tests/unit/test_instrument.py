@@ -101,3 +101,31 @@ def test_shutdown_is_bounded_and_runs_once() -> None:
         assert time.monotonic() - started < 2.0
         assert instrument.shutdown() is True  # already done: no-op
     """)
+
+
+def test_a_forked_worker_gets_its_own_instance_id(monkeypatch) -> None:
+    """uwsgi forks without Python's at-fork hooks: the resource notices the
+    new pid itself. An operator's own service.instance.id is kept."""
+    import os
+
+    from zaqar_otel.instrument import SERVICE_INSTANCE_ID, _resource
+
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    resource = _resource("zaqar")
+    parent_id, parent_hash = resource.attributes[SERVICE_INSTANCE_ID], hash(resource)
+    pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pid + 1)
+    child_id = resource.attributes[SERVICE_INSTANCE_ID]
+    assert child_id != parent_id and hash(resource) != parent_hash
+    assert resource.attributes["service.name"] == "zaqar"
+    assert resource.attributes[SERVICE_INSTANCE_ID] == child_id  # stable after
+
+    monkeypatch.setattr(os, "getpid", lambda: pid)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=mine")
+    from opentelemetry.sdk.resources import Resource
+
+    operator = _resource("zaqar")
+    operator_id = operator.attributes[SERVICE_INSTANCE_ID]
+    monkeypatch.setattr(os, "getpid", lambda: pid + 2)
+    assert operator.attributes[SERVICE_INSTANCE_ID] == operator_id
+    assert isinstance(operator, Resource)
