@@ -126,8 +126,10 @@ otel_opts = [
         min=0.0,
         max=1.0,
         help="Fraction of requests traced when they carry no trusted trace "
-        "context (no valid OSProfiler signature). 0.0, the default, traces "
-        "only what a caller asks for with a signed header, as OSProfiler does.",
+        "context (no valid OSProfiler signature), by a random draw per request "
+        "(never from the caller's trace id, which the caller chooses). 0.0, the "
+        "default, traces only what a caller asks for with a signed header, as "
+        "OSProfiler does.",
     ),
     cfg.BoolOpt(
         "honor_w3c_sampled",
