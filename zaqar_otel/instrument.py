@@ -75,6 +75,7 @@ class _State:
     settings: settings.Settings
     provider: Any = None
     tracer: trace.Tracer | None = None
+    entry: Any = None  # middleware.Entry, once tracing is on
     owns_provider: bool = False
 
 
@@ -141,6 +142,10 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
         atexit.register(shutdown)
     # The scope is zaqar-otel's, so its version is ours, not Zaqar's.
     state.tracer = state.provider.get_tracer("zaqar_otel", zaqar_otel.__version__)
+    # One entry of requests for the process: WSGI and websocket share it.
+    state.entry = middleware.Entry(
+        state.tracer, state.settings.hmac_keys[0],
+        state.settings.sample_ratio, state.settings.honor_w3c_sampled)
     propagate.set_global_textmap(_propagator(
         os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS,
         state.settings.hmac_keys))
@@ -345,9 +350,7 @@ def _trace_requests(state: _State) -> None:
 
 
 def _trace_websocket(state: _State) -> None:
-    conf = state.settings
-    websocket.instrument_handler(state.tracer, conf.hmac_keys[0],
-                                 conf.sample_ratio, conf.honor_w3c_sampled)
+    websocket.instrument_handler(state.entry)
 
 
 # (option, whether it is on, the step that installs it), in this order.
@@ -441,10 +444,7 @@ def _init_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
         if not traced:
             return
         driver.app = middleware.TracingMiddleware(
-            driver.app, state.tracer, middleware.falcon_route_of(falcon_app),
-            hmac_key=state.settings.hmac_keys[0],
-            sample_ratio=state.settings.sample_ratio,
-            honor_w3c_sampled=state.settings.honor_w3c_sampled)
+            driver.app, state.entry, middleware.falcon_route_of(falcon_app))
 
     return init_middleware
 

@@ -18,8 +18,8 @@ For each request it
 A fault in any of this is logged once and the request goes on untraced
 (invariant 6): the response is always what Zaqar returns::
 
-    app = TracingMiddleware(zaqar_app, tracer, route_of=falcon_route_of(falcon_app),
-                            hmac_key="KEY")
+    entry = Entry(tracer, hmac_key="KEY")       # one per process
+    app = TracingMiddleware(zaqar_app, entry, falcon_route_of(falcon_app))
 """
 
 from __future__ import annotations
@@ -72,22 +72,19 @@ class TracingMiddleware:
     """Starts the SERVER span of each traced request around ``app``.
 
     :param app: the WSGI app (Zaqar's, with its auth and CORS middleware).
+    :param entry: how requests enter a trace (shared with the websocket API).
     :param route_of: ``(method, path) -> route template or None``.
-    :param tracer, hmac_key, sample_ratio, honor_w3c_sampled: see ``Entry``.
     """
 
     def __init__(
         self,
         app: Callable[..., Iterable[bytes]],
-        tracer: trace.Tracer,
+        entry: Entry,
         route_of: RouteOf,
-        hmac_key: str,
-        sample_ratio: float = 0.0,
-        honor_w3c_sampled: bool = False,
     ) -> None:
         self._app = app
         self._route_of = route_of
-        self._entry = Entry(tracer, hmac_key, sample_ratio, honor_w3c_sampled)
+        self._entry = entry
         self._log_failure = patching.FailureLog(
             LOG, "tracing a request failed; the request goes on untraced")
 

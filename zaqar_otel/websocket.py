@@ -8,7 +8,7 @@ families, under the same trust rules as WSGI (``zaqar_otel.sampling``).
 Message and claim actions get the same messaging operation spans, and so
 the same producer -> consumer links::
 
-    instrument_handler(tracer, hmac_key="KEY")
+    instrument_handler(entry)      # the process's middleware.Entry
 """
 
 from __future__ import annotations
@@ -91,13 +91,11 @@ def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
             log_failure()
 
 
-def instrument_handler(tracer: trace.Tracer, hmac_key: str,
-                       sample_ratio: float = 0.0,
-                       honor_w3c_sampled: bool = False) -> None:
+def instrument_handler(entry: middleware.Entry) -> None:
     """Wrap ``zaqar.api.handler.Handler.process_request`` (idempotent)."""
     from zaqar.api import handler
 
-    entry = middleware.Entry(tracer, hmac_key, sample_ratio, honor_w3c_sampled)
+    tracer = entry.tracer
     log_failure = patching.FailureLog(
         LOG, "tracing a websocket request failed; it goes on untraced")
 

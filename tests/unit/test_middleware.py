@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from zaqar_otel import bridge, sampling
-from zaqar_otel.middleware import TracingMiddleware
+from zaqar_otel.middleware import Entry, TracingMiddleware
 
 
 def _run(headers: dict[str, str]) -> dict[str, Any]:
@@ -25,8 +25,8 @@ def _run(headers: dict[str, str]) -> dict[str, Any]:
         return [b"ok"]
 
     provider = TracerProvider(sampler=sampling.RequestSampler(0.0))
-    middleware = TracingMiddleware(app, provider.get_tracer("t"),
-                                   lambda method, path: "/v2/queues", "key")
+    middleware = TracingMiddleware(app, Entry(provider.get_tracer("t"), "key"),
+                                   lambda method, path: "/v2/queues")
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/queues",
                "wsgi.url_scheme": "http", "SERVER_NAME": "z", "SERVER_PORT": "80",
                "wsgi.input": io.BytesIO(),
@@ -68,8 +68,8 @@ def _traced(app: Any) -> tuple[TracingMiddleware, Any, dict[str, Any]]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=sampling.RequestSampler(0.0))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    middleware = TracingMiddleware(app, provider.get_tracer("t"),
-                                   lambda method, path: "/v2/queues", "key")
+    middleware = TracingMiddleware(app, Entry(provider.get_tracer("t"), "key"),
+                                   lambda method, path: "/v2/queues")
     headers = bridge.encode("6f1d0c9e-0000-4000-8000-000000000001",
                             "6f1d0c9e-0000-4000-8000-000000000002", "key")
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/queues",
