@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench stress clean peer-keystone
+.PHONY: test demo lint bench stress clean peer-keystone peer-zaqar
 
 $(STAMP): pyproject.toml setup.py zaqar-otel.pth
 	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
@@ -35,6 +35,11 @@ peer-keystone: $(STAMP)
 	    { $(VENV)/bin/pip install --quiet --disable-pip-version-check python-openstackclient && $(VENV)/bin/pip check; }
 	@./peers/keystone/ensure-keystone-venv.sh $(PYTHON) >/dev/null
 	$(VENV)/bin/python -m pytest peers/keystone $(PYTEST_ARGS)
+
+# Zaqar's own API tests (its sdist, cached in .cache/) with and without
+# zaqar-otel, compared test by test: peers/zaqar_suite/.
+peer-zaqar: $(STAMP)
+	$(VENV)/bin/python -m peers.zaqar_suite $(PEER_ZAQAR_ARGS)
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Zaqar's own API test suite run with and without zaqar-otel (see run.py)."""
