@@ -105,18 +105,26 @@ class Verdict:
 
 
 def judge(diffs: dict[str, dict[str, Outcome]], known: list[Known],
-          strict_modes: set[str]) -> Verdict:
+          strict_modes: set[str], ran: set[str] | None = None,
+          partial: bool = False) -> Verdict:
     """Check every mode's differences against the list.
 
     ``diffs`` maps a mode letter to its differing tests. In a strict mode
     (the ones with zaqar-otel installed) an unlisted difference fails the
     run; in the others (plain Zaqar with something added) it is a warning.
     A listed mode where the test no longer differs always fails: the list,
-    and the proof it records, must stay exact.
+    and the proof it records, must stay exact. A listed test that did not
+    run in (a) (``ran``) fails too, unless the run was ``partial``.
     """
     verdict = Verdict()
     listed: dict[str, set[str]] = {m: set() for m in diffs}
     for entry in known:
+        if ran is not None and entry.test_id not in ran:
+            if not partial:
+                verdict.failures.append(
+                    f"known_differences.txt:{entry.line}: {entry.test_id} did not "
+                    "run in (a): renamed or gone? update the list")
+            continue
         for mode in diffs:
             if mode in entry.modes:
                 listed[mode].add(entry.test_id)

@@ -248,7 +248,7 @@ def run_mode(letter: str, tree: Path, results: Path, pytest_args: list[str],
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             raise HarnessError(f"pytest of mode ({letter}) ended with status "
                                f"{done.returncode}:\n{tail}")
-        meta: dict[str, Any] = {"seconds": seconds}
+        meta: dict[str, Any] = {"seconds": seconds, "pytest_args": pytest_args}
         if receiver is not None:
             _settle(receiver)
             meta["export_requests"] = receiver.requests
@@ -390,7 +390,8 @@ def report(runs: dict[str, dict[str, Any]], results: Path, started: float) -> in
     diffs = {m: compare.differing(baseline, r["results"], _scope(m))
              for m, r in runs.items() if m != "a"}
     known = compare.read_known(KNOWN)
-    verdict = compare.judge(diffs, known, STRICT)
+    partial = bool(runs["a"].get("pytest_args"))
+    verdict = compare.judge(diffs, known, STRICT, set(baseline), partial)
     failures = list(verdict.failures)
     notes: list[str] = []
 
