@@ -13,7 +13,9 @@ the same producer -> consumer links::
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -91,17 +93,108 @@ def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
             log_failure()
 
 
+# The SERVER span of the websocket message being handled in this context.
+_message_span: contextvars.ContextVar[trace.Span | None] = contextvars.ContextVar(
+    "zaqar_otel_websocket_message", default=None)
+
+
+def _peek(payload: Any, is_binary: bool) -> dict[str, Any]:
+    """The request dict of a websocket message, or {} (Zaqar answers 400)."""
+    try:
+        if is_binary:
+            import msgpack
+
+            found = msgpack.unpackb(payload)
+        else:
+            found = json.loads(payload.decode() if isinstance(payload, bytes)
+                               else payload)
+    except Exception:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _message_begin(entry: middleware.Entry, payload: Any,
+                   is_binary: bool) -> tuple[trace.Span | None, object]:
+    request = _peek(payload, is_binary)
+    headers = request.get("headers")
+    carrier = ({str(k).lower(): str(v) for k, v in headers.items()}
+               if isinstance(headers, dict) else {})
+
+    def describe() -> tuple[str, dict[str, Any]]:
+        action = str(request.get("action") or "")
+        return (f"websocket {action}" if action else "websocket"), {
+            "network.protocol.name": "websocket", "zaqar.websocket.action": action}
+
+    return entry.begin(propagate.extract(carrier), describe)
+
+
 def instrument_handler(entry: middleware.Entry) -> None:
-    """Wrap ``zaqar.api.handler.Handler.process_request`` (idempotent)."""
+    """Trace every websocket message (idempotent).
+
+    ``MessagingProtocol.onMessage`` is the entry: every message Zaqar
+    answers, also those it refuses before its API handler (a validation
+    error, an unauthenticated client), gets its SERVER span, as a WSGI 4xx
+    does. ``Handler.process_request`` adds the messaging operation span;
+    ``_send_response`` notes the status sent.
+    """
     from zaqar.api import handler
+    from zaqar.transport.websocket import protocol as websocket_protocol
 
     tracer = entry.tracer
     log_failure = patching.FailureLog(
         LOG, "tracing a websocket request failed; it goes on untraced")
 
+    def traced_message(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def onMessage(self: Any, payload: Any, isBinary: bool) -> Any:  # noqa: N802, N803
+            try:
+                span, token = _message_begin(entry, payload, isBinary)
+            except Exception:
+                log_failure()
+                return original(self, payload, isBinary)
+            if span is None:
+                try:
+                    return original(self, payload, isBinary)
+                finally:
+                    context.detach(token)
+            current = _message_span.set(span)
+            try:
+                return original(self, payload, isBinary)
+            except BaseException as exc:
+                redact.record_error(span, exc)
+                raise
+            finally:
+                _message_span.reset(current)
+                middleware.end_span(span, log_failure)
+                profiler.clean()
+                context.detach(token)
+
+        return onMessage
+
+    def noting_status(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def _send_response(self: Any, resp: Any, in_binary: bool) -> Any:
+            span = _message_span.get()
+            if span is not None:
+                try:
+                    status = int(resp._headers.get("status", 200))
+                    span.set_attribute("zaqar.websocket.status", status)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR, f"status {status}"))
+                except Exception:
+                    log_failure()
+            return original(self, resp, in_binary)
+
+        return _send_response
+
     def traced(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def process_request(self: Any, req: Any, protocol: Any) -> Any:
+            span = _message_span.get()
+            if span is not None:  # the message's span is open: add the operation
+                return _process(tracer, original, self, req, protocol, span,
+                                log_failure)
+            # Called other than from a websocket message: its own entry.
             try:
                 span, token = _begin(entry, req)
             except Exception:
@@ -124,4 +217,7 @@ def instrument_handler(entry: middleware.Entry) -> None:
 
         return process_request
 
+    patching.patch(websocket_protocol.MessagingProtocol, "onMessage", traced_message)
+    patching.patch(websocket_protocol.MessagingProtocol, "_send_response",
+                   noting_status)
     patching.patch(handler.Handler, "process_request", traced)

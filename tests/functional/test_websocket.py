@@ -96,3 +96,21 @@ def test_websocket_tracing_is_off_unless_asked(receiver: OTLPReceiver) -> None:
             time.sleep(1.0)
     assert responses[0]["headers"]["status"] == 201
     assert receiver.spans() == []
+
+
+def test_a_refused_websocket_request_gets_its_server_span(
+        receiver: OTLPReceiver) -> None:
+    """Zaqar answers a bad request before its API handler; like a WSGI 4xx,
+    it is one server span, with the status sent."""
+    headers, info = _signed()
+    refused = _request("no_such_action", {"queue_name": "ws"}, headers)
+    with RedisServer() as redis:
+        with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                         extra=tracing(receiver, profiler=WEBSOCKET),
+                         websocket=True) as server:
+            responses = exchange(server.port, [refused])
+            [span] = receiver.wait_for(lambda s: s.trace_id == info.trace_id)
+    assert responses[0]["headers"]["status"] == 400, responses
+    assert span.kind == "SERVER" and span.name == "websocket no_such_action"
+    assert span.parent_span_id == info.span_id
+    assert span.attributes["zaqar.websocket.status"] == 400
