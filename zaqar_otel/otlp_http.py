@@ -11,8 +11,9 @@ and ``SpanEncoder.encode`` where it calls ``encode_spans``::
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.exporter.otlp.proto.http import _common
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as sdk
@@ -23,6 +24,25 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATU
 from zaqar_otel.otlp_encoding import SpanEncoder
 
 LOG = logging.getLogger(__name__)
+
+
+E = TypeVar("E", bound="BaseException | None")
+
+
+def without_tracebacks(error: E) -> E:
+    """``error`` with the frames of its traceback chain released."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            try:
+                traceback.clear_frames(current.__traceback__)
+            except RuntimeError:  # a frame still running: leave it
+                pass
+            current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return error
 
 
 class OTLPSpanExporter(sdk.OTLPSpanExporter):
@@ -49,8 +69,14 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
                     f"max_request_size {self._max_request_size} bytes.")
                 return SpanExportResult.FAILURE
             sent = self._client.export(body)
+            del body
             if not sent.success:
-                result.error = sent.error
+                # The error's traceback reaches, through its frames, this
+                # frame and the SDK's batch: a reference cycle per failed
+                # export, holding a whole batch until a full GC collection
+                # (+27 MiB by 100k requests against a collector that never
+                # answers). Its frames are not needed: only the error is.
+                result.error = without_tracebacks(sent.error)
                 if sent.status_code is not None:
                     result.error_attrs = {
                         HTTP_RESPONSE_STATUS_CODE: sent.status_code}
