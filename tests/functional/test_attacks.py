@@ -1081,3 +1081,114 @@ def test_forked_workers_export_their_own_spans_through_collector_faults(
     assert len(instances) == len(served), (
         f"{len(served)} workers served requests, their spans came under "
         f"{len(instances)} service.instance.id: {dict(instances)}")
+
+
+# -- 4. memory against a collector that never answers -------------------------------
+
+# A sitecustomize for the server process (on its PYTHONPATH): SIGUSR1 writes
+# one JSON line about the spans alive in it to $ZAQAR_OTEL_PROBE_OUT.
+# SIGUSR2 is oslo.reports' (Guru Meditation), SIGUSR1 is free.
+PROBE = '''
+import os
+if os.environ.get("ZAQAR_OTEL_PROBE_OUT"):
+    import gc, json, signal, sys
+    if os.environ.get("ZAQAR_OTEL_PROBE_GC_OFF"):
+        gc.disable()
+
+    def _probe(signum, frame):
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import ReadableSpan
+
+        def spans():
+            return [o for o in gc.get_objects() if isinstance(o, ReadableSpan)]
+
+        processors = getattr(getattr(trace.get_tracer_provider(),
+                                     "_active_span_processor", None),
+                             "_span_processors", ())
+        queues = [p._batch_processor._queue for p in processors
+                  if hasattr(p, "_batch_processor")]
+        queued = {id(s) for q in queues for s in q}
+        alive = spans()
+        out = {"alive": len(alive), "queued": len(queued),
+               "outside": sum(1 for s in alive if id(s) not in queued),
+               "blocks": sys.getallocatedblocks(), "gc_counts": gc.get_count()}
+        del alive
+        if os.environ.get("ZAQAR_OTEL_PROBE_COLLECT"):
+            out["collected"] = gc.collect()
+            out["alive_after_collect"] = len(spans())
+        with open(os.environ["ZAQAR_OTEL_PROBE_OUT"], "a") as f:
+            f.write(json.dumps(out) + "\\n")
+
+    signal.signal(signal.SIGUSR1, _probe)
+'''
+
+
+class Probe:
+    """The PROBE sitecustomize in a temp dir, and the server env that loads it."""
+
+    def __init__(self, directory: Path, gc_off: bool = False,
+                 collect: bool = False) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "sitecustomize.py").write_text(PROBE)
+        self.out = directory / "probe.jsonl"
+        self.env = {"PYTHONPATH": str(directory), "ZAQAR_OTEL_PROBE_OUT": str(self.out)}
+        if gc_off:
+            self.env["ZAQAR_OTEL_PROBE_GC_OFF"] = "1"
+        if collect:
+            self.env["ZAQAR_OTEL_PROBE_COLLECT"] = "1"
+
+    def read(self, server: ZaqarServer, timeout: float = 30) -> dict[str, Any]:
+        """Signal the server; its probe line."""
+        assert server.pid is not None
+        before = self.out.read_text().count("\n") if self.out.exists() else 0
+        os.kill(server.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while (self.out.read_text().count("\n") if self.out.exists() else 0) == before:
+            assert time.monotonic() < deadline, "the probe did not answer"
+            time.sleep(0.05)
+        return json.loads(self.out.read_text().splitlines()[-1])
+
+
+def signed_stats(server: ZaqarServer, queue: str, requests: int) -> None:
+    for _ in range(requests):
+        headers, _ = signed()
+        assert server.request("GET", f"/v2/queues/{queue}/stats",
+                              headers=headers)[0] == 200
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "defect: a failed export's exception (requests ReadTimeout -> urllib3 "
+    "ReadTimeoutError -> TimeoutError) keeps its traceback, whose frames "
+    "(f_back up to BatchProcessor._export) hold the whole batch and its "
+    "encoded body in a reference cycle: only the cyclic GC frees it"))
+def test_failed_exports_leave_no_spans_behind_for_the_garbage_collector(
+    tmp_path: Path, redis: RedisServer, receiver: OTLPReceiver,
+) -> None:
+    """Against a black hole (1 s export timeout), the spans alive in the
+    server are the queue and at most the batch being exported; none are left
+    for the cyclic GC to find. With the GC off in the server (as deployments
+    that ``gc.freeze()`` / tune thresholds approach), anything left in a
+    reference cycle accumulates: a healthy collector is the control."""
+    batch = 512
+    results = {}
+    for name in ("healthy", "black hole"):
+        probe = Probe(tmp_path / name.replace(" ", "-"), gc_off=True)
+        with Relay(receiver.port, mode="forward" if name == "healthy" else
+                   "blackhole") as collector:
+            extra = traced_extra(receiver, timeout="1", shutdown_timeout="1",
+                                 max_export_batch_size=str(batch))
+            extra["opentelemetry"]["endpoint"] = collector.endpoint
+            with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra,
+                             env=probe.env) as server:
+                assert server.request("PUT", "/v2/queues/probe")[0] == 201
+                signed_stats(server, "probe", 1500)
+                time.sleep(4)  # a few more failed exports, no new spans
+                results[name] = {**probe.read(server),
+                                 "connections": collector.connections}
+    for name, found in results.items():
+        print(f"\n{name}: {found}")
+    assert results["healthy"]["outside"] <= batch, results["healthy"]
+    held = results["black hole"]["outside"]
+    assert held <= batch, (
+        f"{held} spans alive outside the span queue after "
+        f"{results['black hole']['connections']} failed exports of {batch}")
