@@ -1156,11 +1156,6 @@ def signed_stats(server: ZaqarServer, queue: str, requests: int) -> None:
                               headers=headers)[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a failed export's exception (requests ReadTimeout -> urllib3 "
-    "ReadTimeoutError -> TimeoutError) keeps its traceback, whose frames "
-    "(f_back up to BatchProcessor._export) hold the whole batch and its "
-    "encoded body in a reference cycle: only the cyclic GC frees it"))
 def test_failed_exports_leave_no_spans_behind_for_the_garbage_collector(
     tmp_path: Path, redis: RedisServer, receiver: OTLPReceiver,
 ) -> None:
