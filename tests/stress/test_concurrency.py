@@ -30,8 +30,8 @@ import pytest
 from tests.functional.test_privacy import flush
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree, by_trace
 from tests.servers import RedisServer
-from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV, osprofiler_otlp
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
+from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV
+from tests.tracing_support import KEY, OTEL_SERVER, osprofiler_driver, tracing
 from tests.zaqar_process import ZaqarServer, redis_sql
 from zaqar_otel import bridge
 
@@ -238,7 +238,8 @@ def test_record_osprofiler_otlp_driver_under_the_same_load(
 ) -> None:
     command = gunicorn("zaqar.transport.wsgi.app:app")
     with ZaqarServer(redis_sql(redis.url), command=command,
-                     extra=osprofiler_otlp(receiver), env=OSPROFILER_ENV) as server:
+                     extra=osprofiler_driver(receiver.port),
+                     env=OSPROFILER_ENV) as server:
         load = run_load(server, CLIENTS, SECONDS)
         spans = _collect(server, receiver, load)
     # Its server spans are "WSGI_<method>_<path>": no route to compare.
