@@ -7,7 +7,10 @@ and is stopped by pid. Nothing here sends traffic beyond loopback.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import http.client
 import http.server as _http_server
+import json
 import os
 import shutil
 import signal
@@ -18,7 +21,9 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typing_extensions import Self  # typing.Self needs 3.11
@@ -107,6 +112,54 @@ def require_mariadb() -> str:
     require_service("MariaDB", HOST, 3306)
     _require_module("pymysql", "PyMySQL")
     return mariadb_url()
+
+
+def call(port: int, method: str, path: str, body: Any = None,
+         headers: Mapping[str, str] | None = None,
+         timeout: float = 30.0) -> tuple[int, dict[str, str], Any]:
+    """A JSON API call to a server of ours on loopback port ``port``.
+
+    http.client, not urllib: it never goes through a proxy from the env.
+    A body that is not JSON comes back as text.
+    """
+    hdrs = {"Accept": "application/json", "Content-Type": "application/json",
+            **(headers or {})}
+    data = None if body is None else json.dumps(body).encode()
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = raw.decode(errors="replace")
+    return resp.status, dict(resp.getheaders()), payload
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM by pid; SIGKILL to its process group after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
+def render_conf(sections: Mapping[str, Mapping[str, str]]) -> str:
+    """An oslo.config file: ``[section]`` then ``key = value`` lines."""
+    out = []
+    for name, options in sections.items():
+        out.append(f"[{name}]")
+        out += [f"{key} = {value}" for key, value in options.items()]
+        out.append("")
+    return "\n".join(out)
 
 
 class _ServerProcess:

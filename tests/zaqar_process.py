@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import http.client
-import json
 import os
 import shutil
 import signal
@@ -34,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.servers import free_port, service_reachable
+from tests.servers import call, free_port, render_conf, service_reachable, terminate
 
 Sections = dict[str, dict[str, str]]
 
@@ -213,7 +211,7 @@ class ZaqarServer:
                 self.deployment.sql_url.replace("{dir}", str(self.dir))
             )
         self.config_path.parent.mkdir(exist_ok=True)
-        self.config_path.write_text(_render(self.config()))
+        self.config_path.write_text(render_conf(self.config()))
         subs = {
             "bin": self.bin_dir,
             "config": str(self.config_path),
@@ -289,27 +287,9 @@ class ZaqarServer:
         timeout: float = 30.0,
     ) -> tuple[int, dict[str, str], Any]:
         """A raw API call to this server; JSON bodies are (de)serialised."""
-        hdrs = {
-            "Client-ID": str(uuid.uuid4()),
-            "X-Project-ID": project,
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-            **(headers or {}),
-        }
-        data = None if body is None else json.dumps(body).encode()
-        # http.client, not urllib: never goes through a proxy from the env.
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=data, headers=hdrs)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = raw.decode(errors="replace")
-        return resp.status, dict(resp.getheaders()), payload
+        hdrs = {"Client-ID": str(uuid.uuid4()), "X-Project-ID": project,
+                **(headers or {})}
+        return call(self.port, method, path, body, hdrs, timeout)
 
     def register_pool(self, pool: Pool) -> None:
         """Admin API: needs admin_mode = True and the "admin" role header."""
@@ -330,15 +310,7 @@ class ZaqarServer:
         """
         code = None
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait()
-            code = self.proc.returncode
+            code = terminate(self.proc, self.stop_timeout)
             atexit.unregister(self._kill)
         if self._drop_sql:
             _drop_database(self._drop_sql)
@@ -368,15 +340,6 @@ class ZaqarServer:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
-
-
-def _render(sections: Sections) -> str:
-    out = []
-    for name, options in sections.items():
-        out.append(f"[{name}]")
-        out += [f"{key} = {value}" for key, value in options.items()]
-        out.append("")
-    return "\n".join(out)
 
 
 def _prepare_sql(url: str) -> tuple[str, str | None]:

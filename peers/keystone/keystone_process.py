@@ -11,10 +11,7 @@ receiver as Zaqar's. It is stopped by pid.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import grp
-import http.client
-import json
 import os
 import pwd
 import shutil
@@ -28,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.servers import free_port
+from tests.servers import call, free_port, render_conf, terminate
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -155,7 +152,7 @@ class KeystoneServer:
 
     def start(self) -> KeystoneServer:
         self.port = free_port()
-        self.config_path.write_text(_render(self.config()))
+        self.config_path.write_text(render_conf(self.config()))
         user, group = _user_and_group()
         try:
             self._manage("db_sync")
@@ -227,17 +224,7 @@ class KeystoneServer:
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
     ) -> tuple[int, dict[str, str], Any]:
-        hdrs = {"Accept": "application/json", "Content-Type": "application/json",
-                **(headers or {})}
-        data = None if body is None else json.dumps(body).encode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=data, headers=hdrs)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        return resp.status, dict(resp.getheaders()), json.loads(raw) if raw else None
+        return call(self.port, method, path, body, headers, timeout)
 
     def token(self, creds: Credentials) -> str:
         body = {"auth": {
@@ -296,16 +283,8 @@ class KeystoneServer:
     def stop(self) -> int | None:
         code = None
         if self.proc is not None:
-            if self.proc.poll() is None:
-                # gunicorn's master stops its workers on SIGTERM.
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait()
-            code = self.proc.returncode
+            # gunicorn's master stops its workers on SIGTERM.
+            code = terminate(self.proc, 15)
             atexit.unregister(self._kill)
         if self.dir.exists():
             self._log_cache = self.log_text()
@@ -331,15 +310,6 @@ class KeystoneServer:
 def _user_and_group() -> tuple[str, str]:
     """Who owns the key repositories: the user the test runs as."""
     return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
-
-
-def _render(sections: Mapping[str, Mapping[str, str]]) -> str:
-    out = []
-    for name, options in sections.items():
-        out.append(f"[{name}]")
-        out += [f"{key} = {value}" for key, value in options.items()]
-        out.append("")
-    return "\n".join(out)
 
 
 # -- the openstack CLI ----------------------------------------------------------
