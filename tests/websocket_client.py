@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
 
 
 async def _exchange(port: int, requests: Sequence[dict[str, Any]],
-                    timeout: float) -> list[dict[str, Any]]:
+                    timeout: float, handshake: Mapping[str, str]
+                    ) -> list[dict[str, Any]]:
     loop = asyncio.get_running_loop()
     responses: list[dict[str, Any]] = []
     finished: asyncio.Future[None] = loop.create_future()
@@ -38,7 +39,7 @@ async def _exchange(port: int, requests: Sequence[dict[str, Any]],
             if not finished.done():
                 finished.set_result(None)
 
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}")
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}", headers=dict(handshake))
     factory.protocol = Client
     transport, _ = await loop.create_connection(factory, "127.0.0.1", port)
     try:
@@ -49,6 +50,10 @@ async def _exchange(port: int, requests: Sequence[dict[str, Any]],
 
 
 def exchange(port: int, requests: Sequence[dict[str, Any]],
-             timeout: float = 20.0) -> list[dict[str, Any]]:
-    """Send ``requests`` on one websocket connection; their responses."""
-    return asyncio.run(_exchange(port, requests, timeout))
+             timeout: float = 20.0,
+             handshake: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Send ``requests`` on one websocket connection; their responses.
+
+    ``handshake``: headers of the connection's HTTP upgrade request.
+    """
+    return asyncio.run(_exchange(port, requests, timeout, handshake or {}))

@@ -23,7 +23,6 @@ The long runs (memory against a black-hole collector, attack 4) are in
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -46,6 +45,7 @@ import pytest
 from tests.otlp_receiver import OTLPReceiver, render_tree
 from tests.servers import MongoServer, RedisServer, WebhookSubscriber, free_port
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
+from tests.websocket_client import exchange
 from tests.zaqar_process import (
     ZAQAR_SERVER_COMMAND,
     Deployment,
@@ -205,51 +205,11 @@ def _close(sock: socket.socket) -> None:
 WS_RATIO = 0.01
 
 
-async def _ws_exchange(port: int, requests: Sequence[dict[str, Any]],
-                       handshake: Mapping[str, str], timeout: float
-                       ) -> list[dict[str, Any]]:
-    from autobahn.asyncio.websocket import (
-        WebSocketClientFactory,
-        WebSocketClientProtocol,
-    )
-
-    loop = asyncio.get_running_loop()
-    responses: list[dict[str, Any]] = []
-    finished: asyncio.Future[None] = loop.create_future()
-
-    class Client(WebSocketClientProtocol):
-        def onOpen(self) -> None:  # noqa: N802 - autobahn's names
-            self._send_next()
-
-        def _send_next(self) -> None:
-            if len(responses) < len(requests):
-                self.sendMessage(json.dumps(requests[len(responses)]).encode())
-            else:
-                self.sendClose()
-
-        def onMessage(self, payload: bytes, is_binary: bool) -> None:  # noqa: N802
-            responses.append(json.loads(payload))
-            self._send_next()
-
-        def onClose(self, clean: bool, code: int, reason: str) -> None:  # noqa: N802
-            if not finished.done():
-                finished.set_result(None)
-
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}", headers=dict(handshake))
-    factory.protocol = Client
-    transport, _ = await loop.create_connection(factory, "127.0.0.1", port)
-    try:
-        await asyncio.wait_for(finished, timeout)
-    finally:
-        transport.close()
-    return responses
-
-
 def ws_exchange(port: int, requests: Sequence[dict[str, Any]],
                 handshake: Mapping[str, str] | None = None,
                 timeout: float = 30.0) -> list[dict[str, Any]]:
     """``requests`` on one connection, ``handshake`` headers on its upgrade."""
-    return asyncio.run(_ws_exchange(port, requests, handshake or {}, timeout))
+    return exchange(port, requests, timeout, handshake)
 
 
 def ws_request(action: str, body: dict[str, Any],
