@@ -41,16 +41,21 @@ OPERATIONS: dict[str, tuple[str, str, SpanKind]] = {
 }
 
 
-def _begin(entry: middleware.Entry, req: Any) -> tuple[trace.Span | None, object]:
-    headers = req._headers if isinstance(req._headers, dict) else {}
-    carrier = {str(k).lower(): str(v) for k, v in headers.items()}
+def _begin_with(entry: middleware.Entry, headers: Any,
+                action: str) -> tuple[trace.Span | None, object]:
+    """The entry of one websocket request with these ``headers``."""
+    carrier = ({str(k).lower(): str(v) for k, v in headers.items()}
+               if isinstance(headers, dict) else {})
 
     def describe() -> tuple[str, dict[str, Any]]:
-        action = str(req._action)
-        return f"websocket {action}", {"network.protocol.name": "websocket",
-                                       "zaqar.websocket.action": action}
+        return (f"websocket {action}" if action else "websocket"), {
+            "network.protocol.name": "websocket", "zaqar.websocket.action": action}
 
     return entry.begin(propagate.extract(carrier), describe)
+
+
+def _begin(entry: middleware.Entry, req: Any) -> tuple[trace.Span | None, object]:
+    return _begin_with(entry, req._headers, str(req._action))
 
 
 def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
@@ -116,16 +121,7 @@ def _peek(payload: Any, is_binary: bool) -> dict[str, Any]:
 def _message_begin(entry: middleware.Entry, payload: Any,
                    is_binary: bool) -> tuple[trace.Span | None, object]:
     request = _peek(payload, is_binary)
-    headers = request.get("headers")
-    carrier = ({str(k).lower(): str(v) for k, v in headers.items()}
-               if isinstance(headers, dict) else {})
-
-    def describe() -> tuple[str, dict[str, Any]]:
-        action = str(request.get("action") or "")
-        return (f"websocket {action}" if action else "websocket"), {
-            "network.protocol.name": "websocket", "zaqar.websocket.action": action}
-
-    return entry.begin(propagate.extract(carrier), describe)
+    return _begin_with(entry, request.get("headers"), str(request.get("action") or ""))
 
 
 def instrument_handler(entry: middleware.Entry) -> None:

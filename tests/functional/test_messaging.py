@@ -158,14 +158,21 @@ def test_stored_link_expires_with_its_message_and_holds_only_ids(
         assert 0 < client.ttl(key) <= 90
 
 
+def _notifying(receiver: OTLPReceiver) -> dict[str, dict[str, str]]:
+    """Every kind of tracing, outgoing HTTP too, and subscriptions notified
+    (webhooks) on every post."""
+    extra = tracing(receiver, profiler={"trace_requests": "true"})
+    extra["storage"] = {"message_pipeline": "zaqar.notification.notifier"}
+    return extra
+
+
 def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
     redis: RedisServer, receiver: OTLPReceiver
 ) -> None:
     secret = "tok-" + uuid.uuid4().hex
-    extra = tracing(receiver, profiler={"trace_requests": "true"})
-    extra["storage"] = {"message_pipeline": "zaqar.notification.notifier"}
     with WebhookSubscriber() as subscriber, ZaqarServer(
-            redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+            redis_sql(redis.url), command=OTEL_SERVER,
+            extra=_notifying(receiver)) as server:
         client = zaqar_client(server.url)
         queue = client.queue("hooked", force_create=True)
         hook = f"{subscriber.url}/hook?token={secret}"
@@ -209,10 +216,9 @@ def test_an_untraced_posts_webhook_carries_no_trace_headers(
     redis: RedisServer, receiver: OTLPReceiver
 ) -> None:
     """docs/configuration.md: untraced requests' outgoing calls carry none."""
-    extra = tracing(receiver, profiler={"trace_requests": "true"})
-    extra["storage"] = {"message_pipeline": "zaqar.notification.notifier"}
     with WebhookSubscriber() as subscriber, ZaqarServer(
-            redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+            redis_sql(redis.url), command=OTEL_SERVER,
+            extra=_notifying(receiver)) as server:
         client = zaqar_client(server.url)
         queue = client.queue("quiet-hook", force_create=True)
         client.subscription("quiet-hook", subscriber=f"{subscriber.url}/hook",
