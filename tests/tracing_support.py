@@ -20,7 +20,7 @@ from tests.zaqar_process import (
     profiled,
     zaqar_client,
 )
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, idmap
 
 KEY = "zaqar-otel-functional-key"
 OTEL_SERVER = ("{bin}/zaqar-otel-server", "--config-file", "{config}")
@@ -78,12 +78,12 @@ class ProfiledSession:
             self.base_id, self.parent_id = prof.get_base_id(), prof.get_id()
             self.record = producer_consumer_session(
                 zaqar_client(server.url), queue, marker=self.marker)
-        self.trace_id = bridge.trace_id_from_base_id(self.base_id)
+        self.trace_id = idmap.trace_id_from_base_id(self.base_id)
         # The CLI is the root of its OSProfiler trace (parent_id == base_id)
         # and exports no span: each server span is then a root, as
         # osprofiler's own driver makes it; else it is the caller's child.
         self.caller_span_id = (None if self.parent_id == self.base_id
-                               else bridge.span_id_from_uuid(self.parent_id))
+                               else idmap.span_id_from_uuid(self.parent_id))
         # The queue delete is the last request: once its server span is here,
         # every span of the session is (children end, and so are queued for
         # export, before their parents).
@@ -169,9 +169,9 @@ def canary(server: ZaqarServer, receiver: OTLPReceiver, clear: bool = True) -> i
     Spans are exported in the order they end: once the canary's is here,
     every span of an earlier request is too. Returns the canary's trace id.
     """
-    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-    trace_id = bridge.trace_id_from_base_id(
-        bridge.decode(headers[bridge.X_TRACE_INFO], headers[bridge.X_TRACE_HMAC],
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    trace_id = idmap.trace_id_from_base_id(
+        codec.decode(headers[codec.X_TRACE_INFO], headers[codec.X_TRACE_HMAC],
                       [KEY]).base_id)
     assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
     receiver.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER")

@@ -41,7 +41,7 @@ from tests.zaqar_process import (
     redis_sql,
     zaqar_client,
 )
-from zaqar_otel import bridge
+from zaqar_otel.propagation import idmap
 
 KEY = "zaqar-otel-demo-key"
 QUEUE = "demo-orders"
@@ -133,7 +133,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             record = producer_consumer_session(zaqar_client(server.url), QUEUE)
         _say(f"posted {len(record.posted)}, claimed {len(record.claimed)}, "
              f"deleted {len(record.deleted_ids)} messages")
-        trace_id = bridge.trace_id_from_base_id(base_id)
+        trace_id = idmap.trace_id_from_base_id(base_id)
         if receiver is not None:
             spans = _last_request_arrived(receiver, trace_id)
             print()
@@ -195,13 +195,13 @@ def _message_life(server: ZaqarServer, subscriber: WebhookSubscriber) -> Life:
     client.subscription(LIFE_QUEUE, subscriber=subscriber.url + "/hook", ttl=600)
     with profiled(KEY) as prof:  # openstack --os-profile KEY messaging message post
         posted = queue.post([{"body": {"order": 42}, "ttl": 300}])
-        producer = bridge.trace_id_from_base_id(prof.get_base_id())
+        producer = idmap.trace_id_from_base_id(prof.get_base_id())
     started = time.monotonic()
     time.sleep(1.0)
     with profiled(KEY) as prof:  # ... messaging claim create, message delete
         for message in queue.claim(ttl=60, grace=60, limit=1):
             message.delete()
-        consumer = bridge.trace_id_from_base_id(prof.get_base_id())
+        consumer = idmap.trace_id_from_base_id(prof.get_base_id())
     waited = time.monotonic() - started
     subscriber.arrived.wait(10)
     headers = subscriber.received[0][1] if subscriber.received else {}

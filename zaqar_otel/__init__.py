@@ -7,11 +7,11 @@ The public face: the OSProfiler propagator, the start-up hook, the version::
 
 from importlib import metadata as _metadata
 
-from zaqar_otel import propagators as _propagators
+from zaqar_otel.propagation import env_guard as _env_guard
 
 # opentelemetry.propagate raises at import on an unknown OTEL_PROPAGATORS
 # name, which would stop Zaqar: drop such names first.
-_propagators.guard_before_import()
+_env_guard.guard_before_import()
 
 try:
     __version__ = _metadata.version("zaqar-otel")
@@ -23,17 +23,17 @@ DISTRO_NAME = "zaqar-otel"
 
 
 def install() -> None:
-    """Hook zaqar-otel into Zaqar's start-up (``zaqar_otel.instrument``)."""
-    from zaqar_otel import instrument
+    """Hook zaqar-otel into Zaqar's start-up (``zaqar_otel.startup``)."""
+    from zaqar_otel import startup
 
-    instrument.install()
+    startup.install()
 
 
 def __getattr__(name: str) -> object:
     # Lazily, so that importing the package (done by the .pth start-up
     # guard) loads no OpenTelemetry module.
     if name == "OSProfilerPropagator":
-        from zaqar_otel.bridge import OSProfilerPropagator
+        from zaqar_otel.propagation.propagator import OSProfilerPropagator
 
         return OSProfilerPropagator
     raise AttributeError(name)

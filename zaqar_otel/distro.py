@@ -13,7 +13,7 @@ The standard runner gives the same traces as ``zaqar-otel-server``::
   at start; the SDK is built when Zaqar has parsed zaqar.conf, so its options
   win over ``OTEL_*`` exactly as with ``zaqar-otel-server``.
 * ``ZaqarInstrumentor`` (``opentelemetry_instrumentor``, name ``zaqar``):
-  applies the start-up hook (``zaqar_otel.instrument.install``).
+  applies the start-up hook (``zaqar_otel.startup.install``).
 """
 
 from __future__ import annotations
@@ -23,30 +23,32 @@ from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.environment_variables import OTEL_PROPAGATORS
-from opentelemetry.instrumentation.distro import BaseDistro
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from zaqar_otel import instrument
+from zaqar_otel import startup, switches
 
 #: Instrumentors zaqar-otel installs itself, each behind its trace_* option.
-MANAGED_INSTRUMENTORS = frozenset(("redis", "pymongo", "sqlalchemy", "requests"))
+MANAGED_INSTRUMENTORS = switches.MANAGED_INSTRUMENTORS
 
 
 class ZaqarOtelDistro(BaseDistro):
     """Defaults for Zaqar, and no instrumentor the options do not ask for."""
 
     def _configure(self, **kwargs: Any) -> None:
-        os.environ.setdefault(OTEL_PROPAGATORS, instrument.DEFAULT_PROPAGATORS)
+        os.environ.setdefault(OTEL_PROPAGATORS, startup.DEFAULT_PROPAGATORS)
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name in MANAGED_INSTRUMENTORS:
-            return  # instrument.setup installs it if [profiler] trace_* says so
+            return  # startup.setup installs it if [profiler] trace_* says so
         super().load_instrumentor(entry_point, **kwargs)
 
 
 class ZaqarOtelConfigurator(_BaseConfigurator):
-    """Defers the SDK to ``instrument.setup(conf)`` at Zaqar's start-up."""
+    """Defers the SDK to ``startup.setup(conf)`` at Zaqar's start-up."""
 
     def _configure(self, **kwargs: Any) -> None:
         pass
@@ -59,7 +61,7 @@ class ZaqarInstrumentor(BaseInstrumentor):
         return ("zaqar >= 23.0, < 24",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        instrument.install()
+        startup.install()
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        instrument.uninstall()
+        startup.uninstall()

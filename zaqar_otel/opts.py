@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from zaqar_otel import switches
+
 PROFILER_GROUP = "profiler"
 OTEL_GROUP = "opentelemetry"
 
@@ -26,45 +28,10 @@ EXPORTER_CHOICES = [
 ]
 EXPORTERS = tuple(name for name, _ in EXPORTER_CHOICES)
 
+#: zaqar-otel's own trace switches; the help text is in the one table.
 profiler_opts = [
-    cfg.BoolOpt(
-        "trace_redis",
-        default=False,
-        help="Trace every Redis command Zaqar sends (redis-py instrumentation), "
-        "nested under the storage controller call that issued it. Commands are "
-        "exported as 'COMMAND ? ?': arguments, and so message bodies, never.",
-    ),
-    cfg.BoolOpt(
-        "trace_mongodb",
-        default=False,
-        help="Trace every MongoDB command Zaqar sends (pymongo instrumentation), "
-        "nested under the storage controller call that issued it. Only the "
-        "command name and collection are exported, never the statement.",
-    ),
-    cfg.BoolOpt(
-        "trace_websocket_transport",
-        default=False,
-        help="Trace requests over the websocket API (transport = websocket) "
-        "like WSGI ones: a server span per API request, with the trace "
-        "context taken from the request's headers section (OSProfiler or "
-        "traceparent, under the same trust rules). Zaqar's own OSProfiler "
-        "support does not cover websocket.",
-    ),
-    cfg.BoolOpt(
-        "trace_message_links",
-        default=False,
-        help="Keep the span context of each traced post beside its messages "
-        "in the message store (Redis key or MongoDB document, expiring with "
-        "the message; trace and span id only), so a later traced list, get, "
-        "claim or pop links its receive span to the posting span. Costs one "
-        "small write per message of a traced post; nothing for untraced ones.",
-    ),
-    cfg.BoolOpt(
-        "trace_pooling",
-        default=False,
-        help="With pooling = True, add a span for each pool catalog lookup, "
-        "naming the pool chosen and its URI without credentials.",
-    ),
+    cfg.BoolOpt(switch.option, default=False, help=switch.help)
+    for switch in switches.SWITCHES if switch.owner == switches.OURS
 ]
 
 otel_opts = [

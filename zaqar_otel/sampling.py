@@ -54,7 +54,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
-from zaqar_otel import bridge
+from zaqar_otel.propagation import propagator
 
 _ROOT_DECISION = create_key("zaqar_otel.request_root_sampled")
 _IDS = RandomIdGenerator()
@@ -93,7 +93,7 @@ def decide(
 ) -> Decision:
     """The decision for a request whose extracted caller context is ``context``."""
     parent = trace.get_current_span(context).get_span_context()
-    info = bridge.verified_trace_info(context)
+    info = propagator.verified_trace_info(context)
     if info is not None and info.parent_id == info.base_id:
         # No span of the caller exists: a root of the caller's trace.
         root = trace.set_span_in_context(trace.INVALID_SPAN, context)

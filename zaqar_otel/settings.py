@@ -14,13 +14,21 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 from oslo_config import cfg
 
-from zaqar_otel import bridge, opts
+from zaqar_otel import opts, switches
+from zaqar_otel.propagation import codec
 
 STOCK_HMAC_KEY = "SECRET_KEY"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+ENDPOINT_OPTION = f"[{opts.OTEL_GROUP}] endpoint"
+#: Why tracing is off, in ``Settings.off_because``.
+OFF_BY_OPTION = f"[{opts.PROFILER_GROUP}] enabled = false"
+OFF_BY_SDK_DISABLED = "OTEL_SDK_DISABLED=true"
 
 
 class ConfigError(ValueError):
@@ -51,6 +59,8 @@ class Settings:
     sample_ratio: float = 0.0
     honor_w3c_sampled: bool = False
     shutdown_timeout: float = 5.0
+    #: When ``enabled`` is False: which setting turned tracing off.
+    off_because: str = OFF_BY_OPTION
 
 
 # oslo.config names the file of a bad value as a LocationInfo repr.
@@ -125,7 +135,7 @@ def _exporter_args(conf: cfg.ConfigOpts, exporter: str) -> dict[str, object]:
 
 
 def _hmac_keys(conf: cfg.ConfigOpts) -> tuple[str, ...]:
-    keys = tuple(bridge.split_keys(
+    keys = tuple(codec.split_keys(
         str(_get(conf, opts.PROFILER_GROUP, "hmac_keys") or "")))
     if not keys:
         raise ConfigError(
@@ -146,20 +156,19 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
     Zaqar and osprofiler must have registered their ``[profiler]`` options.
     """
     opts.register_opts(conf)
-    sdk_disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
-    if not _get(conf, opts.PROFILER_GROUP, "enabled") or sdk_disabled:
-        return Settings(enabled=False)
+    if not _get(conf, opts.PROFILER_GROUP, "enabled"):
+        return Settings(enabled=False, off_because=OFF_BY_OPTION)
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return Settings(enabled=False, off_because=OFF_BY_SDK_DISABLED)
     get = functools.partial(_get, conf, opts.OTEL_GROUP)
     profiler = functools.partial(_get, conf, opts.PROFILER_GROUP)
     exporter = _exporter(get("exporter"), environ)
+    switched: dict[str, Any] = {switch.attribute: bool(profiler(switch.option))
+                                for switch in switches.SWITCHES}
     return Settings(
         enabled=True,
         hmac_keys=_hmac_keys(conf),
-        **{f"trace_{name}": bool(profiler(f"trace_{name}"))
-           for name in ("message_store", "management_store", "sqlalchemy",
-                        "redis", "mongodb", "pooling", "requests",
-                       "message_links", "websocket_transport")},
-        trace_wsgi=bool(profiler("trace_wsgi_transport")),
+        **switched,
         connection_string=str(profiler("connection_string") or ""),
         exporter=exporter,
         exporter_args=_exporter_args(conf, exporter),
@@ -177,3 +186,28 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
         honor_w3c_sampled=bool(get("honor_w3c_sampled")),
         shutdown_timeout=float(get("shutdown_timeout")),  # type: ignore[arg-type]
     )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The URL an OTLP exporter sends to, and the setting it comes from."""
+
+    url: str
+    source: str  # the option, the variable, or "default"
+
+
+def endpoint(s: Settings, environ: Mapping[str, str] = os.environ) -> Endpoint:
+    """Where ``s``'s OTLP exporter sends, resolved as the SDK's exporters do."""
+    if s.exporter_args.get("endpoint"):
+        return Endpoint(str(s.exporter_args["endpoint"]), ENDPOINT_OPTION)
+    name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    if value := (environ.get(name) or "").strip():
+        return Endpoint(value, name)  # used as is, as the SDK does
+    name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    if value := (environ.get(name) or "").strip():
+        if s.exporter == "otlp_http":
+            value = value.removesuffix("/") + "/v1/traces"
+        return Endpoint(value, name)
+    default = DEFAULT_HTTP_ENDPOINT if s.exporter == "otlp_http" \
+        else DEFAULT_GRPC_ENDPOINT
+    return Endpoint(default, "default")

@@ -21,19 +21,22 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Callable
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from zaqar_otel import bridge, patching, redact
+from zaqar_otel import patching, redact
+from zaqar_otel.propagation import idmap
 
 LOG = logging.getLogger(__name__)
 
 # Open trace point spans of this thread/greenthread, innermost last.
 # None stands for a skipped trace point.
-_open: contextvars.ContextVar[tuple[tuple[trace.Span, object] | None, ...]] = (
+_open: contextvars.ContextVar[tuple[tuple[trace.Span, Token[Context]] | None, ...]] = (
     contextvars.ContextVar("zaqar_otel_open_tracepoints", default=()))
 # The span id the next span started in this context must take.
 _next_span_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -139,7 +142,7 @@ class Notifier:
         function = info.get("function") or {}
         if function.get("name"):
             attributes["code.function.name"] = function["name"]
-        token = _next_span_id.set(bridge.span_id_from_uuid(payload["trace_id"]))
+        token = _next_span_id.set(idmap.span_id_from_uuid(payload["trace_id"]))
         try:
             span = self._tracer.start_span(name, kind=_kind(info),
                                            attributes=attributes)

@@ -5,7 +5,7 @@ sdist with this plugin and says what to do through the environment:
 
 ``ZAQAR_SUITE_MODE``
     ``plain``       Zaqar as released, nothing added (the oracle);
-    ``hook_on``     ``zaqar_otel.instrument.install()``, every ``[profiler]``
+    ``hook_on``     ``zaqar_otel.startup.install()``, every ``[profiler]``
                     ``trace_*`` switch on, spans exported over OTLP/HTTP to
                     ``ZAQAR_SUITE_OTLP_ENDPOINT``, signed headers on every
                     request;
@@ -135,7 +135,7 @@ def _patch_bootstrap() -> None:
 
 
 def _signed(via: str) -> tuple[dict[str, str], dict[str, Any]]:
-    from zaqar_otel import bridge  # pure: imports nothing of Zaqar, patches nothing
+    from zaqar_otel.propagation import codec  # pure: imports nothing of Zaqar
 
     global _count
     with _lock:
@@ -147,7 +147,7 @@ def _signed(via: str) -> tuple[dict[str, str], dict[str, Any]]:
               "test": _current_test}
     with _lock:
         _injected.append(record)
-    return bridge.encode(base_id, parent_id, KEY), record
+    return codec.encode(base_id, parent_id, KEY), record
 
 
 def _remember_sent(path: str, headers: Any) -> None:
@@ -283,7 +283,7 @@ def _patch_websocket() -> None:
         # zaqar-otel's websocket entry wraps onMessage when it is set up: the
         # header must be in the payload before it looks, as a client sends
         # it, so this wrapper goes outside zaqar-otel's, once that exists.
-        from zaqar_otel import websocket as otel_websocket
+        from zaqar_otel.entry import websocket as otel_websocket
 
         instrument_handler = otel_websocket.instrument_handler
 
@@ -327,9 +327,9 @@ def pytest_configure(config: Any) -> None:
     import zaqar.transport.websocket.factory  # noqa: F401
 
     if HOOKED:
-        from zaqar_otel import instrument
+        from zaqar_otel import startup
 
-        instrument.install()
+        startup.install()
     _patch_bootstrap()
     if INJECT:
         _patch_wsgi_clients()
@@ -360,9 +360,9 @@ def pytest_runtest_teardown(item: Any) -> None:
 def pytest_unconfigure(config: Any) -> None:
     flushed = None
     if HOOKED:
-        from zaqar_otel import instrument
+        from zaqar_otel import startup
 
-        flushed = instrument.shutdown(timeout=60.0)
+        flushed = startup.shutdown(timeout=60.0)
     RECORD_DIR.mkdir(parents=True, exist_ok=True)
     with open(RECORD_DIR / "injected.jsonl", "w") as out:
         for record in _injected:

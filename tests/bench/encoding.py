@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import instrument
-from zaqar_otel.otlp_encoding import SpanEncoder
+from zaqar_otel import startup
+from zaqar_otel.export.otlp_encoding import SpanEncoder
 
 BATCH = 512
 ANCHOR = "SDK encoder (encode_spans + serialize)"
@@ -60,7 +60,7 @@ REQUEST = (
 def batch() -> list[ReadableSpan]:
     kept = InMemorySpanExporter()
     # zaqar-otel's resource, as deployed (its hash is computed once).
-    provider = TracerProvider(resource=instrument._resource("zaqar"))
+    provider = TracerProvider(resource=startup._resource("zaqar"))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("zaqar_otel", "0.1.0")
     while len(kept.get_finished_spans()) < BATCH:

@@ -18,7 +18,7 @@ from opentelemetry.trace.propagation.tracecontext import (
 )
 from osprofiler import _utils as osp_utils
 
-from zaqar_otel import bridge
+from zaqar_otel.propagation import propagator
 
 KEYS = ["rotated-out", "SECRET"]
 
@@ -28,7 +28,7 @@ def cases() -> dict[str, Callable[[], object]]:
     info, sig = osp_utils.signed_pack(
         {"base_id": base_id, "parent_id": parent_id}, KEYS[1])
     osp_headers = {"X-Trace-Info": info.decode(), "X-Trace-HMAC": sig}
-    ours = bridge.OSProfilerPropagator(KEYS)
+    ours = propagator.OSProfilerPropagator(KEYS)
     w3c = TraceContextTextMapPropagator()
     ctx = ours.extract(osp_headers)
     w3c_headers: dict = {}

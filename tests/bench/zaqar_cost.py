@@ -52,7 +52,7 @@ import psutil
 from tests.servers import RedisServer
 from tests.tracing_support import ALL_TRACING, osprofiler_driver
 from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec
 
 KEY = "zaqar-otel-bench-key"
 THREADS = 4
@@ -273,7 +273,7 @@ class Client:
         headers = dict(self.base)
         if signed:
             base_id = str(uuid.uuid4())  # one trace per mix, caller at its root
-            headers.update(bridge.encode(base_id, base_id, KEY))
+            headers.update(codec.encode(base_id, base_id, KEY))
         q = f"/v2/queues/{queue}"
         self.call("PUT", q, headers, expect=201)
         messages = [{"ttl": 300, "body": {"event": e, "seq": i}}

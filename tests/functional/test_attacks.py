@@ -53,7 +53,7 @@ from tests.zaqar_process import (
     mongo,
     redis_sql,
 )
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional
 
@@ -65,7 +65,7 @@ EVERYTHING = {"trace_message_links": "true", "trace_websocket_transport": "true"
 def signed() -> tuple[dict[str, str], int]:
     """Fresh OSProfiler headers (a new trace) and that trace's id."""
     base_id = str(uuid.uuid4())
-    return bridge.encode(base_id, str(uuid.uuid4()), KEY), uuid.UUID(base_id).int
+    return codec.encode(base_id, str(uuid.uuid4()), KEY), uuid.UUID(base_id).int
 
 
 def shape(value: Any) -> Any:
@@ -298,7 +298,7 @@ def test_websocket_many_unsigned_actions_on_one_connection_are_traced_at_the_rat
     the ratio, the connection does not carry a decision over, and no span is
     made outside the traced actions."""
     actions = 400
-    forged = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), "not-" + KEY)
+    forged = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), "not-" + KEY)
     requests = [ws_request("queue_create", {"queue_name": "attack"})]
     for n in range(actions):
         action = ("message_post", {"queue_name": "attack", "messages": [
@@ -397,8 +397,8 @@ def test_signed_headers_a_webhook_receives_do_not_let_it_force_tracing(
             delivered = hooked.post()
             sampled += _sampled(delivered)
             if "x-trace-hmac" in delivered:
-                stolen = {bridge.X_TRACE_INFO: delivered["x-trace-info"],
-                          bridge.X_TRACE_HMAC: delivered["x-trace-hmac"]}
+                stolen = {codec.X_TRACE_INFO: delivered["x-trace-info"],
+                          codec.X_TRACE_HMAC: delivered["x-trace-hmac"]}
                 break
         assert sampled, f"none of {hooked.posts} posts was traced: nothing tested"
         replays = 60

@@ -34,7 +34,7 @@ from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
 from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_SERVER, canary, tracing
 from tests.zaqar_process import ZaqarServer, redis_sql
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional
 
@@ -109,17 +109,17 @@ def _trace_info(draw: st.DrawFn) -> tuple[str, str | None]:
     if kind == "wrong-key":
         other = draw(st.text(min_size=1, max_size=16).filter(
             lambda k: k.strip() and k != KEY))
-        headers = bridge.encode(draw(_uuid), draw(_uuid), other)
-        return headers[bridge.X_TRACE_INFO], headers[bridge.X_TRACE_HMAC]
+        headers = codec.encode(draw(_uuid), draw(_uuid), other)
+        return headers[codec.X_TRACE_INFO], headers[codec.X_TRACE_HMAC]
     if kind == "wrong-hmac":
-        headers = bridge.encode(draw(_uuid), draw(_uuid), KEY)
-        good = headers[bridge.X_TRACE_HMAC]
+        headers = codec.encode(draw(_uuid), draw(_uuid), KEY)
+        good = headers[codec.X_TRACE_HMAC]
         bad = draw(st.sampled_from([
             good.upper(), good[:-1], good + "0", good[::-1], "0" * 40,
             good[:39] + ("0" if good[39] != "0" else "1")]))
-        return headers[bridge.X_TRACE_INFO], bad
+        return headers[codec.X_TRACE_INFO], bad
     if kind in ("huge", "huge-signed"):
-        size = draw(st.integers(bridge.MAX_HEADER_BYTES + 1, MAX_VALUE))
+        size = draw(st.integers(codec.MAX_HEADER_BYTES + 1, MAX_VALUE))
         if kind == "huge":
             seed = draw(st.integers(0, 2**32))
             info = _b64(random.Random(seed).randbytes(size))[:size]
@@ -172,17 +172,17 @@ def fuzzed_headers(draw: st.DrawFn) -> Fuzzed:
     trace_id = caller = None
     if signed:
         base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
-        headers.update(bridge.encode(base_id, parent_id, KEY))
-        trace_id = bridge.trace_id_from_base_id(base_id)
-        caller = bridge.span_id_from_uuid(parent_id)
+        headers.update(codec.encode(base_id, parent_id, KEY))
+        trace_id = idmap.trace_id_from_base_id(base_id)
+        caller = idmap.span_id_from_uuid(parent_id)
     else:
         if draw(st.booleans()):
             info, signature = draw(_trace_info())
-            headers[draw(_name(bridge.X_TRACE_INFO))] = info
+            headers[draw(_name(codec.X_TRACE_INFO))] = info
             if signature is not None:
-                headers[draw(_name(bridge.X_TRACE_HMAC))] = signature
+                headers[draw(_name(codec.X_TRACE_HMAC))] = signature
         elif draw(st.booleans()):
-            headers[draw(_name(bridge.X_TRACE_HMAC))] = draw(_text | _binaryish)
+            headers[draw(_name(codec.X_TRACE_HMAC))] = draw(_text | _binaryish)
     if draw(st.booleans()):
         same = st.just(trace_id) if trace_id and draw(st.booleans()) else st.none()
         headers[draw(_name("traceparent"))] = draw(_traceparent(draw(same)))
@@ -249,9 +249,9 @@ class Target:
 
     def assert_only_expected_traces(self) -> list[ReceivedSpan]:
         """Flush with a signed canary, then: no trace but the signed ones."""
-        headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-        canary_id = bridge.decode(headers[bridge.X_TRACE_INFO],
-                                  headers[bridge.X_TRACE_HMAC], [KEY]).trace_id
+        headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+        canary_id = codec.decode(headers[codec.X_TRACE_INFO],
+                                  headers[codec.X_TRACE_HMAC], [KEY]).trace_id
         assert self.server.request("GET", "/v2/queues", headers=headers)[0] == 200
         # Spans are exported in the order they ended: once the canary's server
         # span is here, so is every span of the requests before it.
@@ -317,19 +317,19 @@ def test_oversized_signed_header_is_not_traced(target: Target) -> None:
     base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
     # Control: the same padded payload under the cap verifies and is traced,
     # so the big one below is refused for its size alone.
-    small = padded_trace_info(base_id, parent_id, bridge.MAX_HEADER_BYTES - 100)
-    assert len(small) <= bridge.MAX_HEADER_BYTES
-    traced = bridge.decode(small, _sign(small, KEY), [KEY])
+    small = padded_trace_info(base_id, parent_id, codec.MAX_HEADER_BYTES - 100)
+    assert len(small) <= codec.MAX_HEADER_BYTES
+    traced = codec.decode(small, _sign(small, KEY), [KEY])
     assert traced is not None and traced.trace_id == uuid.UUID(base_id).int
-    target.check(Fuzzed({bridge.X_TRACE_INFO: small,
-                         bridge.X_TRACE_HMAC: _sign(small, KEY)},
+    target.check(Fuzzed({codec.X_TRACE_INFO: small,
+                         codec.X_TRACE_HMAC: _sign(small, KEY)},
                         traced.trace_id, traced.span_id))
 
     other_base = str(uuid.uuid4())
     big = padded_trace_info(other_base, parent_id, 10 * 1024)
     assert len(big) >= 10 * 1024
-    target.check(Fuzzed({bridge.X_TRACE_INFO: big,
-                         bridge.X_TRACE_HMAC: _sign(big, KEY)}))
+    target.check(Fuzzed({codec.X_TRACE_INFO: big,
+                         codec.X_TRACE_HMAC: _sign(big, KEY)}))
     spans = target.assert_only_expected_traces()
     assert uuid.UUID(other_base).int not in {s.trace_id for s in spans}
     assert uuid.UUID(base_id).int in {s.trace_id for s in spans}
@@ -357,7 +357,7 @@ def test_broken_configuration_is_one_error_and_zaqar_serves_untraced(
     extra[section][option] = value
     # ZaqarServer waits for GET /v2/ping: a crash at start fails here.
     with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
-        headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+        headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
         assert server.request("PUT", "/v2/queues/broken", headers=headers)[0] == 201
         status, _, body = server.request("GET", "/v2/queues", headers=headers)
         time.sleep(0.5)  # ten export intervals, had an exporter been set up

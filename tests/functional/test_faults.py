@@ -25,7 +25,7 @@ from tests.otlp_receiver import OTLPReceiver, render_tree
 from tests.servers import RedisServer, free_port
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.zaqar_process import ZaqarServer, redis_sql
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional
 
@@ -42,7 +42,7 @@ EXPORT_FAILURE = re.compile(
 def signed() -> tuple[dict[str, str], int]:
     """Fresh OSProfiler headers (a new trace) and that trace's id."""
     base_id = str(uuid.uuid4())
-    return bridge.encode(base_id, str(uuid.uuid4()), KEY), uuid.UUID(base_id).int
+    return codec.encode(base_id, str(uuid.uuid4()), KEY), uuid.UUID(base_id).int
 
 
 def export_failure_lines(log: str) -> list[str]:

@@ -16,7 +16,7 @@ from tests.tracing_support import (
     tracing,
 )
 from tests.zaqar_process import ZaqarServer, mongo, profiled, redis_sql, zaqar_client
-from zaqar_otel import bridge
+from zaqar_otel.propagation import idmap
 
 pytestmark = pytest.mark.functional
 
@@ -85,13 +85,13 @@ def _produce_then_consume(server: ZaqarServer, receiver: OTLPReceiver,
         with profiled(KEY) as prof:
             client.queue(queue, auto_create=False).post(
                 [{"body": {"n": n}, "ttl": 120} for n in range(2)])
-            producer_trace = bridge.trace_id_from_base_id(prof.get_base_id())
+            producer_trace = idmap.trace_id_from_base_id(prof.get_base_id())
     else:
         client.queue(queue, auto_create=False).post(
             [{"body": {"n": n}, "ttl": 120} for n in range(2)])
     with profiled(KEY) as prof:
         claimed = list(client.queue(queue, auto_create=False).claim(ttl=60, grace=60))
-        consumer_trace = bridge.trace_id_from_base_id(prof.get_base_id())
+        consumer_trace = idmap.trace_id_from_base_id(prof.get_base_id())
     assert len(claimed) == 2 and [m.body for m in claimed] == [{"n": 0}, {"n": 1}]
     receiver.wait_for(lambda s: s.trace_id == consumer_trace and s.kind == "SERVER")
     return producer_trace, consumer_trace
@@ -179,7 +179,7 @@ def test_webhook_delivery_carries_trace_headers_and_links_to_the_post(
         client.subscription("hooked", subscriber=hook, ttl=600)
         with profiled(KEY) as prof:
             queue.post([{"body": {"event": "created"}, "ttl": 120}])
-            producer = bridge.trace_id_from_base_id(prof.get_base_id())
+            producer = idmap.trace_id_from_base_id(prof.get_base_id())
         assert subscriber.arrived.wait(20), server.log_tail()
         path, headers, body = subscriber.received[0]
         delivery = receiver.wait_for(lambda s: s.name == "deliver hooked")[0]
@@ -243,11 +243,11 @@ def test_a_listing_and_a_pop_link_to_the_post(
         queue = client.queue("popped", force_create=True)
         with profiled(KEY) as prof:
             queue.post([{"body": {"n": n}, "ttl": 120} for n in range(3)])
-            producer = bridge.trace_id_from_base_id(prof.get_base_id())
+            producer = idmap.trace_id_from_base_id(prof.get_base_id())
         with profiled(KEY) as prof:
             listed = list(queue.messages(echo=True))
             popped = queue.pop(count=3)
-            consumer = bridge.trace_id_from_base_id(prof.get_base_id())
+            consumer = idmap.trace_id_from_base_id(prof.get_base_id())
         assert len(listed) == 3 and len(list(popped)) == 3
         receiver.wait_for(lambda s: s.trace_id == consumer
                           and s.attributes.get("messaging.operation.name") == "pop")

@@ -41,7 +41,7 @@ from tests.zaqar_process import (
     pooled,
     redis_sql,
 )
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional
 
@@ -233,7 +233,7 @@ def where_leaked(raw: list[bytes], found: set[str], width: int = 120) -> list[st
 def signed_headers() -> Callable[[], dict[str, str]]:
     """OSProfiler headers: one trace, each request a child of one caller."""
     base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
-    headers = bridge.encode(base_id, parent_id, KEY)
+    headers = codec.encode(base_id, parent_id, KEY)
     return lambda: dict(headers)
 
 
@@ -242,9 +242,9 @@ def flush(server: ZaqarServer, receiver: OTLPReceiver, timeout: float = 10.0) ->
 
     Returns the canary's trace id.
     """
-    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-    trace_id = uuid.UUID(bridge.decode(headers[bridge.X_TRACE_INFO],
-                                       headers[bridge.X_TRACE_HMAC],
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    trace_id = uuid.UUID(codec.decode(headers[codec.X_TRACE_INFO],
+                                       headers[codec.X_TRACE_HMAC],
                                        [KEY]).base_id).int
     assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
     receiver.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER",

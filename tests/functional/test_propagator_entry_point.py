@@ -8,7 +8,7 @@ import sysconfig
 import uuid
 from pathlib import Path
 
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, idmap
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,12 +39,12 @@ def test_otel_propagators_env_loads_osprofiler_in_a_fresh_venv(tmp_path):
          "--no-build-isolation", "--target", target, str(ROOT)],
         check=True, cwd=tmp_path)
     # The guard that keeps a typo in OTEL_PROPAGATORS from stopping any
-    # process of the venv (zaqar_otel.propagators) ships with the wheel.
+    # process of the venv (zaqar_otel.propagation.env_guard) ships with the wheel.
     assert "zaqar_otel" in Path(target, "zaqar-otel.pth").read_text()
     Path(target, "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"])
 
     base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
-    headers = bridge.encode(base_id, parent_id, "ep-key")
+    headers = codec.encode(base_id, parent_id, "ep-key")
     env = dict(os.environ, OTEL_PROPAGATORS="tracecontext,baggage,osprofiler",
                OSPROFILER_HMAC_KEYS="other,ep-key")
     out = subprocess.run([py, "-c", PROBE, json.dumps(headers)], env=env,
@@ -52,4 +52,4 @@ def test_otel_propagators_env_loads_osprofiler_in_a_fresh_venv(tmp_path):
     result = json.loads(out.stdout)
     assert result["module"].startswith(target)
     assert result["trace_id"] == uuid.UUID(base_id).int
-    assert result["span_id"] == bridge.span_id_from_uuid(parent_id)
+    assert result["span_id"] == idmap.span_id_from_uuid(parent_id)

@@ -20,7 +20,7 @@ from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_SERVER, canary, osprofiler_driver, tracing
 from tests.websocket_client import exchange
 from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional
 
@@ -46,7 +46,7 @@ def _top(spans: list[ReceivedSpan], trace_id: int) -> ReceivedSpan:
 
 def _send_all(server: ZaqarServer, callers: dict[str, tuple[str, str]]) -> None:
     for base_id, parent_id in callers.values():
-        headers = bridge.encode(base_id, parent_id, KEY)
+        headers = codec.encode(base_id, parent_id, KEY)
         assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
 
 
@@ -59,16 +59,16 @@ def test_root_and_parent_are_where_osprofilers_driver_puts_them(
                          env=OSPROFILER_ENV) as plain:
             _send_all(plain, callers)
             for base_id, _ in callers.values():
-                trace_id = bridge.trace_id_from_base_id(base_id)
+                trace_id = idmap.trace_id_from_base_id(base_id)
                 theirs.wait_for(lambda s, t=trace_id: s.trace_id == t, timeout=30)
         with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
                          extra=tracing(ours)) as traced:
             _send_all(traced, callers)
             canary(traced, ours, clear=False)
         for case, (base_id, parent_id) in callers.items():
-            trace_id = bridge.trace_id_from_base_id(base_id)
+            trace_id = idmap.trace_id_from_base_id(base_id)
             expected = (None if case == "root caller"
-                        else bridge.span_id_from_uuid(parent_id))
+                        else idmap.span_id_from_uuid(parent_id))
             oracle, top = _top(theirs.spans(), trace_id), _top(ours.spans(), trace_id)
             assert oracle.parent_span_id == expected, (case, oracle)
             assert top.parent_span_id == expected, (case, top)
@@ -82,7 +82,7 @@ def test_a_websocket_root_caller_gives_a_root(redis: RedisServer,
                                               receiver: OTLPReceiver) -> None:
     base_id = str(uuid.uuid4())
     headers = {"Client-ID": str(uuid.uuid4()), "X-Project-ID": "p",
-               **bridge.encode(base_id, base_id, KEY)}
+               **codec.encode(base_id, base_id, KEY)}
     extra = tracing(receiver, profiler={"trace_websocket_transport": "true"})
     with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra,
                      websocket=True) as server:
@@ -90,7 +90,7 @@ def test_a_websocket_root_caller_gives_a_root(redis: RedisServer,
             {"action": "queue_create", "headers": headers,
              "body": {"queue_name": "rooted"}}])
         assert responses[0]["headers"]["status"] == 201, responses
-        trace_id = bridge.trace_id_from_base_id(base_id)
+        trace_id = idmap.trace_id_from_base_id(base_id)
         receiver.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER")
     top = _top(receiver.spans(), trace_id)
     assert top.parent_span_id is None and top.name == "websocket queue_create"

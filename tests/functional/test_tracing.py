@@ -47,7 +47,7 @@ from tests.zaqar_process import (
     redis_sql,
     zaqar_client,
 )
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional
 
@@ -152,10 +152,10 @@ def test_forged_or_missing_headers_export_nothing_and_change_nothing(
                        body={"messages": [{"body": {"n": 1}, "ttl": 300}]})
         canary(server, receiver)
         plain = server.request("GET", "/v2/queues/orders/stats")
-        forged = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), "not-the-key")
-        garbled = {bridge.X_TRACE_INFO: "%%%not-base64", bridge.X_TRACE_HMAC: "00"}
-        oversized = {bridge.X_TRACE_INFO: "A" * 8000,
-                     bridge.X_TRACE_HMAC: forged[bridge.X_TRACE_HMAC]}
+        forged = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), "not-the-key")
+        garbled = {codec.X_TRACE_INFO: "%%%not-base64", codec.X_TRACE_HMAC: "00"}
+        oversized = {codec.X_TRACE_INFO: "A" * 8000,
+                     codec.X_TRACE_HMAC: forged[codec.X_TRACE_HMAC]}
         unsampled_w3c = {"traceparent": f"00-{uuid.uuid4().hex}-{'1' * 16}-01"}
         answers = [server.request("GET", "/v2/queues/orders/stats", headers=h)
                    for h in (forged, garbled, oversized, unsampled_w3c)]
@@ -277,7 +277,7 @@ def test_sigterm_flushes_spans_still_queued(
     with server:
         with profiled(KEY) as prof:
             zaqar_client(server.url).queue("flush", force_create=True)
-            trace_id = bridge.trace_id_from_base_id(prof.get_base_id())
+            trace_id = idmap.trace_id_from_base_id(prof.get_base_id())
         time.sleep(0.2)
         assert receiver.spans() == []
         assert server.proc is not None
@@ -306,7 +306,7 @@ def test_concurrent_profiled_requests_on_threaded_gunicorn(
                 with profiled(KEY) as prof:
                     barrier.wait(timeout=10)
                     queue.post([{"body": {"n": i}, "ttl": 60} for i in range(3)])
-                    trace_ids.append(bridge.trace_id_from_base_id(prof.get_base_id()))
+                    trace_ids.append(idmap.trace_id_from_base_id(prof.get_base_id()))
             except BaseException as exc:  # surfaced below
                 errors.append(exc)
 
@@ -367,7 +367,7 @@ def test_sigterm_with_collector_down_exits_within_shutdown_timeout(
     receiver.mode = "hang"
     server = ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra)
     with server:
-        headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+        headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
         for n in range(5):
             status = server.request("PUT", f"/v2/queues/down-{n}", headers=headers)[0]
             assert status == 201  # a down collector costs requests nothing
@@ -393,7 +393,7 @@ def test_forked_gunicorn_workers_each_export(
         for n in range(6):
             with profiled(KEY) as prof:
                 zaqar_client(server.url).queue(f"fork-{n}", force_create=True)
-                trace_ids.append(bridge.trace_id_from_base_id(prof.get_base_id()))
+                trace_ids.append(idmap.trace_id_from_base_id(prof.get_base_id()))
         servers = receiver.wait_for(
             lambda s: s.kind == "SERVER" and s.trace_id in trace_ids, count=6)
         # Without --preload each worker imports the app, and so sets up, itself
@@ -418,9 +418,9 @@ def test_server_span_is_outside_keystone_auth(
     extra["DEFAULT"] = {"auth_strategy": "keystone"}
     extra["keystone_authtoken"] = {
         "www_authenticate_uri": f"http://127.0.0.1:{free_port()}/identity"}
-    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-    trace_id = bridge.decode(headers[bridge.X_TRACE_INFO],
-                             headers[bridge.X_TRACE_HMAC], [KEY]).trace_id
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    trace_id = codec.decode(headers[codec.X_TRACE_INFO],
+                             headers[codec.X_TRACE_HMAC], [KEY]).trace_id
     with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
         status = server.request("GET", "/v2/queues", headers=headers)[0]
         (span,) = receiver.wait_for(lambda s: s.trace_id == trace_id)
@@ -443,11 +443,11 @@ def test_database_down_marks_spans_as_errors_and_keeps_zaqars_answer(
             redis_server.stop()
             body = {"messages": [{"body": {"n": 1}, "ttl": 60}]}
             untraced = server.request("POST", "/v2/queues/down/messages", body=body)
-            headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
             traced = server.request("POST", "/v2/queues/down/messages", body=body,
                                     headers=headers)
-            trace_id = bridge.decode(headers[bridge.X_TRACE_INFO],
-                                     headers[bridge.X_TRACE_HMAC], [KEY]).trace_id
+            trace_id = codec.decode(headers[codec.X_TRACE_INFO],
+                                     headers[codec.X_TRACE_HMAC], [KEY]).trace_id
             (root,) = receiver.wait_for(
                 lambda s: s.trace_id == trace_id and s.kind == "SERVER")
             time.sleep(0.2)
@@ -485,9 +485,9 @@ def test_dropped_spans_are_logged_once_and_counted_when_export_resumes(
     traces = set()
     with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
         for n in range(20):
-            headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-            traces.add(bridge.decode(headers[bridge.X_TRACE_INFO],
-                                     headers[bridge.X_TRACE_HMAC], [KEY]).trace_id)
+            headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            traces.add(codec.decode(headers[codec.X_TRACE_INFO],
+                                     headers[codec.X_TRACE_HMAC], [KEY]).trace_id)
             status = server.request("PUT", f"/v2/queues/drop-{n}", headers=headers)[0]
             assert status == 201
             time.sleep(0.05)  # several export attempts, all refused

@@ -22,7 +22,7 @@ from tests.otlp_receiver import OTLPReceiver
 from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_GUNICORN, OTEL_SERVER, canary, tracing
 from tests.zaqar_process import ZaqarServer, profiled, redis_sql, zaqar_client
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional
 
@@ -88,11 +88,11 @@ def test_check_reports_an_unknown_propagator(tmp_path: Path) -> None:
 
 def test_signed_headers_still_verify_with_the_default_propagators() -> None:
     """The sanity half of the test above: a known list is left as it is."""
-    from zaqar_otel import propagators
+    from zaqar_otel.propagation import env_guard
 
-    assert propagators.unknown_in("tracecontext,baggage,osprofiler") == ()
-    assert propagators.unknown_in("tracecontext,bogus, none") == ("bogus",)
-    assert bridge.decode(*bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()),
+    assert env_guard.unknown_in("tracecontext,baggage,osprofiler") == ()
+    assert env_guard.unknown_in("tracecontext,bogus, none") == ("bogus",)
+    assert codec.decode(*codec.encode(str(uuid.uuid4()), str(uuid.uuid4()),
                                         KEY).values(), [KEY]) is not None
 
 
@@ -111,7 +111,7 @@ def test_endpoint_credentials_reach_no_log_line_and_no_check_output(
                 "opentelemetry": otel, "DEFAULT": {"debug": "true"}}
     with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
                      extra=sections) as server:
-        headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+        headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
         for _ in range(3):
             assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
         server.wait_for_log("dropping spans", timeout=20)
@@ -149,10 +149,10 @@ def test_a_missing_optional_driver_only_disables_what_needs_it(
         queue = client.queue("linked", force_create=True)
         with profiled(KEY) as prof:
             queue.post([{"body": {"n": 1}, "ttl": 120}])
-            producer = bridge.trace_id_from_base_id(prof.get_base_id())
+            producer = idmap.trace_id_from_base_id(prof.get_base_id())
         with profiled(KEY) as prof:
             assert len(list(queue.messages(echo=True))) == 1
-            consumer = bridge.trace_id_from_base_id(prof.get_base_id())
+            consumer = idmap.trace_id_from_base_id(prof.get_base_id())
         canary(server, receiver, clear=False)
     log = server.log_text()
     assert "tracing is off" not in log, log
@@ -204,7 +204,7 @@ def test_a_broken_sdk_never_reaches_zaqars_answers(
             "profiler": {"enabled": "false"}}
         with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=sections,
                          env=env) as server:
-            signed = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            signed = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
             calls = [("PUT", "/v2/queues/broken", None),
                      ("POST", "/v2/queues/broken/messages",
                       {"messages": [{"body": {"n": 1}, "ttl": 60}]}),

@@ -13,7 +13,7 @@ from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.websocket_client import exchange
 from tests.zaqar_process import ZaqarServer, redis_sql
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional
 
@@ -29,9 +29,9 @@ def _request(action: str, body: dict[str, Any],
     return {"action": action, "headers": headers, "body": body}
 
 
-def _signed() -> tuple[dict[str, str], bridge.TraceInfo]:
-    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-    info = bridge.decode(headers[bridge.X_TRACE_INFO], headers[bridge.X_TRACE_HMAC],
+def _signed() -> tuple[dict[str, str], codec.TraceInfo]:
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    info = codec.decode(headers[codec.X_TRACE_INFO], headers[codec.X_TRACE_HMAC],
                          [KEY])
     assert info is not None
     return headers, info
@@ -40,7 +40,7 @@ def _signed() -> tuple[dict[str, str], bridge.TraceInfo]:
 def test_websocket_requests_are_traced_like_wsgi_ones(receiver: OTLPReceiver) -> None:
     post_headers, post = _signed()
     claim_headers, claim = _signed()
-    forged = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), "not-the-key")
+    forged = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), "not-the-key")
     w3c_trace, w3c_span = uuid.uuid4().int, 0x0BADC0FFEE0DDF00
     requests = [
         _request("queue_create", {"queue_name": "ws"}),

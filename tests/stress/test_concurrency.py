@@ -33,7 +33,7 @@ from tests.servers import RedisServer
 from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV
 from tests.tracing_support import KEY, OTEL_SERVER, osprofiler_driver, tracing
 from tests.zaqar_process import ZaqarServer, redis_sql
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, idmap
 
 SECONDS = float(os.environ.get("ZAQAR_OTEL_STRESS_SECONDS", "60"))
 MEMORY_REQUESTS = int(os.environ.get("ZAQAR_OTEL_MEMORY_REQUESTS", "10000"))
@@ -97,7 +97,7 @@ def run_load(server: ZaqarServer, clients: int, seconds: float) -> Load:
         while time.monotonic() < deadline:
             method, path, body, route = next(ops)
             base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
-            headers = bridge.encode(base_id, parent_id, KEY)
+            headers = codec.encode(base_id, parent_id, KEY)
             try:
                 status = server.request(method, path, body=body, headers=headers,
                                         timeout=60)[0]
@@ -105,7 +105,7 @@ def run_load(server: ZaqarServer, clients: int, seconds: float) -> Load:
                 with lock:
                     load.errors.append(f"{method} {path}: {exc!r}")
                 continue
-            sent = Sent(uuid.UUID(base_id).int, bridge.span_id_from_uuid(parent_id),
+            sent = Sent(uuid.UUID(base_id).int, idmap.span_id_from_uuid(parent_id),
                         route, status)
             # Statuses are reported, not judged: Zaqar 23's Redis driver itself
             # answers some concurrent pops and stats with a 503 (plain
@@ -269,7 +269,7 @@ def test_memory_stays_bounded_with_a_hanging_collector(
         samples = sorted({100, 1000, MEMORY_REQUESTS // 2, MEMORY_REQUESTS})
         started = time.monotonic()
         for n in range(1, MEMORY_REQUESTS + 1):
-            headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
             status = server.request("GET", "/v2/queues/memory/stats",
                                     headers=headers)[0]
             assert status == 200

@@ -16,8 +16,9 @@ import pytest
 
 from tests.otlp_receiver import OTLPReceiver
 from tests.servers import free_port
-from zaqar_otel import bridge, check, settings
-from zaqar_otel.cmd import cli
+from zaqar_otel import settings
+from zaqar_otel.cmd import check, cli
+from zaqar_otel.propagation import idmap
 
 BASE_ID = "4a0b6a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 TRACE_HEX = "4a0b6a3e1c2d4e5f8a9b0c1d2e3f4a5b"
@@ -103,9 +104,9 @@ def test_trace_id_from_traceparent_adds_the_span(run: Run) -> None:
     assert code == 0
     assert out.startswith(EXPECTED)
     assert f"OTel span id:       {span_hex}\n" in out
-    span_uuid = bridge.uuid_from_span_id(int(TRACE_HEX, 16), int(span_hex, 16))
+    span_uuid = idmap.uuid_from_span_id(int(TRACE_HEX, 16), int(span_hex, 16))
     assert f"OSProfiler span id: {span_uuid}\n" in out
-    assert bridge.span_id_from_uuid(span_uuid) == int(span_hex, 16)
+    assert idmap.span_id_from_uuid(span_uuid) == int(span_hex, 16)
 
 
 def test_trace_id_jaeger_url_option(run: Run) -> None:
@@ -126,7 +127,7 @@ def test_trace_id_round_trips_with_the_bridge(run: Run) -> None:
     base_id = str(uuid.uuid4())
     _, out, _ = run("trace-id", base_id, "--json")
     forms = json.loads(out)
-    assert forms["trace_id"] == f"{bridge.trace_id_from_base_id(base_id):032x}"
+    assert forms["trace_id"] == f"{idmap.trace_id_from_base_id(base_id):032x}"
     _, back, _ = run("trace-id", forms["trace_id"], "--json")
     assert json.loads(back)["base_id"] == base_id
 
@@ -559,8 +560,8 @@ def _settings(exporter: str, **args: object) -> settings.Settings:
 
 
 @pytest.mark.parametrize(("exporter", "environ", "expected"), [
-    ("otlp_http", {}, (check.DEFAULT_HTTP_ENDPOINT, "default")),
-    ("otlp_grpc", {}, (check.DEFAULT_GRPC_ENDPOINT, "default")),
+    ("otlp_http", {}, (settings.DEFAULT_HTTP_ENDPOINT, "default")),
+    ("otlp_grpc", {}, (settings.DEFAULT_GRPC_ENDPOINT, "default")),
     ("otlp_http", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
      ("http://c:4318/v1/traces", "OTEL_EXPORTER_OTLP_ENDPOINT")),
     ("otlp_grpc", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"},
@@ -569,16 +570,16 @@ def _settings(exporter: str, **args: object) -> settings.Settings:
                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/x"},
      ("http://t:1/x", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
     ("otlp_http", {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": " "},
-     (check.DEFAULT_HTTP_ENDPOINT, "default")),
+     (settings.DEFAULT_HTTP_ENDPOINT, "default")),
 ])
 def test_resolve_endpoint(exporter: str, environ: dict[str, str],
                           expected: tuple[str, str]) -> None:
-    endpoint = check.resolve_endpoint(_settings(exporter), environ)
+    endpoint = settings.endpoint(_settings(exporter), environ)
     assert (endpoint.url, endpoint.source) == expected
 
 
 def test_resolve_endpoint_option_wins() -> None:
-    endpoint = check.resolve_endpoint(
+    endpoint = settings.endpoint(
         _settings("otlp_http", endpoint="http://o:1/v1/traces"),
         {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/x"})
     assert (endpoint.url, endpoint.source) == ("http://o:1/v1/traces",

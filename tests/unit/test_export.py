@@ -10,7 +10,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from zaqar_otel.export import CountingBatchSpanProcessor, DropCounter
+from zaqar_otel.export import sdk_layout
+from zaqar_otel.export.processor import CountingBatchSpanProcessor, DropCounter
 
 
 class Collector(SpanExporter):
@@ -50,7 +51,7 @@ def test_failed_exports_are_counted_and_logged_twice_in_all(
                                            schedule_delay_millis=10_000)
     provider = TracerProvider()
     provider.add_span_processor(processor)
-    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export"):
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export.processor"):
         for _ in range(3):  # three failing batches
             _spans(provider, 5)
             processor.force_flush()
@@ -133,7 +134,7 @@ def test_a_broken_sdk_never_raises_into_span_end(
     provider = TracerProvider()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("t")
-    with caplog.at_level(logging.ERROR, logger="zaqar_otel.export"):
+    with caplog.at_level(logging.ERROR, logger="zaqar_otel.export.processor"):
         for _ in range(3):
             tracer.start_span("request").end()  # must not raise
     assert drops.total == 3
@@ -146,10 +147,10 @@ def test_another_sdk_layout_leaves_full_queue_lines_to_the_sdk(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the known private queue, nothing is counted wrongly and the
     SDK's own 'Queue full' lines are not filtered away."""
-    from zaqar_otel import export, settings
+    from zaqar_otel import settings
+    from zaqar_otel.export import processor as export
 
-    monkeypatch.setattr(CountingBatchSpanProcessor, "_queue_length",
-                        lambda self: None)
+    monkeypatch.setattr(sdk_layout, "batch_queue", lambda processor: None)
     conf = settings.Settings(enabled=True, hmac_keys=("k",), exporter="console")
     processor = export.span_processor(conf)
     assert processor is not None and not processor.counts_full_queue

@@ -6,7 +6,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import messaging
+from zaqar_otel.messaging import operations
 
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 
@@ -16,49 +16,49 @@ def _producer(trace_id: int, span_id: int) -> trace.SpanContext:
 
 
 def test_operation_of_names_message_and_claim_routes() -> None:
-    assert messaging.operation_of("POST", "/v2/queues/{queue_name}/messages") == (
+    assert operations.operation_of("POST", "/v2/queues/{queue_name}/messages") == (
         "send", "post", SpanKind.PRODUCER)
-    assert messaging.operation_of("DELETE", "/v2/queues/{queue_name}/messages",
+    assert operations.operation_of("DELETE", "/v2/queues/{queue_name}/messages",
                                   pop=True) == ("receive", "pop", SpanKind.CONSUMER)
-    assert messaging.operation_of("DELETE", "/v2/queues/{queue_name}/messages")[1] == (
+    assert operations.operation_of("DELETE", "/v2/queues/{queue_name}/messages")[1] == (
         "delete")
-    assert messaging.operation_of("GET", "/v2/queues") is None
-    assert messaging.operation_of("GET", None) is None
+    assert operations.operation_of("GET", "/v2/queues") is None
+    assert operations.operation_of("GET", None) is None
 
 
 def test_ids_in_every_body_shape() -> None:
-    assert messaging.ids_in({"resources": ["/v2/queues/q/messages/a1",
+    assert operations.ids_in({"resources": ["/v2/queues/q/messages/a1",
                                            "/v2/queues/q/messages/b2"]}) == ["a1", "b2"]
-    assert messaging.ids_in({"messages": [{"id": "x"}, {"nope": 1}, "junk"]}) == ["x"]
-    assert messaging.ids_in({"message_ids": ["w1"]}) == ["w1"]
-    assert messaging.ids_in({"messages": {"messages": [{"id": "n"}]}}) == ["n"]
-    assert messaging.ids_in({"id": "one", "body": {}}) == ["one"]
-    assert messaging.ids_in(["not", "a", "dict"]) == []
-    assert messaging.ids_in({"id": "no-body"}) == []
+    assert operations.ids_in({"messages": [{"id": "x"}, {"nope": 1}, "junk"]}) == ["x"]
+    assert operations.ids_in({"message_ids": ["w1"]}) == ["w1"]
+    assert operations.ids_in({"messages": {"messages": [{"id": "n"}]}}) == ["n"]
+    assert operations.ids_in({"id": "one", "body": {}}) == ["one"]
+    assert operations.ids_in(["not", "a", "dict"]) == []
+    assert operations.ids_in({"id": "no-body"}) == []
 
 
 def test_one_link_per_producing_span_and_the_cap() -> None:
     span = TracerProvider().get_tracer("t").start_span("receive q")
-    operation = messaging.Operation(span)
+    operation = operations.Operation(span)
     post = _producer(1, 10)
     operation.add_links([post, post, post])  # three messages of one post
     operation.add_links([post, _producer(1, 11)])
     assert [(c.trace_id, c.span_id) for c in operation.links] == [(1, 10), (1, 11)]
     operation.add_links([_producer(2, n) for n in range(1, 100)])
-    assert len(operation.links) == messaging.MAX_LINKS
+    assert len(operation.links) == operations.MAX_LINKS
     span.end()
-    assert len(span.links) == messaging.MAX_LINKS
+    assert len(span.links) == operations.MAX_LINKS
     assert span.links[0].attributes["zaqar.same_trace"] is False
 
 
 def test_describe_sets_ids_or_the_count() -> None:
     provider = TracerProvider()
     one = provider.get_tracer("t").start_span("s")
-    messaging.describe(one, 201, {"resources": ["/m/a"]})
+    operations.describe(one, 201, {"resources": ["/m/a"]})
     many = provider.get_tracer("t").start_span("s")
-    messaging.describe(many, 200, {"messages": [{"id": str(i)} for i in range(12)]})
+    operations.describe(many, 200, {"messages": [{"id": str(i)} for i in range(12)]})
     failed = provider.get_tracer("t").start_span("s")
-    messaging.describe(failed, 503, {"messages": [{"id": "x"}]})
+    operations.describe(failed, 503, {"messages": [{"id": "x"}]})
     assert one.attributes["messaging.message.id"] == "a"
     assert many.attributes["messaging.batch.message_count"] == 12
     assert "zaqar.message.ids" not in many.attributes  # more than MAX_IDS

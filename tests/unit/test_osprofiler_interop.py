@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from osprofiler import _utils as osp_utils
 from osprofiler import notifier, profiler, web
 
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, propagator
 
 KEY = "interop-key"
 
@@ -33,7 +33,7 @@ def osp_notifications():
 
 
 def extracted(headers: dict) -> trace.SpanContext:
-    ctx = bridge.OSProfilerPropagator(["unused", KEY]).extract(headers)
+    ctx = propagator.OSProfilerPropagator(["unused", KEY]).extract(headers)
     return trace.get_current_span(ctx).get_span_context()
 
 
@@ -70,7 +70,7 @@ def test_our_headers_pass_osprofilers_wsgi_middleware(osp_notifications):
     middleware = web.WsgiMiddleware(app, hmac_keys=f"other,{KEY}", enabled=True)
     with tracer.start_as_current_span("caller") as span:
         request = webob.Request.blank("/v2/queues")
-        bridge.OSProfilerPropagator([KEY]).inject(request.headers)
+        propagator.OSProfilerPropagator([KEY]).inject(request.headers)
         response = request.get_response(middleware)
     assert response.status_int == 204
 
@@ -91,7 +91,7 @@ def test_forged_headers_do_not_start_osprofiler_either(osp_notifications):
 
     middleware = web.WsgiMiddleware(app, hmac_keys=KEY, enabled=True)
     request = webob.Request.blank("/")
-    request.headers.update(bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), "x"))
+    request.headers.update(codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), "x"))
     assert request.get_response(middleware).body == b"ok"
     assert osp_notifications == []
     assert extracted(dict(request.headers)).is_valid is False
@@ -101,8 +101,8 @@ def test_signed_pack_and_our_encode_are_byte_identical():
     base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
     info, sig = osp_utils.signed_pack({"base_id": base_id, "parent_id": parent_id},
                                       KEY)
-    assert bridge.encode(base_id, parent_id, KEY) == {
+    assert codec.encode(base_id, parent_id, KEY) == {
         "X-Trace-Info": info.decode(), "X-Trace-HMAC": sig}
     unpacked = osp_utils.signed_unpack(info, sig, [KEY])
-    assert bridge.decode(info, sig, [KEY]) == bridge.TraceInfo(
+    assert codec.decode(info, sig, [KEY]) == codec.TraceInfo(
         unpacked["base_id"], unpacked["parent_id"], unpacked["hmac_key"])

@@ -26,9 +26,9 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import NonRecordingSpan, TraceFlags, TraceState
 
 from tests.otlp_receiver import OTLPReceiver, decode_request
-from zaqar_otel import otlp_encoding
-from zaqar_otel.otlp_encoding import SpanEncoder
-from zaqar_otel.otlp_http import OTLPSpanExporter
+from zaqar_otel.export import otlp_encoding
+from zaqar_otel.export.otlp_encoding import SpanEncoder
+from zaqar_otel.export.otlp_http import OTLPSpanExporter
 
 
 def _provider(kept: InMemorySpanExporter, resource: dict[str, Any],
@@ -216,14 +216,14 @@ def test_the_exporter_reports_a_refusing_collector(receiver: OTLPReceiver) -> No
 def test_an_oversized_batch_is_dropped_with_a_log_line(
         receiver: OTLPReceiver, caplog: pytest.LogCaptureFixture) -> None:
     exporter = OTLPSpanExporter(endpoint=receiver.traces_url, max_request_size=64)
-    with caplog.at_level(logging.WARNING, logger="zaqar_otel.otlp_http"):
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export.otlp_http"):
         assert exporter.export(_two_spans()) is SpanExportResult.FAILURE
     assert "exceeds max_request_size 64 bytes" in caplog.text
     assert receiver.spans() == []
 
 
 def test_the_grpc_exporter_sends_what_a_collector_decodes() -> None:
-    from zaqar_otel.otlp_grpc import OTLPSpanExporter as GrpcExporter
+    from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
 
     with OTLPReceiver(protocol="grpc") as receiver:
         exporter = GrpcExporter(endpoint=receiver.endpoint, insecure=True)
@@ -242,7 +242,7 @@ def test_an_unexportable_attribute_is_dropped_and_logged_once(
     for _ in range(5):
         tracer.start_span("s", attributes={"huge": 1 << 70, "ok": 1}).end()
     encoder = SpanEncoder()
-    with caplog.at_level(logging.WARNING, logger="zaqar_otel.otlp_encoding"):
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export.otlp_encoding"):
         spans = decode_request(encoder.encode(kept.get_finished_spans()))
         encoder.encode(kept.get_finished_spans())
     assert [s.attributes for s in spans] == [{"ok": 1}] * 5

@@ -18,7 +18,7 @@ from opentelemetry.trace.propagation.tracecontext import (
     TraceContextTextMapPropagator,
 )
 
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, propagator
 from zaqar_otel.sampling import RequestSampler, decide, root_decision
 
 KEY = "key"
@@ -29,8 +29,8 @@ SPAN_ID = 0x00F067AA0BA902B7
 def osprofiler_context(key: str = KEY) -> tuple[Context, str, str]:
     """Context extracted from headers a caller signed with ``key``."""
     base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
-    headers = bridge.encode(base_id, parent_id, key)
-    return bridge.OSProfilerPropagator([KEY]).extract(headers), base_id, parent_id
+    headers = codec.encode(base_id, parent_id, key)
+    return propagator.OSProfilerPropagator([KEY]).extract(headers), base_id, parent_id
 
 
 def traceparent_context(
@@ -71,7 +71,7 @@ def test_verified_osprofiler_is_sampled_even_with_ratio_zero() -> None:
     assert parent.trace_flags.sampled
     assert parent.trace_id == uuid.UUID(base_id).int
     assert parent.span_id == uuid.UUID(parent_id).int & (2**64 - 1)
-    assert bridge.verified_trace_info(decided) is not None
+    assert propagator.verified_trace_info(decided) is not None
 
 
 def test_verified_osprofiler_request_spans_are_recorded() -> None:
@@ -173,15 +173,15 @@ def test_osprofiler_root_caller_gives_a_root_of_its_base_id() -> None:
     the request's span is a root of trace UUID(base_id).int, as osprofiler's
     own driver makes it."""
     base_id = str(uuid.uuid4())
-    headers = bridge.encode(base_id, base_id, KEY)
-    ctx = bridge.OSProfilerPropagator([KEY]).extract(headers)
+    headers = codec.encode(base_id, base_id, KEY)
+    ctx = propagator.OSProfilerPropagator([KEY]).extract(headers)
     decision = decide(ctx, 0.0, False)
     assert decision.sampled and decision.origin == "osprofiler"
     assert decision.root_trace_id == uuid.UUID(base_id).int
     assert not parent_of(decision.parent).is_valid
     assert root_decision(decision.parent)
     # The verified header stays in the context, to sign outgoing calls.
-    assert bridge.verified_trace_info(decision.parent).base_id == base_id
+    assert propagator.verified_trace_info(decision.parent).base_id == base_id
 
 
 # -- no parent ----------------------------------------------------------------

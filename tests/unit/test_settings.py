@@ -61,7 +61,8 @@ def test_profiler_unset_is_disabled(load_conf: Loader) -> None:
 @pytest.mark.parametrize("value", ["true", "TRUE", " True "])
 def test_otel_sdk_disabled_turns_tracing_off(load_conf: Loader, value: str) -> None:
     """OTEL_SDK_DISABLED=true wins over [profiler] enabled = true."""
-    assert load_conf(ON, {"OTEL_SDK_DISABLED": value}) == Settings(enabled=False)
+    assert load_conf(ON, {"OTEL_SDK_DISABLED": value}) == Settings(
+        enabled=False, off_because="OTEL_SDK_DISABLED=true")
 
 
 def test_otel_sdk_disabled_false_keeps_tracing_on(load_conf: Loader) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zaqar_otel.sql import span_name
+from zaqar_otel.backends.sql import span_name
 
 
 @pytest.mark.parametrize(("statement", "name"), [

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 from osprofiler import notifier, profiler
 
-from zaqar_otel import bridge
+from zaqar_otel.propagation import idmap
 from zaqar_otel.tracepoints import (
     Notifier,
     OSProfilerIdGenerator,
@@ -118,8 +118,8 @@ def serve(provider: TracerProvider, call: Callable[[], Any]) -> trace.Span:
     sc = server.get_span_context()
     try:
         with trace.use_span(server, end_on_exit=True):
-            profiler.init(KEY, base_id=bridge.base_id_from_trace_id(sc.trace_id),
-                          parent_id=bridge.uuid_from_span_id(sc.trace_id, sc.span_id))
+            profiler.init(KEY, base_id=idmap.base_id_from_trace_id(sc.trace_id),
+                          parent_id=idmap.uuid_from_span_id(sc.trace_id, sc.span_id))
             call()
     finally:
         profiler.clean()

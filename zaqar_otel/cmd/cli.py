@@ -23,7 +23,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from zaqar_otel import bridge
+from zaqar_otel.propagation import idmap
 
 PROG = "zaqar-otel"
 DEFAULT_JAEGER_URL = "http://localhost:16686"
@@ -55,7 +55,7 @@ def parse_trace_id(text: str) -> tuple[int, int | None]:
         if not value.isascii():
             raise ValueError(value)
         # A 32-hex trace id is a uuid without dashes: one mapping for both.
-        trace_id = bridge.trace_id_from_base_id(
+        trace_id = idmap.trace_id_from_base_id(
             match["trace_id"] if match else value)
     except ValueError:
         raise ValueError(
@@ -75,13 +75,13 @@ def trace_id_forms(text: str, jaeger_url: str = DEFAULT_JAEGER_URL) -> dict[str,
     trace_id, span_id = parse_trace_id(text)
     trace_hex = f"{trace_id:032x}"
     forms = {
-        "base_id": bridge.base_id_from_trace_id(trace_id),
+        "base_id": idmap.base_id_from_trace_id(trace_id),
         "trace_id": trace_hex,
         "jaeger_url": f"{jaeger_url.rstrip('/')}/trace/{trace_hex}",
     }
     if span_id is not None:
         forms["span_id"] = f"{span_id:016x}"
-        forms["osprofiler_span_id"] = bridge.uuid_from_span_id(trace_id, span_id)
+        forms["osprofiler_span_id"] = idmap.uuid_from_span_id(trace_id, span_id)
     return forms
 
 
@@ -112,7 +112,7 @@ def _trace_id(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from zaqar_otel import check
+    from zaqar_otel.cmd import check
 
     try:
         conf = check.load_conf(args.config_file, args.config_dir)
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="print the forms as a JSON object")
     trace_id.set_defaults(func=_trace_id)
 
-    from zaqar_otel.check import DEFAULT_TIMEOUT
+    from zaqar_otel.cmd.check import DEFAULT_TIMEOUT
 
     check = commands.add_parser(
         "check",

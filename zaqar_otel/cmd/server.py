@@ -15,18 +15,18 @@ import os
 import signal
 from types import FrameType
 
-from zaqar_otel import instrument
+from zaqar_otel import startup
 
 
 def _flush_then_terminate(signum: int, frame: FrameType | None) -> None:
     # Not SystemExit: wsgiref swallows it when it lands inside a request.
-    instrument.shutdown()
+    startup.shutdown()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main() -> None:
-    instrument.install()
+    startup.install()
     signal.signal(signal.SIGTERM, _flush_then_terminate)
     from zaqar.cmd import server
 

@@ -18,8 +18,8 @@ beyond the two start-up functions, signed headers are ignored. A broken
 configuration is logged as one error naming the option, and Zaqar serves
 untraced::
 
-    from zaqar_otel import instrument
-    instrument.install()          # before zaqar.bootstrap.Bootstrap(conf)
+    from zaqar_otel import startup
+    startup.install()          # before zaqar.bootstrap.Bootstrap(conf)
 """
 
 from __future__ import annotations
@@ -30,44 +30,27 @@ import logging
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.util.types import Attributes
 from oslo_config import cfg
 
 import zaqar_otel
-from zaqar_otel import (
-    bridge,
-    export,
-    links,
-    messaging,
-    middleware,
-    notifications,
-    patching,
-    pooling,
-    propagators,
-    redact,
-    sampling,
-    settings,
-    sql,
-    tracepoints,
-    websocket,
-)
+from zaqar_otel import patching, redact, sampling, settings, tracepoints
+from zaqar_otel.backends import instrumentors
+from zaqar_otel.entry import lifecycle, wsgi_middleware
+from zaqar_otel.export import processor, resource
+from zaqar_otel.messaging import operations
+from zaqar_otel.propagation import env_guard, propagator
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_SERVICE_NAME = "zaqar"
-DEFAULT_PROPAGATORS = propagators.DEFAULT
+DEFAULT_PROPAGATORS = env_guard.DEFAULT
 
 
 @dataclass
@@ -75,8 +58,10 @@ class _State:
     settings: settings.Settings
     provider: Any = None
     tracer: trace.Tracer | None = None
-    entry: Any = None  # middleware.Entry, once tracing is on
+    entry: lifecycle.Entry | None = None  # once tracing is on
     owns_provider: bool = False
+    # What set-up changed outside its own objects, to undo in teardown().
+    undo: list[Callable[[], None]] = field(default_factory=list)
 
 
 _state: _State | None = None
@@ -106,8 +91,8 @@ def setup(conf: cfg.ConfigOpts) -> bool:
     with _lock:
         if _state is not None:
             return _state.settings.enabled
-        if propagators.problem():
-            LOG.error("zaqar-otel: %s", propagators.problem())
+        if env_guard.problem():
+            LOG.error("zaqar-otel: %s", env_guard.problem())
         # Errors are logged outside the except blocks: oslo.log would append
         # the exception (the same text again) to a line logged inside one.
         problem = None
@@ -142,15 +127,19 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
         atexit.register(shutdown)
     # The scope is zaqar-otel's, so its version is ours, not Zaqar's.
     state.tracer = state.provider.get_tracer("zaqar_otel", zaqar_otel.__version__)
+    previous_textmap = propagate.get_global_textmap()
+    state.undo.append(lambda: propagate.set_global_textmap(previous_textmap))
     # One entry of requests for the process: WSGI and websocket share it.
-    state.entry = middleware.Entry(
+    state.entry = lifecycle.Entry(
         state.tracer, state.settings.hmac_keys[0],
         state.settings.sample_ratio, state.settings.honor_w3c_sampled)
     propagate.set_global_textmap(_propagator(
         os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS,
         state.settings.hmac_keys))
     _start_tracepoints(state, conf)
-    _instrument_backends(state)
+    state.undo.extend(instrumentors.install(
+        state.settings,
+        instrumentors.Tracing(state.provider, state.tracer, state.entry)))
     if not state.settings.trace_wsgi:
         LOG.warning("zaqar-otel: [profiler] trace_wsgi_transport = false: no "
                     "request is traced; set it to true")
@@ -165,109 +154,30 @@ def _propagator(names: str, hmac_keys: tuple[str, ...]) -> CompositePropagator:
     for name in (n.strip() for n in names.split(",")):
         if name in ("", "none"):
             continue
-        found = entry_points(group=propagators.GROUP, name=name)
+        found = entry_points(group=env_guard.GROUP, name=name)
         if not found:  # unknown names: dropped and reported at import
             continue
         factory = next(iter(found)).load()
         if isinstance(factory, type) and issubclass(
-                factory, bridge.OSProfilerPropagator):
+                factory, propagator.OSProfilerPropagator):
             chosen.append(factory(hmac_keys))
         else:
             chosen.append(factory())
     return CompositePropagator(chosen)
 
 
-def _zaqar_version() -> str:
-    try:
-        from zaqar import version
-
-        return version.version_info.version_string()
-    except Exception:
-        return "unknown"
-
-
-def _resource(service_name: str | None) -> Resource:
-    instance_id = str(uuid.uuid4())
-    attributes = {
-        "service.version": _zaqar_version(),
-        "telemetry.distro.name": zaqar_otel.DISTRO_NAME,
-        "telemetry.distro.version": zaqar_otel.__version__,
-        "host.name": socket.gethostname(),
-    }
-    if service_name:
-        attributes[SERVICE_NAME] = service_name
-    if SERVICE_INSTANCE_ID not in OTELResourceDetector().detect().attributes:
-        # Ours, unless OTEL_RESOURCE_ATTRIBUTES names one (the SDK's default
-        # is made once at import, so forked workers would share it).
-        attributes[SERVICE_INSTANCE_ID] = instance_id
-    resource = Resource.create(attributes)
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-    return _ProcessResource(resource.attributes, resource.schema_url,
-                            generated_instance_id=instance_id)
-
-
-SERVICE_INSTANCE_ID = "service.instance.id"
-
-
-class _ProcessResource(Resource):
-    """The provider's Resource: hashed once, and one instance id a process.
-
-    * The OTLP encoder groups every exported span by resource in a dict, and
-      the SDK's ``Resource.__hash__`` serialises all attributes to JSON each
-      time: a JSON dump per span on the export thread. The attributes do not
-      change within a process, so neither does the hash.
-    * Workers forked after set-up (gunicorn ``--preload``, uwsgi, which forks
-      without Python's at-fork hooks) must not export as their parent: in a
-      process other than the one it was made in, the resource takes a
-      ``service.instance.id`` of its own (unless the operator set one).
-    """
-
-    def __init__(self, attributes: Attributes, schema_url: str | None = None,
-                 generated_instance_id: str | None = None) -> None:
-        super().__init__(attributes, schema_url)
-        self._generated_instance_id = generated_instance_id
-        self._pid = os.getpid()
-        self._hash_value = super().__hash__()
-        self._fork_lock = threading.Lock()
-
-    def _this_process(self) -> None:
-        with self._fork_lock:
-            if self._pid == os.getpid():
-                return
-            attributes = dict(self._attributes)
-            if attributes.get(SERVICE_INSTANCE_ID) == self._generated_instance_id:
-                self._generated_instance_id = str(uuid.uuid4())
-                attributes[SERVICE_INSTANCE_ID] = self._generated_instance_id
-                self._attributes = BoundedAttributes(attributes=attributes,
-                                                     immutable=True)
-            self._pid = os.getpid()
-            self._hash_value = super().__hash__()
-
-    @property
-    def attributes(self) -> Attributes:
-        if self._pid != os.getpid():
-            self._this_process()
-        return self._attributes
-
-    def __hash__(self) -> int:
-        if self._pid != os.getpid():
-            self._this_process()
-        return self._hash_value
-
-
 def _provider(conf: settings.Settings) -> TracerProvider:
     # shutdown_on_exit=False: the SDK's own atexit hook waits for the
     # exporter's full timeout when the collector is down; ours is bounded.
     provider = TracerProvider(
-        resource=_resource(conf.service_name),
+        resource=resource.for_process(conf.service_name),
         sampler=sampling.RequestSampler(conf.sample_ratio),
         id_generator=tracepoints.OSProfilerIdGenerator(),
         shutdown_on_exit=False,
     )
-    processor = export.span_processor(conf)
-    if processor is not None:
-        provider.add_span_processor(processor)
+    span_processor = processor.span_processor(conf)
+    if span_processor is not None:
+        provider.add_span_processor(span_processor)
     return provider
 
 
@@ -281,6 +191,7 @@ def _start_tracepoints(state: _State, conf: cfg.ConfigOpts) -> None:
     patching.patch(profiler, "trace_cls", _trace_cls_without_args)
     forward = _osprofiler_driver(state.settings.connection_string, conf)
     skip = () if state.settings.trace_pooling else ("pooling_",)
+    assert state.tracer is not None  # made by _start first
     notifier.set(tracepoints.Notifier(state.tracer, forward=forward,
                                       skip_prefixes=skip))
 
@@ -311,80 +222,6 @@ def _osprofiler_driver(
     return notifier.create(connection_string, context=None, project="Zaqar",
                            service="Zaqar-server", host=socket.gethostname(),
                            conf=conf)
-
-
-def _trace_redis(state: _State) -> None:
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-
-    RedisInstrumentor().instrument(tracer_provider=state.provider)
-
-
-def _trace_mongodb(state: _State) -> None:
-    from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
-
-    PymongoInstrumentor().instrument(tracer_provider=state.provider,
-                                     capture_statement=False)
-
-
-def _trace_sqlalchemy(state: _State) -> None:
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-    SQLAlchemyInstrumentor().instrument(tracer_provider=state.provider,
-                                        enable_commenter=False)
-    sql.name_spans_by_table()
-    # The instrumentor also makes a "connect" span per Engine.connect().
-    # Zaqar's SQL store calls it for every statement (NullPool on
-    # SQLite), so half the SQL spans would say only "connect"; a slow
-    # checkout still shows, as the gap before the statement span inside
-    # its store trace point.
-    from sqlalchemy.engine import Engine
-
-    unwrap(Engine, "connect")
-
-
-def _trace_requests(state: _State) -> None:
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
-
-    RequestsInstrumentor().instrument(tracer_provider=state.provider,
-                                      request_hook=redact.requests_hook)
-
-
-def _trace_websocket(state: _State) -> None:
-    websocket.instrument_handler(state.entry)
-
-
-# (option, whether it is on, the step that installs it), in this order.
-_BACKEND_STEPS: tuple[tuple[str, Callable[[settings.Settings], bool],
-                            Callable[[_State], None]], ...] = (
-    ("trace_redis", lambda s: s.trace_redis, _trace_redis),
-    ("trace_mongodb", lambda s: s.trace_mongodb, _trace_mongodb),
-    ("trace_sqlalchemy", lambda s: s.trace_sqlalchemy, _trace_sqlalchemy),
-    ("trace_requests", lambda s: s.trace_requests, _trace_requests),
-    ("trace_pooling", lambda s: s.trace_pooling,
-     lambda state: pooling.instrument_catalog(state.tracer)),
-    ("trace_message_links", lambda s: s.trace_message_links,
-     lambda state: links.instrument_stores()),
-    ("trace_websocket_transport", lambda s: s.trace_websocket_transport,
-     _trace_websocket),
-)
-
-
-def _instrument_backends(state: _State) -> None:
-    for option, wanted, step in _BACKEND_STEPS:
-        if not wanted(state.settings):
-            continue
-        try:
-            step(state)
-            continue
-        except ImportError as exc:
-            missing = exc.name or str(exc)
-        # A driver this deployment does not have: only what needs it is off,
-        # never the rest of tracing. (Logged outside the except: oslo.log
-        # would repeat the exception.)
-        LOG.warning("zaqar-otel: [profiler] %s is on, but %s is not installed: "
-                    "that part is not traced; install it or set %s = false",
-                    option, missing, option)
-    notifications.instrument_notifier(state.tracer)
 
 
 # -- shutdown ------------------------------------------------------------------
@@ -437,14 +274,15 @@ def _init_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
     def init_middleware(driver: Any) -> None:
         falcon_app = driver.app
         state = _state
-        traced = bool(state and state.settings.enabled and state.settings.trace_wsgi)
-        if traced:
-            falcon_app.add_middleware(messaging.MessagingSpans(state.tracer))
+        tracer, entry = (state.tracer, state.entry) if state else (None, None)
+        traced = bool(state and state.settings.trace_wsgi and tracer and entry)
+        if traced and tracer:
+            falcon_app.add_middleware(operations.MessagingSpans(tracer))
         original(driver)
-        if not traced:
+        if not traced or entry is None:
             return
-        driver.app = middleware.TracingMiddleware(
-            driver.app, state.entry, middleware.falcon_route_of(falcon_app))
+        driver.app = wsgi_middleware.TracingMiddleware(
+            driver.app, entry, wsgi_middleware.falcon_route_of(falcon_app))
 
     return init_middleware
 

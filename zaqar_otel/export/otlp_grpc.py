@@ -12,20 +12,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as sdk
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 from opentelemetry.sdk.trace import ReadableSpan
 
-from zaqar_otel.otlp_encoding import SpanEncoder
+from zaqar_otel.export import sdk_layout
+from zaqar_otel.export.otlp_encoding import SpanEncoder
 
 
 class OTLPSpanExporter(sdk.OTLPSpanExporter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._encoder = SpanEncoder()
+        self._encoder: SpanEncoder | None = SpanEncoder()
+        if not sdk_layout.grpc_translates(type(self)):
+            # This SDK no longer calls _translate_data: its own encoder runs.
+            self._encoder = None
+            sdk_layout.fast_path_off("OTLP/gRPC export encodes with the SDK's "
+                                     "encoder")
 
     def _translate_data(
-            self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+            self, data: Sequence[ReadableSpan], *args: Any,
+            **kwargs: Any) -> ExportTraceServiceRequest:
+        if self._encoder is None or args or kwargs:
+            return encode_spans(data)
         return ExportTraceServiceRequest.FromString(self._encoder.encode(data))

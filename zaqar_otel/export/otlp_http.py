@@ -3,7 +3,8 @@
 Everything but the encoding is the SDK's: endpoint, TLS, headers,
 compression, retries, timeout, size limit and the exporter's own metrics.
 Only ``export`` is replaced, with the SDK's ``export`` (1.45) step for step
-and ``SpanEncoder.encode`` where it calls ``encode_spans``::
+and ``SpanEncoder.encode`` where it calls ``encode_spans``. On an SDK laid
+out differently (``sdk_layout``), the SDK's own ``export`` runs::
 
     exporter = OTLPSpanExporter(endpoint="http://collector:4318/v1/traces")
 """
@@ -15,13 +16,13 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from opentelemetry.exporter.otlp.proto.http import _common
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as sdk
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
-from zaqar_otel.otlp_encoding import SpanEncoder
+from zaqar_otel.export import sdk_layout
+from zaqar_otel.export.otlp_encoding import SpanEncoder
 
 LOG = logging.getLogger(__name__)
 
@@ -49,26 +50,32 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._encoder = SpanEncoder()
+        self._parts = sdk_layout.http_parts(self)
+        if self._parts is None:
+            sdk_layout.fast_path_off("OTLP/HTTP export encodes with the SDK's "
+                                     "encoder")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:  # the SDK logs it
+        parts = self._parts
+        if parts is None or self._shutdown:  # the SDK logs a shut-down export
             return super().export(spans)
-        with self._metrics.export_operation(len(spans)) as result:
+        with parts.metrics.export_operation(len(spans)) as result:
             try:
                 body = self._encoder.encode(spans)
             except Exception as error:
                 LOG.error("zaqar-otel: failed to encode span batch: %s", error)
                 result.error = error
                 return SpanExportResult.FAILURE
-            if _common._is_request_too_large(body, self._max_request_size):
+            limit = parts.max_request_size
+            if parts.too_large(body, limit):
                 LOG.warning("zaqar-otel: dropping span batch: serialized size %d "
                             "bytes exceeds max_request_size %d bytes",
-                            len(body), self._max_request_size)
-                result.error = _common.RequestPayloadTooLargeError(
+                            len(body), limit)
+                result.error = parts.too_large_error(
                     f"Serialized span request size {len(body)} bytes exceeds "
-                    f"max_request_size {self._max_request_size} bytes.")
+                    f"max_request_size {limit} bytes.")
                 return SpanExportResult.FAILURE
-            sent = self._client.export(body)
+            sent = parts.client.export(body)
             del body
             if not sent.success:
                 # The error's traceback reaches, through its frames, this

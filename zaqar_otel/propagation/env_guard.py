@@ -17,10 +17,10 @@ unknown). ``guard_before_import()`` therefore puts a finder in front of
 first looked for. The package's ``zaqar-otel.pth`` calls it at interpreter
 start when the variable is set, and so does importing ``zaqar_otel``::
 
-    from zaqar_otel import propagators
-    propagators.guard_before_import()
+    from zaqar_otel.propagation import env_guard
+    env_guard.guard_before_import()
     import opentelemetry.propagate       # guard_environment() runs first
-    propagators.unknown()                # ("bogus",)
+    env_guard.unknown()                # ("bogus",)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ families, under the same trust rules as WSGI (``zaqar_otel.sampling``).
 Message and claim actions get the same messaging operation spans, and so
 the same producer -> consumer links::
 
-    instrument_handler(entry)      # the process's middleware.Entry
+    instrument_handler(entry)      # the process's lifecycle.Entry
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ import functools
 import json
 import logging
 from collections.abc import Callable
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from osprofiler import profiler
 
-from zaqar_otel import messaging, middleware, patching, redact
+from zaqar_otel import patching, redact
+from zaqar_otel.entry import lifecycle
+from zaqar_otel.messaging import operations
 
 LOG = logging.getLogger(__name__)
 
@@ -41,8 +45,8 @@ OPERATIONS: dict[str, tuple[str, str, SpanKind]] = {
 }
 
 
-def _begin_with(entry: middleware.Entry, headers: Any,
-                action: str) -> tuple[trace.Span | None, object]:
+def _begin_with(entry: lifecycle.Entry, headers: Any,
+                action: str) -> tuple[trace.Span | None, Token[Context]]:
     """The entry of one websocket request with these ``headers``."""
     carrier = ({str(k).lower(): str(v) for k, v in headers.items()}
                if isinstance(headers, dict) else {})
@@ -54,7 +58,7 @@ def _begin_with(entry: middleware.Entry, headers: Any,
     return entry.begin(propagate.extract(carrier), describe)
 
 
-def _begin(entry: middleware.Entry, req: Any) -> tuple[trace.Span | None, object]:
+def _begin(entry: lifecycle.Entry, req: Any) -> lifecycle.Begun:
     return _begin_with(entry, req._headers, str(req._action))
 
 
@@ -69,7 +73,7 @@ def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
             found = ("receive", "pop", _C)
         if found:
             headers = req._headers if isinstance(req._headers, dict) else {}
-            operation = messaging.open_operation(
+            operation = operations.open_operation(
                 tracer, found, str(body.get("queue_name", "")),
                 headers.get("X-Project-ID"), body.get("message_id"))
     except Exception:
@@ -88,7 +92,7 @@ def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
         except Exception:
             log_failure()
         if operation is not None:
-            messaging.close_operation(*operation, status,
+            operations.close_operation(*operation, status,
                                       getattr(resp, "_body", None))
         try:
             span.set_attribute("zaqar.websocket.status", status)
@@ -118,13 +122,13 @@ def _peek(payload: Any, is_binary: bool) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _message_begin(entry: middleware.Entry, payload: Any,
-                   is_binary: bool) -> tuple[trace.Span | None, object]:
+def _message_begin(entry: lifecycle.Entry, payload: Any,
+                   is_binary: bool) -> tuple[trace.Span | None, Token[Context]]:
     request = _peek(payload, is_binary)
     return _begin_with(entry, request.get("headers"), str(request.get("action") or ""))
 
 
-def instrument_handler(entry: middleware.Entry) -> None:
+def instrument_handler(entry: lifecycle.Entry) -> None:
     """Trace every websocket message (idempotent).
 
     ``MessagingProtocol.onMessage`` is the entry: every message Zaqar
@@ -161,7 +165,7 @@ def instrument_handler(entry: middleware.Entry) -> None:
                 raise
             finally:
                 _message_span.reset(current)
-                middleware.end_span(span, log_failure)
+                lifecycle.end_span(span, log_failure)
                 profiler.clean()
                 context.detach(token)
 
@@ -207,7 +211,7 @@ def instrument_handler(entry: middleware.Entry) -> None:
                 raise
             finally:
                 if span is not None:
-                    middleware.end_span(span, log_failure)
+                    lifecycle.end_span(span, log_failure)
                     profiler.clean()
                 context.detach(token)
 

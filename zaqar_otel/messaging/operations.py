@@ -14,7 +14,7 @@ delete or a claim release::
     zaqar.project.id
 
 The server span keeps the HTTP conventions. The operation span is the one
-producer -> consumer links hang on (``zaqar_otel.links``): ``current()``
+producer -> consumer links hang on (``zaqar_otel.messaging.links``): ``current()``
 gives it to the storage code below it.
 """
 

@@ -21,7 +21,9 @@ from typing import Any
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import bridge, messaging, patching, redact, sampling
+from zaqar_otel import patching, redact, sampling
+from zaqar_otel.messaging import operations
+from zaqar_otel.propagation import propagator
 
 # (posting span, subscription) of the delivery being submitted in this thread.
 _submitting: contextvars.ContextVar[tuple[trace.SpanContext, dict[str, Any]] | None] = (
@@ -58,7 +60,7 @@ def _deliver(tracer: trace.Tracer, producer: trace.SpanContext,
     queue = str(subscription.get("source", ""))
     subscriber = str(subscription.get("subscriber", ""))
     attributes = {
-        "messaging.system": messaging.SYSTEM,
+        "messaging.system": operations.SYSTEM,
         "messaging.operation.type": "send",
         "messaging.operation.name": "deliver",
         "messaging.destination.name": queue,
@@ -71,7 +73,8 @@ def _deliver(tracer: trace.Tracer, producer: trace.SpanContext,
         attributes=attributes, links=[trace.Link(producer, {"zaqar.link": "post"})])
     # The subscriber is a third party: traceparent, never a signed header
     # it could replay to make Zaqar trace its own requests.
-    token = context.attach(bridge.without_signature(trace.set_span_in_context(span)))
+    token = context.attach(
+        propagator.without_signature(trace.set_span_in_context(span)))
     try:
         return fn(*args, **kwargs)
     except Exception as exc:
@@ -91,7 +94,7 @@ def _untraced(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _posting_span() -> trace.SpanContext | None:
-    operation = messaging.current()
+    operation = operations.current()
     span = operation.span if operation else trace.get_current_span()
     found = span.get_span_context()
     return found if found.is_valid and found.trace_flags.sampled else None

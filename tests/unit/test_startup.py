@@ -13,7 +13,7 @@ from oslo_config import cfg
 from osprofiler import opts as osprofiler_opts
 from zaqar.conf import profiler as zaqar_profiler
 from opentelemetry import trace
-from zaqar_otel import instrument, opts
+from zaqar_otel import opts, startup
 
 def conf(**profiler):
     c = cfg.ConfigOpts()
@@ -39,12 +39,12 @@ def run(body: str) -> str:
 
 def test_setup_is_idempotent() -> None:
     out = run("""
-        assert instrument.setup(conf()) is True
+        assert startup.setup(conf()) is True
         provider = trace.get_tracer_provider()
         # A second call, even with another configuration, changes nothing.
-        assert instrument.setup(conf(enabled=False)) is True
+        assert startup.setup(conf(enabled=False)) is True
         assert trace.get_tracer_provider() is provider
-        assert instrument.hmac_keys() == ("k1", "k2")
+        assert startup.hmac_keys() == ("k1", "k2")
         print("ok")
     """)
     assert out.count("zaqar-otel: tracing on") == 1 and out.rstrip().endswith("ok")
@@ -55,7 +55,7 @@ def test_an_installed_sdk_provider_is_reused() -> None:
         from opentelemetry.sdk.trace import TracerProvider
         mine = TracerProvider()
         trace.set_tracer_provider(mine)
-        assert instrument.setup(conf())
+        assert startup.setup(conf())
         assert trace.get_tracer_provider() is mine
     """)
 
@@ -64,23 +64,23 @@ def test_disabled_patches_nothing_and_ignores_signed_headers() -> None:
     run("""
         from osprofiler import notifier, profiler
         from opentelemetry import propagate
-        from zaqar_otel import bridge
+        from zaqar_otel.propagation import codec
         trace_cls = profiler.trace_cls
         before = notifier.get()
-        assert instrument.setup(conf(enabled=False)) is False
+        assert startup.setup(conf(enabled=False)) is False
         assert profiler.trace_cls is trace_cls and notifier.get() is before
-        headers = bridge.encode("6f1d0c9e-0000-4000-8000-000000000001",
+        headers = codec.encode("6f1d0c9e-0000-4000-8000-000000000001",
                                 "6f1d0c9e-0000-4000-8000-000000000002", "k1")
         ctx = propagate.extract(headers)
         assert not trace.get_current_span(ctx).get_span_context().is_valid
-        assert instrument.hmac_keys() == ()
+        assert startup.hmac_keys() == ()
     """)
 
 
 def test_broken_configuration_logs_one_error_and_stays_off() -> None:
     out = run("""
-        assert instrument.setup(conf(hmac_keys="SECRET_KEY")) is False
-        assert not instrument.enabled()
+        assert startup.setup(conf(hmac_keys="SECRET_KEY")) is False
+        assert not startup.enabled()
     """)
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "[profiler] hmac_keys" in errors[0], out
@@ -93,13 +93,13 @@ def test_shutdown_is_bounded_and_runs_once() -> None:
         c.set_override("exporter", "otlp_http", group="opentelemetry")
         # Nothing listens on port 9 of loopback: every export fails.
         c.set_override("endpoint", "http://127.0.0.1:9", group="opentelemetry")
-        assert instrument.setup(c)
+        assert startup.setup(c)
         with trace.get_tracer("t").start_as_current_span("s"):
             pass
         started = time.monotonic()
-        instrument.shutdown(timeout=1.0)
+        startup.shutdown(timeout=1.0)
         assert time.monotonic() - started < 2.0
-        assert instrument.shutdown() is True  # already done: no-op
+        assert startup.shutdown() is True  # already done: no-op
     """)
 
 
@@ -108,10 +108,10 @@ def test_a_forked_worker_gets_its_own_instance_id(monkeypatch) -> None:
     new pid itself. An operator's own service.instance.id is kept."""
     import os
 
-    from zaqar_otel.instrument import SERVICE_INSTANCE_ID, _resource
+    from zaqar_otel.export.resource import SERVICE_INSTANCE_ID, for_process
 
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
-    resource = _resource("zaqar")
+    resource = for_process("zaqar")
     parent_id, parent_hash = resource.attributes[SERVICE_INSTANCE_ID], hash(resource)
     pid = os.getpid()
     monkeypatch.setattr(os, "getpid", lambda: pid + 1)
@@ -124,7 +124,7 @@ def test_a_forked_worker_gets_its_own_instance_id(monkeypatch) -> None:
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=mine")
     from opentelemetry.sdk.resources import Resource
 
-    operator = _resource("zaqar")
+    operator = for_process("zaqar")
     operator_id = operator.attributes[SERVICE_INSTANCE_ID]
     monkeypatch.setattr(os, "getpid", lambda: pid + 2)
     assert operator.attributes[SERVICE_INSTANCE_ID] == operator_id

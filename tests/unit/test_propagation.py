@@ -15,7 +15,7 @@ from opentelemetry.trace.propagation.tracecontext import (
     TraceContextTextMapPropagator,
 )
 
-from zaqar_otel import bridge
+from zaqar_otel.propagation import codec, idmap, propagator
 
 KEY = "s3cr3t"
 uuids = st.uuids().map(str)
@@ -30,7 +30,7 @@ def signed(payload: object, key: str = KEY, raw: bytes | None = None) -> dict:
     """Headers signed like osprofiler's signed_pack, for any payload."""
     data = raw if raw is not None else json.dumps(payload).encode()
     info = base64.urlsafe_b64encode(data)
-    signature = bridge._sign(key, info).hex()
+    signature = codec._sign(key, info).hex()
     return {"X-Trace-Info": info.decode(), "X-Trace-HMAC": signature}
 
 
@@ -51,22 +51,22 @@ def sampled_context(trace_id: int, span_id: int) -> Context:
 
 @given(trace_ids, span_ids)
 def test_span_uuid_round_trips_span_id_and_keeps_trace_high_bits(t, s):
-    span_uuid = bridge.uuid_from_span_id(t, s)
-    assert bridge.span_id_from_uuid(span_uuid) == s
+    span_uuid = idmap.uuid_from_span_id(t, s)
+    assert idmap.span_id_from_uuid(span_uuid) == s
     assert uuid.UUID(span_uuid).int >> 64 == t >> 64
 
 
 @given(trace_ids)
 def test_trace_id_round_trips_through_base_id(t):
-    assert bridge.trace_id_from_base_id(bridge.base_id_from_trace_id(t)) == t
+    assert idmap.trace_id_from_base_id(idmap.base_id_from_trace_id(t)) == t
 
 
 @given(st.uuids())
 def test_osprofiler_root_maps_back_to_its_base_id(u):
     # A caller at the root of its trace sends parent_id == base_id.
-    t = bridge.trace_id_from_base_id(str(u))
-    s = bridge.span_id_from_uuid(str(u))
-    assert bridge.uuid_from_span_id(t, s) == str(u)
+    t = idmap.trace_id_from_base_id(str(u))
+    s = idmap.span_id_from_uuid(str(u))
+    assert idmap.uuid_from_span_id(t, s) == str(u)
 
 
 # -- codec --------------------------------------------------------------------
@@ -74,28 +74,28 @@ def test_osprofiler_root_maps_back_to_its_base_id(u):
 
 @given(uuids, uuids, keys)
 def test_encode_then_decode_gives_the_ids_and_key(base_id, parent_id, key):
-    headers = bridge.encode(base_id, parent_id, key)
-    info = bridge.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"],
+    headers = codec.encode(base_id, parent_id, key)
+    info = codec.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"],
                          ["other", key])
-    assert info == bridge.TraceInfo(base_id, parent_id, key)
+    assert info == codec.TraceInfo(base_id, parent_id, key)
 
 
 @given(uuids, uuids, keys, keys)
 def test_a_signature_under_another_key_is_refused(base_id, parent_id, k1, k2):
-    headers = bridge.encode(base_id, parent_id, k1)
-    expected = None if k1 != k2 else bridge.TraceInfo(base_id, parent_id, k1)
-    assert bridge.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"],
+    headers = codec.encode(base_id, parent_id, k1)
+    expected = None if k1 != k2 else codec.TraceInfo(base_id, parent_id, k1)
+    assert codec.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"],
                          [k2]) == expected
 
 
 @given(uuids, uuids, st.data())
 def test_any_tampered_character_is_refused(base_id, parent_id, data):
-    headers = bridge.encode(base_id, parent_id, KEY)
+    headers = codec.encode(base_id, parent_id, KEY)
     info = headers["X-Trace-Info"]
     i = data.draw(st.integers(0, len(info) - 1))
     c = data.draw(st.sampled_from("AQgw-_09"))
     tampered = info[:i] + c + info[i + 1:]
-    result = bridge.decode(tampered, headers["X-Trace-HMAC"], [KEY])
+    result = codec.decode(tampered, headers["X-Trace-HMAC"], [KEY])
     assert result is None or tampered == info
 
 
@@ -103,7 +103,7 @@ def test_any_tampered_character_is_refused(base_id, parent_id, data):
 @given(st.one_of(st.none(), st.text(), st.binary()),
        st.one_of(st.none(), st.text(), st.binary()))
 def test_garbage_headers_never_raise(info, sig):
-    assert bridge.decode(info, sig, [KEY]) is None
+    assert codec.decode(info, sig, [KEY]) is None
 
 
 json_values = st.recursive(
@@ -118,7 +118,7 @@ json_values = st.recursive(
                        json_values) | json_values)
 def test_validly_signed_payloads_of_the_wrong_shape_are_refused(payload):
     headers = signed(payload)
-    info = bridge.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"], [KEY])
+    info = codec.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"], [KEY])
     good_shape = (
         isinstance(payload, dict)
         and set(payload) <= {"base_id", "parent_id"}
@@ -141,19 +141,19 @@ def test_validly_signed_payloads_of_the_wrong_shape_are_refused(payload):
 ])
 def test_signed_but_malformed_payloads_are_refused(payload):
     headers = signed(payload)
-    assert bridge.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"],
+    assert codec.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"],
                          [KEY]) is None
 
 
 def test_signed_non_json_and_empty_hmac_are_refused():
     headers = signed(None, raw=b"\xff\xfe not json")
-    assert bridge.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"],
+    assert codec.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"],
                          [KEY]) is None
-    good = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-    assert bridge.decode(good["X-Trace-Info"], "", [KEY]) is None
-    assert bridge.decode(good["X-Trace-Info"], "  ", [KEY]) is None
-    assert bridge.decode(good["X-Trace-Info"], "é" * 40, [KEY]) is None
-    assert bridge.decode(good["X-Trace-Info"], good["X-Trace-HMAC"], []) is None
+    good = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    assert codec.decode(good["X-Trace-Info"], "", [KEY]) is None
+    assert codec.decode(good["X-Trace-Info"], "  ", [KEY]) is None
+    assert codec.decode(good["X-Trace-Info"], "é" * 40, [KEY]) is None
+    assert codec.decode(good["X-Trace-Info"], good["X-Trace-HMAC"], []) is None
 
 
 @given(uuids, uuids)
@@ -165,7 +165,7 @@ def test_any_json_spelling_of_the_payload_decodes_alike(base_id, parent_id):
     ]
     for text in spellings:
         headers = signed(None, raw=text.encode())
-        info = bridge.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"], [KEY])
+        info = codec.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"], [KEY])
         assert info.trace_id == uuid.UUID(base_id).int
         assert info.span_id == uuid.UUID(parent_id).int & ((1 << 64) - 1)
 
@@ -173,8 +173,8 @@ def test_any_json_spelling_of_the_payload_decodes_alike(base_id, parent_id):
 def test_missing_parent_id_means_the_root():
     base_id = str(uuid.uuid4())
     headers = signed({"base_id": base_id})
-    info = bridge.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"], [KEY])
-    assert info == bridge.TraceInfo(base_id, base_id, KEY)
+    info = codec.decode(headers["X-Trace-Info"], headers["X-Trace-HMAC"], [KEY])
+    assert info == codec.TraceInfo(base_id, base_id, KEY)
 
 
 def test_headers_over_the_cap_are_ignored_even_when_signed():
@@ -182,22 +182,22 @@ def test_headers_over_the_cap_are_ignored_even_when_signed():
     # JSON allows padding with whitespace: the same ids, a bigger header.
     small = signed(None, raw=f'{{"base_id": "{base_id}"{" " * 100}}}'.encode())
     big = signed(None, raw=f'{{"base_id": "{base_id}"{" " * 4000}}}'.encode())
-    assert len(big["X-Trace-Info"]) > bridge.MAX_HEADER_BYTES
-    assert bridge.decode(small["X-Trace-Info"], small["X-Trace-HMAC"], [KEY])
-    assert bridge.decode(big["X-Trace-Info"], big["X-Trace-HMAC"], [KEY]) is None
+    assert len(big["X-Trace-Info"]) > codec.MAX_HEADER_BYTES
+    assert codec.decode(small["X-Trace-Info"], small["X-Trace-HMAC"], [KEY])
+    assert codec.decode(big["X-Trace-Info"], big["X-Trace-HMAC"], [KEY]) is None
 
 
 # -- propagator ---------------------------------------------------------------
 
 
 def test_extract_gives_a_remote_sampled_parent_only_for_a_valid_signature():
-    prop = bridge.OSProfilerPropagator([KEY])
+    prop = propagator.OSProfilerPropagator([KEY])
     base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
-    sc = span_context_of(prop.extract(bridge.encode(base_id, parent_id, KEY)))
+    sc = span_context_of(prop.extract(codec.encode(base_id, parent_id, KEY)))
     assert sc.is_remote and sc.trace_flags.sampled
     assert sc.trace_id == uuid.UUID(base_id).int
     assert sc.span_id == uuid.UUID(parent_id).int & ((1 << 64) - 1)
-    forged = bridge.encode(base_id, parent_id, "guess")
+    forged = codec.encode(base_id, parent_id, "guess")
     assert not span_context_of(prop.extract(forged)).is_valid
 
 
@@ -206,48 +206,48 @@ def test_extract_gives_a_remote_sampled_parent_only_for_a_valid_signature():
      "traceparent", "tracestate"]), st.text(max_size=300)))
 def test_extract_of_garbage_carriers_never_raises_nor_trusts(carrier):
     composite = CompositePropagator(
-        [TraceContextTextMapPropagator(), bridge.OSProfilerPropagator([KEY])])
+        [TraceContextTextMapPropagator(), propagator.OSProfilerPropagator([KEY])])
     sc = span_context_of(composite.extract(carrier))
     # Unsigned input can only come through as a W3C parent, never as ours.
     assert not sc.is_valid or "traceparent" in carrier
 
 
 def test_round_trip_gives_back_the_exact_header_strings():
-    prop = bridge.OSProfilerPropagator(["new", KEY])
+    prop = propagator.OSProfilerPropagator(["new", KEY])
     for parent in (None, str(uuid.uuid4())):
         base_id = str(uuid.uuid4())
-        headers = bridge.encode(base_id, parent or base_id, KEY)
+        headers = codec.encode(base_id, parent or base_id, KEY)
         out: dict = {}
         prop.inject(out, prop.extract(headers))
         assert out == headers
 
 
 def test_inject_signs_with_the_verifying_key_else_the_first():
-    prop = bridge.OSProfilerPropagator(["new", "old"])
-    inbound = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), "old")
+    prop = propagator.OSProfilerPropagator(["new", "old"])
+    inbound = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), "old")
     out: dict = {}
     prop.inject(out, prop.extract(inbound))
-    assert bridge.decode(out["X-Trace-Info"], out["X-Trace-HMAC"], ["old"])
+    assert codec.decode(out["X-Trace-Info"], out["X-Trace-HMAC"], ["old"])
     out = {}
     prop.inject(out, sampled_context(7 << 80 | 5, 9))
-    info = bridge.decode(out["X-Trace-Info"], out["X-Trace-HMAC"], ["new"])
+    info = codec.decode(out["X-Trace-Info"], out["X-Trace-HMAC"], ["new"])
     assert info.trace_id == 7 << 80 | 5 and info.span_id == 9
 
 
 def test_inject_of_a_child_span_names_the_child():
-    prop = bridge.OSProfilerPropagator([KEY])
-    ctx = prop.extract(bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY))
+    prop = propagator.OSProfilerPropagator([KEY])
+    ctx = prop.extract(codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY))
     parent = span_context_of(ctx)
     child = trace.SpanContext(parent.trace_id, 0xABCDEF, is_remote=False,
                               trace_flags=parent.trace_flags)
     out: dict = {}
     prop.inject(out, trace.set_span_in_context(trace.NonRecordingSpan(child), ctx))
-    info = bridge.decode(out["X-Trace-Info"], out["X-Trace-HMAC"], [KEY])
+    info = codec.decode(out["X-Trace-Info"], out["X-Trace-HMAC"], [KEY])
     assert info.trace_id == parent.trace_id and info.span_id == 0xABCDEF
 
 
 def test_unsampled_or_absent_spans_inject_nothing():
-    prop = bridge.OSProfilerPropagator([KEY])
+    prop = propagator.OSProfilerPropagator([KEY])
     unsampled = trace.SpanContext(1 << 100, 3, is_remote=False)
     out: dict = {}
     prop.inject(out, trace.set_span_in_context(trace.NonRecordingSpan(unsampled)))
@@ -256,9 +256,9 @@ def test_unsampled_or_absent_spans_inject_nothing():
 
 
 def test_no_keys_means_no_extract_and_no_inject(monkeypatch):
-    monkeypatch.delenv(bridge.HMAC_KEYS_ENV, raising=False)
-    prop = bridge.OSProfilerPropagator()
-    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    monkeypatch.delenv(codec.HMAC_KEYS_ENV, raising=False)
+    prop = propagator.OSProfilerPropagator()
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
     assert not span_context_of(prop.extract(headers)).is_valid
     out: dict = {}
     prop.inject(out, sampled_context(1 << 90, 1))
@@ -266,11 +266,11 @@ def test_no_keys_means_no_extract_and_no_inject(monkeypatch):
 
 
 def test_keys_come_from_the_environment_or_a_callable(monkeypatch):
-    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-    monkeypatch.setenv(bridge.HMAC_KEYS_ENV, f"first, {KEY}")
-    assert span_context_of(bridge.OSProfilerPropagator().extract(headers)).is_valid
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    monkeypatch.setenv(codec.HMAC_KEYS_ENV, f"first, {KEY}")
+    assert span_context_of(propagator.OSProfilerPropagator().extract(headers)).is_valid
     rotating = [["a"]]
-    prop = bridge.OSProfilerPropagator(lambda: rotating[0])
+    prop = propagator.OSProfilerPropagator(lambda: rotating[0])
     assert not span_context_of(prop.extract(headers)).is_valid
     rotating[0] = ["a", KEY]
     assert span_context_of(prop.extract(headers)).is_valid
@@ -278,21 +278,21 @@ def test_keys_come_from_the_environment_or_a_callable(monkeypatch):
 
 @pytest.mark.parametrize("name", ["X-TRACE-INFO", "x-trace-info", "X-Trace-Info"])
 def test_header_names_are_case_insensitive(name):
-    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
     carrier = {name: headers["X-Trace-Info"],
                name.replace("INFO", "HMAC").replace("info", "hmac")
                .replace("Info", "HMAC"): headers["X-Trace-HMAC"]}
-    ctx = bridge.OSProfilerPropagator([KEY]).extract(carrier)
+    ctx = propagator.OSProfilerPropagator([KEY]).extract(carrier)
     assert span_context_of(ctx).is_valid
 
 
 def test_wsgi_environ_carrier():
     from opentelemetry.instrumentation.wsgi import wsgi_getter
 
-    headers = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
     environ = {"HTTP_X_TRACE_INFO": headers["X-Trace-Info"],
                "HTTP_X_TRACE_HMAC": headers["X-Trace-HMAC"]}
-    ctx = bridge.OSProfilerPropagator([KEY]).extract(environ, getter=wsgi_getter)
+    ctx = propagator.OSProfilerPropagator([KEY]).extract(environ, getter=wsgi_getter)
     assert span_context_of(ctx).is_valid
 
 
@@ -300,14 +300,14 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def both_families(base_id: str) -> dict:
-    headers = bridge.encode(base_id, str(uuid.uuid4()), KEY)
+    headers = codec.encode(base_id, str(uuid.uuid4()), KEY)
     headers.update(traceparent=TRACEPARENT, tracestate="vendor=1")
     return headers
 
 
 @pytest.mark.parametrize("order", ["w3c_first", "osprofiler_first"])
 def test_a_verified_osprofiler_header_wins_over_traceparent(order):
-    ours = bridge.OSProfilerPropagator([KEY])
+    ours = propagator.OSProfilerPropagator([KEY])
     props = [TraceContextTextMapPropagator(), ours]
     if order == "osprofiler_first":
         props.reverse()
@@ -324,7 +324,7 @@ def test_a_verified_osprofiler_header_wins_over_traceparent(order):
 
 def test_tracestate_is_kept_when_both_name_the_same_trace():
     composite = CompositePropagator(
-        [TraceContextTextMapPropagator(), bridge.OSProfilerPropagator([KEY])])
+        [TraceContextTextMapPropagator(), propagator.OSProfilerPropagator([KEY])])
     base_id = str(uuid.UUID("0af7651916cd43dd8448eb211c80319c"))
     sc = span_context_of(composite.extract(both_families(base_id)))
     assert sc.trace_state.get("vendor") == "1"
@@ -333,9 +333,9 @@ def test_tracestate_is_kept_when_both_name_the_same_trace():
 
 
 def test_bad_headers_log_once_per_kind_not_a_flood(caplog):
-    prop = bridge.OSProfilerPropagator([KEY])
-    forged = bridge.encode(str(uuid.uuid4()), str(uuid.uuid4()), "guess")
-    with caplog.at_level(logging.DEBUG, logger=bridge.__name__):
+    prop = propagator.OSProfilerPropagator([KEY])
+    forged = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), "guess")
+    with caplog.at_level(logging.DEBUG, logger=codec.__name__):
         for _ in range(1000):
             prop.extract(forged)
             prop.extract({"X-Trace-Info": "%%%", "X-Trace-HMAC": "zz"})

@@ -3,7 +3,7 @@
 For each request it
 
 1. extracts the caller's context with the global propagator (``traceparent``
-   and verified OSProfiler headers, see ``zaqar_otel.bridge``);
+   and verified OSProfiler headers, see ``zaqar_otel.propagation``);
 2. decides whether to trace (``zaqar_otel.sampling``);
 3. if so, starts a SERVER span named by the falcon route template
    (``GET /v2/queues/{queue_name}/messages``, never the raw path) with the
@@ -26,20 +26,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation._semconv import _StabilityMode
 from opentelemetry.instrumentation.wsgi import (
     add_response_attributes,
     collect_request_attributes,
     wsgi_getter,
 )
-from opentelemetry.trace import SpanKind
 from osprofiler import profiler
 
-from zaqar_otel import bridge, patching, redact, sampling, tracepoints
+from zaqar_otel import patching, redact
+from zaqar_otel.entry import lifecycle
+from zaqar_otel.entry.lifecycle import Entry, end_span
 
 LOG = logging.getLogger(__name__)
 
@@ -50,12 +52,6 @@ _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 
 RouteOf = Callable[[str, str], str | None]
-
-#: Why a request is traced: "osprofiler" (a verified signature),
-#: "traceparent" (honoured sampled flag) or "sample_ratio"; a collector's
-#: tail sampling can keep every trace someone asked for.
-ORIGIN_ATTRIBUTE = "zaqar_otel.trace_origin"
-
 
 def falcon_route_of(app: Any) -> RouteOf:
     """Route template lookup in a falcon App's router (no request is routed)."""
@@ -103,7 +99,7 @@ class TracingMiddleware:
                 context.detach(token)
         return self._traced(environ, start_response, span, token)
 
-    def _begin(self, environ: dict[str, Any]) -> tuple[trace.Span | None, object]:
+    def _begin(self, environ: dict[str, Any]) -> lifecycle.Begun:
         def describe() -> tuple[str, dict[str, Any]]:
             method = environ.get("REQUEST_METHOD", "")
             route = self._route_of(method, environ.get("PATH_INFO") or "/")
@@ -123,7 +119,7 @@ class TracingMiddleware:
         environ: dict[str, Any],
         start_response: Callable[..., Any],
         span: trace.Span,
-        token: object,
+        token: Token[Context],
     ) -> Iterable[bytes]:
         def traced_start_response(status: str, headers: Any, *args: Any) -> Any:
             try:
@@ -162,79 +158,6 @@ class TracingMiddleware:
         return getattr(self._app, name)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """How an API request enters a trace, WSGI or websocket.
-
-    :param tracer: where the SERVER span is started.
-    :param hmac_key: key OSProfiler signs with when the request brought
-        none (a W3C or sampled request).
-    :param sample_ratio: see ``[opentelemetry] sample_ratio``.
-    :param honor_w3c_sampled: see ``[opentelemetry] honor_w3c_sampled``.
-    """
-
-    tracer: trace.Tracer
-    hmac_key: str
-    sample_ratio: float = 0.0
-    honor_w3c_sampled: bool = False
-
-    def __post_init__(self) -> None:
-        # Roots of OSProfiler traces take the caller's base_id as trace id.
-        tracepoints.use_osprofiler_ids(self.tracer)
-
-    def begin(
-        self,
-        extracted: context.Context,
-        describe: Callable[[], tuple[str, dict[str, Any]]],
-    ) -> tuple[trace.Span | None, object]:
-        """The entry of one request.
-
-        Decides from the ``extracted`` caller context; a traced request gets a
-        SERVER span named and described by ``describe()`` (called only then),
-        made current, and OSProfiler's profiler with ids that map back to it.
-        Returns the span (None when untraced) and the token to detach at the
-        end.
-        """
-        if profiler.get() is not None:
-            # Left over on this thread by a request that did not clean up.
-            profiler.clean()
-        decision = sampling.decide(extracted, self.sample_ratio,
-                                   self.honor_w3c_sampled)
-        if not decision.sampled:
-            # The unsampled parent keeps spans below this request from starting
-            # traces of their own; instrumentors skip them at all.
-            return None, context.attach(sampling.untraced(decision.parent))
-        name, attributes = describe()
-        attributes[ORIGIN_ATTRIBUTE] = decision.origin
-        if decision.root_trace_id is not None:
-            span = tracepoints.start_root(
-                self.tracer, decision.root_trace_id, name,
-                context=decision.parent, kind=SpanKind.SERVER, attributes=attributes)
-        else:
-            span = self.tracer.start_span(name, context=decision.parent,
-                                          kind=SpanKind.SERVER, attributes=attributes)
-        token = context.attach(trace.set_span_in_context(span, decision.parent))
-        _init_profiler(span, bridge.verified_trace_info(extracted), self.hmac_key)
-        return span, token
-
-
-def _init_profiler(span: trace.Span, inbound: bridge.TraceInfo | None,
-                   hmac_key: str) -> None:
-    """OSProfiler's profiler for this thread, with ids that map to ``span``.
-
-    Zaqar's trace points then nest under it, and outgoing OSProfiler headers
-    continue the caller's trace with its exact base_id.
-    """
-    ids = span.get_span_context()
-    same_trace = inbound is not None and inbound.trace_id == ids.trace_id
-    base_id = (inbound.base_id if same_trace and inbound else
-               bridge.base_id_from_trace_id(ids.trace_id))
-    profiler.init(
-        inbound.hmac_key if inbound else hmac_key,
-        base_id=base_id,
-        parent_id=bridge.uuid_from_span_id(ids.trace_id, ids.span_id))
-
-
 def _split_server_address(attributes: dict[str, Any]) -> None:
     """``server.address`` is the host alone (the wsgi instrumentation copies
     the Host header, port included); the port goes to ``server.port``."""
@@ -251,15 +174,6 @@ def _split_server_address(attributes: dict[str, Any]) -> None:
 def _span_name(method: str, route: str | None) -> str:
     method = method if method in _KNOWN_METHODS else "HTTP"
     return f"{method} {route}" if route else method
-
-
-def end_span(span: trace.Span, log_failure: patching.FailureLog) -> None:
-    """``span.end()`` that never raises into the request."""
-    # span.end() runs the span processors, which the SDK does not guard.
-    try:
-        span.end()
-    except Exception:
-        log_failure()
 
 
 class _EndSpanWhenDone:

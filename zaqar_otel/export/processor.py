@@ -28,6 +28,7 @@ from opentelemetry.trace import Status
 
 from zaqar_otel import patching, redact
 from zaqar_otel import settings as settings_module
+from zaqar_otel.export import sdk_layout
 
 LOG = logging.getLogger(__name__)
 
@@ -142,23 +143,19 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         super().__init__(_CountingExporter(exporter, drops),
                          **batch_args)  # type: ignore[arg-type] # ints by name
         self.drops = drops
-        max_queue = batch_args.get("max_queue_size") or getattr(
-            getattr(self, "_batch_processor", None), "_max_queue_size", None)
-        self._max_queue = max_queue if isinstance(max_queue, int) else 0
-        self.counts_full_queue = (self._max_queue > 0
-                                  and self._queue_length() is not None)
+        self._max_queue = (batch_args.get("max_queue_size")
+                           or sdk_layout.batch_max_queue_size(self) or 0)
+        self._queue = sdk_layout.batch_queue(self)
+        self.counts_full_queue = self._max_queue > 0 and self._queue is not None
         if not self.counts_full_queue:
-            LOG.info("zaqar-otel: this SDK's BatchSpanProcessor is laid out "
-                     "differently; spans dropped from a full queue are logged "
-                     "by the SDK, not counted")
+            sdk_layout.fast_path_off("spans dropped from a full queue are "
+                                     "logged by the SDK, not counted")
         self._log_failure = patching.FailureLog(
             LOG, "handing a span to the exporter failed; the span is dropped")
 
     def _queue_length(self) -> int | None:
-        # SDK 1.45: BatchSpanProcessor._batch_processor._queue, a deque.
-        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
         try:
-            return len(queue) if queue is not None else None
+            return len(self._queue) if self._queue is not None else None
         except Exception:
             return None
 
@@ -192,7 +189,7 @@ def exporter(conf: settings_module.Settings) -> SpanExporter | None:
     if conf.exporter == "otlp_http":
         from opentelemetry.exporter.otlp.proto.http import Compression
 
-        from zaqar_otel.otlp_http import OTLPSpanExporter
+        from zaqar_otel.export.otlp_http import OTLPSpanExporter
 
         if "compression" in args:
             args["compression"] = Compression(args["compression"])
@@ -200,7 +197,7 @@ def exporter(conf: settings_module.Settings) -> SpanExporter | None:
     if conf.exporter == "otlp_grpc":
         import grpc
 
-        from zaqar_otel.otlp_grpc import OTLPSpanExporter as GrpcExporter
+        from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
 
         if "compression" in args:
             args["compression"] = {"gzip": grpc.Compression.Gzip}.get(
@@ -217,8 +214,8 @@ def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor
     if chosen is None:
         return None
     # An endpoint's user:password must not reach the log lines it is in.
-    destination = redact.userinfo(str(getattr(chosen, "_endpoint", None)
-                                      or conf.exporter))
+    destination = redact.userinfo(sdk_layout.exporter_endpoint(chosen)
+                                  or conf.exporter)
     processor = CountingBatchSpanProcessor(chosen, DropCounter(destination),
                                            **conf.batch_args)
     quiet = _SDK_DROP_MESSAGES if processor.counts_full_queue else tuple(

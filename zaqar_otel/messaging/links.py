@@ -7,7 +7,7 @@ in the ``zaqar_otel_links`` collection (TTL index) of the queue's MongoDB
 partition. Never inside the body consumers read; only the trace and span id
 (no trace state, no baggage). A later traced list, get, claim or pop that
 returns those messages adds span links to the posting spans on its
-``receive`` operation (``zaqar_otel.messaging``), so Jaeger can jump from
+``receive`` operation (``zaqar_otel.messaging.operations``), so Jaeger can jump from
 the consumer to the producer.
 
 Untraced requests touch nothing: the wrappers return at once when no traced
@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from zaqar_otel import messaging, patching
+from zaqar_otel import patching
+from zaqar_otel.messaging import operations
 
 LOG = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def _failed(what: str) -> None:
 
 def _after_post(store: LinkStore, messages: Sequence[dict[str, Any]],
                 ids: Sequence[str]) -> None:
-    operation = messaging.current()
+    operation = operations.current()
     if operation is None or not ids:
         return
     try:
@@ -159,13 +160,13 @@ def _after_post(store: LinkStore, messages: Sequence[dict[str, Any]],
         _failed("saving")
 
 
-def _link(store: LinkStore, operation: messaging.Operation, ids: list[str]) -> None:
+def _link(store: LinkStore, operation: operations.Operation, ids: list[str]) -> None:
     ids = [i for i in ids if i not in operation.seen]
     if not ids:
         return
     operation.seen.update(ids)
     try:
-        found = [decode(v) for v in store.load(ids[:messaging.MAX_LINKS])]
+        found = [decode(v) for v in store.load(ids[:operations.MAX_LINKS])]
         operation.add_links([c for c in found if c is not None])
     except Exception:
         _failed("loading")
@@ -202,7 +203,7 @@ def _wrap(cls: type, name: str, make: Callable[[Callable[..., Any], StoreOf],
 def _post(original: Callable[..., Any], store_of: StoreOf) -> Callable[..., Any]:
     def post(self: Any, queue: str, messages: Iterable[dict[str, Any]],
              client_uuid: Any, project: str | None = None) -> Any:
-        if messaging.current() is None:
+        if operations.current() is None:
             return original(self, queue, messages, client_uuid, project)
         messages = list(messages)  # read twice: by the store, then for TTLs
         ids = original(self, queue, messages, client_uuid, project)
@@ -222,7 +223,7 @@ def _receiving(original: Callable[..., Any], store_of: StoreOf) -> Callable[...,
 
     def receive(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(self, *args, **kwargs)
-        operation = messaging.current()
+        operation = operations.current()
         if operation is None:
             return result
         try:

@@ -11,8 +11,10 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from zaqar_otel import bridge, sampling
-from zaqar_otel.middleware import Entry, TracingMiddleware
+from zaqar_otel import sampling
+from zaqar_otel.entry.lifecycle import Entry
+from zaqar_otel.entry.wsgi_middleware import TracingMiddleware
+from zaqar_otel.propagation import codec, propagator
 
 
 def _run(headers: dict[str, str]) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def _run(headers: dict[str, str]) -> dict[str, Any]:
                **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()}}
     previous = propagate.get_global_textmap()
     propagate.set_global_textmap(CompositePropagator(
-        [TraceContextTextMapPropagator(), bridge.OSProfilerPropagator(["key"])]))
+        [TraceContextTextMapPropagator(), propagator.OSProfilerPropagator(["key"])]))
     try:
         body = middleware(environ, lambda *args: None)
         assert list(body) == [b"ok"]
@@ -50,7 +52,7 @@ def test_untraced_requests_suppress_the_database_instrumentors() -> None:
 
 
 def test_traced_requests_keep_them() -> None:
-    headers = bridge.encode("6f1d0c9e-0000-4000-8000-000000000001",
+    headers = codec.encode("6f1d0c9e-0000-4000-8000-000000000001",
                             "6f1d0c9e-0000-4000-8000-000000000002", "key")
     assert _run(headers) == {"instrumented": True, "recording": True}
 
@@ -70,7 +72,7 @@ def _traced(app: Any) -> tuple[TracingMiddleware, Any, dict[str, Any]]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     middleware = TracingMiddleware(app, Entry(provider.get_tracer("t"), "key"),
                                    lambda method, path: "/v2/queues")
-    headers = bridge.encode("6f1d0c9e-0000-4000-8000-000000000001",
+    headers = codec.encode("6f1d0c9e-0000-4000-8000-000000000001",
                             "6f1d0c9e-0000-4000-8000-000000000002", "key")
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/queues",
                "wsgi.url_scheme": "http", "SERVER_NAME": "z", "SERVER_PORT": "80",
@@ -81,7 +83,7 @@ def _traced(app: Any) -> tuple[TracingMiddleware, Any, dict[str, Any]]:
 
 def _call(middleware: TracingMiddleware, environ: dict[str, Any]) -> Any:
     previous = propagate.get_global_textmap()
-    propagate.set_global_textmap(bridge.OSProfilerPropagator(["key"]))
+    propagate.set_global_textmap(propagator.OSProfilerPropagator(["key"]))
     try:
         return middleware(environ, lambda *args: None)
     finally:
@@ -159,7 +161,7 @@ def test_attributes_of_the_wrapped_app_show_through() -> None:
 
 
 def test_server_address_is_the_host_without_the_port() -> None:
-    from zaqar_otel.middleware import _split_server_address
+    from zaqar_otel.entry.wsgi_middleware import _split_server_address
 
     cases = {"zaqar.example:8888": ("zaqar.example", 8888),
              "[::1]:8888": ("::1", 8888), "zaqar.example": ("zaqar.example", None),

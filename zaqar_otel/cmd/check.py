@@ -25,31 +25,13 @@ from urllib.parse import urlsplit
 
 from oslo_config import cfg
 
-from zaqar_otel import opts, propagators, redact, settings
+from zaqar_otel import opts, redact, settings, switches
+from zaqar_otel.propagation import env_guard
 
 DEFAULT_TIMEOUT = 3.0
-DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
-DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
-ENDPOINT_OPTION = f"[{opts.OTEL_GROUP}] endpoint"
+ENDPOINT_OPTION = settings.ENDPOINT_OPTION
 HEADERS_OPTION = f"[{opts.OTEL_GROUP}] headers"
 CERTIFICATE_OPTION = f"[{opts.OTEL_GROUP}] certificate"
-
-# (option, Settings attribute, what it traces), in the order of the report.
-TRACE_SWITCHES = (
-    ("trace_wsgi_transport", "trace_wsgi", "API requests: the server span"),
-    ("trace_message_store", "trace_message_store", "message store controllers"),
-    ("trace_management_store", "trace_management_store",
-     "management store controllers"),
-    ("trace_redis", "trace_redis", "Redis commands"),
-    ("trace_mongodb", "trace_mongodb", "MongoDB commands"),
-    ("trace_sqlalchemy", "trace_sqlalchemy", "SQL statements"),
-    ("trace_pooling", "trace_pooling", "pool catalog lookups"),
-    ("trace_requests", "trace_requests", "outgoing HTTP (webhooks, Keystone)"),
-    ("trace_websocket_transport", "trace_websocket_transport",
-     "websocket API requests"),
-    ("trace_message_links", "trace_message_links",
-     "producer -> consumer links (writes to the message store)"),
-)
 
 
 class UsageError(Exception):
@@ -273,10 +255,7 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
         report.error(str(exc))
         return report.finish()
     if not loaded.enabled:
-        sdk_off = (environ.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true"
-        why = ("OTEL_SDK_DISABLED=true" if sdk_off
-               else f"[{opts.PROFILER_GROUP}] enabled = false")
-        report.line("tracing", f"off ({why}): nothing would be traced")
+        report.line("tracing", f"off ({loaded.off_because}): nothing would be traced")
         return report.finish()
     report.secrets.update(k for k in loaded.hmac_keys if len(k) >= 3)
     keys = len(loaded.hmac_keys)
@@ -294,22 +273,23 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
 
 
 def _propagation(report: Report, environ: Mapping[str, str]) -> None:
-    value = environ.get(propagators.VARIABLE) or ""
+    value = environ.get(env_guard.VARIABLE) or ""
     # Importing zaqar_otel already dropped unknown names from this process's
     # own environment; those are remembered.
-    unknown = tuple(dict.fromkeys((*propagators.unknown_in(value),
-                                   *propagators.unknown())))
-    used = [n for n in propagators.names(value) if n not in unknown]
-    shown = ",".join(used) or f"{propagators.DEFAULT} (default)"
+    unknown = tuple(dict.fromkeys((*env_guard.unknown_in(value),
+                                   *env_guard.unknown())))
+    used = [n for n in env_guard.names(value) if n not in unknown]
+    shown = ",".join(used) or f"{env_guard.DEFAULT} (default)"
     report.line("propagators", shown)
     if unknown:
-        report.error(propagators.problem_text(unknown))
+        report.error(env_guard.problem_text(unknown))
 
 
 def _what(report: Report, conf: cfg.ConfigOpts, s: settings.Settings) -> None:
     report.section(f"What would be traced ([{opts.PROFILER_GROUP}])")
-    for option, attr, what in TRACE_SWITCHES:
-        report.line(option, f"{_on(getattr(s, attr)):<4} {what}")
+    for switch in switches.SWITCHES:
+        report.line(switch.option,
+                    f"{_on(getattr(s, switch.attribute)):<4} {switch.traces}")
     ratio = ("only requests with a signed header" if s.sample_ratio == 0 else
              f"signed requests, and {s.sample_ratio * 100:g}% of the others")
     report.line("sample_ratio", f"{s.sample_ratio:<4} {ratio}")
@@ -359,29 +339,6 @@ def _backends(report: Report, conf: cfg.ConfigOpts, s: settings.Settings) -> Non
             "pooling = false: nothing to trace; set it to false")
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    source: str  # the option, the variable, or "default"
-
-
-def resolve_endpoint(s: settings.Settings, environ: Mapping[str, str]) -> Endpoint:
-    """The URL the exporter would send to, and where it comes from."""
-    if s.exporter_args.get("endpoint"):
-        return Endpoint(str(s.exporter_args["endpoint"]), ENDPOINT_OPTION)
-    name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    if value := (environ.get(name) or "").strip():
-        return Endpoint(value, name)  # used as is, as the SDK does
-    name = "OTEL_EXPORTER_OTLP_ENDPOINT"
-    if value := (environ.get(name) or "").strip():
-        if s.exporter == "otlp_http":
-            value = value.removesuffix("/") + "/v1/traces"
-        return Endpoint(value, name)
-    default = DEFAULT_HTTP_ENDPOINT if s.exporter == "otlp_http" \
-        else DEFAULT_GRPC_ENDPOINT
-    return Endpoint(default, "default")
-
-
 def _from_env(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:
     for name in names:
         if value := (environ.get(name) or "").strip():
@@ -403,7 +360,7 @@ def _headers(s: settings.Settings,
     from opentelemetry.util.re import parse_env_headers
 
     found = parse_env_headers(env[1], liberal=True)
-    return found, f"{_count(list(found), 'header')} set in ${env[0]}"
+    return dict(found), f"{_count(list(found), 'header')} set in ${env[0]}"
 
 
 def _where(report: Report, s: settings.Settings, environ: Mapping[str, str],
@@ -417,7 +374,7 @@ def _where(report: Report, s: settings.Settings, environ: Mapping[str, str],
         report.warning(f"[{opts.OTEL_GROUP}] exporter = none: no span would reach "
                        "a collector; set it to otlp_http or otlp_grpc")
         return
-    endpoint = resolve_endpoint(s, environ)
+    endpoint = settings.endpoint(s, environ)
     report.line("exporter", s.exporter)
     report.line("endpoint", f"{endpoint.url}  (from {endpoint.source})")
     headers, described = _headers(s, environ)

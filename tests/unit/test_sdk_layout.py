@@ -1,0 +1,107 @@
+"""An SDK laid out differently from 1.45: the fast paths turn themselves off
+with one log line, and spans still reach a real collector through the SDK's
+own code, never counted as dropped."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc import exporter as grpc_mixin
+from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_sdk
+from opentelemetry.exporter.otlp.proto.http import _common
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+
+from tests.otlp_receiver import OTLPReceiver
+from zaqar_otel import settings
+from zaqar_otel.export import otlp_encoding, processor, sdk_layout
+from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
+from zaqar_otel.export.otlp_http import OTLPSpanExporter as HttpExporter
+
+LOGGER = sdk_layout.__name__
+
+
+@pytest.fixture
+def our_encoder_unused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if zaqar-otel's encoder is called: the SDK's must be."""
+    def refuse(self: object, spans: object) -> bytes:
+        raise AssertionError("zaqar-otel's encoder ran on a mismatched SDK")
+
+    monkeypatch.setattr(otlp_encoding.SpanEncoder, "encode", refuse)
+
+
+def _export_two(span_processor: processor.CountingBatchSpanProcessor) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(span_processor)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("parent", kind=SpanKind.SERVER):
+        tracer.start_span("child").end()
+    provider.shutdown()
+
+
+def test_the_known_layout_is_found() -> None:
+    """The sanity half: on this SDK every look-up succeeds."""
+    exporter = HttpExporter(endpoint="http://127.0.0.1:9/v1/traces")
+    assert sdk_layout.http_parts(exporter) is not None
+    assert sdk_layout.grpc_translates(GrpcExporter)
+    assert sdk_layout.exporter_endpoint(exporter) == "http://127.0.0.1:9/v1/traces"
+
+
+def test_http_export_without_the_sdk_helper_goes_through_the_sdk(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        receiver: OTLPReceiver, our_encoder_unused: None) -> None:
+    # As if the SDK had moved its size check: its own export still has it
+    # (imported by name), zaqar-otel's look-up does not find it.
+    monkeypatch.delattr(_common, "_is_request_too_large")
+    conf = settings.Settings(enabled=True, hmac_keys=("k",),
+                             exporter_args={"endpoint": receiver.traces_url})
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        span_processor = processor.span_processor(conf)
+    assert span_processor is not None
+    assert sum("laid out differently" in r.getMessage() for r in caplog.records) == 1
+    assert "OTLP/HTTP export encodes with the SDK's encoder" in caplog.text
+    _export_two(span_processor)
+    child, parent = receiver.wait_for(count=2)
+    assert child.parent_span_id == parent.span_id
+    assert span_processor.drops.total == 0
+
+
+def test_http_exporter_missing_a_private_part_is_detected() -> None:
+    exporter = HttpExporter(endpoint="http://127.0.0.1:9/v1/traces")
+    del exporter._client
+    assert sdk_layout.http_parts(exporter) is None
+
+
+def test_grpc_export_without_translate_data_uses_the_sdk_encoder(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        our_encoder_unused: None) -> None:
+    for cls in (grpc_sdk.OTLPSpanExporter, grpc_mixin.OTLPExporterMixin):
+        monkeypatch.delattr(cls, "_translate_data")
+    with OTLPReceiver(protocol="grpc") as receiver:
+        conf = settings.Settings(
+            enabled=True, hmac_keys=("k",), exporter="otlp_grpc",
+            exporter_args={"endpoint": receiver.endpoint, "insecure": True})
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            span_processor = processor.span_processor(conf)
+        assert span_processor is not None
+        assert "OTLP/gRPC export encodes with the SDK's encoder" in caplog.text
+        _export_two(span_processor)
+        child, parent = receiver.wait_for(count=2)
+    assert child.parent_span_id == parent.span_id
+    assert span_processor.drops.total == 0
+
+
+def test_a_processor_without_the_known_queue_counts_nothing_wrongly(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        receiver: OTLPReceiver) -> None:
+    monkeypatch.setattr(sdk_layout, "batch_queue", lambda processor: None)
+    conf = settings.Settings(enabled=True, hmac_keys=("k",),
+                             exporter_args={"endpoint": receiver.traces_url})
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        span_processor = processor.span_processor(conf)
+    assert span_processor is not None and not span_processor.counts_full_queue
+    assert "full queue" in caplog.text
+    _export_two(span_processor)
+    assert len(receiver.wait_for(count=2)) == 2
+    assert span_processor.drops.total == 0
