@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -66,6 +67,9 @@ class _State:
 
 _state: _State | None = None
 _lock = threading.Lock()
+# Providers set-up built, so that a set-up after teardown() builds its own
+# instead of taking a shut-down one for the operator's.
+_made: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 
 
 def hmac_keys() -> tuple[str, ...]:
@@ -117,14 +121,19 @@ def setup(conf: cfg.ConfigOpts) -> bool:
 
 def _start(state: _State, conf: cfg.ConfigOpts) -> None:
     current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
+    if isinstance(current, TracerProvider) and current not in _made:
         LOG.info("zaqar-otel: using the TracerProvider already installed")
         state.provider = current
     else:
         state.provider = _provider(state.settings)
         state.owns_provider = True
-        trace.set_tracer_provider(state.provider)
-        atexit.register(shutdown)
+        _made.add(state.provider)
+        # The API sets its global once per process; after a teardown() the
+        # new provider is handed down explicitly (tracer, instrumentors).
+        if not isinstance(current, TracerProvider):
+            trace.set_tracer_provider(state.provider)
+        if len(_made) == 1:
+            atexit.register(shutdown)
     # The scope is zaqar-otel's, so its version is ours, not Zaqar's.
     state.tracer = state.provider.get_tracer("zaqar_otel", zaqar_otel.__version__)
     previous_textmap = propagate.get_global_textmap()
@@ -188,10 +197,13 @@ def _start_tracepoints(state: _State, conf: cfg.ConfigOpts) -> None:
     # Its statement/params trace points would duplicate the sqlalchemy
     # instrumentor's spans and carry bound values.
     osprofiler_sqlalchemy.disable()
+    state.undo.append(osprofiler_sqlalchemy.enable)
     patching.patch(profiler, "trace_cls", _trace_cls_without_args)
     forward = _osprofiler_driver(state.settings.connection_string, conf)
     skip = () if state.settings.trace_pooling else ("pooling_",)
     assert state.tracer is not None  # made by _start first
+    previous_notifier = notifier.get()
+    state.undo.append(lambda: notifier.set(previous_notifier))
     notifier.set(tracepoints.Notifier(state.tracer, forward=forward,
                                       skip_prefixes=skip))
 
@@ -232,7 +244,10 @@ def shutdown(timeout: float | None = None) -> bool:
 
     True if everything was flushed in time. Runs once; later calls are no-ops.
     """
-    state = _state
+    return _flush(_state, timeout)
+
+
+def _flush(state: _State | None, timeout: float | None) -> bool:
     if state is None or not state.owns_provider or state.provider is None:
         return True
     provider, state.provider = state.provider, None
@@ -336,6 +351,23 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Undo ``install()`` and every wrapper ``setup`` added; tracing set up
-    (provider, propagator) stays."""
-    patching.unpatch_all()
+    """Undo ``install()`` and ``setup()`` completely (see ``teardown``)."""
+    teardown()
+
+
+def teardown(timeout: float | None = None) -> bool:
+    """Undo everything ``install()`` and ``setup()`` did, in this process.
+
+    Spans are flushed (as ``shutdown``), every patch and instrumentor is
+    undone, the propagator, OSProfiler's notifier and its SQLAlchemy trace
+    points are put back; a later ``install()`` and ``setup(conf)`` start
+    afresh with the new configuration. True if everything was flushed.
+    """
+    global _state
+    with _lock:
+        state, _state = _state, None
+        flushed = _flush(state, timeout)
+        if state is not None:
+            instrumentors.uninstall(state.undo)
+        patching.unpatch_all()
+    return flushed

@@ -129,3 +129,47 @@ def test_a_forked_worker_gets_its_own_instance_id(monkeypatch) -> None:
     monkeypatch.setattr(os, "getpid", lambda: pid + 2)
     assert operator.attributes[SERVICE_INSTANCE_ID] == operator_id
     assert isinstance(operator, Resource)
+
+
+def test_teardown_undoes_everything_and_a_new_setup_takes_the_new_conf() -> None:
+    out = run("""
+        import redis
+        from osprofiler import notifier, profiler
+        from opentelemetry import propagate
+        from zaqar.transport.middleware import profile
+        from zaqar_otel.propagation import codec
+
+        originals = (profiler.trace_cls, notifier.get(), propagate.get_global_textmap(),
+                     redis.Redis.execute_command, profile.setup)
+        def now():
+            return (profiler.trace_cls, notifier.get(), propagate.get_global_textmap(),
+                    redis.Redis.execute_command, profile.setup)
+
+        startup.install()
+        assert startup.setup(conf(trace_redis=True)) is True
+        changed = now()
+        assert all(a is not b for a, b in zip(changed, originals)), changed
+        first = trace.get_tracer_provider()
+
+        assert startup.teardown() is True
+        assert now() == originals, now()
+        assert not startup.enabled()
+
+        # Afresh, with another configuration: Redis now untraced, a new provider.
+        startup.install()
+        assert startup.setup(conf(trace_redis=False, hmac_keys="k3")) is True
+        assert startup.hmac_keys() == ("k3",)
+        assert redis.Redis.execute_command is originals[3]
+        assert profiler.trace_cls is not originals[0]
+        # A signed header under the new key verifies, one under the old does not.
+        signed = lambda key: codec.encode("6f1d0c9e-0000-4000-8000-000000000001",
+                                          "6f1d0c9e-0000-4000-8000-000000000002", key)
+        valid = lambda c: trace.get_current_span(c).get_span_context().is_valid
+        assert valid(propagate.extract(signed("k3")))
+        assert not valid(propagate.extract(signed("k1")))
+        assert startup._state.provider is not first
+        startup.teardown()
+        assert now() == originals
+        print("ok")
+    """)
+    assert out.count("zaqar-otel: tracing on") == 2 and out.rstrip().endswith("ok")
