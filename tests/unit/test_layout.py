@@ -1,0 +1,111 @@
+"""The package's layering, as docs/design.md states it: which part may
+import which. A new import across the rules fails here, with the rule."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "zaqar_otel"
+
+# part -> the parts it may import (besides itself). A part is a folder or a
+# top-level module of zaqar_otel; "zaqar_otel" is the package's __init__.
+ALLOWED: dict[str, set[str]] = {
+    "propagation": set(),
+    "switches": set(),
+    "patching": set(),
+    "redact": set(),
+    "opts": {"switches"},
+    "settings": {"opts", "propagation", "switches"},
+    "sampling": {"propagation"},
+    "tracepoints": {"propagation", "patching", "redact"},
+    "messaging": {"propagation", "sampling", "patching", "redact"},
+    "entry": {"messaging", "propagation", "sampling", "tracepoints", "patching",
+              "redact"},
+    "export": {"settings", "patching", "redact", "zaqar_otel"},
+    "backends": {"entry", "messaging", "switches", "patching", "redact"},
+    "metrics": {"settings", "opts", "switches", "export", "sampling", "patching",
+                "redact", "zaqar_otel"},
+    "logs": {"settings", "opts", "patching", "redact", "zaqar_otel"},
+    "startup": {"backends", "entry", "export", "messaging", "metrics", "logs",
+                "propagation", "sampling", "settings", "tracepoints", "patching",
+                "redact", "zaqar_otel"},
+    # The faces: what users and entry points name.
+    "zaqar_otel": {"propagation", "startup"},
+    "bridge": {"propagation"},
+    "wsgi": {"startup"},
+    "distro": {"startup", "switches"},
+    "demo": {"propagation"},
+    "cmd": {"startup", "demo", "settings", "opts", "switches", "redact",
+            "propagation", "export", "zaqar_otel"},
+}
+
+
+def _part(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    if len(relative.parts) > 1:
+        return relative.parts[0]
+    return "zaqar_otel" if relative.stem == "__init__" else relative.stem
+
+
+def _imported_parts(tree: ast.AST) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] if node.module != "zaqar_otel" else [
+                f"zaqar_otel.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "zaqar_otel":
+                found.add("zaqar_otel")
+            elif name.startswith("zaqar_otel."):
+                top = name.split(".")[1]
+                found.add("zaqar_otel" if top == "__version__" else top)
+    return found
+
+
+def _imports_of(module_name_prefix: str, tree: ast.AST) -> list[str]:
+    return [a.name if isinstance(node, ast.Import) else node.module or ""
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for a in (node.names if isinstance(node, ast.Import) else [node])
+            if (a.name if isinstance(node, ast.Import) else node.module or ""
+                ).startswith(module_name_prefix)]
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_module_imports_only_the_parts_its_layer_may(path: Path) -> None:
+    part = _part(path)
+    assert part in ALLOWED, (
+        f"{part} is a new part: state what it may import in docs/design.md "
+        "and in ALLOWED here")
+    tree = ast.parse(path.read_text(), str(path))
+    wrong = _imported_parts(tree) - ALLOWED[part] - {part}
+    if part == "zaqar_otel":
+        wrong.discard("zaqar_otel")
+    assert not wrong, f"{path.relative_to(PACKAGE)} ({part}) imports {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "propagation").glob("*.py")),
+                         ids=lambda p: p.name)
+def test_propagation_is_pure(path: Path) -> None:
+    """Only the OTel API and the standard library: the propagator loads in
+    any OTel Python process, without Zaqar, osprofiler or the SDK."""
+    tree = ast.parse(path.read_text(), str(path))
+    for prefix in ("opentelemetry.sdk", "osprofiler", "zaqar.", "oslo"):
+        assert not _imports_of(prefix, tree), (path.name, prefix)
+
+
+def test_no_part_imports_the_tests_or_pytest() -> None:
+    for path in MODULES:
+        tree = ast.parse(path.read_text(), str(path))
+        assert not _imports_of("tests", tree), path
+        assert not _imports_of("pytest", tree), path
