@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver
 from tests.servers import MongoServer, RedisServer
+from zaqar_otel.demo.receiver import OTLPReceiver
 
 # Everything the tests start listens on loopback; a proxy from the
 # environment (honoured by requests and gRPC, also in the Zaqar processes the

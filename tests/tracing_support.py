@@ -3,16 +3,16 @@
 The HMAC key the tests sign with, the commands that start Zaqar with the
 hook, zaqar.conf sections with every kind of tracing on, a profiled
 producer/consumer session as the CLI sends it and the checks every deployment
-must pass, and a canary request that flushes what was exported before it.
+must pass (one well-nested tree: ``assert_one_tree``), and a canary request
+that flushes what was exported before it.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import zaqar_otel
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree, render_tree
 from tests.servers import mariadb_url, postgres_url, require_mariadb, require_postgres
 from tests.zaqar_process import (
     ZaqarServer,
@@ -20,6 +20,8 @@ from tests.zaqar_process import (
     profiled,
     zaqar_client,
 )
+from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+from zaqar_otel.demo.tree import by_trace, render_tree
 from zaqar_otel.propagation import codec, idmap
 
 KEY = "zaqar-otel-functional-key"
@@ -51,6 +53,7 @@ SESSION_ROUTES = {
 REDIS_SCOPE = "opentelemetry.instrumentation.redis"
 PYMONGO_SCOPE = "opentelemetry.instrumentation.pymongo"
 SQLALCHEMY_SCOPE = "opentelemetry.instrumentation.sqlalchemy"
+_SLACK_NS = 1_000_000  # clocks tick coarsely on some hosts: allow 1 ms
 
 
 def tracing(
@@ -194,3 +197,54 @@ def osprofiler_driver(port: int, key: str = KEY,
         "connection_string": f"otlp://127.0.0.1:{port}",
         **profiler,
     }}
+
+
+def assert_one_tree(
+    spans: Iterable[ReceivedSpan], remote_parent: int | None = None
+) -> ReceivedSpan:
+    """Assert the spans form exactly one well-nested trace; return its root.
+
+    ``remote_parent`` is the span id the root may point at when the trace
+    continues a context propagated from elsewhere.
+    """
+    spans = list(spans)
+    problems: list[str] = []
+    if not spans:
+        raise AssertionError("no spans")
+    if len(by_trace(spans)) != 1:
+        problems.append(f"{len(by_trace(spans))} trace ids, expected 1")
+    by_id: dict[int, ReceivedSpan] = {}
+    for s in spans:
+        if s.span_id in by_id:
+            problems.append(f"duplicate span id {s.span_id_hex} ({s.name})")
+        by_id[s.span_id] = s
+    roots = [s for s in spans if s.parent_span_id in (None, remote_parent)]
+    if len(roots) != 1:
+        names = ", ".join(s.name for s in roots) or "none"
+        problems.append(f"{len(roots)} roots, expected 1: {names}")
+    for s in spans:
+        if s.parent_span_id in (None, remote_parent):
+            continue
+        parent = by_id.get(s.parent_span_id)
+        if parent is None:
+            problems.append(
+                f"{s.name}: parent {s.parent_span_id:016x} is not in the list"
+            )
+        elif (
+            s.start_ns < parent.start_ns - _SLACK_NS
+            or s.end_ns > parent.end_ns + _SLACK_NS
+        ):
+            # Times relative to the parent's start read better than epoch ns.
+            start, end = ((t - parent.start_ns) / 1e6 for t in (s.start_ns, s.end_ns))
+            problems.append(
+                f"{s.name} [{start:+.2f}ms, {end:+.2f}ms] is not inside "
+                f"{parent.name} [0, {parent.duration_ms:.2f}ms]"
+            )
+    if problems:
+        raise AssertionError(
+            "spans are not one tree:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + "\n"
+            + render_tree(spans)
+        )
+    return roots[0]

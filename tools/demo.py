@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
 from tests.servers import RedisServer, WebhookSubscriber
 from tests.tracing_support import ALL_TRACING
 from tests.zaqar_process import (
@@ -41,6 +40,8 @@ from tests.zaqar_process import (
     redis_sql,
     zaqar_client,
 )
+from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.propagation import idmap
 
 KEY = "zaqar-otel-demo-key"

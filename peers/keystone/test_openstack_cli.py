@@ -35,7 +35,9 @@ from peers.keystone.stack import (
     detail,
     openstack_bin,
 )
-from tests.otlp_receiver import ReceivedSpan, assert_one_tree, render_tree
+from tests.tracing_support import assert_one_tree
+from zaqar_otel.demo.receiver import ReceivedSpan
+from zaqar_otel.demo.tree import render_tree
 
 # The CLI's own calls to Keystone: version discovery, then the token.
 CLI_KEYSTONE_CALLS = {"WSGI_GET_/v3", "WSGI_POST_/v3/auth/tokens"}

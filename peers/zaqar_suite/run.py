@@ -208,8 +208,8 @@ def _child_env(tree: Path, record: Path, mode: str) -> dict[str, str]:
 
 def run_mode(letter: str, tree: Path, results: Path, pytest_args: list[str],
              timeout: float, overrides: list[str]) -> dict[str, Any]:
-    from tests.otlp_receiver import OTLPReceiver
     from tests.servers import MongoServer, RedisServer
+    from zaqar_otel.demo.receiver import OTLPReceiver
 
     record = results / letter
     record.mkdir(parents=True, exist_ok=True)
@@ -266,7 +266,7 @@ def run_mode(letter: str, tree: Path, results: Path, pytest_args: list[str],
 
 def load_mode(letter: str, results: Path) -> dict[str, Any]:
     """What one mode left in ``results/<letter>/``."""
-    from tests.otlp_receiver import decode_request
+    from zaqar_otel.demo.receiver import decode_request
 
     record = results / letter
     mode, title = MODES[letter]

@@ -135,7 +135,7 @@ def _receiver_main() -> None:
     Prints its port, then answers each line on stdin with the JSON totals
     per service name; ends when stdin closes.
     """
-    from tests.otlp_receiver import OTLPReceiver
+    from zaqar_otel.demo.receiver import OTLPReceiver
 
     totals: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()

@@ -42,7 +42,6 @@ from typing import Any
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver, render_tree
 from tests.servers import MongoServer, RedisServer, WebhookSubscriber, free_port
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.websocket_client import exchange
@@ -53,6 +52,8 @@ from tests.zaqar_process import (
     mongo,
     redis_sql,
 )
+from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional

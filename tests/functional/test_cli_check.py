@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver
 from tests.servers import free_port
+from zaqar_otel.demo.receiver import OTLPReceiver
 
 pytestmark = pytest.mark.functional
 

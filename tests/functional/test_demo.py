@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver
 from tests.servers import free_port
+from zaqar_otel.demo.receiver import OTLPReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, "-m", "tools.demo"]

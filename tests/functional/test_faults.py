@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver, render_tree
 from tests.servers import RedisServer, free_port
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional

@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, render_tree
 from tests.servers import MongoServer, RedisServer, WebhookSubscriber
 from tests.tracing_support import (
     KEY,
@@ -16,6 +15,8 @@ from tests.tracing_support import (
     tracing,
 )
 from tests.zaqar_process import ZaqarServer, mongo, profiled, redis_sql, zaqar_client
+from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.propagation import idmap
 
 pytestmark = pytest.mark.functional

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver
 from tests.servers import RedisServer
 from tests.tracing_support import (
     KEY,
@@ -20,6 +19,7 @@ from tests.tracing_support import (
     assert_well_formed,
 )
 from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.receiver import OTLPReceiver
 
 pytestmark = pytest.mark.functional
 

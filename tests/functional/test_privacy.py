@@ -30,7 +30,6 @@ import pytest
 import redis as redis_client
 
 from tests import tracing_support
-from tests.otlp_receiver import OTLPReceiver, render_tree
 from tests.servers import MongoServer, RedisServer, free_port
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.zaqar_process import (
@@ -41,6 +40,8 @@ from tests.zaqar_process import (
     pooled,
     redis_sql,
 )
+from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional

@@ -15,11 +15,18 @@ import uuid
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree
 from tests.servers import RedisServer
-from tests.tracing_support import KEY, OTEL_SERVER, canary, osprofiler_driver, tracing
+from tests.tracing_support import (
+    KEY,
+    OTEL_SERVER,
+    assert_one_tree,
+    canary,
+    osprofiler_driver,
+    tracing,
+)
 from tests.websocket_client import exchange
 from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
+from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional

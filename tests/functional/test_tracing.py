@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree, render_tree
 from tests.servers import (
     MongoServer,
     RedisServer,
@@ -32,6 +31,7 @@ from tests.tracing_support import (
     REDIS_SCOPE,
     SQLALCHEMY_SCOPE,
     ProfiledSession,
+    assert_one_tree,
     assert_well_formed,
     canary,
     sql_url,
@@ -47,6 +47,8 @@ from tests.zaqar_process import (
     redis_sql,
     zaqar_client,
 )
+from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver
 from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_GUNICORN, OTEL_SERVER, canary, tracing
 from tests.zaqar_process import ZaqarServer, profiled, redis_sql, zaqar_client
+from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional

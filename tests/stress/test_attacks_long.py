@@ -35,10 +35,10 @@ from tests.functional.test_attacks import (
     signed_stats,
     traced_extra,
 )
-from tests.otlp_receiver import OTLPReceiver
 from tests.servers import RedisServer
 from tests.tracing_support import OTEL_SERVER
 from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.receiver import OTLPReceiver
 
 REQUESTS = int(os.environ.get("ZAQAR_OTEL_MEMORY_REQUESTS", "10000"))
 BATCH = 50

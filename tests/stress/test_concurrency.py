@@ -28,11 +28,18 @@ import psutil
 import pytest
 
 from tests.functional.test_privacy import flush
-from tests.otlp_receiver import OTLPReceiver, ReceivedSpan, assert_one_tree, by_trace
 from tests.servers import RedisServer
 from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV
-from tests.tracing_support import KEY, OTEL_SERVER, osprofiler_driver, tracing
+from tests.tracing_support import (
+    KEY,
+    OTEL_SERVER,
+    assert_one_tree,
+    osprofiler_driver,
+    tracing,
+)
 from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+from zaqar_otel.demo.tree import by_trace
 from zaqar_otel.propagation import codec, idmap
 
 SECONDS = float(os.environ.get("ZAQAR_OTEL_STRESS_SECONDS", "60"))

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.otlp_receiver import OTLPReceiver
 from tests.servers import free_port
 from zaqar_otel import settings
 from zaqar_otel.cmd import check, cli
+from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.propagation import idmap
 
 BASE_ID = "4a0b6a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import NonRecordingSpan, TraceFlags, TraceState
 
-from tests.otlp_receiver import OTLPReceiver, decode_request
+from zaqar_otel.demo.receiver import OTLPReceiver, decode_request
 from zaqar_otel.export import otlp_encoding
 from zaqar_otel.export.otlp_encoding import SpanEncoder
 from zaqar_otel.export.otlp_http import OTLPSpanExporter

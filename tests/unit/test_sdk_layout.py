@@ -13,8 +13,8 @@ from opentelemetry.exporter.otlp.proto.http import _common
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from tests.otlp_receiver import OTLPReceiver
 from zaqar_otel import settings
+from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.export import otlp_encoding, processor, sdk_layout
 from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
 from zaqar_otel.export.otlp_http import OTLPSpanExporter as HttpExporter

@@ -30,13 +30,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from tests.otlp_receiver import (
-    OTLPReceiver,
-    ReceivedSpan,
-    assert_one_tree,
-    by_trace,
-    render_tree,
-)
 from tests.servers import (
     MongoServer,
     RedisServer,
@@ -45,6 +38,9 @@ from tests.servers import (
     service_reachable,
     wait_port,
 )
+from tests.tracing_support import assert_one_tree
+from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+from zaqar_otel.demo.tree import by_trace, render_tree
 
 MS = 1_000_000
 

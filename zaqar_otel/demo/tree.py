@@ -1,0 +1,67 @@
+"""Received spans as indented trees, the way the demo and ``listen`` print them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zaqar_otel.demo.receiver import ReceivedSpan
+
+__all__ = ["Detail", "by_trace", "render_tree"]
+
+
+def by_trace(spans: Iterable[ReceivedSpan]) -> dict[int, list[ReceivedSpan]]:
+    """Group spans by trace id, keeping their order."""
+    out: dict[int, list[ReceivedSpan]] = {}
+    for s in spans:
+        out.setdefault(s.trace_id, []).append(s)
+    return out
+
+
+Detail = Callable[["ReceivedSpan"], str]
+
+
+def render_tree(spans: Iterable[ReceivedSpan], detail: Detail | None = None) -> str:
+    """Indented ``name [kind] 1.23ms`` lines, children ordered by start time.
+
+    ``detail`` adds text at the end of each span's line.
+    """
+    groups = by_trace(spans)
+    lines: list[str] = []
+    for trace_id, group in groups.items():
+        if len(groups) > 1:
+            lines.append(f"trace {trace_id:032x}")
+        _render_trace(group, "  " if len(groups) > 1 else "", lines, detail)
+    return "\n".join(lines)
+
+
+def _render_trace(
+    group: list[ReceivedSpan], indent: str, lines: list[str], detail: Detail | None
+) -> None:
+    ids = {s.span_id for s in group}
+    children: dict[int | None, list[ReceivedSpan]] = {}
+    for s in sorted(group, key=lambda s: s.start_ns):
+        parent = s.parent_span_id if s.parent_span_id in ids else None
+        children.setdefault(parent, []).append(s)
+    seen: set[int] = set()
+
+    def walk(s: ReceivedSpan, depth: int) -> None:
+        seen.add(id(s))
+        line = f"{indent}{'  ' * depth}{s.name} [{s.kind}] {s.duration_ms:.2f}ms"
+        if detail is not None:
+            line += detail(s)
+        if depth == 0 and s.parent_span_id is not None:
+            line += f" (parent {s.parent_span_id:016x} not in list)"
+        lines.append(line)
+        for c in children.get(s.span_id, []):
+            if id(c) not in seen:
+                walk(c, depth + 1)
+
+    for root in children.get(None, []):
+        walk(root, 0)
+    # Spans in a parent cycle never hang off a root: show them, not hide them.
+    for s in group:
+        if id(s) not in seen:
+            lines.append(f"{indent}(unreachable) {s.name} [{s.kind}]")
+            seen.add(id(s))
