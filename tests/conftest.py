@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import MongoServer, RedisServer
+from zaqar_otel.demo.processes import MongoServer, RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 
 # Everything the tests start listens on loopback; a proxy from the

@@ -14,14 +14,10 @@ from collections.abc import Iterable, Mapping
 
 import zaqar_otel
 from tests.servers import mariadb_url, postgres_url, require_mariadb, require_postgres
-from tests.zaqar_process import (
-    ZaqarServer,
-    producer_consumer_session,
-    profiled,
-    zaqar_client,
-)
+from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import by_trace, render_tree
+from zaqar_otel.demo.zaqar_server import ZaqarServer
 from zaqar_otel.propagation import codec, idmap
 
 KEY = "zaqar-otel-functional-key"

@@ -31,17 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.servers import RedisServer, WebhookSubscriber
 from tests.tracing_support import ALL_TRACING
-from tests.zaqar_process import (
-    ZaqarServer,
-    producer_consumer_session,
-    profiled,
-    redis_sql,
-    zaqar_client,
-)
+from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
+from zaqar_otel.demo.processes import RedisServer, WebhookSubscriber
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import idmap
 
 KEY = "zaqar-otel-demo-key"

@@ -10,14 +10,10 @@ receiver as Zaqar's. It is stopped by pid.
 
 from __future__ import annotations
 
-import atexit
 import grp
 import os
 import pwd
-import shutil
-import signal
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -25,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.servers import call, free_port, render_conf, terminate
+from zaqar_otel.demo.processes import ServerProcess, call, free_port, render_conf
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -70,11 +66,21 @@ class KeystoneError(RuntimeError):
     """Keystone could not be set up or started; the message has the log tail."""
 
 
-class KeystoneServer:
+class KeystoneServer(ServerProcess):
     """Keystone under gunicorn; ``start()`` also bootstraps it.
 
-    ``profiler`` is the ``[profiler]`` section of keystone.conf.
+    ``profiler`` is the ``[profiler]`` section of keystone.conf. Each
+    ``start()`` takes a new free port; ``stop()`` removes the temp dir (the
+    log stays readable through ``log_text()``).
     """
+
+    name = "keystone"
+    log_name = "gunicorn.log"
+    # gunicorn's master stops its workers on SIGTERM.
+    stop_timeout = 15.0
+    close_grace = None
+    keeps_data = False
+    error = KeystoneError
 
     def __init__(
         self,
@@ -83,17 +89,14 @@ class KeystoneServer:
         venv: Path | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
+        super().__init__(port=0)
         self.venv = Path(venv or keystone_venv())
         self.profiler = dict(profiler)
-        self.startup_timeout = startup_timeout
-        self.dir = Path(tempfile.mkdtemp(prefix="zaqar-otel-keystone-"))
+        self.start_timeout = startup_timeout
         self.config_path = self.dir / "keystone.conf"
-        self.log_path = self.dir / "keystone.log"
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.keystone_log = self.dir / "keystone.log"
         self.admin = Credentials("admin", "admin-" + uuid.uuid4().hex[:12], "admin")
         self._admin_token: str | None = None
-        self._log_cache = ""
 
     @property
     def url(self) -> str:
@@ -103,22 +106,12 @@ class KeystoneServer:
     def auth_url(self) -> str:
         return self.url + "/v3"
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def __enter__(self) -> KeystoneServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- setup ---------------------------------------------------------------
 
     def config(self) -> dict[str, dict[str, str]]:
         d = self.dir
         return {
-            "DEFAULT": {"log_file": str(self.log_path), "debug": "false"},
+            "DEFAULT": {"log_file": str(self.keystone_log), "debug": "false"},
             "database": {"connection": f"sqlite:///{d}/keystone.sqlite"},
             "token": {"provider": "fernet"},
             "fernet_tokens": {"key_repository": str(d / "fernet-keys")},
@@ -150,69 +143,45 @@ class KeystoneServer:
                 f"keystone-manage {args[0]} exited with {done.returncode}\n"
                 f"{done.stdout}{done.stderr}\n{self.log_tail()}")
 
-    def start(self) -> KeystoneServer:
+    def _prepare(self) -> None:
         self.port = free_port()
         self.config_path.write_text(render_conf(self.config()))
         user, group = _user_and_group()
-        try:
-            self._manage("db_sync")
-            self._manage("fernet_setup", "--keystone-user", user,
-                         "--keystone-group", group)
-            self._manage("credential_setup", "--keystone-user", user,
-                         "--keystone-group", group)
-            self._manage(
-                "bootstrap",
-                "--bootstrap-password", self.admin.password,
-                "--bootstrap-username", self.admin.user,
-                "--bootstrap-project-name", self.admin.project,
-                "--bootstrap-role-name", "admin",
-                "--bootstrap-service-name", "keystone",
-                "--bootstrap-region-id", REGION,
-                "--bootstrap-admin-url", self.auth_url,
-                "--bootstrap-internal-url", self.auth_url,
-                "--bootstrap-public-url", self.auth_url,
-            )  # fmt: skip
-            # Keystone parses sys.argv with oslo.config, which refuses
-            # gunicorn's arguments: the settings go in ./gunicorn.conf.py,
-            # which gunicorn reads from its working directory by default.
-            (self.dir / "gunicorn.conf.py").write_text(
-                f'bind = "127.0.0.1:{self.port}"\n'
-                # One sync worker serves one request at a time, which
-                # osprofiler's driver (one process-wide span stack) needs.
-                "workers = 1\n"
-                "timeout = 120\n"
-                'wsgi_app = "keystone.wsgi.api:application"\n')
-            argv = [str(self.venv / "bin" / "gunicorn")]
-            with open(self.dir / "gunicorn.log", "ab") as log:
-                self.proc = subprocess.Popen(  # noqa: S603 - our own venv's gunicorn
-                    argv, cwd=self.dir, env=self._env(), stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            atexit.register(self._kill)
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._manage("db_sync")
+        self._manage("fernet_setup", "--keystone-user", user,
+                     "--keystone-group", group)
+        self._manage("credential_setup", "--keystone-user", user,
+                     "--keystone-group", group)
+        self._manage(
+            "bootstrap",
+            "--bootstrap-password", self.admin.password,
+            "--bootstrap-username", self.admin.user,
+            "--bootstrap-project-name", self.admin.project,
+            "--bootstrap-role-name", "admin",
+            "--bootstrap-service-name", "keystone",
+            "--bootstrap-region-id", REGION,
+            "--bootstrap-admin-url", self.auth_url,
+            "--bootstrap-internal-url", self.auth_url,
+            "--bootstrap-public-url", self.auth_url,
+        )  # fmt: skip
+        # Keystone parses sys.argv with oslo.config, which refuses gunicorn's
+        # arguments: the settings go in ./gunicorn.conf.py, which gunicorn
+        # reads from its working directory by default.
+        (self.dir / "gunicorn.conf.py").write_text(
+            f'bind = "127.0.0.1:{self.port}"\n'
+            # One sync worker serves one request at a time, which osprofiler's
+            # driver (one process-wide span stack) needs.
+            "workers = 1\n"
+            "timeout = 120\n"
+            'wsgi_app = "keystone.wsgi.api:application"\n')
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise KeystoneError(
-                    f"Keystone exited with {self.proc.returncode} before it was "
-                    f"ready\n{self.log_tail()}")
-            try:
-                status, _, _ = self.request("GET", "/v3", timeout=5.0)
-                if status == 200:
-                    return
-                last = f"HTTP {status}"
-            except OSError as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-        raise KeystoneError(f"Keystone not ready on {self.url} after "
-                            f"{self.startup_timeout}s ({last})\n{self.log_tail()}")
+    def _argv(self) -> list[str]:
+        return [str(self.venv / "bin" / "gunicorn")]
+
+    def _ping(self) -> None:
+        status, _, _ = self.request("GET", "/v3", timeout=5.0)
+        if status != 200:
+            raise KeystoneError(f"HTTP {status}")
 
     # -- the identity API --------------------------------------------------------
 
@@ -278,33 +247,12 @@ class KeystoneServer:
                 "service_id": service_id, "interface": interface,
                 "region_id": REGION, "url": url, "enabled": True}})
 
-    # -- teardown --------------------------------------------------------------
-
-    def stop(self) -> int | None:
-        code = None
-        if self.proc is not None:
-            # gunicorn's master stops its workers on SIGTERM.
-            code = terminate(self.proc, 15)
-            atexit.unregister(self._kill)
-        if self.dir.exists():
-            self._log_cache = self.log_text()
-            shutil.rmtree(self.dir, ignore_errors=True)
-        return code
-
-    def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+    # -- logs ------------------------------------------------------------------
 
     def log_text(self) -> str:
-        parts = []
-        for name in ("gunicorn.log", "keystone.log"):
-            path = self.dir / name
-            if path.exists():
-                parts.append(path.read_text(errors="replace"))
+        parts = [path.read_text(errors="replace")
+                 for path in (self.log_path, self.keystone_log) if path.exists()]
         return "\n".join(parts) or self._log_cache
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
 
 
 def _user_and_group() -> tuple[str, str]:

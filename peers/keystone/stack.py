@@ -30,11 +30,11 @@ from peers.keystone.keystone_process import (
     KeystoneServer,
     openstack,
 )
-from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
-from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 REQUESTS_SCOPE = "opentelemetry.instrumentation.requests"
 KEYSTONE_SERVICE = "keystone-public"  # osprofiler's driver: "<project>-<service>"

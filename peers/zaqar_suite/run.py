@@ -208,7 +208,7 @@ def _child_env(tree: Path, record: Path, mode: str) -> dict[str, str]:
 
 def run_mode(letter: str, tree: Path, results: Path, pytest_args: list[str],
              timeout: float, overrides: list[str]) -> dict[str, Any]:
-    from tests.servers import MongoServer, RedisServer
+    from zaqar_otel.demo.processes import MongoServer, RedisServer
     from zaqar_otel.demo.receiver import OTLPReceiver
 
     record = results / letter

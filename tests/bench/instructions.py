@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.bench import zaqar_cost
-from tests.servers import RedisServer
-from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 KIND = "zaqar-server"  # one process, no forked workers to follow
 SETTLE = 8.0  # seconds: > the batch processor's 5 s schedule delay, under valgrind

@@ -49,9 +49,9 @@ from typing import Any
 
 import psutil
 
-from tests.servers import RedisServer
 from tests.tracing_support import ALL_TRACING, osprofiler_driver
-from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
+from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec
 
 KEY = "zaqar-otel-bench-key"

@@ -42,18 +42,23 @@ from typing import Any
 
 import pytest
 
-from tests.servers import MongoServer, RedisServer, WebhookSubscriber, free_port
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from tests.websocket_client import exchange
-from tests.zaqar_process import (
+from zaqar_otel.demo.processes import (
+    MongoServer,
+    RedisServer,
+    WebhookSubscriber,
+    free_port,
+)
+from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.tree import render_tree
+from zaqar_otel.demo.zaqar_server import (
     ZAQAR_SERVER_COMMAND,
     Deployment,
     ZaqarServer,
     mongo,
     redis_sql,
 )
-from zaqar_otel.demo.receiver import OTLPReceiver
-from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional

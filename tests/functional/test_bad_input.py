@@ -30,11 +30,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_SERVER, canary, tracing
-from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional

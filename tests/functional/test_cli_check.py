@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
+from zaqar_otel.demo.processes import free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 
 pytestmark = pytest.mark.functional

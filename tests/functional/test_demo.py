@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.servers import free_port
+from zaqar_otel.demo.processes import free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 
-from tests.servers import MongoServer, RedisServer, WebhookSubscriber
 from tests.tracing_support import (
     KEY,
     OTEL_SERVER,
@@ -14,9 +13,11 @@ from tests.tracing_support import (
     canary,
     tracing,
 )
-from tests.zaqar_process import ZaqarServer, mongo, profiled, redis_sql, zaqar_client
+from zaqar_otel.demo.client import profiled, zaqar_client
+from zaqar_otel.demo.processes import MongoServer, RedisServer, WebhookSubscriber
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
+from zaqar_otel.demo.zaqar_server import ZaqarServer, mongo, redis_sql
 from zaqar_otel.propagation import idmap
 
 pytestmark = pytest.mark.functional

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import RedisServer
 from tests.tracing_support import (
     KEY,
     REDIS_SCOPE,
@@ -18,8 +17,9 @@ from tests.tracing_support import (
     ProfiledSession,
     assert_well_formed,
 )
-from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 pytestmark = pytest.mark.functional
 

@@ -30,9 +30,11 @@ import pytest
 import redis as redis_client
 
 from tests import tracing_support
-from tests.servers import MongoServer, RedisServer, free_port
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
-from tests.zaqar_process import (
+from zaqar_otel.demo.processes import MongoServer, RedisServer, free_port
+from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.tree import render_tree
+from zaqar_otel.demo.zaqar_server import (
     Deployment,
     Pool,
     ZaqarServer,
@@ -40,8 +42,6 @@ from tests.zaqar_process import (
     pooled,
     redis_sql,
 )
-from zaqar_otel.demo.receiver import OTLPReceiver
-from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional

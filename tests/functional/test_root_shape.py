@@ -15,7 +15,6 @@ import uuid
 
 import pytest
 
-from tests.servers import RedisServer
 from tests.tracing_support import (
     KEY,
     OTEL_SERVER,
@@ -25,8 +24,9 @@ from tests.tracing_support import (
     tracing,
 )
 from tests.websocket_client import exchange
-from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional

@@ -18,11 +18,6 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from tests.servers import (
-    MongoServer,
-    RedisServer,
-    free_port,
-)
 from tests.tracing_support import (
     KEY,
     OTEL_GUNICORN,
@@ -37,18 +32,11 @@ from tests.tracing_support import (
     sql_url,
     tracing,
 )
-from tests.zaqar_process import (
-    Pool,
-    ZaqarServer,
-    mongo,
-    pooled,
-    producer_consumer_session,
-    profiled,
-    redis_sql,
-    zaqar_client,
-)
+from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
+from zaqar_otel.demo.processes import MongoServer, RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
+from zaqar_otel.demo.zaqar_server import Pool, ZaqarServer, mongo, pooled, redis_sql
 from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional

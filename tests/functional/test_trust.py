@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_GUNICORN, OTEL_SERVER, canary, tracing
-from tests.zaqar_process import ZaqarServer, profiled, redis_sql, zaqar_client
+from zaqar_otel.demo.client import profiled, zaqar_client
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec, idmap
 
 pytestmark = pytest.mark.functional
@@ -101,7 +102,7 @@ PASSWORD = "endpoint-pw-f00d"
 
 def test_endpoint_credentials_reach_no_log_line_and_no_check_output(
         redis: RedisServer, tmp_path: Path) -> None:
-    from tests.servers import free_port
+    from zaqar_otel.demo.processes import free_port
 
     closed = free_port()
     otel = {"endpoint": f"http://otel-user:{PASSWORD}@127.0.0.1:{closed}",

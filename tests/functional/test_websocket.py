@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.servers import RedisServer
 from tests.tracing_support import KEY, OTEL_SERVER, assert_one_tree, tracing
 from tests.websocket_client import exchange
-from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.tree import render_tree
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional

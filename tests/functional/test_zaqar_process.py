@@ -15,18 +15,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import sqlalchemy as sa
 
-from tests.servers import MongoServer, RedisServer, require_mariadb, require_postgres
-from tests.zaqar_process import (
+from tests.servers import require_mariadb, require_postgres
+from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
+from zaqar_otel.demo.processes import MongoServer, RedisServer
+from zaqar_otel.demo.zaqar_server import (
     GUNICORN_COMMAND,
     Pool,
     ZaqarServer,
     ZaqarServerError,
     mongo,
     pooled,
-    producer_consumer_session,
-    profiled,
     redis_sql,
-    zaqar_client,
 )
 
 pytestmark = pytest.mark.functional

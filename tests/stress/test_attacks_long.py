@@ -35,10 +35,10 @@ from tests.functional.test_attacks import (
     signed_stats,
     traced_extra,
 )
-from tests.servers import RedisServer
 from tests.tracing_support import OTEL_SERVER
-from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 REQUESTS = int(os.environ.get("ZAQAR_OTEL_MEMORY_REQUESTS", "10000"))
 BATCH = 50

@@ -28,7 +28,6 @@ import psutil
 import pytest
 
 from tests.functional.test_privacy import flush
-from tests.servers import RedisServer
 from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV
 from tests.tracing_support import (
     KEY,
@@ -37,9 +36,10 @@ from tests.tracing_support import (
     osprofiler_driver,
     tracing,
 )
-from tests.zaqar_process import ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import by_trace
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec, idmap
 
 SECONDS = float(os.environ.get("ZAQAR_OTEL_STRESS_SECONDS", "60"))

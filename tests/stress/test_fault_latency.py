@@ -16,7 +16,7 @@ import os
 import pytest
 
 from tests.functional.test_faults import latency_table, measure, three_collectors
-from tests.servers import RedisServer
+from zaqar_otel.demo.processes import RedisServer
 
 REQUESTS = int(os.environ.get("ZAQAR_OTEL_LATENCY_REQUESTS", "1000"))
 BUDGET = 0.05

@@ -22,10 +22,10 @@ from tests.functional.test_privacy import (
     privacy_config,
     signed_headers,
 )
-from tests.servers import RedisServer, free_port
 from tests.tracing_support import KEY, osprofiler_driver
-from tests.zaqar_process import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
+from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
 
 # osprofiler's OTLP driver reads only the connection string; its batch
 # processor takes the OTEL_BSP_* variables.

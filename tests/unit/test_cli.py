@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
 from zaqar_otel import settings
 from zaqar_otel.cmd import check, cli
+from zaqar_otel.demo.processes import free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.propagation import idmap
 

@@ -30,15 +30,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from tests.servers import (
+from tests.servers import require_service
+from tests.tracing_support import assert_one_tree
+from zaqar_otel.demo.processes import (
     MongoServer,
     RedisServer,
     free_port,
-    require_service,
     service_reachable,
     wait_port,
 )
-from tests.tracing_support import assert_one_tree
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import by_trace, render_tree
 

@@ -1,38 +1,48 @@
-"""A real Zaqar server process for tests, and a client that talks like the CLI.
+"""A real Zaqar server process, and the zaqar.conf of a deployment.
 
 ``ZaqarServer`` writes a zaqar.conf for a ``Deployment`` into a temp dir, starts
-a command (``zaqar-server`` by default, gunicorn or our own entry points
-later) on a free 127.0.0.1 port, waits for ``GET /v2/ping`` to answer 204 and
-stops the process by pid. The config file sits at ``<dir>/.zaqar/zaqar.conf``
-and the child runs with ``HOME=<dir>``: ``zaqar.transport.wsgi.app`` (the
-app gunicorn loads) calls ``CONF(args=[])`` and so only reads oslo.config's
-default files, the first of which is ``~/.zaqar/zaqar.conf``.
+a command (``zaqar-server`` by default, ``zaqar-otel-server``, gunicorn) on a
+free 127.0.0.1 port, waits for ``GET /v2/ping`` to answer 204 and stops the
+process by pid. The config file sits at ``<dir>/.zaqar/zaqar.conf`` and the
+child runs with ``HOME=<dir>``: ``zaqar.transport.wsgi.app`` (the app gunicorn
+loads) calls ``CONF(args=[])`` and so only reads oslo.config's default files,
+the first of which is ``~/.zaqar/zaqar.conf``.
 
-``profiled(key)`` is what ``openstack --os-profile KEY`` does: osc-lib calls
-``osprofiler.profiler.init(KEY)`` and python-zaqarclient's HTTP transport adds
-``osprofiler.web.get_trace_id_headers()`` (X-Trace-Info, X-Trace-HMAC) to
-every request it sends.
+The client side, python-zaqarclient as the CLI drives it, is
+:mod:`zaqar_otel.demo.client`.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.servers import call, free_port, render_conf, service_reachable, terminate
+from zaqar_otel.demo.processes import (
+    ServerProcess,
+    call,
+    free_port,
+    render_conf,
+    service_reachable,
+)
+
+__all__ = [
+    "GUNICORN_COMMAND",
+    "ZAQAR_SERVER_COMMAND",
+    "Deployment",
+    "Pool",
+    "ZaqarServer",
+    "ZaqarServerError",
+    "mongo",
+    "pooled",
+    "redis_sql",
+]
 
 Sections = dict[str, dict[str, str]]
 
@@ -134,8 +144,20 @@ class ZaqarServerError(RuntimeError):
     """The server died or never became ready; the message has its log tail."""
 
 
-class ZaqarServer:
-    """One Zaqar server process; use as a context manager or start()/stop()."""
+class ZaqarServer(ServerProcess):
+    """One Zaqar server process; use as a context manager or start()/stop().
+
+    Each ``start()`` takes a new free port. ``stop()`` sends SIGTERM (Zaqar
+    under zaqar-otel flushes its spans on the way out), SIGKILL to the
+    process group after ``stop_timeout``, then drops the server's SQL
+    database and removes its temp dir; the log stays readable through
+    ``log_text()``.
+    """
+
+    name = "zaqar"
+    close_grace = None
+    keeps_data = False
+    error = ZaqarServerError
 
     def __init__(
         self,
@@ -150,6 +172,7 @@ class ZaqarServer:
         stop_timeout: float = 10.0,
         websocket: bool = False,
     ) -> None:
+        super().__init__(port=0, workdir=workdir)
         self.deployment = deployment
         py = Path(python or sys.executable)
         # Not resolved: a venv's bin/python is a symlink to the base interpreter.
@@ -157,33 +180,17 @@ class ZaqarServer:
         self.command = list(command)
         self.env = dict(env or {})
         self.extra = {k: dict(v) for k, v in (extra or {}).items()}
-        self._own_dir = workdir is None
-        self.dir = Path(workdir or tempfile.mkdtemp(prefix="zaqar-"))
         self.config_path = self.dir / ".zaqar" / "zaqar.conf"
-        self.log_path = self.dir / "server.log"
-        self.startup_timeout = startup_timeout
+        self.start_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
         # transport = websocket on the same free port; ready when it listens.
         self.websocket = websocket
-        self.stop_timeout = stop_timeout
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
         self.sql_url: str | None = None
         self._drop_sql: str | None = None
-        self._log_cache: str | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def __enter__(self) -> ZaqarServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def config(self) -> Sections:
         """The zaqar.conf sections: generated ones with ``extra`` merged over."""
@@ -203,79 +210,45 @@ class ZaqarServer:
                 "bind": "127.0.0.1", "port": str(self.port)}
         return sections
 
-    def start(self) -> ZaqarServer:
+    def _prepare(self) -> None:
         self.port = free_port()
-        self.dir.mkdir(parents=True, exist_ok=True)
         if self.deployment.sql_url:
             self.sql_url, self._drop_sql = _prepare_sql(
                 self.deployment.sql_url.replace("{dir}", str(self.dir))
             )
         self.config_path.parent.mkdir(exist_ok=True)
         self.config_path.write_text(render_conf(self.config()))
+
+    def _argv(self) -> list[str]:
         subs = {
             "bin": self.bin_dir,
             "config": str(self.config_path),
             "port": str(self.port),
             "dir": str(self.dir),
         }
-        argv = [arg.format(**subs) for arg in self.command]
-        env = {
+        return [arg.format(**subs) for arg in self.command]
+
+    def _env(self) -> dict[str, str]:
+        return {
             **os.environ,
             "HOME": str(self.dir),
             "PATH": self.bin_dir + os.pathsep + os.environ.get("PATH", ""),
             **self.env,
         }
-        with open(self.log_path, "ab") as log:
-            # Own session: the SIGKILL fallback can reach gunicorn's workers.
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=self.dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        # A test run that dies without stop() must not leave Zaqar behind.
-        atexit.register(self._kill)
-        try:
-            self._wait_ready()
-            for pool in self.deployment.pools:
-                self.register_pool(pool)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise ZaqarServerError(
-                    f"Zaqar exited with {self.proc.returncode} before it was "
-                    f"ready\n{self.log_tail()}"
-                )
-            if self.websocket:
-                if service_reachable("127.0.0.1", self.port, timeout=0.5):
-                    return
-                time.sleep(0.1)
-                continue
-            try:
-                status, _, _ = self.request("GET", "/v2/ping", timeout=2.0)
-                # 401: keystone auth turned the anonymous ping away, so the
-                # app is up.
-                if status in (204, 401):
-                    return
-                last = f"HTTP {status}"
-            except OSError as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-        raise ZaqarServerError(
-            f"Zaqar not ready on {self.url} after {self.startup_timeout}s "
-            f"({last})\n{self.log_tail()}"
-        )
+    def _ping(self) -> None:
+        if self.websocket:
+            if not service_reachable("127.0.0.1", self.port, timeout=0.5):
+                raise ZaqarServerError("not listening")
+            return
+        status, _, _ = self.request("GET", "/v2/ping", timeout=2.0)
+        # 401: keystone auth turned the anonymous ping away, so the app is up.
+        if status not in (204, 401):
+            raise ZaqarServerError(f"HTTP {status}")
+
+    def _started(self) -> None:
+        for pool in self.deployment.pools:
+            self.register_pool(pool)
 
     def request(
         self,
@@ -303,31 +276,11 @@ class ZaqarServer:
                 f"{payload}\n{self.log_tail()}"
             )
 
-    def stop(self) -> int | None:
-        """SIGTERM by pid, SIGKILL to its process group after stop_timeout.
-
-        Returns the exit code; the log stays readable through ``log_text()``.
-        """
-        code = None
-        if self.proc is not None:
-            code = terminate(self.proc, self.stop_timeout)
-            atexit.unregister(self._kill)
+    def _discard(self) -> None:
         if self._drop_sql:
             _drop_database(self._drop_sql)
             self._drop_sql = None
-        if self._own_dir and self.dir.exists():
-            self._log_cache = self.log_text()
-            shutil.rmtree(self.dir, ignore_errors=True)
-        return code
-
-    def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def log_text(self) -> str:
-        if self.log_path.exists():
-            return self.log_path.read_text(errors="replace")
-        return self._log_cache or ""
+        super()._discard()
 
     def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
         """Wait until ``text`` is in the log: servers log after responding."""
@@ -337,9 +290,6 @@ class ZaqarServer:
                 raise AssertionError(f"{text!r} not in log\n{self.log_tail()}")
             time.sleep(0.05)
         return log
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
 
 
 def _prepare_sql(url: str) -> tuple[str, str | None]:
@@ -397,83 +347,3 @@ def _admin(url: str, statement: str) -> None:
             conn.execute(sa.text(statement))
     finally:
         engine.dispose()
-
-
-# -- the client side: python-zaqarclient as the OpenStack CLI drives it -------
-
-
-def zaqar_client(url: str, project: str = "test-project") -> Any:
-    """A v2 ``zaqarclient`` Client for a server without keystone.
-
-    The noauth backend sends no token; the project id goes out as
-    X-Project-Id, which Zaqar requires when ``auth_strategy`` is empty.
-    """
-    from zaqarclient.queues.v2 import client
-
-    auth = {"backend": "noauth", "options": {"project_id": project}}
-    return client.Client(url, version=2, conf={"auth_opts": auth})
-
-
-@contextlib.contextmanager
-def profiled(key: str) -> Iterator[Any]:
-    """``openstack --os-profile KEY``: init the thread's profiler, then clean.
-
-    Yields the osprofiler ``_Profiler``: ``get_base_id()`` is the trace id the
-    CLI prints, ``get_id()`` the parent id sent in X-Trace-Info.
-    """
-    from osprofiler import profiler
-
-    prof = profiler.init(key)
-    try:
-        yield prof
-    finally:
-        profiler.clean()
-
-
-@dataclass
-class SessionRecord:
-    """What ``producer_consumer_session`` did and what came back."""
-
-    queue: str
-    posted: list[Any]
-    posted_ids: list[str]
-    listed: list[Any]
-    claim_id: str | None
-    claimed: list[Any]
-    deleted_ids: list[str]
-
-
-def producer_consumer_session(
-    client: Any, queue_name: str, marker: str = "seq"
-) -> SessionRecord:
-    """Create a queue, post 2, list, claim, delete the claimed, delete queue.
-
-    ``marker`` is a key of every message body, for scans of exported bytes.
-    """
-    # As `openstack messaging queue create`: PUT /v2/queues/{name}; v2 queues
-    # are otherwise lazy and auto_create sends nothing.
-    queue = client.queue(queue_name, force_create=True)
-    bodies = [
-        {"event": "created", marker: 1, "queue": queue_name},
-        {"event": "updated", marker: 2, "queue": queue_name},
-    ]
-    posted = queue.post([{"body": b, "ttl": 300} for b in bodies])
-    posted_ids = [href.rsplit("/", 1)[-1] for href in posted["resources"]]
-    # echo: a client does not see its own messages in a listing otherwise.
-    listed = [m.body for m in queue.messages(echo=True)]
-    claim = queue.claim(ttl=60, grace=60, limit=10)
-    claimed = list(claim)
-    deleted = []
-    for message in claimed:
-        message.delete()  # carries ?claim_id=
-        deleted.append(message.id)
-    queue.delete()
-    return SessionRecord(
-        queue=queue_name,
-        posted=bodies,
-        posted_ids=posted_ids,
-        listed=listed,
-        claim_id=getattr(claim, "id", None),
-        claimed=[m.body for m in claimed],
-        deleted_ids=deleted,
-    )
