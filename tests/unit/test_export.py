@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from zaqar_otel.export import sdk_layout
+from zaqar_otel import sdk_layout
 from zaqar_otel.export.processor import CountingBatchSpanProcessor, DropCounter
 
 

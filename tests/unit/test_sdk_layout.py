@@ -5,6 +5,8 @@ own code, never counted as dropped."""
 from __future__ import annotations
 
 import logging
+import sys
+import types
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc import exporter as grpc_mixin
@@ -13,9 +15,9 @@ from opentelemetry.exporter.otlp.proto.http import _common
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import settings
+from zaqar_otel import sampling, sdk_layout, settings
 from zaqar_otel.demo.receiver import OTLPReceiver
-from zaqar_otel.export import otlp_encoding, processor, sdk_layout
+from zaqar_otel.export import otlp_encoding, processor
 from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
 from zaqar_otel.export.otlp_http import OTLPSpanExporter as HttpExporter
 
@@ -105,3 +107,60 @@ def test_a_processor_without_the_known_queue_counts_nothing_wrongly(
     _export_two(span_processor)
     assert len(receiver.wait_for(count=2)) == 2
     assert span_processor.drops.total == 0
+
+
+def test_without_the_wsgi_stable_mode_server_spans_keep_default_names(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+
+    from zaqar_otel.entry import wsgi_middleware
+    from zaqar_otel.entry.lifecycle import Entry
+
+    assert sdk_layout.wsgi_semconv_mode() is not None
+    # A wsgi instrumentation whose private module no longer has it:
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation._semconv",
+                        types.ModuleType("_semconv"))
+    assert sdk_layout.wsgi_semconv_mode() is None
+    monkeypatch.undo()
+    # What the module chose at import on such an SDK:
+    monkeypatch.setattr(wsgi_middleware, "_MODE_ARGS", {})
+    kept = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampling.RequestSampler(1.0))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    app = wsgi_middleware.TracingMiddleware(
+        lambda environ, start: (start("200 OK", []), [b"ok"])[1],
+        Entry(provider.get_tracer("t"), "key", sample_ratio=1.0),
+        lambda method, path: "/v2/queues")
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/queues",
+               "wsgi.url_scheme": "http", "SERVER_NAME": "z", "SERVER_PORT": "80"}
+    assert list(app(environ, lambda *args: None)) == [b"ok"]
+    (span,) = kept.get_finished_spans()
+    assert span.name == "GET /v2/queues" and span.kind is SpanKind.SERVER
+
+
+def test_a_resource_without_the_known_slot_keeps_working_after_a_fork(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from zaqar_otel.export import resource
+
+    monkeypatch.setattr(sdk_layout, "resource_attributes_replaceable",
+                        lambda r: False)
+    made = resource.for_process("zaqar")
+    before = made.attributes[resource.SERVICE_INSTANCE_ID]
+    monkeypatch.setattr(made, "_pid", -1)  # as seen from a forked worker
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert made.attributes[resource.SERVICE_INSTANCE_ID] == before
+        hash(made)
+    assert caplog.text.count("keeps its parent's service.instance.id") == 1
+
+
+def test_the_entry_point_of_older_installs_still_loads() -> None:
+    from importlib.metadata import EntryPoint
+
+    from zaqar_otel import OSProfilerPropagator
+
+    old = EntryPoint(name="osprofiler", value="zaqar_otel.bridge:OSProfilerPropagator",
+                     group="opentelemetry_propagator")
+    assert old.load() is OSProfilerPropagator

@@ -31,7 +31,6 @@ from typing import Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.instrumentation._semconv import _StabilityMode
 from opentelemetry.instrumentation.wsgi import (
     add_response_attributes,
     collect_request_attributes,
@@ -39,13 +38,19 @@ from opentelemetry.instrumentation.wsgi import (
 )
 from osprofiler import profiler
 
-from zaqar_otel import patching, redact
+from zaqar_otel import patching, redact, sdk_layout
 from zaqar_otel.entry import lifecycle
 from zaqar_otel.entry.lifecycle import Entry, end_span
 
 LOG = logging.getLogger(__name__)
 
-_HTTP = _StabilityMode.HTTP
+# The stable HTTP attribute names (http.request.method, url.path...); on a
+# wsgi instrumentation laid out otherwise, its default names.
+_HTTP_MODE = sdk_layout.wsgi_semconv_mode()
+_MODE_ARGS = {} if _HTTP_MODE is None else {"sem_conv_opt_in_mode": _HTTP_MODE}
+if _HTTP_MODE is None:
+    sdk_layout.fast_path_off("server spans carry the wsgi instrumentation's "
+                             "default HTTP attribute names")
 # Query strings can carry anything a client put there; never exported.
 _DROPPED_ATTRIBUTES = ("url.query",)
 _KNOWN_METHODS = frozenset(
@@ -103,7 +108,7 @@ class TracingMiddleware:
         def describe() -> tuple[str, dict[str, Any]]:
             method = environ.get("REQUEST_METHOD", "")
             route = self._route_of(method, environ.get("PATH_INFO") or "/")
-            attributes = collect_request_attributes(environ, _HTTP)
+            attributes = collect_request_attributes(environ, **_MODE_ARGS)
             for name in _DROPPED_ATTRIBUTES:
                 attributes.pop(name, None)
             _split_server_address(attributes)
@@ -124,7 +129,7 @@ class TracingMiddleware:
         def traced_start_response(status: str, headers: Any, *args: Any) -> Any:
             try:
                 add_response_attributes(span, status, headers,
-                                        sem_conv_opt_in_mode=_HTTP)
+                                        **_MODE_ARGS)
             except Exception:
                 self._log_failure()
             return start_response(status, headers, *args)

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 
-from zaqar_otel.export import sdk_layout
+from zaqar_otel import sdk_layout
 from zaqar_otel.export.otlp_encoding import SpanEncoder
 
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
-from zaqar_otel.export import sdk_layout
+from zaqar_otel import sdk_layout
 from zaqar_otel.export.otlp_encoding import SpanEncoder
 
 LOG = logging.getLogger(__name__)

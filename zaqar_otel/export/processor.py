@@ -26,9 +26,8 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import Status
 
-from zaqar_otel import patching, redact
+from zaqar_otel import patching, redact, sdk_layout
 from zaqar_otel import settings as settings_module
-from zaqar_otel.export import sdk_layout
 
 LOG = logging.getLogger(__name__)
 

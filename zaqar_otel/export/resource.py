@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Reso
 from opentelemetry.util.types import Attributes
 
 import zaqar_otel
+from zaqar_otel import sdk_layout
 
 DEFAULT_SERVICE_NAME = "zaqar"
 
@@ -77,10 +78,17 @@ class _ProcessResource(Resource):
         self._pid = os.getpid()
         self._hash_value = super().__hash__()
         self._fork_lock = threading.Lock()
+        self._replaceable = sdk_layout.resource_attributes_replaceable(self)
 
     def _this_process(self) -> None:
         with self._fork_lock:
             if self._pid == os.getpid():
+                return
+            if not self._replaceable:
+                sdk_layout.fast_path_off("a forked worker keeps its parent's "
+                                         "service.instance.id")
+                self._pid = os.getpid()
+                self._hash_value = super().__hash__()
                 return
             attributes = dict(self._attributes)
             if attributes.get(SERVICE_INSTANCE_ID) == self._generated_instance_id:

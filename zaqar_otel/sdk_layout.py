@@ -11,7 +11,11 @@ path instead of failing or silently dropping spans:
   the exporter that encodes with ``otlp_encoding``; without them it exports
   through the SDK's own ``export`` and encoder;
 * the OTLP/gRPC exporter's ``_translate_data`` hook, likewise;
-* an exporter's ``_endpoint``, only to name the destination in log lines.
+* an exporter's ``_endpoint``, only to name the destination in log lines;
+* the wsgi instrumentation's stable-HTTP mode (``_semconv._StabilityMode``),
+  without which its attribute helpers give their default names;
+* ``Resource._attributes``, which a forked worker's Resource replaces to take
+  an instance id of its own; without it the worker keeps its parent's.
 
 Usage::
 
@@ -23,7 +27,7 @@ Usage::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +94,21 @@ def grpc_translates(exporter_class: type) -> bool:
     """Whether the SDK's OTLP/gRPC exporter encodes through ``_translate_data``."""
     return any(callable(vars(base).get("_translate_data"))
                for base in exporter_class.__mro__[1:])
+
+
+def wsgi_semconv_mode() -> Any | None:
+    """The wsgi instrumentation's stable HTTP semantic-conventions mode."""
+    try:
+        from opentelemetry.instrumentation._semconv import _StabilityMode
+
+        return _StabilityMode.HTTP
+    except (ImportError, AttributeError):
+        return None
+
+
+def resource_attributes_replaceable(resource: Any) -> bool:
+    """Whether a Resource keeps its attributes where a subclass can swap them."""
+    return isinstance(getattr(resource, "_attributes", None), Mapping)
 
 
 def fast_path_off(what: str) -> None:
