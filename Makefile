@@ -16,14 +16,14 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check zaqar_otel tests peers tools
+	$(VENV)/bin/ruff check zaqar_otel tests peers bench
 	$(VENV)/bin/mypy
 
 stress: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/stress $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(VENV)/bin/python -m tests.bench.run
+	$(VENV)/bin/python -m bench.run
 
 demo: $(STAMP)
 	$(VENV)/bin/zaqar-otel demo $(DEMO_ARGS)

@@ -19,8 +19,8 @@ about 1 %. Each case runs
 under valgrind about 50 times slower than natively; ``jobs`` cases run at
 once, which changes no count.
 
-    python -m tests.bench.instructions            # every case
-    python -m tests.bench.instructions a c        # some
+    python -m bench.instructions            # every case
+    python -m bench.instructions a c        # some
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench import zaqar_cost
+from bench import zaqar_cost
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
@@ -134,7 +134,7 @@ def table(counts: dict[str, Count]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.instructions")
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions")
     parser.add_argument("cases", nargs="*", metavar="CASE",
                         help=f"some of {', '.join(zaqar_cost.CASES)} (default: all)")
     parser.add_argument("--mixes", type=int, default=6,

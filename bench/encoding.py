@@ -6,7 +6,7 @@ operation; their attributes as zaqar-otel and the instrumentors set them).
 The cases are alternated in rounds; the table shows the median µs per span
 and the ratio to the SDK's encoder::
 
-    python -m tests.bench.encoding
+    python -m bench.encoding
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import startup
+from zaqar_otel.export import resource
 from zaqar_otel.export.otlp_encoding import SpanEncoder
 
 BATCH = 512
@@ -60,7 +60,7 @@ REQUEST = (
 def batch() -> list[ReadableSpan]:
     kept = InMemorySpanExporter()
     # zaqar-otel's resource, as deployed (its hash is computed once).
-    provider = TracerProvider(resource=startup._resource("zaqar"))
+    provider = TracerProvider(resource=resource.for_process("zaqar"))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("zaqar_otel", "0.1.0")
     while len(kept.get_finished_spans()) < BATCH:

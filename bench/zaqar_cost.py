@@ -56,7 +56,7 @@ from zaqar_otel.propagation import codec
 
 KEY = "zaqar-otel-bench-key"
 THREADS = 4
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PROJECT = "bench-project"
 
 
@@ -179,7 +179,7 @@ class ReceiverProcess:
     def __enter__(self) -> ReceiverProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-c",
-             "from tests.bench.zaqar_cost import _receiver_main; _receiver_main()"],
+             "from bench.zaqar_cost import _receiver_main; _receiver_main()"],
             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())

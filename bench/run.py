@@ -1,8 +1,8 @@
 """`tox -e bench` / `make bench`: every benchmark, one table each.
 
-    python -m tests.bench.run            # the full run (about 10 minutes)
-    python -m tests.bench.run --quick    # a smoke run of every benchmark
-    python -m tests.bench.run --json results.json --plot docs/performance-latency.png
+    python -m bench.run            # the full run (about 10 minutes)
+    python -m bench.run --quick    # a smoke run of every benchmark
+    python -m bench.run --json results.json --plot docs/performance-latency.png
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.bench import (
+from bench import (
     encoding,
     instructions,
     propagation,
@@ -24,7 +24,7 @@ from tests.bench import (
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.run")
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--quick", action="store_true",
                         help="few rounds and mixes: checks the harness, not the "
                              "figures")
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     if args.plot:
-        from tests.bench import plot
+        from bench import plot
 
         plot.plot(summary, args.plot)
     print(f"\n(benchmarks took {time.monotonic() - started:.0f} s; load average "

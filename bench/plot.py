@@ -1,7 +1,7 @@
 """The latency plot of docs/performance.md, from ``zaqar_cost.summary()``.
 
-``python -m tests.bench.plot results.json out.png`` redraws it from the JSON
-that ``python -m tests.bench.run --json results.json`` writes.
+``python -m bench.plot results.json out.png`` redraws it from the JSON
+that ``python -m bench.run --json results.json`` writes.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from osprofiler import notifier, profiler
 from osprofiler import opts as osprofiler_opts  # noqa: F401 - registers options
 from osprofiler.drivers import otlp
 
-from tests.bench.zaqar_cost import ReceiverProcess
+from bench.zaqar_cost import ReceiverProcess
 from zaqar_otel import tracepoints
 from zaqar_otel.export import otlp_http
 
