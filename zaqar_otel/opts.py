@@ -4,7 +4,8 @@
 (``enabled``, ``hmac_keys``, ``connection_string``, ``trace_wsgi_transport``,
 ``trace_message_store``, ``trace_management_store``, ``trace_sqlalchemy``,
 ``trace_requests``) and gains one switch per database family and one for
-pooling. ``[opentelemetry]`` says where and how spans are exported.
+pooling. ``[opentelemetry]`` says where and how spans are exported, and
+whether and how metrics are.
 
 Options left unset fall back to the standard ``OTEL_*`` variable named in
 their help, then to the default given there. ``list_opts()`` feeds
@@ -130,6 +131,47 @@ otel_opts = [
         min=0.0,
         help="Seconds the server waits at exit (or SIGTERM) to flush spans; "
         "spans not exported by then are dropped and counted in the log.",
+    ),
+    cfg.BoolOpt(
+        "metrics",
+        help="Export Zaqar's metrics (request durations by route, messages "
+        "sent, consumed and settled per queue, operation durations, the wait "
+        "of a message before it is claimed) for every request, traced or not, "
+        "to the same collector as spans (OTLP/HTTP: the path /v1/metrics). "
+        "Independent of tracing: with [profiler] trace_wsgi_transport = false "
+        "requests are measured but none is traced. Unset: on when "
+        "OTEL_METRICS_EXPORTER is otlp or console, else off (an endpoint that "
+        "takes only traces, such as Jaeger's, would refuse them).",
+    ),
+    cfg.IntOpt(
+        "metrics_export_interval",
+        min=100,
+        help="Milliseconds between two metric exports. Unset: "
+        "OTEL_METRIC_EXPORT_INTERVAL, else 60000.",
+    ),
+    cfg.BoolOpt(
+        "metrics_per_queue",
+        default=True,
+        help="Messaging metrics carry messaging.destination.name (the queue "
+        "or topic). Queue names are chosen by tenants: at most "
+        "metrics_max_queues of them get their own series; false: no queue "
+        "attribute at all, one series per operation.",
+    ),
+    cfg.IntOpt(
+        "metrics_max_queues",
+        default=100,
+        min=0,
+        help="Distinct queues (or project and queue pairs) with series of "
+        "their own, per process, first come first served; the messages of "
+        "every later queue are counted under the queue name '_other' (one "
+        "warning when that starts). Bounds the series a tenant can create.",
+    ),
+    cfg.BoolOpt(
+        "metrics_per_project",
+        default=False,
+        help="Messaging metrics also carry zaqar.project.id (the "
+        "X-Project-ID). Counted against metrics_max_queues together with the "
+        "queue name.",
     ),
     cfg.BoolOpt(
         "allow_stock_hmac_key",

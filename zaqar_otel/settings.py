@@ -25,6 +25,10 @@ from zaqar_otel.propagation import codec
 STOCK_HMAC_KEY = "SECRET_KEY"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+TRACES_PATH, METRICS_PATH = "/v1/traces", "/v1/metrics"
+#: The OTel specification's default of OTEL_METRIC_EXPORT_INTERVAL.
+DEFAULT_METRIC_EXPORT_INTERVAL = 60000
+EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
 ENDPOINT_OPTION = f"[{opts.OTEL_GROUP}] endpoint"
 #: Why tracing is off, in ``Settings.off_because``.
 OFF_BY_OPTION = f"[{opts.PROFILER_GROUP}] enabled = false"
@@ -33,6 +37,30 @@ OFF_BY_SDK_DISABLED = "OTEL_SDK_DISABLED=true"
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the option to change."""
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """How Zaqar's metrics are kept and exported (``[opentelemetry] metrics*``).
+
+    :param exporter: ``otlp_http``, ``otlp_grpc``, ``console`` or ``none``.
+    :param exporter_args: keyword arguments for the SDK's metric exporter,
+        only for options set in zaqar.conf (the endpoint with /v1/metrics).
+    :param export_interval_millis: between two exports.
+    :param per_queue: messaging metrics carry the queue name.
+    :param max_queues: distinct queues (or project/queue pairs) with series
+        of their own; the rest are counted as ``_other``.
+    :param per_project: messaging metrics carry the project id.
+    :param exemplar_filter: ``OTEL_METRICS_EXEMPLAR_FILTER``.
+    """
+
+    exporter: str = "otlp_http"
+    exporter_args: Mapping[str, object] = field(default_factory=dict)
+    export_interval_millis: int = DEFAULT_METRIC_EXPORT_INTERVAL
+    per_queue: bool = True
+    max_queues: int = 100
+    per_project: bool = False
+    exemplar_filter: str = "trace_based"
 
 
 @dataclass(frozen=True)
@@ -61,6 +89,12 @@ class Settings:
     shutdown_timeout: float = 5.0
     #: When ``enabled`` is False: which setting turned tracing off.
     off_because: str = OFF_BY_OPTION
+    #: Zaqar's metrics; None when they are off.
+    metrics: MetricsSettings | None = None
+    #: When ``metrics`` is None: why, naming the setting.
+    metrics_off_because: str = ""
+    #: True when metrics were asked for but a setting keeps them off.
+    metrics_problem: bool = False
 
 
 # oslo.config names the file of a bad value as a LocationInfo repr.
@@ -96,21 +130,30 @@ def _exporter(value: object, environ: Mapping[str, str]) -> str:
     )
 
 
-def _endpoint(value: str, exporter: str) -> str:
+def _endpoint(value: str, exporter: str, signal: str = TRACES_PATH) -> str:
     url = urlparse(value)
     if not url.hostname:
         raise ConfigError(f"[{opts.OTEL_GROUP}] endpoint: no host in {value!r}")
-    if exporter == "otlp_http" and url.path in ("", "/"):
+    if exporter != "otlp_http":
+        return value
+    if url.path in ("", "/"):
         # Like OTEL_EXPORTER_OTLP_ENDPOINT: a base URL gets the signal path.
-        return value.rstrip("/") + "/v1/traces"
+        return value.rstrip("/") + signal
+    if signal == METRICS_PATH:
+        # One endpoint option serves both signals: a traces URL names its
+        # collector, whose metrics path is beside it; any other path is a
+        # prefix (a gateway's), under which the signal path goes.
+        base = url.path.rstrip("/").removesuffix(TRACES_PATH)
+        return url._replace(path=base + METRICS_PATH).geturl()
     return value
 
 
-def _exporter_args(conf: cfg.ConfigOpts, exporter: str) -> dict[str, object]:
+def _exporter_args(conf: cfg.ConfigOpts, exporter: str,
+                   signal: str = TRACES_PATH) -> dict[str, object]:
     get = functools.partial(_get, conf, opts.OTEL_GROUP)
     args: dict[str, object] = {}
     if get("endpoint"):
-        args["endpoint"] = _endpoint(str(get("endpoint")), exporter)
+        args["endpoint"] = _endpoint(str(get("endpoint")), exporter, signal)
     if get("headers"):
         pairs = [item.partition("=") for item in str(get("headers")).split(",")]
         if any(not key.strip() or not sep for key, sep, _ in pairs):
@@ -132,6 +175,79 @@ def _exporter_args(conf: cfg.ConfigOpts, exporter: str) -> dict[str, object]:
     if get("insecure") is not None and exporter == "otlp_grpc":
         args["insecure"] = get("insecure")
     return args
+
+
+def _env(environ: Mapping[str, str], name: str) -> str:
+    # An empty variable counts as unset (OTel specification).
+    return (environ.get(name) or "").strip().lower()
+
+
+class _MetricsOff(Exception):
+    """Metrics stay off for this reason (tracing is not affected)."""
+
+    def __init__(self, reason: str, problem: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.problem = reason, problem
+
+
+def _metrics_exporter(option: object, environ: Mapping[str, str],
+                      traces_exporter: str) -> str:
+    if option:  # [opentelemetry] exporter serves both signals
+        return str(option)
+    name = _env(environ, "OTEL_METRICS_EXPORTER")
+    if not name:
+        return traces_exporter
+    if name == "otlp":
+        protocol = (_env(environ, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+                    or _env(environ, "OTEL_EXPORTER_OTLP_PROTOCOL"))
+        return "otlp_grpc" if protocol == "grpc" else "otlp_http"
+    if name in ("console", "none"):
+        return name
+    # prometheus and others need a pull endpoint zaqar-otel does not serve.
+    raise _MetricsOff(
+        f"OTEL_METRICS_EXPORTER={name!r} is not supported (otlp, console or "
+        f"none); set [{opts.OTEL_GROUP}] exporter or the variable", problem=True)
+
+
+def _metrics(conf: cfg.ConfigOpts, environ: Mapping[str, str],
+             traces_exporter: str) -> MetricsSettings:
+    """The metrics settings; raises _MetricsOff when they are off."""
+    get = functools.partial(_get, conf, opts.OTEL_GROUP)
+    asked = get("metrics")
+    variable = _env(environ, "OTEL_METRICS_EXPORTER")
+    if asked is None:
+        # Off unless the operator asked: the endpoint may take traces only
+        # (Jaeger's does), and would refuse every export.
+        if not variable or variable == "none":
+            raise _MetricsOff(
+                f"[{opts.OTEL_GROUP}] metrics is unset (and OTEL_METRICS_"
+                "EXPORTER too)" if not variable else "OTEL_METRICS_EXPORTER=none",
+                problem=False)
+    elif not asked:
+        raise _MetricsOff(f"[{opts.OTEL_GROUP}] metrics = false", problem=False)
+    exporter = _metrics_exporter(get("exporter"), environ, traces_exporter)
+    exemplars = _env(environ, "OTEL_METRICS_EXEMPLAR_FILTER") or "trace_based"
+    if exemplars not in EXEMPLAR_FILTERS:
+        raise _MetricsOff(
+            f"OTEL_METRICS_EXEMPLAR_FILTER={exemplars!r} is not one of "
+            f"{', '.join(EXEMPLAR_FILTERS)}", problem=True)
+    interval = get("metrics_export_interval")
+    if interval is None:
+        raw = _env(environ, "OTEL_METRIC_EXPORT_INTERVAL")
+        try:
+            interval = int(raw) if raw else DEFAULT_METRIC_EXPORT_INTERVAL
+        except ValueError:
+            raise _MetricsOff(f"OTEL_METRIC_EXPORT_INTERVAL={raw!r} is not a "
+                              "number of milliseconds", problem=True) from None
+    return MetricsSettings(
+        exporter=exporter,
+        exporter_args=_exporter_args(conf, exporter, METRICS_PATH),
+        export_interval_millis=max(int(str(interval)), 100),
+        per_queue=bool(get("metrics_per_queue")),
+        max_queues=int(str(get("metrics_max_queues"))),
+        per_project=bool(get("metrics_per_project")),
+        exemplar_filter=exemplars,
+    )
 
 
 def _hmac_keys(conf: cfg.ConfigOpts) -> tuple[str, ...]:
@@ -165,6 +281,10 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
     exporter = _exporter(get("exporter"), environ)
     switched: dict[str, Any] = {switch.attribute: bool(profiler(switch.option))
                                 for switch in switches.SWITCHES}
+    try:
+        metrics: dict[str, Any] = {"metrics": _metrics(conf, environ, exporter)}
+    except _MetricsOff as off:
+        metrics = {"metrics_off_because": off.reason, "metrics_problem": off.problem}
     return Settings(
         enabled=True,
         hmac_keys=_hmac_keys(conf),
@@ -185,6 +305,7 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
         sample_ratio=float(get("sample_ratio")),  # type: ignore[arg-type]
         honor_w3c_sampled=bool(get("honor_w3c_sampled")),
         shutdown_timeout=float(get("shutdown_timeout")),  # type: ignore[arg-type]
+        **metrics,
     )
 
 
@@ -197,17 +318,32 @@ class Endpoint:
 
 
 def endpoint(s: Settings, environ: Mapping[str, str] = os.environ) -> Endpoint:
-    """Where ``s``'s OTLP exporter sends, resolved as the SDK's exporters do."""
-    if s.exporter_args.get("endpoint"):
-        return Endpoint(str(s.exporter_args["endpoint"]), ENDPOINT_OPTION)
-    name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    """Where ``s``'s OTLP span exporter sends, resolved as the SDK's exporters do."""
+    return _resolved(s.exporter, s.exporter_args, "TRACES", TRACES_PATH, environ)
+
+
+def metrics_endpoint(s: Settings,
+                     environ: Mapping[str, str] = os.environ) -> Endpoint | None:
+    """Where ``s``'s metric exporter sends; None when metrics are off."""
+    if s.metrics is None:
+        return None
+    return _resolved(s.metrics.exporter, s.metrics.exporter_args, "METRICS",
+                     METRICS_PATH, environ)
+
+
+def _resolved(exporter: str, args: Mapping[str, object], signal: str, path: str,
+              environ: Mapping[str, str]) -> Endpoint:
+    if args.get("endpoint"):
+        return Endpoint(str(args["endpoint"]), ENDPOINT_OPTION)
+    name = f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"
     if value := (environ.get(name) or "").strip():
         return Endpoint(value, name)  # used as is, as the SDK does
     name = "OTEL_EXPORTER_OTLP_ENDPOINT"
     if value := (environ.get(name) or "").strip():
-        if s.exporter == "otlp_http":
-            value = value.removesuffix("/") + "/v1/traces"
+        if exporter == "otlp_http":
+            value = value.removesuffix("/") + path
         return Endpoint(value, name)
-    default = DEFAULT_HTTP_ENDPOINT if s.exporter == "otlp_http" \
-        else DEFAULT_GRPC_ENDPOINT
-    return Endpoint(default, "default")
+    if exporter == "otlp_http":
+        return Endpoint(DEFAULT_HTTP_ENDPOINT.removesuffix(TRACES_PATH) + path,
+                        "default")
+    return Endpoint(DEFAULT_GRPC_ENDPOINT, "default")

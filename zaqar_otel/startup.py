@@ -11,7 +11,13 @@ OSProfiler start-up (``zaqar.transport.middleware.profile``) is replaced by
 * sets the global propagator (tracecontext, baggage, osprofiler);
 * turns OSProfiler trace points into OTel spans (``tracepoints.Notifier``),
   never with call args;
-* installs the instrumentors the ``[profiler] trace_*`` options enable.
+* installs the instrumentors the ``[profiler] trace_*`` options enable;
+* with ``[opentelemetry] metrics``, starts Zaqar's metrics
+  (``zaqar_otel.metrics``): every request is measured, traced or not.
+
+``install()`` also gives every log record the ``otel_trace_id`` and
+``otel_span_id`` fields (``zaqar_otel.logs``), so that Zaqar's log format
+strings can name them whatever the configuration.
 
 With ``[profiler] enabled = false`` it does none of this: nothing is patched
 beyond the two start-up functions, signed headers are ignored. A broken
@@ -30,6 +36,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,11 +45,12 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from oslo_config import cfg
 
 import zaqar_otel
-from zaqar_otel import patching, redact, sampling, settings, tracepoints
+from zaqar_otel import logs, metrics, patching, redact, sampling, settings, tracepoints
 from zaqar_otel.backends import instrumentors
 from zaqar_otel.entry import lifecycle, wsgi_middleware
 from zaqar_otel.export import processor, resource
@@ -60,6 +68,7 @@ class _State:
     provider: Any = None
     tracer: trace.Tracer | None = None
     entry: lifecycle.Entry | None = None  # once tracing is on
+    metrics: metrics.Metrics | None = None  # once metrics are on
     owns_provider: bool = False
     # What set-up changed outside its own objects, to undo in teardown().
     undo: list[Callable[[], None]] = field(default_factory=list)
@@ -67,6 +76,8 @@ class _State:
 
 _state: _State | None = None
 _lock = threading.Lock()
+# What install() changed beyond patches (the log record factory).
+_installed: list[Callable[[], None]] = []
 # Providers set-up built, so that a set-up after teardown() builds its own
 # instead of taking a shut-down one for the operator's.
 _made: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
@@ -149,10 +160,31 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
     state.undo.extend(instrumentors.install(
         state.settings,
         instrumentors.Tracing(state.provider, state.tracer, state.entry)))
+    _start_metrics(state)
     if not state.settings.trace_wsgi:
         LOG.warning("zaqar-otel: [profiler] trace_wsgi_transport = false: no "
                     "request is traced; set it to true")
     LOG.info("zaqar-otel: tracing on, exporter %s", state.settings.exporter)
+
+
+def _start_metrics(state: _State) -> None:
+    conf = state.settings
+    if conf.metrics is None:
+        if conf.metrics_problem:
+            LOG.error("zaqar-otel: metrics are off: %s", conf.metrics_off_because)
+        else:
+            LOG.info("zaqar-otel: metrics are off (%s)", conf.metrics_off_because)
+        return
+    # The spans' Resource (the operator's provider's, under
+    # opentelemetry-instrument), so metrics and traces name one process.
+    found = getattr(state.provider, "resource", None)
+    state.metrics = metrics.start(
+        conf.metrics, found if isinstance(found, Resource)
+        else resource.for_process(conf.service_name))
+    # The messages' ages come from what Zaqar renders, not a second parse.
+    operations.capture_rendered()
+    LOG.info("zaqar-otel: metrics on, exporter %s every %g s",
+             conf.metrics.exporter, conf.metrics.export_interval_millis / 1000)
 
 
 def _propagator(names: str, hmac_keys: tuple[str, ...]) -> CompositePropagator:
@@ -248,10 +280,18 @@ def shutdown(timeout: float | None = None) -> bool:
 
 
 def _flush(state: _State | None, timeout: float | None) -> bool:
-    if state is None or not state.owns_provider or state.provider is None:
+    if state is None:
+        return True
+    limit = state.settings.shutdown_timeout if timeout is None else timeout
+    started = time.monotonic()
+    measured = state.metrics
+    if measured is not None and not measured.pipeline.shutdown(limit):
+        LOG.warning("zaqar-otel: metrics not exported within shutdown_timeout "
+                    "(%.1f s) were dropped", limit)
+    if not state.owns_provider or state.provider is None:
         return True
     provider, state.provider = state.provider, None
-    limit = state.settings.shutdown_timeout if timeout is None else timeout
+    limit = max(0.0, limit - (time.monotonic() - started))
     # The SDK's shutdown waits for the exporter's own timeout and retries;
     # run it aside and stop waiting at our limit.
     worker = threading.Thread(target=provider.shutdown, name="zaqar-otel-shutdown",
@@ -291,13 +331,17 @@ def _init_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
         state = _state
         tracer, entry = (state.tracer, state.entry) if state else (None, None)
         traced = bool(state and state.settings.trace_wsgi and tracer and entry)
-        if traced and tracer:
-            falcon_app.add_middleware(operations.MessagingSpans(tracer))
+        recorder = state.metrics.recorder if state and state.metrics else None
+        if traced or recorder is not None:
+            falcon_app.add_middleware(operations.MessagingSpans(
+                tracer if traced else None, metrics=recorder))
         original(driver)
-        if not traced or entry is None:
+        if not traced and recorder is None:
             return
+        # Metrics alone (trace_wsgi_transport = false): measured, not traced.
         driver.app = wsgi_middleware.TracingMiddleware(
-            driver.app, entry, wsgi_middleware.falcon_route_of(falcon_app))
+            driver.app, entry if traced else None,
+            wsgi_middleware.falcon_route_of(falcon_app), metrics=recorder)
 
     return init_middleware
 
@@ -344,6 +388,9 @@ def install() -> None:
     from zaqar.transport.middleware import profile
     from zaqar.transport.wsgi import driver
 
+    if not _installed:
+        # Before Zaqar sets up oslo.log: every line it logs has the fields.
+        _installed.append(logs.install())
     patching.patch(profile, "setup", _profile_setup)
     patching.patch(profile, "install_wsgi_tracer", _install_wsgi_tracer)
     patching.patch(driver.Driver, "_init_middleware", _init_middleware)
@@ -370,4 +417,6 @@ def teardown(timeout: float | None = None) -> bool:
         if state is not None:
             instrumentors.uninstall(state.undo)
         patching.unpatch_all()
+        while _installed:
+            _installed.pop()()
     return flushed

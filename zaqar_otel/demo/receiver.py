@@ -1,9 +1,11 @@
-"""A real OTLP trace receiver: spans are looked at where they arrive.
+"""A real OTLP receiver: spans and metrics are looked at where they arrive.
 
 The receiver listens on loopback by default (HTTP/protobuf or gRPC), keeps
 every request body as received and decodes the OTLP wire format into plain
-:class:`ReceivedSpan` values. The tests check exports with it, the demo
-prints them, ``zaqar-otel listen`` is one for an operator without Jaeger.
+:class:`ReceivedSpan` values, and metric exports (``/v1/metrics``, the gRPC
+``MetricsService``) into :class:`ReceivedPoint` values. The tests check
+exports with it, the demo prints them, ``zaqar-otel listen`` is one for an
+operator without Jaeger.
 Nothing in the SDK is mocked.
 """
 
@@ -24,12 +26,18 @@ from typing import Any, Literal
 
 import grpc
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from typing_extensions import Self  # typing.Self needs 3.11
 
@@ -37,12 +45,19 @@ from zaqar_otel.demo.tree import render_tree
 
 __all__ = [
     "OTLPReceiver",
+    "ReceivedPoint",
     "ReceivedSpan",
+    "decode_metrics_request",
     "decode_request",
 ]
 
 Mode = Literal["ok", "error", "hang"]
+Signal = Literal["traces", "metrics"]
 _TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"]
+_METRICS_SERVICE = metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"]
+_PATHS: dict[str, Signal] = {"/v1/traces": "traces", "/v1/metrics": "metrics"}
+_EMPTY_ANSWER = {"traces": ExportTraceServiceResponse().SerializeToString(),
+                 "metrics": ExportMetricsServiceResponse().SerializeToString()}
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,51 @@ class ReceivedSpan:
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass(frozen=True)
+class ReceivedPoint:
+    """One metric data point as decoded from an OTLP metrics export.
+
+    ``kind`` is ``sum``, ``gauge`` or ``histogram``; a sum or gauge has
+    ``value``, a histogram ``count``, ``sum``, ``bucket_counts`` and
+    ``explicit_bounds``. ``exemplars`` are ``(trace_id, span_id, value)``.
+    """
+
+    metric: str
+    unit: str
+    kind: str
+    attributes: dict[str, Any]
+    start_ns: int
+    time_ns: int
+    resource: dict[str, Any]
+    scope: str
+    value: float = 0.0
+    count: int = 0
+    sum: float = 0.0
+    bucket_counts: tuple[int, ...] = ()
+    explicit_bounds: tuple[float, ...] = ()
+    monotonic: bool = False
+    cumulative: bool = False
+    exemplars: tuple[tuple[int, int, float], ...] = ()
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of a histogram point, linear within a bucket
+        (what Prometheus' histogram_quantile does); the top bucket's lower
+        bound when it falls there."""
+        if not self.count:
+            return 0.0
+        rank, seen = q * self.count, 0
+        for i, n in enumerate(self.bucket_counts):
+            if n and seen + n >= rank:
+                if i >= len(self.explicit_bounds):
+                    return self.explicit_bounds[-1] if self.explicit_bounds else 0.0
+                low = self.explicit_bounds[i - 1] if i else min(
+                    0.0, self.explicit_bounds[0])
+                high = self.explicit_bounds[i]
+                return low + (high - low) * (rank - seen) / n
+            seen += n
+        return self.explicit_bounds[-1] if self.explicit_bounds else 0.0
 
 
 # -- wire decoding ----------------------------------------------------------
@@ -132,6 +192,55 @@ def decode_request(body: bytes) -> list[ReceivedSpan]:
     ]
 
 
+def _number(point: Any) -> float:
+    return float(point.as_double if point.WhichOneof("value") == "as_double"
+                 else point.as_int)
+
+
+def _exemplars(point: Any) -> tuple[tuple[int, int, float], ...]:
+    return tuple((_id(e.trace_id), _id(e.span_id), _number(e))
+                 for e in point.exemplars)
+
+
+def _points(metric: metrics_pb2.Metric, resource: dict[str, Any],
+            scope: str) -> list[ReceivedPoint]:
+    cumulative = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    which = metric.WhichOneof("data")
+    common: dict[str, Any] = {"metric": metric.name, "unit": metric.unit,
+                              "resource": resource, "scope": scope}
+    if which in ("sum", "gauge"):
+        data = getattr(metric, which)
+        return [ReceivedPoint(
+            kind=which, attributes=_attrs(p.attributes),
+            start_ns=p.start_time_unix_nano, time_ns=p.time_unix_nano,
+            value=_number(p), exemplars=_exemplars(p),
+            monotonic=which == "sum" and data.is_monotonic,
+            cumulative=which == "sum" and data.aggregation_temporality == cumulative,
+            **common) for p in data.data_points]
+    if which == "histogram":
+        data = metric.histogram
+        return [ReceivedPoint(
+            kind="histogram", attributes=_attrs(p.attributes),
+            start_ns=p.start_time_unix_nano, time_ns=p.time_unix_nano,
+            count=p.count, sum=p.sum, bucket_counts=tuple(p.bucket_counts),
+            explicit_bounds=tuple(p.explicit_bounds), exemplars=_exemplars(p),
+            cumulative=data.aggregation_temporality == cumulative,
+            **common) for p in data.data_points]
+    return []  # exponential histograms and summaries: not sent by zaqar-otel
+
+
+def decode_metrics_request(body: bytes) -> list[ReceivedPoint]:
+    """Decode a serialized ``ExportMetricsServiceRequest`` into points."""
+    req = ExportMetricsServiceRequest.FromString(body)
+    return [
+        point
+        for rm in req.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        for point in _points(metric, _attrs(rm.resource.attributes), sm.scope.name)
+    ]
+
+
 # -- receiver ---------------------------------------------------------------
 
 
@@ -149,6 +258,12 @@ class OTLPReceiver:
     thread that served it, after they are recorded. With ``keep=False``
     nothing is recorded (neither ``raw`` nor ``spans()``): a long-running
     listener hands each request to ``on_spans`` and forgets it.
+
+    Metric exports (``/v1/metrics``, gRPC ``MetricsService``) are decoded
+    into ``points()``, answered by the same ``mode``; ``metric_requests``
+    counts them (``requests`` counts trace exports only). ``latest(name)``
+    gives the newest point of each series, which for cumulative metrics is
+    the total so far.
     """
 
     def __init__(
@@ -170,6 +285,8 @@ class OTLPReceiver:
         self._on_spans = on_spans
         self._keep = keep
         self._spans: list[ReceivedSpan] = []
+        self._points: list[ReceivedPoint] = []
+        self.metric_requests = 0
         self._mode: Mode = "ok"
         self._stopping = False
         # One condition guards all state; it also wakes hung requests and
@@ -202,15 +319,58 @@ class OTLPReceiver:
     def traces_url(self) -> str:
         return f"{self.endpoint}/v1/traces"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.endpoint}/v1/metrics"
+
     def spans(self) -> list[ReceivedSpan]:
         with self._cond:
             return list(self._spans)
 
+    def points(self, metric: str | None = None) -> list[ReceivedPoint]:
+        """Every metric point received (of ``metric``, if given), in order."""
+        with self._cond:
+            return [p for p in self._points if metric is None or p.metric == metric]
+
+    def latest(self, metric: str) -> list[ReceivedPoint]:
+        """The newest point of each series of ``metric`` (series: the
+        exporting process and the point's attributes)."""
+        newest: dict[Any, ReceivedPoint] = {}
+        for p in self.points(metric):
+            key = (p.resource.get("service.instance.id"),
+                   tuple(sorted(p.attributes.items())))
+            if key not in newest or p.time_ns >= newest[key].time_ns:
+                newest[key] = p
+        return list(newest.values())
+
+    def wait_for_points(
+        self,
+        predicate: Callable[[list[ReceivedPoint]], bool],
+        timeout: float = 10.0,
+    ) -> list[ReceivedPoint]:
+        """Wait until ``predicate(points())`` holds; returns the points."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                points = list(self._points)
+                if predicate(points):
+                    return points
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        names = sorted({p.metric for p in points})
+        raise AssertionError(
+            f"metric points did not arrive within {timeout}s: {len(points)} "
+            f"points in {self.metric_requests} requests, of {names}")
+
     def clear(self) -> None:
         with self._cond:
             self._spans.clear()
+            self._points.clear()
             self.raw.clear()
             self.requests = 0
+            self.metric_requests = 0
 
     def wait_for(
         self,
@@ -246,6 +406,7 @@ class OTLPReceiver:
         body: bytes,
         alive: Callable[[], bool] = lambda: True,
         expired: Callable[[], bool] = lambda: False,
+        signal: Signal = "traces",
     ) -> bool | None:
         """Record one export request: True = accept, False = reject, None =
         give no answer (receiver stopped, or the client gave up in "hang").
@@ -253,6 +414,8 @@ class OTLPReceiver:
         ``alive`` says the client still waits; ``expired`` that its deadline
         passed, which gRPC knows before the cancellation reaches the server.
         """
+        if signal == "metrics":
+            return self._handle_metrics(body, alive, expired)
         with self._cond:
             self.requests += 1
             if self._keep:
@@ -273,6 +436,23 @@ class OTLPReceiver:
             self._cond.notify_all()
         if self._on_spans is not None:
             self._on_spans(spans)
+        return True
+
+    def _handle_metrics(self, body: bytes, alive: Callable[[], bool],
+                        expired: Callable[[], bool]) -> bool | None:
+        with self._cond:
+            self.metric_requests += 1
+            while self._mode == "hang" and not self._stopping and alive():
+                self._cond.wait(0.05)
+            if self._stopping or self._mode == "hang" or not alive() or expired():
+                return None
+            if self._mode == "error":
+                return False
+        points = decode_metrics_request(body)  # may raise on bad input
+        with self._cond:
+            if self._keep:
+                self._points.extend(points)
+            self._cond.notify_all()
         return True
 
     # lifecycle --------------------------------------------------------------
@@ -296,10 +476,17 @@ class OTLPReceiver:
                 # they came off the wire, like the HTTP path.
                 response_serializer=ExportTraceServiceResponse.SerializeToString,
             )
+            metrics_handler = grpc.unary_unary_rpc_method_handler(
+                self._grpc_export_metrics,
+                response_serializer=ExportMetricsServiceResponse.SerializeToString,
+            )
             self._grpc.add_generic_rpc_handlers(
                 (
                     grpc.method_handlers_generic_handler(
                         _TRACE_SERVICE.full_name, {"Export": handler}
+                    ),
+                    grpc.method_handlers_generic_handler(
+                        _METRICS_SERVICE.full_name, {"Export": metrics_handler}
                     ),
                 )
             )
@@ -332,19 +519,29 @@ class OTLPReceiver:
     def _grpc_export(
         self, body: bytes, context: grpc.ServicerContext
     ) -> ExportTraceServiceResponse:
+        self._grpc_answer(body, context, "traces")
+        return ExportTraceServiceResponse()
+
+    def _grpc_export_metrics(
+        self, body: bytes, context: grpc.ServicerContext
+    ) -> ExportMetricsServiceResponse:
+        self._grpc_answer(body, context, "metrics")
+        return ExportMetricsServiceResponse()
+
+    def _grpc_answer(self, body: bytes, context: grpc.ServicerContext,
+                     signal: Signal) -> None:
         def expired() -> bool:
             left = context.time_remaining()
             return left is not None and left <= 0
 
         try:
-            ok = self._handle(body, context.is_active, expired)
+            ok = self._handle(body, context.is_active, expired, signal)
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if ok is None:
             context.abort(grpc.StatusCode.UNAVAILABLE, "receiver stopped")
         if not ok:
             context.abort(grpc.StatusCode.UNAVAILABLE, "receiver in error mode")
-        return ExportTraceServiceResponse()
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -392,7 +589,8 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # drop idle keep-alive connections eventually
 
     def do_POST(self) -> None:
-        if self.path.split("?")[0] != "/v1/traces":
+        signal = _PATHS.get(self.path.split("?")[0])
+        if signal is None:
             return self._reply(404)
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
         length = self.headers.get("Content-Length")
@@ -412,7 +610,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, zlib.error):
             return self._reply(400)
         try:
-            ok = self.server.receiver._handle(body, self._client_alive)
+            ok = self.server.receiver._handle(body, self._client_alive,
+                                              signal=signal)
         except DecodeError:
             return self._reply(400)
         if ok is None:
@@ -420,7 +619,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if not ok:
             return self._reply(503)
-        return self._reply(200, ExportTraceServiceResponse().SerializeToString())
+        return self._reply(200, _EMPTY_ANSWER[signal])
 
     def _client_alive(self) -> bool:
         # A client that timed out closes its socket: readable with EOF.

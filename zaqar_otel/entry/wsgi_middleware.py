@@ -13,21 +13,28 @@ For each request it
    continue the same trace;
 4. ends the span when the response is complete: at once for a rendered
    body (the list falcon returns, handed on as the same object), else when
-   the streamed body is exhausted or closed.
+   the streamed body is exhausted or closed; the span carries Zaqar's request
+   id (``openstack.request_id``, the ``x-openstack-request-id`` header);
+5. with metrics on, hands every request, traced or not, to
+   ``RequestMetrics.request`` once Zaqar's app has returned: method, route
+   template (noted by the messaging middleware), status, duration, and the
+   server span as exemplar when traced.
 
 A fault in any of this is logged once and the request goes on untraced
 (invariant 6): the response is always what Zaqar returns::
 
     entry = Entry(tracer, hmac_key="KEY")       # one per process
-    app = TracingMiddleware(zaqar_app, entry, falcon_route_of(falcon_app))
+    app = TracingMiddleware(zaqar_app, entry, falcon_route_of(falcon_app),
+                            metrics=recorder)   # metrics: optional
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import Token
-from typing import Any
+from time import perf_counter
+from typing import Any, Protocol
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
@@ -39,8 +46,8 @@ from opentelemetry.instrumentation.wsgi import (
 from osprofiler import profiler
 
 from zaqar_otel import patching, redact, sdk_layout
-from zaqar_otel.entry import lifecycle
 from zaqar_otel.entry.lifecycle import Entry, end_span
+from zaqar_otel.messaging import operations
 
 LOG = logging.getLogger(__name__)
 
@@ -57,6 +64,18 @@ _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 
 RouteOf = Callable[[str, str], str | None]
+#: oslo.middleware's request id (``req-<uuid>``), also the response's
+#: ``x-openstack-request-id``; what Zaqar's log lines of the request show.
+REQUEST_ID_ENVIRON = "openstack.request_id"
+REQUEST_ID_ATTRIBUTE = "openstack.request_id"
+
+
+class RequestMetrics(Protocol):
+    """What the entry hands every request to (``zaqar_otel.metrics``)."""
+
+    def request(self, environ: Mapping[str, Any], route: str | None,
+                status: str | None, seconds: float, error: BaseException | None,
+                span_context: trace.SpanContext | None) -> None: ...
 
 def falcon_route_of(app: Any) -> RouteOf:
     """Route template lookup in a falcon App's router (no request is routed)."""
@@ -80,31 +99,75 @@ class TracingMiddleware:
     def __init__(
         self,
         app: Callable[..., Iterable[bytes]],
-        entry: Entry,
+        entry: Entry | None,
         route_of: RouteOf,
+        metrics: RequestMetrics | None = None,
     ) -> None:
         self._app = app
         self._route_of = route_of
-        self._entry = entry
+        self._entry = entry  # None: metrics alone, nothing is traced
+        self._metrics = metrics
         self._log_failure = patching.FailureLog(
             LOG, "tracing a request failed; the request goes on untraced")
+        self._log_metrics_failure = patching.FailureLog(
+            LOG, "measuring a request failed; it is not counted")
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        started = perf_counter()
         try:
             span, token = self._begin(environ)
         except Exception:
             self._log_failure()
             return self._app(environ, start_response)
-        if span is None:
-            try:
-                return self._app(environ, start_response)
-            finally:
+        if span is not None:
+            return self._traced(environ, start_response, span, token, started)
+        if self._metrics is not None:
+            return self._measured(environ, start_response, token, started)
+        try:
+            return self._app(environ, start_response)
+        finally:
+            if token is not None:
                 context.detach(token)
-        return self._traced(environ, start_response, span, token)
 
-    def _begin(self, environ: dict[str, Any]) -> lifecycle.Begun:
+    def _measured(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                  token: Token[Context] | None, started: float) -> Iterable[bytes]:
+        """An untraced request, measured."""
+        seen: list[str] = []
+
+        def noting_start_response(status: str, headers: Any, *args: Any) -> Any:
+            seen.append(status)
+            return start_response(status, headers, *args)
+
+        try:
+            body = self._app(environ, noting_start_response)
+        except BaseException as exc:
+            self._measure(environ, seen, started, exc, None)
+            raise
+        finally:
+            if token is not None:
+                context.detach(token)
+        self._measure(environ, seen, started, None, None)
+        return body
+
+    def _measure(self, environ: dict[str, Any], seen: list[str], started: float,
+                 error: BaseException | None,
+                 span_context: trace.SpanContext | None) -> None:
+        # Until Zaqar's app returned: a streamed body's transfer is not in it.
+        seconds = perf_counter() - started
+        assert self._metrics is not None  # only called with metrics on
+        try:
+            self._metrics.request(environ, environ.get(operations.ROUTE_ENVIRON),
+                                  seen[-1] if seen else None, seconds, error,
+                                  span_context)
+        except Exception:
+            self._log_metrics_failure()
+
+    def _begin(self, environ: dict[str, Any]
+               ) -> tuple[trace.Span | None, Token[Context] | None]:
+        if self._entry is None:
+            return None, None
         def describe() -> tuple[str, dict[str, Any]]:
             method = environ.get("REQUEST_METHOD", "")
             route = self._route_of(method, environ.get("PATH_INFO") or "/")
@@ -124,12 +187,15 @@ class TracingMiddleware:
         environ: dict[str, Any],
         start_response: Callable[..., Any],
         span: trace.Span,
-        token: Token[Context],
+        token: Token[Context] | None,
+        started: float,
     ) -> Iterable[bytes]:
+        seen: list[str] = []
+
         def traced_start_response(status: str, headers: Any, *args: Any) -> Any:
+            seen.append(status)
             try:
-                add_response_attributes(span, status, headers,
-                                        **_MODE_ARGS)
+                add_response_attributes(span, status, headers, **_MODE_ARGS)
             except Exception:
                 self._log_failure()
             return start_response(status, headers, *args)
@@ -138,7 +204,11 @@ class TracingMiddleware:
             body = self._app(environ, traced_start_response)
         except BaseException as exc:
             try:
+                self._note_request_id(span, environ)
                 redact.record_error(span, exc)
+                if self._metrics is not None:
+                    self._measure(environ, seen, started, exc,
+                                  span.get_span_context())
             finally:
                 end_span(span, self._log_failure)
             raise
@@ -146,13 +216,27 @@ class TracingMiddleware:
             # Zaqar's work is done once the app returns; what is left is
             # handing over the body it rendered.
             profiler.clean()
-            context.detach(token)
+            if token is not None:
+                context.detach(token)
+        self._note_request_id(span, environ)
+        if self._metrics is not None:
+            self._measure(environ, seen, started, None, span.get_span_context())
         if isinstance(body, (list, tuple)):
             # Rendered already (falcon's usual answer): the response is
             # complete now, and the caller gets the very object Zaqar made.
             end_span(span, self._log_failure)
             return body
         return _EndSpanWhenDone(body, span, self._log_failure)
+
+    def _note_request_id(self, span: trace.Span, environ: dict[str, Any]) -> None:
+        # Set by oslo.middleware's RequestId inside Zaqar's app: the id its
+        # log lines and the x-openstack-request-id header show.
+        request_id = environ.get(REQUEST_ID_ENVIRON)
+        if isinstance(request_id, str):
+            try:
+                span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+            except Exception:
+                self._log_failure()
 
     def __getattr__(self, name: str) -> Any:
         if name == "_app":  # not set yet (copy, unpickling): no recursion

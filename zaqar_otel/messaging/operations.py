@@ -16,16 +16,28 @@ delete or a claim release::
 The server span keeps the HTTP conventions. The operation span is the one
 producer -> consumer links hang on (``zaqar_otel.messaging.links``): ``current()``
 gives it to the storage code below it.
+
+With metrics on, the same middleware measures every request, traced or not:
+it notes the route template in the WSGI environ (``ROUTE_ENVIRON``, for the
+entry's HTTP metric) and hands each message or claim operation to
+``OperationMetrics.operation`` with its duration, status, the number of
+messages it carried and, for a claim, pop or listing, their ages. Those come
+from the very object Zaqar rendered (``capture_rendered``), not from parsing
+the response body again::
+
+    falcon_app.add_middleware(MessagingSpans(tracer, metrics=recorder))
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from time import perf_counter
+from typing import Any, Protocol
 
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -56,6 +68,73 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, str, SpanKind]] = {
     ("GET", "/topics/{topic_name}/messages"): ("receive", "list", SpanKind.CONSUMER),
 }
 _POP = ("receive", "pop", SpanKind.CONSUMER)
+#: WSGI environ key: the falcon route template of the request, if routed.
+ROUTE_ENVIRON = "zaqar_otel.route"
+# Operations whose answer lists messages that waited in the queue.
+_WAITED = frozenset(("list", "claim", "pop"))
+
+
+class OperationMetrics(Protocol):
+    """What the middleware hands each operation to (``zaqar_otel.metrics``)."""
+
+    def operation(self, op_type: str, op_name: str, queue: str | None,
+                  project: str | None, status: int, seconds: float, count: int,
+                  ages: Sequence[float],
+                  span_context: trace.SpanContext | None) -> None: ...
+
+
+# The last object Zaqar's WSGI resources rendered as JSON in this context.
+_rendered: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "zaqar_otel_rendered", default=None)
+
+
+def capture_rendered() -> None:
+    """Keep what ``zaqar.transport.utils.to_json`` renders (undone by
+    ``patching.unpatch_all``): the message dicts, with their ages, of the
+    answer being made, at the cost of a context variable set."""
+    from zaqar.transport import utils
+
+    def keeping(original: Callable[[Any], str]) -> Callable[[Any], str]:
+        @functools.wraps(original)
+        def to_json(obj: Any) -> str:
+            _rendered.set(obj)
+            return original(obj)
+
+        return to_json
+
+    patching.patch(utils, "to_json", keeping)
+
+
+def messages_in(rendered: Any) -> list[Any]:
+    """The messages of a rendered answer (a list, claim, pop or one message)."""
+    if isinstance(rendered, dict):
+        found = rendered.get("messages")
+        if isinstance(found, list):
+            return found
+        if "id" in rendered and "age" in rendered:
+            return [rendered]
+    return []
+
+
+def _counted(found: tuple[str, str, SpanKind], req: Any, rendered: Any
+             ) -> tuple[int, list[float]]:
+    """(messages, their ages) of a successful operation."""
+    op_type, op_name, _ = found
+    if op_type == "send":
+        if isinstance(rendered, dict) and isinstance(rendered.get("resources"), list):
+            return len(rendered["resources"]), []
+        return 0, []
+    if op_type == "receive":
+        messages = messages_in(rendered)
+        ages = ([m["age"] for m in messages if isinstance(m, dict)
+                 and isinstance(m.get("age"), (int, float))]
+                if op_name in _WAITED else [])
+        return len(messages), ages
+    if op_name == "delete":
+        if req.uri_template.endswith("}"):  # .../messages/{message_id}
+            return 1, []
+        return len(req.get_param_as_list("ids") or ()), []
+    return 0, []  # a claim release settles no message
 
 
 @dataclass
@@ -183,32 +262,64 @@ def describe(span: trace.Span, status: int, body: Any) -> None:
 
 
 class MessagingSpans:
-    """Falcon middleware: one operation span per message/claim request."""
+    """Falcon middleware: one operation span per message/claim request, and
+    the measurements of every request when ``metrics`` is given.
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    :param tracer: where operation spans start; None: nothing is traced.
+    :param metrics: what each operation is handed to; None: no metrics.
+    """
+
+    def __init__(self, tracer: trace.Tracer | None,
+                 metrics: OperationMetrics | None = None) -> None:
         self._tracer = tracer
+        self._metrics = metrics
         self._log_failure = patching.FailureLog(
             LOG, "a messaging operation span failed")
 
     def process_resource(self, req: Any, resp: Any, resource: Any,
                          params: dict[str, Any]) -> None:
         try:
-            if not trace.get_current_span().is_recording():
+            metrics = self._metrics
+            if metrics is not None:
+                req.env[ROUTE_ENVIRON] = req.uri_template
+            traced = (self._tracer is not None
+                      and trace.get_current_span().is_recording())
+            if not traced and metrics is None:
                 return  # untraced request: nothing to do
             found = operation_of(req.method, req.uri_template,
                                  pop=bool(req.get_param("pop")))
             if found is None:
                 return
             destination = params.get("queue_name") or params.get("topic_name") or ""
-            req.context.zaqar_otel_operation = open_operation(
-                self._tracer, found, destination, req.get_header("X-Project-ID"),
-                params.get("message_id"))
+            project = req.get_header("X-Project-ID")
+            if traced and self._tracer is not None:
+                req.context.zaqar_otel_operation = open_operation(
+                    self._tracer, found, destination, project,
+                    params.get("message_id"))
+            if metrics is not None:
+                _rendered.set(None)  # what an earlier answer rendered
+                req.context.zaqar_otel_measured = (found, destination, project,
+                                                   perf_counter())
         except Exception:
             self._log_failure()
 
     def process_response(self, req: Any, resp: Any, resource: Any,
                          req_succeeded: bool) -> None:
         state = getattr(req.context, "zaqar_otel_operation", None)
+        measured = (getattr(req.context, "zaqar_otel_measured", None)
+                    if self._metrics is not None else None)
+        if state is None and measured is None:
+            return
+        try:
+            status = int(str(resp.status).split()[0])
+            if not req_succeeded and status < 400:
+                status = 500  # raised, yet no error response was rendered
+        except Exception:
+            self._log_failure()
+            status = 200
+        rendered = _rendered.get() if status < 300 else None
+        if measured is not None:
+            self._measure(req, measured, status, rendered, state)
         if state is None:
             return
         try:
@@ -218,11 +329,25 @@ class MessagingSpans:
             self._log_failure()
             return
         try:
-            status = int(str(resp.status).split()[0])
-            if not req_succeeded and status < 400:
-                status = 500  # raised, yet no error response was rendered
-            body = json.loads(resp.text) if resp.text and status < 300 else None
+            body = rendered
+            if body is None:
+                body = json.loads(resp.text) if resp.text and status < 300 else None
         except Exception:
             self._log_failure()
-            status, body = 200, None
+            body = None
         close_operation(operation, tokens, status, body)
+
+    def _measure(self, req: Any, measured: Any, status: int, rendered: Any,
+                 state: Any) -> None:
+        try:
+            found, destination, project, started = measured
+            seconds = perf_counter() - started
+            _rendered.set(None)  # no reference kept past the request
+            count, ages = _counted(found, req, rendered) if status < 300 else (0, [])
+            span_context = state[0].span.get_span_context() if state else None
+            assert self._metrics is not None  # measured only with metrics on
+            self._metrics.operation(found[0], found[1], destination or None,
+                                    project, status, seconds, count, ages,
+                                    span_context)
+        except Exception:
+            self._log_failure()

@@ -1,0 +1,50 @@
+"""Zaqar's metrics, for every request, traced or not.
+
+- :mod:`~zaqar_otel.metrics.recorder`: the instruments and the two calls the
+  request path makes (``request`` from the WSGI entry, ``operation`` from
+  the messaging middleware);
+- :mod:`~zaqar_otel.metrics.instruments`: cheap histogram and counter
+  aggregators that export as the SDK's points, exemplars included;
+- :mod:`~zaqar_otel.metrics.cardinality`: queue and project attributes,
+  bounded (``_other`` past ``metrics_max_queues``);
+- :mod:`~zaqar_otel.metrics.pipeline`: the SDK exporter on a timer.
+
+Set-up (``startup``) builds one of each per process::
+
+    metrics = start(settings.metrics, resource)   # recorder + running pipeline
+    metrics.recorder.request(...)
+    metrics.pipeline.shutdown(5.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.sdk.resources import Resource
+
+from zaqar_otel import settings
+from zaqar_otel.metrics.cardinality import Destinations
+from zaqar_otel.metrics.pipeline import Pipeline, exporter
+from zaqar_otel.metrics.recorder import Recorder
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The recorder the request path feeds and the pipeline that exports it."""
+
+    recorder: Recorder
+    pipeline: Pipeline
+
+
+def start(conf: settings.MetricsSettings, resource: Resource) -> Metrics:
+    """Build the recorder and exporter ``conf`` describes; start exporting."""
+    recorder = Recorder(
+        Destinations(conf.per_queue, conf.per_project, conf.max_queues),
+        conf.exemplar_filter)
+    pipeline = Pipeline(recorder, exporter(conf), resource,
+                        conf.export_interval_millis)
+    pipeline.start()
+    return Metrics(recorder, pipeline)
+
+
+__all__ = ["Destinations", "Metrics", "Pipeline", "Recorder", "start"]
