@@ -223,6 +223,12 @@ def _metrics(conf: cfg.ConfigOpts, environ: Mapping[str, str],
                 f"[{opts.OTEL_GROUP}] metrics is unset (and OTEL_METRICS_"
                 "EXPORTER too)" if not variable else "OTEL_METRICS_EXPORTER=none",
                 problem=False)
+        if variable not in ("otlp", "console"):
+            # Meant for another SDK's exporter (prometheus): not ours to guess.
+            raise _MetricsOff(
+                f"OTEL_METRICS_EXPORTER={variable!r} is not supported (otlp, "
+                f"console or none); set [{opts.OTEL_GROUP}] metrics = true to "
+                f"export with [{opts.OTEL_GROUP}] exporter", problem=True)
     elif not asked:
         raise _MetricsOff(f"[{opts.OTEL_GROUP}] metrics = false", problem=False)
     exporter = _metrics_exporter(get("exporter"), environ, traces_exporter)

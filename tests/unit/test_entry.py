@@ -171,3 +171,79 @@ def test_server_address_is_the_host_without_the_port() -> None:
         _split_server_address(attributes)
         assert attributes["server.address"] == host
         assert attributes.get("server.port") == port
+
+
+# -- metrics and the request id ----------------------------------------------
+
+
+class _Recorded:
+    """A RequestMetrics that keeps what it was handed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def request(self, environ: Any, route: Any, status: Any, seconds: float,
+                error: Any, span_context: Any) -> None:
+        self.calls.append((route, status, seconds, error, span_context))
+
+
+def _answering(status: str, fail: bool = False) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # What Zaqar's inner middleware leave in the environ.
+        environ["zaqar_otel.route"] = "/v2/queues/{queue_name}"
+        environ["openstack.request_id"] = "req-6f1d0c9e"
+        start_response(status, [])
+        if fail:
+            raise RuntimeError("boom")
+        return [b""]
+
+    return app
+
+
+def test_untraced_requests_are_measured_with_route_and_status() -> None:
+    recorded = _Recorded()
+    provider = TracerProvider(sampler=sampling.RequestSampler(0.0))
+    middleware = TracingMiddleware(_answering("201 Created"),
+                                   Entry(provider.get_tracer("t"), "key"),
+                                   lambda method, path: None, metrics=recorded)
+    environ = {"REQUEST_METHOD": "PUT", "PATH_INFO": "/v2/queues/q",
+               "wsgi.input": io.BytesIO()}
+    assert middleware(environ, lambda *args: None) == [b""]
+    [(route, status, seconds, error, span_context)] = recorded.calls
+    assert (route, status, error, span_context) == (
+        "/v2/queues/{queue_name}", "201 Created", None, None)
+    assert 0 < seconds < 1
+
+
+def test_metrics_alone_trace_nothing_and_measure_failures() -> None:
+    recorded = _Recorded()
+    middleware = TracingMiddleware(_answering("500 Internal Server Error", fail=True),
+                                   None, lambda method, path: None, metrics=recorded)
+    try:
+        middleware({"REQUEST_METHOD": "GET"}, lambda *args: None)
+    except RuntimeError:
+        pass
+    [(_, status, _, error, span_context)] = recorded.calls
+    assert status == "500 Internal Server Error"
+    assert isinstance(error, RuntimeError) and span_context is None
+
+
+def test_traced_requests_carry_the_request_id_and_are_exemplars() -> None:
+    middleware, exporter, environ = _traced(_answering("200 OK"))
+    recorded = _Recorded()
+    middleware._metrics = recorded
+    _call(middleware, environ)
+    [span] = exporter.get_finished_spans()
+    assert span.attributes["openstack.request_id"] == "req-6f1d0c9e"
+    [(_, _, _, _, span_context)] = recorded.calls
+    assert span_context == span.get_span_context()
+
+
+def test_a_failing_recorder_never_breaks_the_request() -> None:
+    class Broken:
+        def request(self, *args: Any) -> None:
+            raise ValueError("broken")
+
+    middleware = TracingMiddleware(_answering("200 OK"), None,
+                                   lambda method, path: None, metrics=Broken())
+    assert middleware({"REQUEST_METHOD": "GET"}, lambda *args: None) == [b""]

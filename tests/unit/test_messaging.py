@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
@@ -64,3 +66,76 @@ def test_describe_sets_ids_or_the_count() -> None:
     assert "zaqar.message.ids" not in many.attributes  # more than MAX_IDS
     assert failed.status.status_code is trace.StatusCode.ERROR
     assert "messaging.message.id" not in failed.attributes
+
+
+# -- operations measured, traced or not ------------------------------------------
+
+
+def test_operations_are_measured_from_what_zaqar_rendered() -> None:
+    """A falcon app answering as Zaqar's resources do (``utils.to_json``):
+    counts and ages come from the rendered objects, untraced."""
+    import falcon
+    import falcon.testing
+    from zaqar.transport import utils
+
+    from zaqar_otel import patching
+    from zaqar_otel.messaging import operations
+
+    class Messages:
+        def on_post(self, req: Any, resp: Any, queue_name: str) -> None:
+            resp.text = utils.to_json({"resources": ["/m/1", "/m/2", "/m/3"]})
+            resp.status = falcon.HTTP_201
+
+        def on_get(self, req: Any, resp: Any, queue_name: str) -> None:
+            resp.text = utils.to_json({"messages": [{"id": "1", "age": 5, "body": {}}]})
+
+        def on_delete(self, req: Any, resp: Any, queue_name: str) -> None:
+            resp.status = falcon.HTTP_204
+
+    class Claims:
+        def on_post(self, req: Any, resp: Any, queue_name: str) -> None:
+            if queue_name == "empty":
+                resp.status = falcon.HTTP_204
+                return
+            resp.text = utils.to_json({"messages": [
+                {"id": "1", "age": 0, "body": {}}, {"id": "2", "age": 12, "body": {}}]})
+            resp.status = falcon.HTTP_201
+
+    class Stats:
+        def on_get(self, req: Any, resp: Any, queue_name: str) -> None:
+            resp.text = utils.to_json({"messages": [{"id": "x", "age": 99}]})
+
+    calls: list[tuple[Any, ...]] = []
+
+    class Recorded:
+        def operation(self, *args: Any) -> None:
+            calls.append(args[:5] + args[6:8])
+
+    app = falcon.App(middleware=[operations.MessagingSpans(None, metrics=Recorded())])
+    app.req_options.auto_parse_qs_csv = True  # as Zaqar's driver sets it
+    app.add_route("/v2/queues/{queue_name}/messages", Messages())
+    app.add_route("/v2/queues/{queue_name}/claims", Claims())
+    app.add_route("/v2/queues/{queue_name}/stats", Stats())
+    operations.capture_rendered()
+    try:
+        client = falcon.testing.TestClient(app, headers={"X-Project-ID": "p"})
+        client.simulate_post("/v2/queues/q/messages")
+        client.simulate_get("/v2/queues/q/stats")  # rendered, not an operation
+        client.simulate_post("/v2/queues/empty/claims")  # 204: nothing stale
+        client.simulate_post("/v2/queues/q/claims")
+        client.simulate_get("/v2/queues/q/messages")
+        client.simulate_delete("/v2/queues/q/messages", query_string="ids=1,2")
+        client.simulate_delete("/v2/queues/q/messages", params={"pop": "1"})
+        routed = client.simulate_get("/v2/queues/q/messages")
+    finally:
+        patching.unpatch_all()
+    assert calls == [
+        ("send", "post", "q", "p", 201, 3, []),
+        ("receive", "claim", "empty", "p", 204, 0, []),
+        ("receive", "claim", "q", "p", 201, 2, [0, 12]),
+        ("receive", "list", "q", "p", 200, 1, [5]),
+        ("settle", "delete", "q", "p", 204, 2, []),
+        ("receive", "pop", "q", "p", 204, 0, []),
+        ("receive", "list", "q", "p", 200, 1, [5]),
+    ]
+    assert routed.status_code == 200

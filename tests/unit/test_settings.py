@@ -12,7 +12,14 @@ from osprofiler import opts as profiler_opts
 from zaqar.conf import profiler as zaqar_profiler
 
 from zaqar_otel import opts
-from zaqar_otel.settings import ConfigError, Settings, load
+from zaqar_otel.settings import (
+    ConfigError,
+    Endpoint,
+    MetricsSettings,
+    Settings,
+    load,
+    metrics_endpoint,
+)
 
 ON = "[profiler]\nenabled = true\nhmac_keys = k3y\n"
 
@@ -409,3 +416,81 @@ def test_oslo_config_entry_point_resolves_to_list_opts() -> None:
     found = entry_points(group="oslo.config.opts").select(name="zaqar_otel")
     assert [ep.value for ep in found] == ["zaqar_otel.opts:list_opts"]
     assert next(iter(found)).load() is opts.list_opts
+
+
+# -- metrics ------------------------------------------------------------------
+
+
+def test_metrics_are_off_unless_asked(load_conf: Loader) -> None:
+    """Off by default: the endpoint may take traces only (Jaeger's does)."""
+    s = load_conf(ON)
+    assert s.metrics is None and not s.metrics_problem
+    assert "[opentelemetry] metrics is unset" in s.metrics_off_because
+    off = load_conf(otel(metrics="false"), {"OTEL_METRICS_EXPORTER": "otlp"})
+    assert off.metrics is None and off.metrics_off_because.endswith("metrics = false")
+    assert load_conf(ON, {"OTEL_METRICS_EXPORTER": "none"}).metrics is None
+
+
+def test_metrics_on_by_option_or_by_otel_metrics_exporter(load_conf: Loader) -> None:
+    on = load_conf(otel(metrics="true"))
+    assert on.metrics == MetricsSettings()
+    grpc = load_conf(ON, {"OTEL_METRICS_EXPORTER": "otlp",
+                          "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"})
+    assert grpc.metrics is not None and grpc.metrics.exporter == "otlp_grpc"
+    assert grpc.exporter == "otlp_http"  # traces follow their own variables
+    console = load_conf(ON, {"OTEL_METRICS_EXPORTER": "console"})
+    assert console.metrics is not None and console.metrics.exporter == "console"
+    # The [opentelemetry] exporter option serves both signals.
+    both = load_conf(otel(metrics="true", exporter="otlp_grpc"),
+                     {"OTEL_METRICS_EXPORTER": "console"})
+    assert both.metrics is not None and both.metrics.exporter == "otlp_grpc"
+
+
+def test_an_unsupported_metrics_exporter_leaves_tracing_on(load_conf: Loader) -> None:
+    s = load_conf(otel(metrics="true"), {"OTEL_METRICS_EXPORTER": "prometheus"})
+    assert s.enabled and s.metrics is None and s.metrics_problem
+    assert "OTEL_METRICS_EXPORTER='prometheus'" in s.metrics_off_because
+    bad = load_conf(otel(metrics="true"), {"OTEL_METRICS_EXEMPLAR_FILTER": "some"})
+    assert bad.enabled and bad.metrics is None and bad.metrics_problem
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [("http://collector:4318", "http://collector:4318/v1/metrics"),
+     ("http://collector:4318/", "http://collector:4318/v1/metrics"),
+     ("http://collector:4318/v1/traces", "http://collector:4318/v1/metrics"),
+     ("https://gw.example/otlp", "https://gw.example/otlp/v1/metrics"),
+     ("https://gw.example/otlp/v1/traces", "https://gw.example/otlp/v1/metrics")],
+)
+def test_metrics_endpoint_is_beside_the_traces_one(
+        load_conf: Loader, endpoint: str, expected: str) -> None:
+    s = load_conf(otel(metrics="true", endpoint=endpoint))
+    assert s.metrics is not None and s.metrics.exporter_args["endpoint"] == expected
+    found = metrics_endpoint(s)
+    assert found is not None and (found.url, found.source) == (
+        expected, "[opentelemetry] endpoint")
+
+
+def test_metrics_endpoint_from_the_variables(load_conf: Loader) -> None:
+    s = load_conf(otel(metrics="true"))
+    assert metrics_endpoint(s, {}) == Endpoint(
+        "http://localhost:4318/v1/metrics", "default")
+    assert metrics_endpoint(s, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}) == \
+        Endpoint("http://c:4318/v1/metrics", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    exact = {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:9/x"}
+    assert metrics_endpoint(s, exact) == Endpoint(
+        "http://m:9/x", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    assert metrics_endpoint(load_conf(ON)) is None
+
+
+def test_metrics_options(load_conf: Loader) -> None:
+    s = load_conf(otel(metrics="true", metrics_export_interval=1500,
+                       metrics_per_queue="false", metrics_max_queues=7,
+                       metrics_per_project="true"),
+                  {"OTEL_METRIC_EXPORT_INTERVAL": "999",
+                   "OTEL_METRICS_EXEMPLAR_FILTER": "always_off"})
+    assert s.metrics == MetricsSettings(
+        export_interval_millis=1500, per_queue=False, max_queues=7,
+        per_project=True, exemplar_filter="always_off")
+    env = load_conf(otel(metrics="true"), {"OTEL_METRIC_EXPORT_INTERVAL": "2500"})
+    assert env.metrics is not None and env.metrics.export_interval_millis == 2500

@@ -173,3 +173,35 @@ def test_teardown_undoes_everything_and_a_new_setup_takes_the_new_conf() -> None
         print("ok")
     """)
     assert out.count("zaqar-otel: tracing on") == 2 and out.rstrip().endswith("ok")
+
+
+def test_metrics_start_with_setup_and_teardown_undoes_them_and_the_log_fields() -> None:
+    out = run("""
+        import threading
+        before = logging.getLogRecordFactory()
+        startup.install()
+        assert logging.getLogRecordFactory() is not before
+        c = conf(trace_wsgi_transport=False)
+        c.set_override("metrics", True, group="opentelemetry")
+        c.set_override("metrics_export_interval", 100, group="opentelemetry")
+        c.set_override("exporter", "console", group="opentelemetry")
+        assert startup.setup(c)
+        assert startup._state.metrics is not None
+        assert any(t.name == "zaqar-otel-metrics" for t in threading.enumerate())
+        assert startup.teardown() is True
+        assert logging.getLogRecordFactory() is before
+        assert not any(t.name == "zaqar-otel-metrics" for t in threading.enumerate())
+        print("ok")
+    """)
+    assert "zaqar-otel: metrics on, exporter console every 0.1 s" in out, out
+
+
+def test_a_metrics_problem_is_one_error_and_tracing_stays_on() -> None:
+    out = run("""
+        import os
+        os.environ["OTEL_METRICS_EXPORTER"] = "prometheus"
+        assert startup.setup(conf()) is True
+        assert startup._state.metrics is None
+    """)
+    errors = [line for line in out.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "OTEL_METRICS_EXPORTER='prometheus'" in errors[0], out
