@@ -244,7 +244,7 @@ def test_http_modes_and_rejections() -> None:
     with OTLPReceiver("http") as rcv:
         assert post(rcv.traces_url, EMPTY) == 200
         assert post(rcv.traces_url, b"{}", "application/json") == 415
-        assert post(rcv.endpoint + "/v1/metrics", EMPTY) == 404
+        assert post(rcv.endpoint + "/v1/logs", EMPTY) == 404  # not served
         assert post(rcv.traces_url, b"\xff\xff") == 400
         rcv.mode = "error"
         assert post(rcv.traces_url, EMPTY) == 503
