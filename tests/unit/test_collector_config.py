@@ -20,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "otel-collector.yaml"
 COMPOSE = ROOT / "collector" / "compose.yaml"
+PROMETHEUS = ROOT / "collector" / "prometheus.yml"
 COLLECTOR_README = ROOT / "collector" / "README.md"
 CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
 
@@ -30,7 +31,7 @@ KNOWN_TYPES = {
     "receivers": {"otlp"},
     "processors": {"memory_limiter", "tail_sampling", "batch"},
     "exporters": {"otlp", "otlp_grpc", "otlp_http", "otlphttp", "debug",
-                  "loadbalancing"},
+                  "loadbalancing", "prometheus"},
     "extensions": {"health_check", "zpages", "pprof"},
 }
 
@@ -405,3 +406,61 @@ def test_images_are_pinned(compose: dict[str, Any], service: str) -> None:
     assert name and "/" not in tag, f"{image} has no tag"
     assert tag != "latest"
     assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{image}: not a version tag"
+
+
+# -- the metrics pipeline: zaqar-otel's metrics to Prometheus ----------------------
+
+
+def test_metrics_pipeline_takes_otlp_to_the_prometheus_exporter(
+    config: dict[str, Any],
+) -> None:
+    metrics = pipelines(config)["metrics"]
+    assert metrics["receivers"] == ["otlp"]  # the ports zaqar-otel exports to
+    assert [component_type(e) for e in metrics["exporters"]] == ["prometheus"]
+    processors = [component_type(p) for p in metrics["processors"]]
+    # Sampling is for traces: every metric point of every process counts.
+    assert "tail_sampling" not in processors and "batch" in processors
+
+
+def test_prometheus_exporter_serves_exemplars(config: dict[str, Any]) -> None:
+    [exporter] = pipelines(config)["metrics"]["exporters"]
+    settings = config["exporters"][exporter]
+    # Exemplars (the trace id in a duration bucket) exist only in OpenMetrics.
+    assert settings["enable_open_metrics"] is True
+    host, _ = host_port(settings["endpoint"])
+    assert host == "0.0.0.0"  # scraped from the compose network
+    # Longer than zaqar-otel's export interval, or series blink out between
+    # two exports.
+    from zaqar_otel.settings import DEFAULT_METRIC_EXPORT_INTERVAL
+
+    expiry = _duration_seconds(settings["metric_expiration"])
+    assert expiry > 2 * DEFAULT_METRIC_EXPORT_INTERVAL / 1000
+
+
+def test_prometheus_scrapes_the_collector_and_keeps_exemplars(
+    compose: dict[str, Any], config: dict[str, Any]
+) -> None:
+    [exporter] = pipelines(config)["metrics"]["exporters"]
+    port = host_port(config["exporters"][exporter]["endpoint"])[1]
+    collector = _collector(compose)
+    assert str(port) in [str(p) for p in collector.get("expose") or []]
+    prometheus = compose["services"]["prometheus"]
+    assert "otel-collector" in _depends_on(prometheus)
+    args = prometheus["command"]
+    assert "--enable-feature=exemplar-storage" in args
+    flag = next(a for a in args if a.startswith("--config.file="))
+    mounted = {str(v).split(":")[1]: str(v).split(":")[0]
+               for v in prometheus["volumes"]}
+    source = (COMPOSE.parent / mounted[flag.split("=", 1)[1]]).resolve()
+    assert source == PROMETHEUS.resolve()
+    assert _published(prometheus).get(9090) == 9090
+    scrape = yaml.safe_load(PROMETHEUS.read_text())
+    [job] = scrape["scrape_configs"]
+    # The job and instance labels the exporter sets (service.name,
+    # service.instance.id) keep the workers' cumulative series apart.
+    assert job["honor_labels"] is True
+    targets = [t for c in job["static_configs"] for t in c["targets"]]
+    assert targets == [f"otel-collector:{port}"]
+    interval = _duration_seconds(scrape["global"]["scrape_interval"])
+    assert interval <= _duration_seconds(
+        config["exporters"][exporter]["metric_expiration"])
