@@ -286,8 +286,8 @@ def _flush(state: _State | None, timeout: float | None) -> bool:
     started = time.monotonic()
     measured = state.metrics
     if measured is not None and not measured.pipeline.shutdown(limit):
-        LOG.warning("zaqar-otel: metrics not exported within shutdown_timeout "
-                    "(%.1f s) were dropped", limit)
+        LOG.warning("zaqar-otel: the last metrics export did not end within "
+                    "shutdown_timeout (%.1f s)", limit)
     if not state.owns_provider or state.provider is None:
         return True
     provider, state.provider = state.provider, None

@@ -71,6 +71,14 @@ def test_demo_prints_the_trace_and_both_ids_and_stops_everything() -> None:
     assert "-> link to the post" in claimed and "-> link to the post" in webhook
     # traceparent only: a signed header would let the subscriber force tracing.
     assert "the subscriber received: traceparent (" in life
+    # The metrics Zaqar exported: per route, per queue, and the wait.
+    table = out[out.index("Metrics Zaqar exported"):]
+    assert "POST /v2/queues/{queue_name}/messages " in table
+    orders = next(line.split() for line in table.splitlines()
+                  if line.strip().startswith("demo-orders"))
+    assert orders[1:4] == ["2", "4", "2"], orders  # sent, listed + claimed, deleted
+    # A log line of the session names its trace.
+    assert f"[trace {hex_id} span " in out
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

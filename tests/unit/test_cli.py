@@ -605,3 +605,60 @@ def test_probe_http_bad_header_is_not_shown(receiver: OTLPReceiver) -> None:
     probe = check.probe_http(receiver.traces_url, 1, {"x-key": "s3cr3t\r\nevil"})
     assert probe.kind == "headers"
     assert "s3cr3t" not in probe.text
+
+
+# -- check: metrics -------------------------------------------------------------
+
+
+def test_check_metrics_off_by_default_and_on_at_v1_metrics(
+        run: Run, conf_file: Callable[..., str], receiver: OTLPReceiver) -> None:
+    code, out, _ = run("check", "--config-file",
+                       conf_file(traced(http_to(receiver.endpoint))))
+    assert code == 0 and "metrics                  off ([opentelemetry] metrics" in out
+    otel = http_to(receiver.endpoint) + "metrics = true\nmetrics_max_queues = 7\n"
+    code, out, _ = run("check", "--config-file", conf_file(traced(otel)))
+    assert code == 0, out
+    metrics = out[out.index("Metrics ([opentelemetry] metrics)"):]
+    assert "on, every request; exported every 60 s" in metrics
+    assert "up to 7 per process, then '_other'" in metrics
+    assert f"{receiver.metrics_url}  (from [opentelemetry] endpoint)" in metrics
+    assert "collector                answers: HTTP 200" in metrics
+    assert receiver.metric_requests == 1 and receiver.points() == []
+
+
+def test_check_metrics_to_a_traces_only_endpoint_is_an_error(
+        run: Run, conf_file: Callable[..., str]) -> None:
+    """Jaeger's OTLP receiver takes /v1/traces only."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class TracesOnly(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200 if self.path == "/v1/traces" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TracesOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, _ = run("check", "--config-file",
+                           conf_file(traced(http_to(url) + "metrics = true\n")))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1
+    assert "no OTLP metrics receiver at" in out and "metrics = false" in out
+
+
+def test_check_reports_a_metrics_exporter_it_cannot_use(
+        run: Run, conf_file: Callable[..., str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+    code, out, _ = run("check", "--config-file", conf_file(traced()))
+    assert code == 1
+    assert "metrics would stay off: OTEL_METRICS_EXPORTER='prometheus'" in out

