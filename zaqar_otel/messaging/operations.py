@@ -182,7 +182,28 @@ def operation_of(method: str, route: str | None, pop: bool = False
         return None
     path = "/" + route.split("/", 2)[2] if route.count("/") >= 2 else route
     found = _OPERATIONS.get((method, path))
-    if found and pop and found[1] == "delete" and "{message_id}" not in path:
+    if found and pop and _may_pop(found, route):
+        return _POP
+    return found
+
+
+def _may_pop(found: tuple[str, str, SpanKind], route: str) -> bool:
+    """A delete of the message collection: ``?pop=N`` makes it a receive."""
+    return found[1] == "delete" and "{message_id}" not in route
+
+
+# (method, route template) -> operation_of(method, template): every request
+# asks, and falcon has a few dozen templates.
+_by_template: dict[tuple[str, str | None], tuple[str, str, SpanKind] | None] = {}
+
+
+def _operation_of_request(req: Any) -> tuple[str, str, SpanKind] | None:
+    key = (req.method, req.uri_template)
+    try:
+        found = _by_template[key]
+    except KeyError:
+        found = _by_template[key] = operation_of(*key)
+    if found is not None and _may_pop(found, key[1] or "") and req.get_param("pop"):
         return _POP
     return found
 
@@ -286,32 +307,35 @@ class MessagingSpans:
                       and trace.get_current_span().is_recording())
             if not traced and metrics is None:
                 return  # untraced request: nothing to do
-            found = operation_of(req.method, req.uri_template,
-                                 pop=bool(req.get_param("pop")))
+            found = _operation_of_request(req)
             if found is None:
                 return
             destination = params.get("queue_name") or params.get("topic_name") or ""
             project = req.get_header("X-Project-ID")
+            state = None
             if traced and self._tracer is not None:
-                req.context.zaqar_otel_operation = open_operation(
-                    self._tracer, found, destination, project,
-                    params.get("message_id"))
+                state = open_operation(self._tracer, found, destination, project,
+                                       params.get("message_id"))
+            measured = None
             if metrics is not None:
                 _rendered.set(None)  # what an earlier answer rendered
-                req.context.zaqar_otel_measured = (found, destination, project,
-                                                   perf_counter())
+                measured = (found, destination, project, perf_counter())
+            # One attribute for both: a request without it pays one look-up.
+            req.context.zaqar_otel_operation = (state, measured)
         except Exception:
             self._log_failure()
 
     def process_response(self, req: Any, resp: Any, resource: Any,
                          req_succeeded: bool) -> None:
-        state = getattr(req.context, "zaqar_otel_operation", None)
-        measured = (getattr(req.context, "zaqar_otel_measured", None)
-                    if self._metrics is not None else None)
-        if state is None and measured is None:
+        found = getattr(req.context, "zaqar_otel_operation", None)
+        if found is None:
             return
+        state, measured = found
         try:
-            status = int(str(resp.status).split()[0])
+            del req.context.zaqar_otel_operation
+            code = getattr(resp, "status_code", None)  # falcon >= 4: an int
+            status = code if isinstance(code, int) else int(
+                str(resp.status).split()[0])
             if not req_succeeded and status < 400:
                 status = 500  # raised, yet no error response was rendered
         except Exception:
@@ -324,7 +348,6 @@ class MessagingSpans:
             return
         try:
             operation, tokens = state
-            del req.context.zaqar_otel_operation
         except Exception:
             self._log_failure()
             return
