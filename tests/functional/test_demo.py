@@ -17,6 +17,8 @@ from zaqar_otel.demo.processes import free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 
 DEMO = [str(Path(sys.executable).parent / "zaqar-otel"), "demo"]
+# The lines of Zaqar's log that say spans were lost (zaqar_otel.export).
+DROPPED = ("dropping spans", "were dropped")
 
 
 def _start(*args: str, cwd: Path | None = None,
@@ -102,9 +104,13 @@ def test_demo_says_when_the_collector_did_not_take_the_spans(tmp_path: Path) -> 
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
     assert f"The collector at {closed} did not accept the spans" in out
-    assert "dropped" in out
+    # Which line says so depends on timing: an export that failed before the
+    # shutdown ("dropping spans ...") or the shutdown itself ("... were
+    # dropped"); on a loaded machine the first can come first.
+    assert any(said in out for said in DROPPED), out
     kept = tmp_path / "zaqar-otel-demo.log"
-    assert "dropped" in kept.read_text() and "Serving on" in kept.read_text()
+    log = kept.read_text()
+    assert any(said in log for said in DROPPED) and "Serving on" in log
     assert "Traceback" not in out + err
 
 
