@@ -10,10 +10,16 @@ threads of the process, the batch exporter's included; the kernel's work for
 system calls is not counted, and ``strace -c`` shows the same system calls
 per request for (a) and (c)).
 
-The batch exporter sends what is queued every 5 s (both zaqar-otel and
-osprofiler's driver use the SDK's default): the count starts and stops
-``SETTLE`` seconds after the last request, so the warm-up's spans are
-exported before it and the measured requests' spans inside it. Message ids,
+The count covers exactly the measured requests' spans and their export.
+The batch processor exports on a timer (5 s by default), so under valgrind
+the number of exports inside a window would depend on speed. Each server
+runs under ``bench.flushing`` with the timer set far beyond the run
+(``OTEL_BSP_SCHEDULE_DELAY``, which both zaqar-otel and osprofiler's driver
+take from the SDK): after the warm-up the bench asks it to flush (SIGUSR1),
+waits until it did, and zeroes the counters with an empty queue; after the
+measured requests it asks for a flush again and dumps once it is done. The
+exports in between are the ones the queue filling to a batch
+(``max_export_batch_size``) sets off, and the final flush. Message ids,
 timestamps and dict ordering vary from run to run: (a) and (a2) differ by
 about 1 %. Each case runs
 under valgrind about 50 times slower than natively; ``jobs`` cases run at
@@ -27,22 +33,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import zaqar_cost
+from bench import flushing, zaqar_cost
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 KIND = "zaqar-server"  # one process, no forked workers to follow
-SETTLE = 8.0  # seconds: > the batch processor's 5 s schedule delay, under valgrind
+# The batch processors' timer, in ms: no timed export during a run (a day).
+SCHEDULE_DELAY_MS = "86400000"
 TOOLS = ("valgrind", "callgrind_control")
 
 
@@ -50,10 +60,15 @@ TOOLS = ("valgrind", "callgrind_control")
 class Count:
     requests: int
     instructions: int
+    spans: int = 0  # exported inside the count (the receiver's tally)
 
     @property
     def per_request(self) -> float:
         return self.instructions / self.requests
+
+    @property
+    def spans_per_request(self) -> float:
+        return self.spans / self.requests
 
 
 def missing_tools() -> list[str]:
@@ -76,7 +91,39 @@ def _control(option: str, pid: int) -> None:
                    capture_output=True, timeout=120)
 
 
-def count(case: str, receiver_port: int, mixes_per_thread: int = 6,
+def _flush(server: ZaqarServer, timeout: float = 300.0) -> None:
+    """Have the server export every queued span (``bench.flushing``); wait."""
+    marker = server.dir / flushing.FLUSHED
+
+    def done() -> int:
+        try:
+            return int(marker.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    before = done()
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while done() <= before:
+        if time.monotonic() > deadline or not server.running:
+            raise RuntimeError(f"the server did not flush\n{server.log_tail()}")
+        time.sleep(0.2)
+
+
+def _spans(receiver: zaqar_cost.ReceiverProcess, case: str) -> int:
+    """Spans the receiver got so far from the server of ``case``."""
+    with _receiver_lock:  # one question and its answer at a time
+        stats = receiver.stats()
+    own = zaqar_cost.service_name(KIND, case)
+    return sum(counts["spans"] for name, counts in stats.items()
+               if name == own or name.startswith(own + "-"))  # (e): a suffix
+
+
+_receiver_lock = threading.Lock()
+
+
+def count(case: str, receiver: zaqar_cost.ReceiverProcess, mixes_per_thread: int = 6,
           warmup_mixes: int = 2) -> Count:
     """Instructions the server of ``case`` executes for the measured mixes."""
     plain, otel = zaqar_cost.KINDS[KIND]
@@ -86,28 +133,33 @@ def count(case: str, receiver_port: int, mixes_per_thread: int = 6,
         out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="zaqar-otel-callgrind-")))
         valgrind = ("valgrind", "--tool=callgrind",
-                    f"--callgrind-out-file={out_dir}/callgrind.out", "{bin}/python")
+                    f"--callgrind-out-file={out_dir}/callgrind.out", "{bin}/python",
+                    "-m", "bench.flushing")
         redis = stack.enter_context(RedisServer())
         server = stack.enter_context(ZaqarServer(
             redis_sql(redis.url), command=(*valgrind, *command),
-            extra=zaqar_cost.config(KIND, case, receiver_port),
+            env={"PYTHONPATH": str(zaqar_cost.REPO),
+                 "OTEL_BSP_SCHEDULE_DELAY": SCHEDULE_DELAY_MS},
+            extra=zaqar_cost.config(KIND, case, receiver.port),
             startup_timeout=600, stop_timeout=120))
         assert server.pid is not None
         zaqar_cost.drive(server.port, zaqar_cost.Tally(), warmup_mixes, signed,
                          f"warm-{zaqar_cost.slug(case)}", record=False)
-        time.sleep(SETTLE)
+        _flush(server)  # the warm-up's spans exported: an empty queue
         _control("--zero", server.pid)
+        spans_before = _spans(receiver, case)
         tally = zaqar_cost.Tally()
         zaqar_cost.drive(server.port, tally, mixes_per_thread, signed,
                          f"m-{zaqar_cost.slug(case)}")
         if tally.errors:
             raise RuntimeError(f"({case}): client errors {tally.errors}")
-        time.sleep(SETTLE)
+        _flush(server)  # every measured span exported, inside the count
         _control("--dump", server.pid)
+        spans = _spans(receiver, case) - spans_before
         deadline = time.monotonic() + 60
         while True:
             try:
-                return Count(tally.requests, _dumped_instructions(out_dir))
+                return Count(tally.requests, _dumped_instructions(out_dir), spans)
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise
@@ -117,19 +169,28 @@ def count(case: str, receiver_port: int, mixes_per_thread: int = 6,
 def measure(cases: Sequence[str] = tuple(zaqar_cost.CASES), jobs: int = 2,
             **kwargs: int) -> dict[str, Count]:
     with zaqar_cost.ReceiverProcess() as receiver, ThreadPoolExecutor(jobs) as pool:
-        futures = {case: pool.submit(count, case, receiver.port, **kwargs)
+        futures = {case: pool.submit(count, case, receiver, **kwargs)
                    for case in cases}
         return {case: future.result() for case, future in futures.items()}
 
 
 def table(counts: dict[str, Count]) -> str:
-    rows = ["| case | requests | instructions per request (M) | vs (a) | vs (e) |",
-            "|---|---:|---:|---:|---:|"]
+    """Per request, and per exported span above (a) ("all in": the spans'
+    share of every tracing cost, export included)."""
+    rows = ["| case | requests | instructions per request (M) | vs (a) | vs (e) "
+            "| spans per request | k instructions per span above (a) |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    plain = counts.get("a")
     for case, c in counts.items():
         vs = [f"{c.per_request / counts[anchor].per_request:.3f}×"
               if anchor in counts else "–" for anchor in ("a", "e")]
+        per_span = "–"
+        if plain is not None and c.spans:
+            above = c.per_request - plain.per_request
+            per_span = f"{above / c.spans_per_request / 1e3:.0f}"
         rows.append(f"| ({case}) {zaqar_cost.CASES[case]} | {c.requests} "
-                    f"| {c.per_request / 1e6:.3f} | {vs[0]} | {vs[1]} |")
+                    f"| {c.per_request / 1e6:.3f} | {vs[0]} | {vs[1]} "
+                    f"| {c.spans_per_request:.2f} | {per_span} |")
     return "\n".join(rows)
 
 
