@@ -115,7 +115,7 @@ class TracingMiddleware:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        started = perf_counter()
+        started = perf_counter() if self._metrics is not None else 0.0
         try:
             span, token = self._begin(environ)
         except Exception:

@@ -311,14 +311,15 @@ class MessagingSpans:
             if found is None:
                 return
             destination = params.get("queue_name") or params.get("topic_name") or ""
-            project = req.get_header("X-Project-ID")
+            # req.get_header("X-Project-ID"), without its name mangling.
+            project = req.env.get("HTTP_X_PROJECT_ID")
             state = None
             if traced and self._tracer is not None:
                 state = open_operation(self._tracer, found, destination, project,
                                        params.get("message_id"))
+            _rendered.set(None)  # what an earlier answer rendered
             measured = None
             if metrics is not None:
-                _rendered.set(None)  # what an earlier answer rendered
                 measured = (found, destination, project, perf_counter())
             # One attribute for both: a request without it pays one look-up.
             req.context.zaqar_otel_operation = (state, measured)
@@ -352,6 +353,9 @@ class MessagingSpans:
             self._log_failure()
             return
         try:
+            # The ids from what Zaqar rendered (``capture_rendered``); the
+            # body is parsed again only when it came another way.
+            _rendered.set(None)
             body = rendered
             if body is None:
                 body = json.loads(resp.text) if resp.text and status < 300 else None

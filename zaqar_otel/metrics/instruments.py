@@ -69,8 +69,9 @@ class _Series:
         self.min = float("inf")
         self.max = float("-inf")
         # Per bucket, the last sampled measurement that fell in it, as the
-        # SDK's AlignedHistogramBucketExemplarReservoir keeps one.
-        self.exemplars: list[Exemplar | None] = [None] * buckets
+        # SDK's AlignedHistogramBucketExemplarReservoir keeps one; made at
+        # the first one (most series of an untraced workload have none).
+        self.exemplars: list[Exemplar | None] | None = None
         self.start = time.time_ns()
 
 
@@ -119,13 +120,30 @@ class Histogram:
             if value > series.max:
                 series.max = value
             if exemplar is not None:
+                if series.exemplars is None:
+                    series.exemplars = [None] * len(series.counts)
                 series.exemplars[bucket] = exemplar
 
     def record_many(self, key: Hashable, values: Sequence[float],
                     span_context: SpanContext | None = None) -> None:
         """Several measurements of one series (the ages of a claim's messages)."""
-        for value in values:
-            self.record(key, value, span_context)
+        if span_context is not None or self._always:
+            for value in values:
+                self.record(key, value, span_context)
+            return
+        series = self._series.get(key)
+        if series is None:
+            series = self._new(key)
+        boundaries, counts = self.boundaries, series.counts
+        with self._lock:  # one lock for the lot: no exemplar to make
+            for value in values:
+                counts[bisect_left(boundaries, value)] += 1
+                series.count += 1
+                series.sum += value
+                if value < series.min:
+                    series.min = value
+                if value > series.max:
+                    series.max = value
 
     def _new(self, key: Hashable) -> _Series:
         with self._lock:
@@ -161,8 +179,8 @@ class Histogram:
                     bucket_counts=tuple(series.counts),
                     explicit_bounds=self.boundaries,
                     min=series.min, max=series.max,
-                    exemplars=[e for e in series.exemplars if e is not None]))
-                series.exemplars = [None] * len(series.exemplars)
+                    exemplars=[e for e in series.exemplars or () if e is not None]))
+                series.exemplars = None
         if not points:
             return None
         return Metric(self.name, self.description, self.unit, HistogramData(
