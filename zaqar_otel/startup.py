@@ -157,6 +157,9 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
         os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS,
         state.settings.hmac_keys))
     _start_tracepoints(state, conf)
+    if state.settings.trace_wsgi:
+        # Operation spans take message ids from what Zaqar renders.
+        operations.capture_rendered()
     state.undo.extend(instrumentors.install(
         state.settings,
         instrumentors.Tracing(state.provider, state.tracer, state.entry)))

@@ -23,7 +23,8 @@ entry's HTTP metric) and hands each message or claim operation to
 ``OperationMetrics.operation`` with its duration, status, the number of
 messages it carried and, for a claim, pop or listing, their ages. Those come
 from the very object Zaqar rendered (``capture_rendered``), not from parsing
-the response body again::
+the response body again; so do a traced operation's message ids (set-up
+captures the rendered object whenever requests are traced)::
 
     falcon_app.add_middleware(MessagingSpans(tracer, metrics=recorder))
 """
