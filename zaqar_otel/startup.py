@@ -9,8 +9,9 @@ OSProfiler start-up (``zaqar.transport.middleware.profile``) is replaced by
   BatchSpanProcessor, exporter), or reuses an SDK provider that is already
   installed (``opentelemetry-instrument``);
 * sets the global propagator (tracecontext, baggage, osprofiler);
-* turns OSProfiler trace points into OTel spans (``tracepoints.Notifier``),
-  never with call args;
+* turns OSProfiler trace points into OTel spans (``tracepoints.Notifier``;
+  Zaqar's ``trace_cls`` methods directly, ``tracepoints.TracePoints``, unless
+  another osprofiler driver needs the payloads), never with call args;
 * installs the instrumentors the ``[profiler] trace_*`` options enable;
 * with ``[opentelemetry] metrics``, starts Zaqar's metrics
   (``zaqar_otel.metrics``): every request is measured, traced or not.
@@ -241,6 +242,13 @@ def _start_tracepoints(state: _State, conf: cfg.ConfigOpts) -> None:
     state.undo.append(lambda: notifier.set(previous_notifier))
     notifier.set(tracepoints.Notifier(state.tracer, forward=forward,
                                       skip_prefixes=skip))
+    if forward is None:
+        # No other driver needs osprofiler's payloads: Zaqar's trace_cls
+        # methods make their spans directly (the notifier still takes any
+        # trace point that comes through osprofiler's own start/stop).
+        points = tracepoints.TracePoints(state.tracer, skip_prefixes=skip)
+        patching.patch(profiler, "trace", tracepoints.direct_trace(points))
+        state.undo.append(points.close)
 
 
 def _trace_cls_without_args(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,12 +14,28 @@ results never are (invariant 4)::
 
     from osprofiler import notifier
     notifier.set(Notifier(tracer_provider.get_tracer("zaqar_otel")))
+
+When no other osprofiler driver needs the payloads, ``TracePoints`` makes
+the spans of Zaqar's ``trace_cls`` methods directly, without osprofiler's
+start/notify/stop layer (a uuid4, two timestamps rendered as text and two
+payload dicts per call): set-up puts ``direct_trace`` in place of
+``osprofiler.profiler.trace``, which ``trace_cls`` decorates each method
+with. The span is the same (name, kind, attributes, error event and status,
+parent, current while the method runs); its id is random, and the uuid
+pushed on osprofiler's own stack is the one that maps back to it
+(``idmap.uuid_from_span_id``), so invariant 1 holds both ways. A method
+called with no osprofiler profiler on the thread (an untraced request) costs
+one look-up::
+
+    patching.patch(profiler, "trace", direct_trace(TracePoints(tracer)))
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
+from collections import deque
 from collections.abc import Callable
 from contextvars import Token
 from typing import Any
@@ -28,6 +44,8 @@ from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from oslo_utils import reflection
+from osprofiler import profiler as osprofiler_profiler
 
 from zaqar_otel import patching, redact
 from zaqar_otel.propagation import idmap
@@ -188,3 +206,141 @@ def _without_values(payload: dict[str, Any]) -> dict[str, Any]:
             cleaned[key] = {k: v for k, v in cleaned[key].items()
                             if k not in ("args", "kwargs", "result", "params")}
     return {**payload, "info": cleaned}
+
+
+def _record_error(span: trace.Span, etype: str, message: str) -> None:
+    """What ``Notifier`` records for osprofiler's stop info of an error."""
+    # First line only, no URL credentials or queries: SQLAlchemy's
+    # messages carry the bound parameters below.
+    span.add_event("exception", {"exception.type": etype,
+                                 "exception.message": redact.message(message)})
+    span.set_status(Status(StatusCode.ERROR, etype))
+
+
+class TracePoints:
+    """Spans of ``trace_cls`` methods, made without osprofiler's notifier.
+
+    :param tracer: where spans are started (its id generator is wrapped by
+        ``use_osprofiler_ids``, for the trace ids of roots).
+    :param skip_prefixes: trace points whose name starts with one of these
+        make no span (their children nest under the enclosing span).
+
+    ``close()`` (teardown) sends methods decorated meanwhile back through
+    osprofiler's own wrapper, and so to whatever notifier is set then.
+    """
+
+    def __init__(self, tracer: trace.Tracer,
+                 skip_prefixes: tuple[str, ...] = ()) -> None:
+        self._tracer = use_osprofiler_ids(tracer)
+        self._skip = skip_prefixes
+        self.closed = False
+        self._log_failure = patching.FailureLog(
+            LOG, "recording an OSProfiler trace point failed")
+
+    def close(self) -> None:
+        self.closed = True
+
+    def wrap(self, name: str, method: Callable[..., Any],
+             osprofiler_wrapper: Callable[..., Any],
+             info: dict[str, Any] | None = None) -> Callable[..., Any]:
+        """``method`` traced as trace point ``name``; once closed, what
+        osprofiler's ``osprofiler_wrapper`` does. A skipped name calls
+        ``method`` alone."""
+        skipped = name.startswith(self._skip)
+        kind = _kind(info or {})
+        get_profiler = osprofiler_profiler.get
+        start_span = self._tracer.start_span
+        attach, detach = context.attach, context.detach
+        in_context = trace.set_span_in_context
+        attributes: dict[str, Any] = {}  # filled at the first traced call
+
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self.closed:
+                return osprofiler_wrapper(*args, **kwargs)
+            prof = get_profiler()
+            if prof is None or skipped:
+                return method(*args, **kwargs)
+            token = None
+            try:
+                if not attributes:
+                    attributes["osprofiler.name"] = name
+                    attributes["code.function.name"] = (
+                        reflection.get_callable_name(method))
+                span = start_span(name, kind=kind, attributes=attributes)
+                token = attach(in_context(span))
+                pushed = _push(prof, name, span)
+            except Exception:
+                self._log_failure()
+                if token is not None:
+                    detach(token)
+                return method(*args, **kwargs)
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                # As osprofiler's wrapper reports it: Exceptions only.
+                try:
+                    _record_error(span, reflection.get_class_name(exc), str(exc))
+                except Exception:
+                    self._log_failure()
+                raise
+            finally:
+                try:
+                    if pushed:
+                        _pop(prof)
+                    span.end()
+                except Exception:
+                    self._log_failure()
+                finally:
+                    detach(token)
+
+        return wrapper
+
+
+def _push(prof: Any, name: str, span: trace.Span) -> bool:
+    """Push the span's uuid on osprofiler's stacks, as its ``start`` does;
+    False when this osprofiler keeps them otherwise (nothing pushed)."""
+    stack, names = getattr(prof, "_trace_stack", None), getattr(prof, "_name", None)
+    if not (isinstance(stack, deque) and isinstance(names, deque)):
+        return False
+    own = span.get_span_context()
+    stack.append(idmap.uuid_from_span_id(own.trace_id, own.span_id))
+    names.append(name)
+    return True
+
+
+def _pop(prof: Any) -> None:
+    if prof._name:
+        prof._name.pop()
+        prof._trace_stack.pop()
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def direct_trace(points: TracePoints) -> Callable[[Callable[..., Decorator]],
+                                                  Callable[..., Decorator]]:
+    """For ``patching.patch(osprofiler.profiler, "trace", ...)``: osprofiler's
+    ``trace`` decorator factory, its wrappers made by ``points``."""
+
+    def replace(original: Callable[..., Decorator]) -> Callable[..., Decorator]:
+        @functools.wraps(original)
+        def trace_(name: str, info: dict[str, Any] | None = None,
+                   hide_args: bool = False, hide_result: bool = True,
+                   allow_multiple_trace: bool = True) -> Decorator:
+            # Call args and results are never recorded (invariant 4).
+            osprofiler_decorator = original(
+                name, info=info, hide_args=True, hide_result=True,
+                allow_multiple_trace=allow_multiple_trace)
+
+            def decorator(method: Callable[..., Any]) -> Callable[..., Any]:
+                # osprofiler's own: counts __traced__, refuses a second
+                # trace where asked to; its wrapper serves once closed.
+                fallback = osprofiler_decorator(method)
+                return points.wrap(name, method, fallback, info)
+
+            return decorator
+
+        return trace_
+
+    return replace

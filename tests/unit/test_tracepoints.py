@@ -19,10 +19,12 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 from osprofiler import notifier, profiler
 
-from zaqar_otel.propagation import idmap
+from zaqar_otel.propagation import codec, idmap
 from zaqar_otel.tracepoints import (
     Notifier,
     OSProfilerIdGenerator,
+    TracePoints,
+    direct_trace,
     use_osprofiler_ids,
 )
 
@@ -458,3 +460,114 @@ def test_wrapped_tracer_keeps_the_random_trace_id_flag() -> None:
     tracer = use_osprofiler_ids(TracerProvider().get_tracer("t"))
     span = tracer.start_span("root")
     assert span.get_span_context().trace_flags.random_trace_id
+
+
+# -- trace points made directly (no other osprofiler driver) ------------------
+
+
+@pytest.fixture
+def direct(provider: TracerProvider) -> Iterator[TracePoints]:
+    """osprofiler's ``trace`` replaced as set-up does; classes decorated
+    inside the test get direct wrappers."""
+    from zaqar_otel import patching
+
+    points = TracePoints(provider.get_tracer("zaqar_otel"),
+                         skip_prefixes=("pooling_",))
+    previous = notifier.get()
+    profiler.clean()
+    patching.patch(profiler, "trace", direct_trace(points))
+    seen: list[dict[str, Any]] = []
+    notifier.set(seen.append)  # nothing may come through osprofiler's path
+    try:
+        yield points
+    finally:
+        patching.unpatch_all()
+        notifier.set(previous)
+        profiler.clean()
+    assert seen == [] or points.closed
+
+
+def _controllers(provider: TracerProvider) -> tuple[Any, Any, Any]:
+    class Messages:
+        def post(self, body: str) -> str:
+            with provider.get_tracer("redis-instrumentor").start_as_current_span(
+                    "LPUSH", kind=SpanKind.CLIENT):
+                # What an outgoing call made here sends as OSProfiler headers.
+                from osprofiler import web
+                self.headers = web.get_trace_id_headers()
+            return body
+
+        def fail(self) -> None:
+            raise ValueError("queue q is gone")
+
+    class Catalog:
+        def lookup(self, controller: Any, body: str) -> str:
+            return controller.post(body)
+
+    messages = profiler.trace_cls("redis_message_controller")(Messages)()
+    catalog = profiler.trace_cls("pooling_catalog")(Catalog)()
+    return messages, catalog, Messages
+
+
+def test_direct_trace_points_make_the_notifiers_spans(
+    provider: TracerProvider, exporter: InMemorySpanExporter, direct: TracePoints
+) -> None:
+    """Same name, kind, attributes and nesting as through the notifier; the
+    uuid on osprofiler's stack maps to the span (invariant 1), so headers
+    sent from inside name it; a skipped prefix makes no span."""
+    messages, catalog, _ = _controllers(provider)
+    server = serve(provider, lambda: catalog.lookup(messages, "m"))
+    spans = by_name(exporter)
+    assert set(spans) == {"POST /v2/queues/q/messages", "redis_message_controller",
+                          "LPUSH"}
+    controller, command = spans["redis_message_controller"], spans["LPUSH"]
+    assert controller.kind == SpanKind.INTERNAL
+    assert dict(controller.attributes or {}) == {
+        "osprofiler.name": "redis_message_controller",
+        "code.function.name": f"{__name__}._controllers.<locals>.Messages.post"}
+    assert controller.parent is not None
+    assert controller.parent.span_id == server.get_span_context().span_id
+    assert command.parent is not None
+    assert command.parent.span_id == controller.context.span_id
+    trace_id = server.get_span_context().trace_id
+    assert controller.context.trace_id == trace_id
+    headers = codec.decode(messages.headers["X-Trace-Info"],
+                           messages.headers["X-Trace-HMAC"], [KEY])
+    assert headers is not None
+    assert headers.trace_id == trace_id
+    assert headers.span_id == controller.context.span_id
+    assert uuid.UUID(headers.parent_id).int & LOW64 == controller.context.span_id
+
+
+def test_direct_trace_point_records_an_error_as_the_notifier_does(
+    provider: TracerProvider, exporter: InMemorySpanExporter, direct: TracePoints
+) -> None:
+    messages, _, _ = _controllers(provider)
+    with pytest.raises(ValueError, match="queue q is gone"):
+        serve(provider, messages.fail)
+    span = by_name(exporter)["redis_message_controller"]
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.status.description == "ValueError"  # as osprofiler names it
+    (event,) = span.events
+    assert dict(event.attributes or {}) == {"exception.type": "ValueError",
+                                            "exception.message": "queue q is gone"}
+    assert trace.get_current_span() is trace.INVALID_SPAN  # context put back
+
+
+def test_direct_trace_points_untraced_and_after_close(
+    provider: TracerProvider, exporter: InMemorySpanExporter, direct: TracePoints
+) -> None:
+    """No profiler on the thread: the method alone. Closed (teardown): back
+    through osprofiler's wrapper; a second trace is refused as osprofiler
+    refuses it."""
+    messages, _, cls = _controllers(provider)
+    assert messages.post("m") == "m"
+    assert [s.name for s in exporter.get_finished_spans()] == ["LPUSH"]
+    direct.close()
+    seen: list[dict[str, Any]] = []
+    notifier.set(seen.append)
+    serve(provider, lambda: messages.post("m"))
+    assert [p["name"] for p in seen] == ["redis_message_controller-start",
+                                         "redis_message_controller-stop"]
+    with pytest.raises(ValueError):
+        profiler.trace("again", allow_multiple_trace=False)(cls.post)
