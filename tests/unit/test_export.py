@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -163,3 +164,20 @@ def test_another_sdk_layout_leaves_full_queue_lines_to_the_sdk(
     provider.get_tracer("t").start_span("s").end()
     assert processor.drops.total == 0
     processor.shutdown()
+
+
+def test_the_grpc_span_exporter_takes_the_certificate_as_credentials(
+        tmp_path: Path) -> None:
+    """[opentelemetry] certificate with otlp_grpc: the SDK's gRPC exporter
+    has no certificate_file argument; the file becomes channel credentials."""
+    from zaqar_otel import settings as settings_module
+    from zaqar_otel.export import otlp_grpc, processor
+
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    made = processor.exporter(settings_module.Settings(
+        enabled=True, exporter="otlp_grpc",
+        exporter_args={"endpoint": "https://collector:4317",
+                       "certificate_file": str(pem)}))
+    assert isinstance(made, otlp_grpc.OTLPSpanExporter)
+    made.shutdown()

@@ -201,6 +201,11 @@ def exporter(conf: settings_module.Settings) -> SpanExporter | None:
         if "compression" in args:
             args["compression"] = {"gzip": grpc.Compression.Gzip}.get(
                 str(args["compression"]), grpc.Compression.NoCompression)
+        if "certificate_file" in args:
+            # The gRPC exporter takes channel credentials, not a file name
+            # (given one, it raised TypeError and tracing did not start).
+            with open(str(args.pop("certificate_file")), "rb") as pem:
+                args["credentials"] = grpc.ssl_channel_credentials(pem.read())
         return GrpcExporter(**args)
     if conf.exporter == "console":
         return ConsoleSpanExporter()
