@@ -420,15 +420,9 @@ class OTLPReceiver:
             self.requests += 1
             if self._keep:
                 self.raw.append(body)
-            while self._mode == "hang" and not self._stopping and alive():
-                # Timed wait: ``alive`` can only be polled, not waited on.
-                self._cond.wait(0.05)
-            # The spans of a client that gave up while we hung are dropped:
-            # its exporter has already reported them as failed.
-            if self._stopping or self._mode == "hang" or not alive() or expired():
-                return None
-            if self._mode == "error":
-                return False
+            answer = self._answer(alive, expired)
+        if answer is not True:
+            return answer
         spans = decode_request(body)  # outside the lock: may raise on bad input
         with self._cond:
             if self._keep:
@@ -438,16 +432,25 @@ class OTLPReceiver:
             self._on_spans(spans)
         return True
 
+    def _answer(self, alive: Callable[[], bool],
+                expired: Callable[[], bool]) -> bool | None:
+        """What the mode answers an export (under ``_cond``): see ``_handle``."""
+        while self._mode == "hang" and not self._stopping and alive():
+            # Timed wait: ``alive`` can only be polled, not waited on.
+            self._cond.wait(0.05)
+        # The data of a client that gave up while we hung is dropped: its
+        # exporter has already reported it as failed.
+        if self._stopping or self._mode == "hang" or not alive() or expired():
+            return None
+        return self._mode != "error"
+
     def _handle_metrics(self, body: bytes, alive: Callable[[], bool],
                         expired: Callable[[], bool]) -> bool | None:
         with self._cond:
             self.metric_requests += 1
-            while self._mode == "hang" and not self._stopping and alive():
-                self._cond.wait(0.05)
-            if self._stopping or self._mode == "hang" or not alive() or expired():
-                return None
-            if self._mode == "error":
-                return False
+            answer = self._answer(alive, expired)
+        if answer is not True:
+            return answer
         points = decode_metrics_request(body)  # may raise on bad input
         with self._cond:
             if self._keep:

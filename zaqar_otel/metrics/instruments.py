@@ -134,16 +134,17 @@ class Histogram:
         series = self._series.get(key)
         if series is None:
             series = self._new(key)
+        if not values:
+            return
         boundaries, counts = self.boundaries, series.counts
+        low, high = min(values), max(values)
         with self._lock:  # one lock for the lot: no exemplar to make
             for value in values:
                 counts[bisect_left(boundaries, value)] += 1
-                series.count += 1
-                series.sum += value
-                if value < series.min:
-                    series.min = value
-                if value > series.max:
-                    series.max = value
+            series.count += len(values)
+            series.sum += sum(values)
+            series.min = min(series.min, low)
+            series.max = max(series.max, high)
 
     def _new(self, key: Hashable) -> _Series:
         with self._lock:
