@@ -9,6 +9,7 @@ that flushes what was exported before it.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable, Mapping
 
@@ -88,6 +89,14 @@ class ProfiledSession:
         # export, before their parents).
         receiver.wait_for(lambda s: s.trace_id == self.trace_id and s.kind == "SERVER"
                           and s.name == "DELETE /v2/queues/{queue_name}")
+        # Served by several worker processes (uwsgi, gunicorn), an earlier
+        # request's spans may still be on their way from another one: wait
+        # for a server span of each request (create, post, list, claim, one
+        # delete per claimed message, the queue's delete).
+        with contextlib.suppress(AssertionError):
+            receiver.wait_for(lambda s: s.trace_id == self.trace_id
+                              and s.kind == "SERVER",
+                              count=5 + len(self.record.deleted_ids), timeout=2.0)
         self.spans = [s for s in receiver.spans() if s.trace_id == self.trace_id]
         self.raw = receiver.raw
 

@@ -15,7 +15,10 @@ path instead of failing or silently dropping spans:
 * the wsgi instrumentation's stable-HTTP mode (``_semconv._StabilityMode``),
   without which its attribute helpers give their default names;
 * ``Resource._attributes``, which a forked worker's Resource replaces to take
-  an instance id of its own; without it the worker keeps its parent's.
+  an instance id of its own; without it the worker keeps its parent's;
+* the SDK ``Span``'s and ``Tracer``'s fields and the ``ParentBased``
+  sampler's delegates, for ``zaqar_otel.recording``'s leaner spans; without
+  them every tracer is the SDK's own.
 
 Usage::
 
@@ -118,3 +121,63 @@ def fast_path_off(what: str) -> None:
     LOG.warning("zaqar-otel: the OpenTelemetry SDK %s is laid out differently "
                 "from %s: %s; spans still flow through the SDK's own code",
                 sdk_version, KNOWN_LAYOUT, what)
+
+
+#: The fields of an SDK span and tracer that ``zaqar_otel.recording`` sets
+#: and reads, exactly (a field more or less: the SDK's own tracers).
+SPAN_FIELDS = frozenset((
+    "_attributes", "_context", "_end_time", "_events", "_instrumentation_info",
+    "_instrumentation_scope", "_kind", "_limits", "_links", "_lock", "_name",
+    "_parent", "_record_end_metrics", "_record_exception", "_resource",
+    "_sampler", "_set_status_on_exception", "_span_processor", "_start_time",
+    "_status", "_trace_config"))
+TRACER_FIELDS = frozenset((
+    "_instrumentation_scope", "_span_limits", "_tracer_config", "_tracer_metrics",
+    "id_generator", "instrumentation_info", "resource", "sampler",
+    "span_processor"))
+_SPAN_METHODS = ("_add_event", "_add_link", "_new_links", "_readable_span",
+                 "_is_enabled")
+_span_layout: list[bool] = []
+
+
+def span_layout_known() -> bool:
+    """Whether a span and a tracer of this SDK have exactly the fields
+    ``zaqar_otel.recording`` was written for (checked once, on a probe)."""
+    if not _span_layout:
+        try:
+            from opentelemetry.sdk import trace as sdk_trace
+            from opentelemetry.sdk.trace import sampling
+
+            probe = sdk_trace.TracerProvider(sampler=sampling.ALWAYS_ON,
+                                             shutdown_on_exit=False)
+            tracer = probe.get_tracer("zaqar_otel.sdk_layout")
+            span = tracer.start_span("probe")
+            known = (type(tracer) is sdk_trace.Tracer
+                     and isinstance(span, sdk_trace.Span)
+                     and set(vars(span)) == SPAN_FIELDS
+                     and set(vars(tracer)) == TRACER_FIELDS
+                     and all(callable(getattr(span, m, None)) or
+                             callable(getattr(tracer, m, None))
+                             for m in _SPAN_METHODS))
+        except Exception:
+            known = False
+        _span_layout.append(known)
+        if not known:
+            fast_path_off("spans are recorded by the SDK's own Span")
+    return _span_layout[0]
+
+
+def follows_parent(sampler: Any) -> bool:
+    """Whether ``sampler`` is the SDK's ``ParentBased`` with its default
+    delegates: a child of a valid parent takes the parent's sampled flag
+    and trace state, nothing else."""
+    try:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+        return (type(sampler) is ParentBased
+                and sampler._remote_parent_sampled is ALWAYS_ON
+                and sampler._local_parent_sampled is ALWAYS_ON
+                and sampler._remote_parent_not_sampled is ALWAYS_OFF
+                and sampler._local_parent_not_sampled is ALWAYS_OFF)
+    except (AttributeError, ImportError):
+        return False

@@ -51,7 +51,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from oslo_config import cfg
 
 import zaqar_otel
-from zaqar_otel import logs, metrics, patching, redact, sampling, settings, tracepoints
+from zaqar_otel import (
+    logs,
+    metrics,
+    patching,
+    recording,
+    redact,
+    sampling,
+    settings,
+    tracepoints,
+)
 from zaqar_otel.backends import instrumentors
 from zaqar_otel.entry import lifecycle, wsgi_middleware
 from zaqar_otel.export import processor, resource
@@ -214,7 +223,7 @@ def _propagator(names: str, hmac_keys: tuple[str, ...]) -> CompositePropagator:
 def _provider(conf: settings.Settings) -> TracerProvider:
     # shutdown_on_exit=False: the SDK's own atexit hook waits for the
     # exporter's full timeout when the collector is down; ours is bounded.
-    provider = TracerProvider(
+    provider = recording.TracerProvider(
         resource=resource.for_process(conf.service_name),
         sampler=sampling.RequestSampler(conf.sample_ratio),
         id_generator=tracepoints.OSProfilerIdGenerator(),

@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "patching": set(),
     "redact": set(),
     "sdk_layout": set(),
+    "recording": {"sdk_layout"},
     "opts": {"switches"},
     "settings": {"opts", "propagation", "switches"},
     "sampling": {"propagation"},
@@ -31,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
                 "patching", "redact", "zaqar_otel"},
     "logs": {"settings", "opts", "patching", "redact", "zaqar_otel"},
     "startup": {"sdk_layout", "backends", "entry", "export", "messaging", "metrics",
-                "logs",
+                "logs", "recording",
                 "propagation", "sampling", "settings", "tracepoints", "patching",
                 "redact", "zaqar_otel"},
     # The faces: what users and entry points name.

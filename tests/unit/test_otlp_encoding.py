@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import NonRecordingSpan, TraceFlags, TraceState
 
+from zaqar_otel import recording
 from zaqar_otel.demo.receiver import OTLPReceiver, decode_request
 from zaqar_otel.export import otlp_encoding
 from zaqar_otel.export.otlp_encoding import SpanEncoder
@@ -32,8 +33,9 @@ from zaqar_otel.export.otlp_http import OTLPSpanExporter
 
 
 def _provider(kept: InMemorySpanExporter, resource: dict[str, Any],
+              provider_class: type[TracerProvider] = TracerProvider,
               **limits: int) -> TracerProvider:
-    provider = TracerProvider(resource=Resource(resource, "https://schema/r"),
+    provider = provider_class(resource=Resource(resource, "https://schema/r"),
                               span_limits=SpanLimits(**limits))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     return provider
@@ -94,17 +96,20 @@ def _record(specs: list[dict[str, Any]], providers: list[TracerProvider]) -> Non
         span.end()
 
 
+@pytest.mark.parametrize("provider_class", [TracerProvider,
+                                            recording.TracerProvider])
 @settings(max_examples=300, deadline=None)
 @given(st.lists(span_specs(), min_size=1, max_size=8))
-def test_same_bytes_as_the_sdk_encoder(specs: list[dict[str, Any]]) -> None:
-    """Any span the SDK records: ids, parents (local and remote), trace
-    state, kinds, every attribute type, events, links, status, dropped
-    counts, several resources and scopes. Out-of-range ints are dropped
-    by both, the span kept."""
+def test_same_bytes_as_the_sdk_encoder(provider_class: type[TracerProvider],
+                                       specs: list[dict[str, Any]]) -> None:
+    """Any span the SDK records, or zaqar_otel.recording's provider: ids,
+    parents (local and remote), trace state, kinds, every attribute type,
+    events, links, status, dropped counts, several resources and scopes.
+    Out-of-range ints are dropped by both, the span kept."""
     kept = InMemorySpanExporter()
-    providers = [_provider(kept, {"service.name": "one"}, max_attributes=4,
-                           max_events=1, max_links=1),
-                 _provider(kept, {"service.name": "two", "n": 2})]
+    providers = [_provider(kept, {"service.name": "one"}, provider_class,
+                           max_attributes=4, max_events=1, max_links=1),
+                 _provider(kept, {"service.name": "two", "n": 2}, provider_class)]
     logging.disable(logging.CRITICAL)  # both encoders log each dropped attribute
     try:
         _record(specs, providers)

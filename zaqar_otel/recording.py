@@ -1,0 +1,304 @@
+"""The SDK's TracerProvider with a leaner span: the same spans, fewer steps.
+
+A span of the SDK costs a traced Zaqar request more than anything else
+zaqar-otel does: starting and ending one runs about 120 Python calls (a
+sampler asking three times for the parent, a ``BoundedAttributes`` with its
+own lock that cleans every value, two ``BoundedList`` for events and links
+most spans never have, and a copy of the whole span, a new ``ReadableSpan``,
+handed to the processors at its end). ``TracerProvider`` here is the SDK's,
+except that its tracers start ``Span``, a subclass of the SDK's ``Span``
+that takes the short way where the outcome is the same:
+
+* a child of a valid parent under the SDK's default ``ParentBased`` sampler
+  follows the parent's sampled flag and trace state without the sampler's
+  calls (roots, and any other sampler, ask the sampler as the SDK does);
+* attributes live in a plain dict while every key is a non-empty ``str``,
+  every value a ``str``, ``bool``, ``int`` or ``float`` and the count within
+  ``max_span_attributes`` (with no length limit on values); anything else
+  turns them into the SDK's own ``BoundedAttributes``, which then decides as
+  it always does (cleaning, truncating, dropping the oldest);
+* events and links get their ``BoundedList`` when the first one comes;
+* ``end()`` hands the processors the span itself, ended (it refuses every
+  change from then on, as the SDK's does), instead of a copy.
+
+Everything a processor, exporter or the encoder reads is the SDK's
+``ReadableSpan`` view, the same values (``tests/unit/test_recording.py``
+checks spans of both kinds field by field and byte for byte through the
+SDK's OTLP encoder). Where the SDK is laid out otherwise than this was
+written for (``sdk_layout.span_layout_known``), every tracer is the SDK's::
+
+    provider = TracerProvider(resource=..., sampler=..., id_generator=...)
+    tracer = provider.get_tracer("zaqar_otel", version)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace import sampling
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util import types
+
+from zaqar_otel import sdk_layout
+
+LOG = logging.getLogger(__name__)
+_SDK_LOG = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own lines
+
+_PLAIN_VALUES = frozenset((str, bool, int, float))
+_UNSET = Status(StatusCode.UNSET)
+_SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED)
+_NOT_SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.DEFAULT)
+_SAMPLED_RANDOM = trace_api.TraceFlags(
+    trace_api.TraceFlags.SAMPLED | trace_api.TraceFlags.RANDOM_TRACE_ID)
+_NOT_SAMPLED_RANDOM = trace_api.TraceFlags(trace_api.TraceFlags.RANDOM_TRACE_ID)
+_get_current_span = trace_api.get_current_span
+
+
+class Span(sdk_trace.Span):
+    """The SDK's ``Span``, recorded with fewer steps (see the module)."""
+
+    # Not the SDK's __init__: Tracer.start_span sets every field the SDK's
+    # own __init__ sets (sdk_layout.span_layout_known checks the list).
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover
+        raise TypeError("zaqar_otel.recording.Span is made by its Tracer")
+
+    # -- attributes ---------------------------------------------------------
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        with self._lock:
+            if self._end_time is not None:
+                _SDK_LOG.warning("Setting attribute on ended span.")
+                return
+            if not self._set_plain(key, value):
+                self._bounded()[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        with self._lock:
+            if self._end_time is not None:
+                _SDK_LOG.warning("Setting attribute on ended span.")
+                return
+            if type(self._attributes) is dict and all(
+                    type(k) is str and k and type(v) in _PLAIN_VALUES
+                    for k, v in attributes.items()):
+                # One by one is what the SDK's _set_items comes to here.
+                for key, value in attributes.items():
+                    if not self._set_plain(key, value):
+                        self._bounded()[key] = value
+                return
+            self._bounded()._set_items(attributes)
+
+    def _set_plain(self, key: str, value: types.AnyValue) -> bool:
+        """Set it in the plain dict, if the SDK would keep it as it is and
+        drop nothing (lock held); False: the SDK's way must decide."""
+        attributes: Any = self._attributes
+        if type(attributes) is not dict:
+            return False
+        limits = self._limits
+        if not (type(key) is str and key and type(value) in _PLAIN_VALUES
+                and (type(value) is not str
+                     or limits.max_span_attribute_length is None)):
+            return False
+        if key in attributes:
+            del attributes[key]  # the SDK's order: moved last
+        elif (limits.max_span_attributes is not None
+              and len(attributes) >= limits.max_span_attributes):
+            return False  # the SDK drops the oldest, and counts it
+        attributes[key] = value
+        return True
+
+    def _bounded(self) -> Any:
+        """The attributes as the SDK keeps them, from now on (lock held)."""
+        attributes: Any = self._attributes
+        if type(attributes) is dict:
+            limits = self._limits
+            attributes = BoundedAttributes(
+                limits.max_span_attributes, attributes, immutable=False,
+                max_value_len=limits.max_span_attribute_length)
+            self._attributes = attributes
+        return attributes
+
+    # -- events and links: their lists made when the first one comes ---------
+
+    def _add_event(self, event: Any) -> None:
+        with self._lock:
+            if self._end_time is None:
+                if type(self._events) is tuple:
+                    self._events = BoundedList(self._limits.max_events)
+                self._events.append(event)  # type: ignore[attr-defined]
+                return
+        _SDK_LOG.warning("Tried calling %s on an ended span.", "_add_event")
+
+    def _add_link(self, link: trace_api.Link) -> None:
+        with self._lock:
+            if self._end_time is None:
+                if type(self._links) is tuple:
+                    self._links = BoundedList(self._limits.max_links)
+                self._links.append(link)  # type: ignore[attr-defined]
+                return
+        _SDK_LOG.warning("Tried calling %s on an ended span.", "_add_link")
+
+    # -- start and end ------------------------------------------------------
+
+    def start(self, start_time: int | None = None,
+              parent_context: context_api.Context | None = None) -> None:
+        with self._lock:
+            if self._start_time is not None:
+                _SDK_LOG.warning("Calling start() on a started span.")
+                return
+            self._start_time = start_time if start_time is not None else time_ns()
+        self._span_processor.on_start(self, parent_context=parent_context)
+
+    def end(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if self._start_time is None:
+                raise RuntimeError("Calling end() on a not started span.")
+            if self._end_time is not None:
+                _SDK_LOG.warning("Calling end() on an ended span.")
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
+            attributes: Any = self._attributes
+            if type(attributes) is not dict:
+                attributes._immutable = True
+        if self._record_end_metrics:
+            self._record_end_metrics()
+        processor = self._span_processor
+        processor._on_ending(self)
+        # The span itself, ended: it refuses every change from now on.
+        processor.on_end(self)
+
+    def _readable_span(self) -> sdk_trace.ReadableSpan:
+        return self
+
+
+class Tracer(sdk_trace.Tracer):
+    """The SDK's ``Tracer``, starting ``Span``; made by ``TracerProvider``."""
+
+    def start_span(  # noqa: PLR0913 - the SDK's signature
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: trace_api.SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[trace_api.Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace_api.Span:
+        parent: trace_api.SpanContext | None = _get_current_span(
+            context).get_span_context()
+        if not self._is_enabled() or (
+                parent is not None and type(parent) is not trace_api.SpanContext):
+            # Disabled tracers and odd parents: the SDK's own steps.
+            return super().start_span(name, context, kind, attributes, links,
+                                      start_time, record_exception,
+                                      set_status_on_exception)
+        links = links or ()
+        if parent is not None and parent.is_valid:
+            trace_id = parent.trace_id
+            if self._follows_parent():
+                result = None
+                decision = (sampling.Decision.RECORD_AND_SAMPLE
+                            if parent.trace_flags.sampled else sampling.Decision.DROP)
+            else:
+                result = self.sampler.should_sample(context, trace_id, name, kind,
+                                                    attributes, links)
+            random = parent.trace_flags.random_trace_id
+        else:
+            parent = None  # a root, in the SDK's order of calls
+            trace_id = self.id_generator.generate_trace_id()
+            result = self.sampler.should_sample(context, trace_id, name, kind,
+                                                attributes, links)
+            random = self.id_generator.is_trace_id_random()
+        if result is None:
+            assert parent is not None
+            trace_state = parent.trace_state
+            span_attributes = attributes
+        else:
+            decision = result.decision
+            trace_state = result.trace_state  # type: ignore[assignment]
+            span_attributes = result.attributes
+        sampled = decision.is_sampled()
+        if random:
+            flags = _SAMPLED_RANDOM if sampled else _NOT_SAMPLED_RANDOM
+        else:
+            flags = _SAMPLED if sampled else _NOT_SAMPLED
+        span_context = trace_api.SpanContext(
+            trace_id, self.id_generator.generate_span_id(),
+            is_remote=False, trace_flags=flags, trace_state=trace_state)
+        record_end_metrics = self._tracer_metrics.start_span(parent, decision)
+        if not decision.is_recording():
+            return trace_api.NonRecordingSpan(context=span_context)
+        span = Span.__new__(Span)
+        limits = self._span_limits
+        # The fields of the SDK's Span.__init__ and ReadableSpan.__init__.
+        span._name = name
+        span._context = span_context
+        span._kind = kind
+        span._instrumentation_info = self.instrumentation_info
+        span._instrumentation_scope = self._instrumentation_scope
+        span._parent = parent
+        span._start_time = None
+        span._end_time = None
+        span._resource = self.resource
+        span._status = _UNSET
+        span._sampler = self.sampler
+        span._trace_config = None
+        span._record_exception = record_exception
+        span._set_status_on_exception = set_status_on_exception
+        span._span_processor = self.span_processor
+        span._limits = limits
+        span._lock = threading.Lock()
+        span._attributes = _initial_attributes(span_attributes, limits)
+        span._events = ()
+        span._links = span._new_links(links) if links else ()
+        span._record_end_metrics = record_end_metrics
+        span.start(start_time=start_time, parent_context=context)
+        return span
+
+    def _follows_parent(self) -> bool:
+        follows = self.__dict__.get("_zaqar_otel_follows_parent")
+        if follows is None or follows[0] is not self.sampler:
+            follows = (self.sampler, sdk_layout.follows_parent(self.sampler))
+            self.__dict__["_zaqar_otel_follows_parent"] = follows
+        return bool(follows[1])
+
+
+def _initial_attributes(attributes: types.Attributes,
+                        limits: sdk_trace.SpanLimits) -> Any:
+    """A plain dict when the SDK would keep every attribute as it is, else
+    the SDK's ``BoundedAttributes``."""
+    if not attributes:
+        return {}
+    maxlen = limits.max_span_attributes
+    if limits.max_span_attribute_length is None and (
+            maxlen is None or len(attributes) <= maxlen):
+        plain = {}
+        for key, value in attributes.items():
+            if not (type(key) is str and key and type(value) in _PLAIN_VALUES):
+                break
+            plain[key] = value
+        else:
+            return plain
+    return BoundedAttributes(maxlen, attributes, immutable=False,
+                             max_value_len=limits.max_span_attribute_length)
+
+
+class TracerProvider(sdk_trace.TracerProvider):
+    """The SDK's ``TracerProvider``; its tracers start ``Span``."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace_api.Tracer:
+        tracer = super().get_tracer(*args, **kwargs)
+        if type(tracer) is sdk_trace.Tracer and sdk_layout.span_layout_known():
+            # Same object, kept in the provider's cache: only the class of its
+            # start_span changes, every field stays the SDK's.
+            tracer.__class__ = Tracer
+        return tracer
