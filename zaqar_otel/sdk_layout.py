@@ -6,6 +6,8 @@ path instead of failing or silently dropping spans:
 
 * ``BatchSpanProcessor``'s queue (``_batch_processor._queue``), to count
   spans dropped from a full queue; without it the SDK logs those itself;
+  and its ``_batch_processor.emit``, what its ``on_end`` comes to for a
+  sampled span (read from its source); without it, its ``on_end``;
 * the OTLP/HTTP exporter's parts (``_metrics``, ``_client``,
   ``_max_request_size``, ``_shutdown`` and ``_common``'s size check), for
   the exporter that encodes with ``otlp_encoding``; without them it exports
@@ -44,6 +46,28 @@ def batch_queue(processor: Any) -> Sized | None:
     """The span queue of a ``BatchSpanProcessor``, or None."""
     queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
     return queue if isinstance(queue, Sized) else None
+
+
+def batch_emit(processor: Any) -> Callable[[Any], None] | None:
+    """What ``BatchSpanProcessor.on_end`` hands a sampled span to (its batch
+    processor's ``emit``), or None: then its own ``on_end``."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
+    on_end = getattr(BatchSpanProcessor, "on_end", None)
+    if not callable(emit) or on_end is None or "_batch_processor.emit(span)" not in (
+            _source(on_end)):
+        return None
+    return emit  # type: ignore[no-any-return]
+
+
+def _source(function: Any) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
 
 
 def batch_max_queue_size(processor: Any) -> int | None:

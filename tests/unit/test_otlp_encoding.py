@@ -143,6 +143,45 @@ def test_attributes_kept_from_one_batch_do_not_mix_types_or_places() -> None:
     assert encoder.encode(kept.get_finished_spans()) == sdk
 
 
+def test_attribute_sets_kept_from_one_batch_do_not_mix_types() -> None:
+    """The memo of a span's whole attribute set: equal sets of values of
+    other types (True and 1, 0.0 and -0.0, (True,) and (1,)) each encode as
+    themselves, in one batch and the next."""
+    kept = InMemorySpanExporter()
+    tracer = _provider(kept, {}, recording.TracerProvider).get_tracer("t")
+    for value in (True, 1, True, 0.0, -0.0, 0.0, (True,), (1,), (True,), "1", 1):
+        tracer.start_span("s", attributes={"a": "same", "v": value}).end()
+    encoder = SpanEncoder()
+    for _ in range(2):
+        spans = kept.get_finished_spans()
+        assert encoder.encode(spans) == encode_spans(spans).SerializePartialToString()
+
+
+def test_a_span_class_with_its_own_properties_is_read_through_them() -> None:
+    """The short way reads an SDK span's fields; a ReadableSpan subclass that
+    answers otherwise is read through its properties, as the SDK's encoder
+    reads it."""
+    kept = InMemorySpanExporter()
+    tracer = _provider(kept, {}).get_tracer("t")
+    tracer.start_span("field name", attributes={"a": 1}).end()
+    (span,) = kept.get_finished_spans()
+
+    class Renamed(ReadableSpan):
+        @property
+        def name(self) -> str:
+            return "property name"
+
+    renamed = Renamed(name=span.name, context=span.context, parent=span.parent,
+                      resource=span.resource, attributes=span.attributes,
+                      kind=span.kind, start_time=span.start_time,
+                      end_time=span.end_time,
+                      instrumentation_scope=span.instrumentation_scope)
+    assert otlp_encoding._direct(type(span)) and not otlp_encoding._direct(Renamed)
+    body = SpanEncoder().encode([renamed, span])
+    assert body == encode_spans([renamed, span]).SerializePartialToString()
+    assert [s.name for s in decode_request(body)] == ["property name", "field name"]
+
+
 @pytest.mark.parametrize("memo_size", [otlp_encoding._MEMO_MAX, 10, 0])
 def test_the_memo_is_bounded(memo_size: int) -> None:
     kept = InMemorySpanExporter()

@@ -109,6 +109,19 @@ def test_a_processor_without_the_known_queue_counts_nothing_wrongly(
     assert span_processor.drops.total == 0
 
 
+def test_a_processor_whose_on_end_is_not_known_ends_spans_its_own_way(
+        monkeypatch: pytest.MonkeyPatch, receiver: OTLPReceiver) -> None:
+    conf = settings.Settings(enabled=True, hmac_keys=("k",),
+                             exporter_args={"endpoint": receiver.traces_url})
+    known = processor.span_processor(conf)
+    assert known is not None and known._emits
+    monkeypatch.setattr(sdk_layout, "batch_emit", lambda processor: None)
+    span_processor = processor.span_processor(conf)
+    assert span_processor is not None and not span_processor._emits
+    _export_two(span_processor)
+    assert len(receiver.wait_for(count=2)) == 2
+
+
 def test_without_the_wsgi_stable_mode_server_spans_keep_default_names(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor

@@ -29,7 +29,8 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import TraceFlags, TraceState
 
 LOG = logging.getLogger(__name__)
 
@@ -42,13 +43,16 @@ _KIND = {SpanKind.INTERNAL: b"\x30\x01", SpanKind.SERVER: b"\x30\x02",
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MEMO_MAX = 2048  # encoded (key, value) pairs kept; cleared when full
 _MEMO_VALUE_MAX = 256  # longer strings (keys or values) are not kept
+_BLOCKS_MAX = 512  # encoded attribute sets kept; cleared when full
 # Not floats: 0.0 == -0.0 would share an entry, and NaN never matches one.
-_MEMO_TYPES = (str, int, bool)
+_MEMO_TYPES = frozenset((str, int, bool))
 
 
 def _varint(n: int) -> bytes:
     if n < 0x80:
         return _SMALL[n]
+    if n < 0x4000:  # a span's length, mostly
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
@@ -128,6 +132,52 @@ def _flags(parent: SpanContext | None) -> bytes:
     return _REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS
 
 
+# The short way through a span (``SpanEncoder._span_fields``) reads the
+# SDK's fields instead of its properties, where they are laid out as in SDK
+# 1.45: a SpanContext is the tuple (trace id, span id, is_remote, flags,
+# state, is_valid), a Status keeps _status_code and _description, and the
+# span's class does not override a property of ReadableSpan's.
+_PROPERTIES = ("context", "parent", "name", "kind", "start_time", "end_time",
+               "attributes", "events", "links", "status", "resource",
+               "instrumentation_scope", "dropped_attributes", "dropped_events",
+               "dropped_links")
+
+
+def _fields_known() -> bool:
+    try:
+        probe = SpanContext(3, 4, True, TraceFlags(1), TraceState([("k", "v")]))
+        status = Status(StatusCode.ERROR, "d")
+        return (tuple(probe)[:5] == (3, 4, True, 1, probe.trace_state)
+                and len(probe) == 6
+                and vars(status) == {"_status_code": StatusCode.ERROR,
+                                     "_description": "d"}
+                and all(isinstance(vars(ReadableSpan).get(p), property)
+                        for p in _PROPERTIES))
+    except Exception:
+        return False
+
+
+_FIELDS_KNOWN = _fields_known()
+_direct_classes: dict[type, bool] = {}
+
+
+def _direct(cls: type) -> bool:
+    """Whether spans of ``cls`` may be read by field (see above)."""
+    known = _direct_classes.get(cls)
+    if known is None:
+        known = _FIELDS_KNOWN and issubclass(cls, ReadableSpan) and all(
+            getattr(cls, p, None) is vars(ReadableSpan)[p] for p in _PROPERTIES)
+        _direct_classes[cls] = known
+    return known
+
+
+_KIND_BY_ID = {id(kind): encoded for kind, encoded in _KIND.items()}
+_STATUS_BY_CODE_ID = {id(code): _field(b"\x7a", _uint(b"\x18", code.value))
+                      for code in StatusCode}
+_Q = struct.Struct("<Q")
+_DEFAULT_TRACE_STATE = SpanContext(1, 1, False).trace_state
+
+
 class SpanEncoder:
     """Encodes span batches; keeps recently encoded attributes.
 
@@ -144,6 +194,10 @@ class SpanEncoder:
         # are kept, since (True,) and (1,) would collide in the same way.
         self._memo: dict[tuple[bytes, str, type, Any], bytes] = {}
         self._memo_size = memo_size  # 0: encode every attribute anew
+        # A span's (attributes, their types) -> its encoded attributes: the
+        # spans of one trace point or statement carry the same ones.
+        self._blocks: dict[tuple[Any, ...], bytes] = {}
+        self._older_blocks: dict[tuple[Any, ...], bytes] = {}
         # Attribute keys already logged as not exportable: one line each, not
         # one per span (bounded, in case keys are made up per request).
         self._unexportable: set[str] = set()
@@ -155,10 +209,24 @@ class SpanEncoder:
         order they come, as the SDK's encoder groups them.
         """
         groups: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
+        # The group of each (resource, scope) object pair seen: spans share a
+        # few of them, hashed once per batch (the spans keep them alive, so
+        # their ids stand for them until the batch is encoded).
+        seen: dict[tuple[int, int], list[bytes]] = {}
         for span in spans:
-            by_scope = groups.setdefault(span.resource, {})
-            by_scope.setdefault(span.instrumentation_scope or None, []).append(
-                _field(b"\x12", self._span(span)))
+            if _direct(type(span)):
+                body = self._span_fields(span)
+                resource = span._resource
+                scope = span._instrumentation_scope
+            else:
+                body = self._span(span)
+                resource, scope = span.resource, span.instrumentation_scope
+            pair = (id(resource), id(scope))
+            current = seen.get(pair)
+            if current is None:
+                by_scope = groups.setdefault(resource, {})
+                current = seen[pair] = by_scope.setdefault(scope or None, [])
+            current.append(b"\x12" + _varint(len(body)) + body)
         out = []
         for resource, by_scope in groups.items():
             parts = [_field(b"\x0a", b"".join(
@@ -179,12 +247,14 @@ class SpanEncoder:
         if not attributes:
             return []
         memo = self._memo
+        remembered = memo.get
         out = []
-        for key, value in _plain(attributes).items():
+        for key, value in (attributes if type(attributes) is dict
+                           else _plain(attributes)).items():
             kind = type(value)
             memo_key = (tag, key, kind, value)
             if kind in _MEMO_TYPES:
-                encoded = memo.get(memo_key)
+                encoded = remembered(memo_key)
                 if encoded is not None:
                     out.append(encoded)
                     continue
@@ -227,19 +297,10 @@ class SpanEncoder:
                                   or span.attributes)
         parts.append(_uint(b"\x50", span.dropped_attributes))
         for event in span.events if getattr(span, "_events", True) else ():
-            parts.append(_field(b"\x5a", b"".join([
-                _fixed64(b"\x09", event.timestamp) if event.timestamp else b"",
-                _field(b"\x12", _text(event.name)) if event.name else b"",
-                *self._attributes(b"\x1a", event.attributes),
-                _uint(b"\x20", event.dropped_attributes)])))
+            parts.append(self._event(event))
         parts.append(_uint(b"\x60", span.dropped_events))
         for link in span.links if getattr(span, "_links", True) else ():
-            parts.append(_field(b"\x6a", b"".join([
-                b"\x0a\x10", link.context.trace_id.to_bytes(16, "big"),
-                b"\x12\x08", link.context.span_id.to_bytes(8, "big"),
-                *self._attributes(b"\x22", link.attributes),
-                _uint(b"\x28", link.dropped_attributes),
-                b"\x35", _flags(link.context)])))
+            parts.append(self._link(link))
         parts.append(_uint(b"\x70", span.dropped_links))
         status = span.status
         if status is not None:
@@ -249,6 +310,108 @@ class SpanEncoder:
                 _uint(b"\x18", status.status_code.value)])))
         parts += (b"\x85\x01", _flags(parent))  # field 16, fixed32
         return b"".join(parts)
+
+    def _span_fields(self, span: Any) -> bytes:
+        """``_span``, reading the fields of an SDK-laid-out span."""
+        context = span._context
+        parent = span._parent
+        if type(context) is not SpanContext or (
+                parent is not None and type(parent) is not SpanContext):
+            return self._span(span)
+        trace_id, span_id, _, _, trace_state, _ = context
+        parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"),
+                 b"\x12\x08", span_id.to_bytes(8, "big")]
+        if trace_state is not _DEFAULT_TRACE_STATE and trace_state:
+            parts.append(_field(b"\x1a", _text(trace_state.to_header())))
+        if parent is not None:
+            parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
+        name = span._name
+        if name:
+            parts.append(_field(b"\x2a", _text(name)))
+        kind = span._kind
+        parts.append(_KIND_BY_ID.get(id(kind)) or _KIND[kind])
+        start, end = span._start_time, span._end_time
+        if start:
+            parts += (b"\x39", _Q.pack(start))
+        if end:
+            parts += (b"\x41", _Q.pack(end))
+        attributes = span._attributes
+        if attributes:
+            parts.append(self._attribute_block(attributes))
+        if type(attributes) is not dict:
+            parts.append(_uint(b"\x50", span.dropped_attributes))
+        events, links = span._events, span._links
+        if events:
+            for event in events:
+                parts.append(self._event(event))
+        if type(events) is not tuple:
+            parts.append(_uint(b"\x60", span.dropped_events))
+        if links:
+            for link in links:
+                parts.append(self._link(link))
+        if type(links) is not tuple:
+            parts.append(_uint(b"\x70", span.dropped_links))
+        status = span._status
+        if status is not None:
+            message = status._description
+            if message:
+                parts.append(_field(b"\x7a", b"".join([
+                    _field(b"\x12", _text(message)),
+                    _uint(b"\x18", status._status_code.value)])))
+            else:
+                parts.append(_STATUS_BY_CODE_ID.get(id(status._status_code))
+                             or _field(b"\x7a", _uint(b"\x18",
+                                                       status.status_code.value)))
+        # Field 16 (fixed32): the parent's is_remote known, and its value.
+        parts += (b"\x85\x01", _REMOTE_FLAGS if parent is not None and parent[2]
+                  else _LOCAL_FLAGS)
+        return b"".join(parts)
+
+    def _attribute_block(self, attributes: Mapping[str, Any]) -> bytes:
+        """A span's attributes, encoded; the same set of keys and values
+        (of the same types) as a span before it is encoded once.
+
+        Only sets of str, int and bool values are kept, with every value's
+        type in the key: True == 1 but they encode differently, 0.0 ==
+        -0.0, and (True,) == (1,).
+        """
+        plain = attributes if type(attributes) is dict else _plain(attributes)
+        types = tuple(map(type, plain.values()))
+        if self._memo_size and _MEMO_TYPES.issuperset(types):
+            items = tuple(plain.items())
+            key = (items, types)
+            blocks = self._blocks
+            encoded = blocks.get(key)
+            if encoded is not None:
+                return encoded
+            # Two generations: sets seen in this one or the one before stay;
+            # one-off sets (a request id) pass through and are forgotten.
+            encoded = self._older_blocks.get(key)
+            if encoded is None:
+                encoded = b"".join(self._attributes(b"\x4a", plain))
+                if not all(_short(k) and (type(v) is not str or _short(v))
+                           for k, v in items):
+                    return encoded
+            if len(blocks) >= _BLOCKS_MAX:
+                self._older_blocks, self._blocks = blocks, {}
+            self._blocks[key] = encoded
+            return encoded
+        return b"".join(self._attributes(b"\x4a", plain))
+
+    def _event(self, event: Any) -> bytes:
+        return _field(b"\x5a", b"".join([
+            _fixed64(b"\x09", event.timestamp) if event.timestamp else b"",
+            _field(b"\x12", _text(event.name)) if event.name else b"",
+            *self._attributes(b"\x1a", event.attributes),
+            _uint(b"\x20", event.dropped_attributes)]))
+
+    def _link(self, link: Any) -> bytes:
+        return _field(b"\x6a", b"".join([
+            b"\x0a\x10", link.context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08", link.context.span_id.to_bytes(8, "big"),
+            *self._attributes(b"\x22", link.attributes),
+            _uint(b"\x28", link.dropped_attributes),
+            b"\x35", _flags(link.context)]))
 
     def _scope(self, scope: InstrumentationScope | None) -> bytes:
         if scope is None:

@@ -89,7 +89,10 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
     """
     status = span.status
     description = status.description
-    has_exception = any(e.name == "exception" for e in span.events)
+    # An SDK span without events keeps them as an empty list or tuple: no
+    # copy of it to look through (a span of another kind: its property).
+    events = getattr(span, "_events", True)
+    has_exception = bool(events) and any(e.name == "exception" for e in span.events)
     if not has_exception and (not description or
                               redact.message(description) == description):
         return span
@@ -146,6 +149,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
                            or sdk_layout.batch_max_queue_size(self) or 0)
         self._queue = sdk_layout.batch_queue(self)
         self.counts_full_queue = self._max_queue > 0 and self._queue is not None
+        # What BatchSpanProcessor.on_end comes to, without its steps.
+        self._emits = sdk_layout.batch_emit(self) is not None
         if not self.counts_full_queue:
             sdk_layout.fast_path_off("spans dropped from a full queue are "
                                      "logged by the SDK, not counted")
@@ -160,11 +165,16 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            if self.counts_full_queue and span.context.trace_flags.sampled:
+            if not span.context.trace_flags.sampled:
+                return  # recorded, not sampled: the SDK's processor drops it too
+            if self.counts_full_queue:
                 length = self._queue_length()
                 if length is not None and length >= self._max_queue:
                     self.drops.dropped(1, "the span queue is full")
-            super().on_end(span)
+            if self._emits:
+                self._batch_processor.emit(span)
+            else:
+                super().on_end(span)
         except Exception:
             self._log_failure()
             try:
