@@ -11,13 +11,18 @@ path instead of failing or silently dropping spans:
 * the OTLP/HTTP exporter's parts (``_metrics``, ``_client``,
   ``_max_request_size``, ``_shutdown`` and ``_common``'s size check), for
   the exporter that encodes with ``otlp_encoding``; without them it exports
-  through the SDK's own ``export`` and encoder;
+  through the SDK's own ``export`` and encoder; and its ``requests``
+  session (``_client._transport._session``), whose environment settings
+  are read once; without it requests reads them at every export;
 * the OTLP/gRPC exporter's ``_translate_data`` hook, likewise;
 * an exporter's ``_endpoint``, only to name the destination in log lines;
 * the wsgi instrumentation's stable-HTTP mode (``_semconv._StabilityMode``),
   without which its attribute helpers give their default names;
 * ``Resource._attributes``, which a forked worker's Resource replaces to take
   an instance id of its own; without it the worker keeps its parent's;
+* ``CompositePropagator._propagators``, to see that no propagator of a
+  request's would find anything in it; without it every request is
+  extracted;
 * the SDK ``Span``'s and ``Tracer``'s fields and the ``ParentBased``
   sampler's delegates, for ``zaqar_otel.recording``'s leaner spans; without
   them every tracer is the SDK's own.
@@ -117,6 +122,17 @@ def http_parts(exporter: Any) -> HttpParts | None:
     return parts
 
 
+def http_session(exporter: Any) -> Any | None:
+    """The ``requests.Session`` an SDK OTLP/HTTP exporter posts with, or None."""
+    session = getattr(getattr(getattr(exporter, "_client", None), "_transport", None),
+                      "_session", None)
+    try:
+        import requests
+    except ImportError:
+        return None
+    return session if isinstance(session, requests.Session) else None
+
+
 def grpc_translates(exporter_class: type) -> bool:
     """Whether the SDK's OTLP/gRPC exporter encodes through ``_translate_data``."""
     return any(callable(vars(base).get("_translate_data"))
@@ -205,3 +221,13 @@ def follows_parent(sampler: Any) -> bool:
                 and sampler._local_parent_not_sampled is ALWAYS_OFF)
     except (AttributeError, ImportError):
         return False
+
+
+def composite_parts(textmap: Any) -> tuple[Any, ...] | None:
+    """The propagators of a ``CompositePropagator``, in order, or None."""
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    parts = getattr(textmap, "_propagators", None)
+    if type(textmap) is not CompositePropagator or not isinstance(parts, (list, tuple)):
+        return None
+    return tuple(parts)

@@ -75,3 +75,100 @@ def test_operation_ids_come_from_what_zaqar_rendered(
     assert spans["list"].attributes["messaging.message.id"] == "7"
     assert spans["claim"].attributes["zaqar.message.ids"] == ("c1", "c2")
     assert len(parsed) == 1 and '"c1"' in parsed[0]  # the claim's body only
+
+
+def test_a_request_without_trace_headers_is_not_extracted_but_gets_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default propagators find nothing in a request without
+    traceparent, baggage or X-Trace-Info: the same empty context, without
+    their work; any header of theirs, or any other propagator, extracts."""
+    from opentelemetry import propagate
+    from opentelemetry.instrumentation.wsgi import wsgi_getter
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    from zaqar_otel import startup
+    from zaqar_otel.entry import wsgi_middleware
+    from zaqar_otel.propagation import codec
+
+    textmap = startup._propagator(startup.DEFAULT_PROPAGATORS, ("k",))
+    monkeypatch.setattr(propagate, "get_global_textmap", lambda: textmap)
+    calls: list[Any] = []
+    real_extract = CompositePropagator.extract
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real_extract(self, *args, **kwargs)
+
+    monkeypatch.setattr(CompositePropagator, "extract", counted)
+    plain = {"REQUEST_METHOD": "GET", "HTTP_TRACESTATE": "a=b",
+             "HTTP_X_TRACE_HMAC": "0"}
+    assert wsgi_middleware.extract(plain) == real_extract(textmap, plain,
+                                                          getter=wsgi_getter)
+    assert calls == []
+    signed = codec.encode("7d4b0e6c-0000-4000-8000-000000000001",
+                          "7d4b0e6c-0000-4000-8000-000000000002", "k")
+    for environ in ({"HTTP_TRACEPARENT": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+                    {"HTTP_BAGGAGE": "k=v"},
+                    {"HTTP_X_TRACE_INFO": signed["X-Trace-Info"],
+                     "HTTP_X_TRACE_HMAC": signed["X-Trace-HMAC"]}):
+        ours = _view(wsgi_middleware.extract(environ))
+        assert ours == _view(real_extract(textmap, environ, getter=wsgi_getter))
+        assert ours != {}
+    assert len(calls) == 3  # ours only: the reference calls the real one
+    other = CompositePropagator([*textmap._propagators, _Other()])
+    monkeypatch.setattr(propagate, "get_global_textmap", lambda: other)
+    assert wsgi_middleware.extract(plain) == {"other": True}
+
+
+def _view(extracted: Any) -> dict[str, Any]:
+    """A context's values, spans by their span context (spans compare by
+    identity)."""
+    return {k: v.get_span_context() if isinstance(v, trace.Span) else v
+            for k, v in extracted.items()}
+
+
+class _Other:
+    """A propagator of the operator's: it may read anything."""
+
+    fields: set[str] = set()
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        from opentelemetry.context import set_value
+        return set_value("other", True, context)
+
+    def inject(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("url", ["http://collector.example:4318/v1/traces",
+                                 "http://127.0.0.1:4318/v1/traces"])
+def test_the_environment_requests_reads_per_request_is_read_once(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any, url: str) -> None:
+    """Proxies (and no_proxy), a CA bundle, netrc credentials: a request of
+    the exporter's session gets the same settings as with trust_env."""
+    import requests
+
+    from zaqar_otel.export.otlp_http import OTLPSpanExporter, read_environment_once
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine collector.example login u password p\n")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("NETRC", str(netrc))
+    trusting = requests.Session()
+    expected = trusting.merge_environment_settings(url, {}, None, None, None)
+    expected_auth = requests.utils.get_netrc_auth(url)
+    session = requests.Session()
+    read_environment_once(session, url)
+    assert not session.trust_env
+    assert session.merge_environment_settings(url, {}, None, None, None) == expected
+    assert session.auth == expected_auth
+    prepared = session.prepare_request(requests.Request("POST", url))
+    assert prepared.headers.get("Authorization") == trusting.prepare_request(
+        requests.Request("POST", url)).headers.get("Authorization")
+    exporter = OTLPSpanExporter(endpoint=url)
+    from zaqar_otel import sdk_layout
+    made = sdk_layout.http_session(exporter)
+    assert made is not None and not made.trust_env
+    assert made.merge_environment_settings(url, {}, None, None, None) == expected

@@ -182,6 +182,24 @@ def test_a_span_class_with_its_own_properties_is_read_through_them() -> None:
     assert [s.name for s in decode_request(body)] == ["property name", "field name"]
 
 
+def test_the_exporters_encoder_pauses_every_few_dozen_spans(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export thread lets the request threads have the GIL between
+    chunks of a batch; the bytes are the same."""
+    kept = InMemorySpanExporter()
+    tracer = _provider(kept, {}).get_tracer("t")
+    for n in range(100):
+        tracer.start_span(f"s{n}", attributes={"n": n}).end()
+    spans = kept.get_finished_spans()
+    slept: list[float] = []
+    monkeypatch.setattr(otlp_encoding.time, "sleep", slept.append)
+    exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces")
+    body = exporter._encoder.encode(spans)
+    assert body == SpanEncoder().encode(spans)
+    every = otlp_encoding.EXPORT_PAUSE_EVERY
+    assert slept == [otlp_encoding.EXPORT_PAUSE] * (100 // every)
+
+
 @pytest.mark.parametrize("memo_size", [otlp_encoding._MEMO_MAX, 10, 0])
 def test_the_memo_is_bounded(memo_size: int) -> None:
     kept = InMemorySpanExporter()

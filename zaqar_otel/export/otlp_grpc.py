@@ -20,13 +20,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import ReadableSpan
 
 from zaqar_otel import sdk_layout
-from zaqar_otel.export.otlp_encoding import SpanEncoder
+from zaqar_otel.export.otlp_encoding import (
+    EXPORT_PAUSE,
+    EXPORT_PAUSE_EVERY,
+    SpanEncoder,
+)
 
 
 class OTLPSpanExporter(sdk.OTLPSpanExporter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._encoder: SpanEncoder | None = SpanEncoder()
+        self._encoder: SpanEncoder | None = SpanEncoder(
+            pause_every=EXPORT_PAUSE_EVERY, pause=EXPORT_PAUSE)
         if not sdk_layout.grpc_translates(type(self)):
             # This SDK no longer calls _translate_data: its own encoder runs.
             self._encoder = None
