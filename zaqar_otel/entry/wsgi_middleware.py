@@ -37,17 +37,20 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.wsgi import (
     add_response_attributes,
     collect_request_attributes,
     wsgi_getter,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from osprofiler import profiler
 
 from zaqar_otel import patching, redact, sdk_layout
 from zaqar_otel.entry.lifecycle import Entry, end_span
 from zaqar_otel.messaging import operations
+from zaqar_otel.propagation import propagator
 
 LOG = logging.getLogger(__name__)
 
@@ -179,8 +182,7 @@ class TracingMiddleware:
                 attributes["http.route"] = route
             return _span_name(method, route), attributes
 
-        return self._entry.begin(propagate.extract(environ, getter=wsgi_getter),
-                                 describe)
+        return self._entry.begin(extract(environ), describe)
 
     def _traced(
         self,
@@ -245,6 +247,39 @@ class TracingMiddleware:
         # ``app._auth_app``) sees through this middleware, as through
         # osprofiler's.
         return getattr(self._app, name)
+
+
+# What each propagator of the default set needs in a request to extract
+# anything at all (without it, its extract returns the context it was given).
+_NEEDS: dict[type, str] = {
+    TraceContextTextMapPropagator: "HTTP_TRACEPARENT",
+    W3CBaggagePropagator: "HTTP_BAGGAGE",
+    propagator.OSProfilerPropagator: "HTTP_X_TRACE_INFO",
+}
+_needed: list[tuple[Any, frozenset[str] | None]] = []
+
+
+def _needed_keys(textmap: Any) -> frozenset[str] | None:
+    """The environ keys without which ``textmap`` extracts nothing, if it is
+    a composite of the default propagators only; else None."""
+    if _needed and _needed[0][0] is textmap:
+        return _needed[0][1]
+    parts = sdk_layout.composite_parts(textmap)
+    keys = (frozenset(_NEEDS[type(p)] for p in parts)
+            if parts and all(type(p) in _NEEDS for p in parts) else None)
+    _needed[:] = [(textmap, keys)]
+    return keys
+
+
+def extract(environ: dict[str, Any]) -> Context:
+    """``propagate.extract`` of a request; a request with none of the headers
+    the default propagators read (most untraced requests) skips their work
+    and gets the empty context they would all return."""
+    textmap = propagate.get_global_textmap()
+    keys = _needed_keys(textmap)
+    if keys is not None and environ.keys().isdisjoint(keys):
+        return Context()
+    return textmap.extract(environ, getter=wsgi_getter)
 
 
 def _split_server_address(attributes: dict[str, Any]) -> None:
