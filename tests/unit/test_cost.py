@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import context, trace
+from opentelemetry import context as context_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -172,3 +173,84 @@ def test_the_environment_requests_reads_per_request_is_read_once(
     made = sdk_layout.http_session(exporter)
     assert made is not None and not made.trust_env
     assert made.merge_environment_settings(url, {}, None, None, None) == expected
+
+
+class _Url:
+    """An SQLAlchemy URL's parts the instrumentation reads."""
+
+    def __init__(self, host: str | None, port: int | None, database: str | None,
+                 username: str | None = None) -> None:
+        self.host, self.port = host, port
+        self.database, self.username = database, username
+
+
+class _Conn:
+    def __init__(self, url: _Url) -> None:
+        self.engine = type("E", (), {"url": url})()
+
+
+def _cursor(**connection: Any) -> Any:
+    info = connection.pop("info", None)
+    conn = type("C", (), dict(connection, info=info))()
+    return type("Cur", (), {"connection": conn})()
+
+
+def _pg_info(dbname: str, host: str, port: int) -> Any:
+    return type("I", (), {"dbname": dbname, "host": host, "port": port})()
+
+
+@pytest.mark.parametrize(("vendor", "url", "cursor"), [
+    ("sqlite", _Url(None, None, "/var/lib/zaqar/zaqar.sqlite"), _cursor()),
+    ("mysql", _Url("db.example", 3306, "zaqar", "zaqar"), _cursor(db=b"zaqar")),
+    ("mysql", _Url("db.example", None, "zaqar"), _cursor(database="other")),
+    ("postgresql", _Url("db.example", 5432, "zaqar"),
+     _cursor(info=_pg_info("zaqar", "h", 5432))),
+    ("postgresql", _Url(None, None, "zaqar"),
+     _cursor(info=_pg_info("zaqar", "/run/pg", 5432))),
+    ("postgresql", _Url(None, None, "zaqar"), _cursor()),
+])
+@pytest.mark.parametrize("modes", [("DEFAULT", "DEFAULT"), ("DATABASE", "HTTP"),
+                                   ("DATABASE_DUP", "HTTP_DUP")])
+def test_statement_spans_are_the_instrumentations(
+        vendor: str, url: _Url, cursor: Any, modes: tuple[str, str]) -> None:
+    """The statement path in fewer steps: for each kind of database and URL,
+    the same span (name, kind, attributes in order, parent) as the
+    instrumentation's own _before_cur_exec, first and again."""
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+    from opentelemetry.instrumentation.sqlalchemy import engine as engine_module
+
+    from zaqar_otel.backends import sql
+
+    provider, exporter = _provider()
+    tracer = provider.get_tracer("t")
+    original = engine_module.EngineTracer._before_cur_exec
+    lean = sql._folding_begin(original)
+    engine_tracer = object.__new__(engine_module.EngineTracer)
+    engine_tracer.tracer = tracer
+    engine_tracer.vendor = vendor
+    engine_tracer.enable_commenter = False
+    engine_tracer._sem_conv_opt_in_mode_db = _StabilityMode[modes[0]]
+    engine_tracer._sem_conv_opt_in_mode_http = _StabilityMode[modes[1]]
+    engine_tracer._leading_comment_remover = __import__("re").compile(r"^/\*.*?\*/")
+    conn = _Conn(url)
+    statements = ['SELECT "Queues".id FROM "Queues" WHERE "Queues".name = ?',
+                  "INSERT INTO q (a) VALUES (?)"]
+    seen = []
+    for before in (original, lean, lean, original):
+        for statement in statements:
+            context = type("Ctx", (), {})()
+            parent = tracer.start_span("trace point")
+            token = context_api.attach(trace.set_span_in_context(parent))
+            try:
+                assert before(engine_tracer, conn, cursor, statement, None,
+                              context, False) == (statement, None)
+            finally:
+                context_api.detach(token)
+            context._otel_span.end()
+            parent.end()
+        spans = [s for s in exporter.get_finished_spans() if s.name != "trace point"]
+        seen.append([(s.name, s.kind, list((s.attributes or {}).items()),
+                      s.parent is not None) for s in spans])
+        exporter.clear()
+    assert seen[0] == seen[1] == seen[2] == seen[3]
+    assert all(parented for *_, parented in seen[0])
