@@ -92,6 +92,15 @@ def decide(
     context: Context, sample_ratio: float, honor_w3c_sampled: bool
 ) -> Decision:
     """The decision for a request whose extracted caller context is ``context``."""
+    if not context:
+        # Nothing extracted (most untraced requests): no parent, no signature.
+        if _drawn(sample_ratio):
+            return Decision(set_value(_ROOT_DECISION, True, context), True,
+                            SAMPLE_RATIO)
+        stand_in = trace.SpanContext(_IDS.generate_trace_id(),
+                                     _IDS.generate_span_id(), is_remote=False)
+        return Decision(trace.set_span_in_context(trace.NonRecordingSpan(stand_in),
+                                                  context), False)
     parent = trace.get_current_span(context).get_span_context()
     info = propagator.verified_trace_info(context)
     if info is not None and info.parent_id == info.base_id:

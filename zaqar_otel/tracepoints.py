@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from contextvars import Token
@@ -248,7 +249,7 @@ class TracePoints:
         ``method`` alone."""
         skipped = name.startswith(self._skip)
         kind = _kind(info or {})
-        get_profiler = osprofiler_profiler.get
+        get_profiler = _profiler_lookup()
         start_span = self._tracer.start_span
         attach, detach = context.attach, context.detach
         in_context = trace.set_span_in_context
@@ -295,6 +296,16 @@ class TracePoints:
                     detach(token)
 
         return wrapper
+
+
+def _profiler_lookup() -> Callable[[], Any]:
+    """``osprofiler.profiler.get``: its thread-local read directly when it
+    keeps one where 4.x does (a Python call less per traced method)."""
+    local = vars(osprofiler_profiler).get("__local_ctx")
+    if (local is None or not isinstance(local, threading.local)
+            or osprofiler_profiler.get.__code__.co_names != ("getattr", "__local_ctx")):
+        return osprofiler_profiler.get
+    return functools.partial(getattr, local, "profiler", None)
 
 
 def _push(prof: Any, name: str, span: trace.Span) -> bool:
