@@ -513,6 +513,12 @@ def targets(results: dict[str, dict[str, CaseResult]]) -> str:
             out.append(f"- {kind}: ({case})/(a) = {ratio:.3f} req/s (target >= 0.98): "
                        f"{verdict}; server CPU per request "
                        f"{_paired_cpu(cases[case], cases['a']):.3f}× (a)'s")
+        d, a = cases["d"], cases["a"]
+        p50, p99 = d.p50_ms / a.p50_ms, d.p99_ms / a.p99_ms
+        verdict = "met" if p99 - p50 <= 0.10 else "MISSED"
+        out.append(f"- {kind}: (d) p50 {p50:.3f}× (a)'s, p99 {p99:.3f}× (a)'s: the "
+                   f"tail {p99 - p50:+.3f} beyond the median (target <= 0.10): "
+                   f"{verdict}")
         d_e = _paired(cases["d"], cases["e"])
         verdict = "met" if d_e > 1 else "MISSED"
         out.append(f"- {kind}: (d)/(e) = {d_e:.3f} req/s (target: (d) faster than "
