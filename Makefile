@@ -43,3 +43,11 @@ peer-zaqar: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .hypothesis
+
+# Every Zaqar release x Python the package declares, the ends of the OTel SDK
+# range and the next SDK, an operator's pip and the install layouts, each job
+# in a venv of its own built with that Python's bundled pip (cached in
+# .cache/breadth/): tests/breadth/. BREADTH_ARGS="--jobs 2", "--pair 3.12:21.0.3".
+.PHONY: breadth
+breadth: $(STAMP)
+	$(VENV)/bin/python -m tests.breadth $(BREADTH_ARGS)

@@ -7,6 +7,16 @@ OTLP receiver. A caller at the root of its OSProfiler trace
 span: osprofiler makes the receiving service's span a root, and so must we.
 Any other caller stays the parent. Outgoing calls of the request (a webhook
 delivery's headers are checked in test_messaging) continue the same trace.
+
+The oracle differs by Zaqar release: Zaqar 20 and 21 trace WSGI with a
+middleware of their own (``profile.ProfileWSGIMiddleware``) that calls
+``osprofiler.profiler.init`` and never ``profiler.clean``, so every later
+request on that thread, signed or not, joins the first signed request's
+trace. Zaqar 22 and 23 use osprofiler's ``WsgiMiddleware``, which cleans up.
+On 20 and 21 each caller's request is therefore the first of a plain server
+of its own: what osprofiler's driver does with it, without Zaqar's leak.
+zaqar-otel replaces that middleware on every release, so ours takes all
+callers on one server.
 """
 
 from __future__ import annotations
@@ -57,17 +67,36 @@ def _send_all(server: ZaqarServer, callers: dict[str, tuple[str, str]]) -> None:
         assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
 
 
+def _zaqars_wsgi_tracer_leaks() -> bool:
+    """Whether stock Zaqar's own WSGI tracer keeps osprofiler's profiler on
+    the thread after a request (Zaqar 20 and 21; see the module docstring)."""
+    from zaqar.transport.middleware import profile
+
+    return hasattr(profile, "ProfileWSGIMiddleware")
+
+
+def _plain_zaqar(redis: RedisServer, receiver: OTLPReceiver) -> ZaqarServer:
+    return ZaqarServer(redis_sql(redis.url), command=ZAQAR_SERVER_COMMAND,
+                       extra=osprofiler_driver(receiver.port), env=OSPROFILER_ENV)
+
+
 def test_root_and_parent_are_where_osprofilers_driver_puts_them(
         redis: RedisServer) -> None:
     callers = _callers()
+    # One plain server for all callers, or one each where Zaqar's own
+    # tracer would put the second caller into the first one's trace.
+    rounds = ([{case: ids} for case, ids in callers.items()]
+              if _zaqars_wsgi_tracer_leaks() else [callers])
     with OTLPReceiver() as theirs, OTLPReceiver() as ours:
-        with ZaqarServer(redis_sql(redis.url), command=ZAQAR_SERVER_COMMAND,
-                         extra=osprofiler_driver(theirs.port),
-                         env=OSPROFILER_ENV) as plain:
-            _send_all(plain, callers)
-            for base_id, _ in callers.values():
-                trace_id = idmap.trace_id_from_base_id(base_id)
-                theirs.wait_for(lambda s, t=trace_id: s.trace_id == t, timeout=30)
+        for some in rounds:
+            with _plain_zaqar(redis, theirs) as plain:
+                _send_all(plain, some)
+                # The driver's WSGI span (SERVER) ends last: once it is here,
+                # the request's spans are, before the server stops.
+                for base_id, _ in some.values():
+                    trace_id = idmap.trace_id_from_base_id(base_id)
+                    theirs.wait_for(lambda s, t=trace_id: s.trace_id == t
+                                    and s.kind == "SERVER", timeout=30)
         with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
                          extra=tracing(ours)) as traced:
             _send_all(traced, callers)
@@ -83,6 +112,29 @@ def test_root_and_parent_are_where_osprofilers_driver_puts_them(
             # Every other span of ours resolves inside the trace.
             assert_one_tree([s for s in ours.spans() if s.trace_id == trace_id],
                             remote_parent=expected)
+
+
+@pytest.mark.skipif(not _zaqars_wsgi_tracer_leaks(),
+                    reason="Zaqar >= 22 traces WSGI with osprofiler's "
+                    "WsgiMiddleware, which ends the profiler with the request")
+def test_stock_zaqar_20_and_21_put_later_requests_into_the_first_trace(
+        redis: RedisServer) -> None:
+    """The oracle's defect on Zaqar 20 and 21, measured, so that the test
+    above is known to work around it and not around a defect of ours (the
+    traced half sends every caller to one server)."""
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    with OTLPReceiver() as theirs, _plain_zaqar(redis, theirs) as plain:
+        _send_all(plain, {"first": (first, first), "second": (second, second)})
+        assert plain.request("GET", "/v2/queues")[0] == 200  # unsigned
+        # Three requests, each through the queue controller's trace point
+        # (osprofiler's driver names it without its last letter); only the
+        # signed ones got a WSGI span.
+        theirs.wait_for(lambda s: s.name.startswith("sqlalchemy_queue_control"),
+                        count=3, timeout=30)
+        theirs.wait_for(lambda s: s.kind == "SERVER", count=2, timeout=30)
+    got = theirs.spans()
+    assert len([s for s in got if s.kind == "SERVER"]) == 2, got
+    assert {s.trace_id for s in got} == {idmap.trace_id_from_base_id(first)}, got
 
 
 def test_a_websocket_root_caller_gives_a_root(redis: RedisServer,

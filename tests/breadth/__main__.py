@@ -1,0 +1,5 @@
+import sys
+
+from tests.breadth.matrix import main
+
+sys.exit(main())
