@@ -423,7 +423,9 @@ def _junit(path: Path) -> dict[str, object]:
                 elif child.tag == "skipped":
                     outcome = ("xfailed" if child.get("type") == "pytest.xfail"
                                else "skipped")
-            outcomes[case.get("name", "")] = outcome
+            # classname (the module's dotted path) + name: a test's id, as
+            # names repeat across modules.
+            outcomes[f"{case.get('classname', '')}::{case.get('name', '')}"] = outcome
     counts = {kind: sum(1 for o in outcomes.values() if o == kind)
               for kind in ("passed", "failed", "skipped", "xfailed")}
     return {**counts, "outcomes": outcomes}
@@ -447,7 +449,8 @@ def run_suites(job: Job, python: Path, wheel: Path, result: Result) -> None:
         result.suites[name] = summary
         if code != 0:
             result.status = "failed"
-            failed = [n for n, o in summary["outcomes"].items()  # type: ignore[union-attr]
+            failed = [n.rsplit("::", 1)[-1]
+                      for n, o in summary["outcomes"].items()  # type: ignore[union-attr]
                       if o == "failed"]
             result.why += f"{name}: exit {code}, failed: {failed or _tail(log)}\n"
 
@@ -495,7 +498,8 @@ def _traced(result: Result) -> str:
     outcomes: dict[str, str] = smoke["outcomes"]  # type: ignore[assignment]
     marks = []
     for store, test in STORES.items():
-        outcome = outcomes.get(test)
+        outcome = next((o for key, o in outcomes.items()
+                        if key == f"tests.functional.test_tracing::{test}"), None)
         marks.append(f"{store} " + {"passed": "yes", "failed": "NO"}.get(
             outcome or "", "-"))
     return ", ".join(marks)
