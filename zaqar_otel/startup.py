@@ -316,7 +316,16 @@ def _flush(state: _State | None, timeout: float | None) -> bool:
     # run it aside and stop waiting at our limit.
     worker = threading.Thread(target=provider.shutdown, name="zaqar-otel-shutdown",
                               daemon=True)
-    worker.start()
+    try:
+        worker.start()
+    except RuntimeError:
+        # Python 3.12.0-3.12.2 start no thread from atexit (CPython
+        # gh-113964): flush on this thread, within the same limit.
+        if provider.force_flush(int(limit * 1000)):
+            return True
+        LOG.warning("zaqar-otel: spans not exported within shutdown_timeout "
+                    "(%.1f s) were dropped", limit)
+        return False
     worker.join(limit)
     if worker.is_alive():
         LOG.warning("zaqar-otel: spans not exported within shutdown_timeout "

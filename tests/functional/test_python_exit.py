@@ -57,9 +57,6 @@ with trace.get_tracer("exit").start_as_current_span(
 """
 
 
-@pytest.mark.xfail((3, 12) <= sys.version_info < (3, 12, 3), strict=True,
-                   reason="Python 3.12.0-3.12.2 refuse startup._flush's thread at "
-                   "exit")
 def test_a_normal_exit_flushes_the_spans_still_queued() -> None:
     with OTLPReceiver() as receiver:
         done = subprocess.run([sys.executable, "-c", CHILD, receiver.endpoint],
