@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -51,8 +49,6 @@ from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 KIND = "zaqar-server"  # one process, no forked workers to follow
-# The batch processors' timer, in ms: no timed export during a run (a day).
-SCHEDULE_DELAY_MS = "86400000"
 TOOLS = ("valgrind", "callgrind_control")
 
 
@@ -91,26 +87,6 @@ def _control(option: str, pid: int) -> None:
                    capture_output=True, timeout=120)
 
 
-def _flush(server: ZaqarServer, timeout: float = 300.0) -> None:
-    """Have the server export every queued span (``bench.flushing``); wait."""
-    marker = server.dir / flushing.FLUSHED
-
-    def done() -> int:
-        try:
-            return int(marker.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    before = done()
-    assert server.pid is not None
-    os.kill(server.pid, signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while done() <= before:
-        if time.monotonic() > deadline or not server.running:
-            raise RuntimeError(f"the server did not flush\n{server.log_tail()}")
-        time.sleep(0.2)
-
-
 def _spans(receiver: zaqar_cost.ReceiverProcess, case: str) -> int:
     """Spans the receiver got so far from the server of ``case``."""
     with _receiver_lock:  # one question and its answer at a time
@@ -133,19 +109,17 @@ def count(case: str, receiver: zaqar_cost.ReceiverProcess, mixes_per_thread: int
         out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="zaqar-otel-callgrind-")))
         valgrind = ("valgrind", "--tool=callgrind",
-                    f"--callgrind-out-file={out_dir}/callgrind.out", "{bin}/python",
-                    "-m", "bench.flushing")
+                    f"--callgrind-out-file={out_dir}/callgrind.out")
         redis = stack.enter_context(RedisServer())
         server = stack.enter_context(ZaqarServer(
-            redis_sql(redis.url), command=(*valgrind, *command),
-            env={"PYTHONPATH": str(zaqar_cost.REPO),
-                 "OTEL_BSP_SCHEDULE_DELAY": SCHEDULE_DELAY_MS},
+            redis_sql(redis.url), command=(*valgrind, *flushing.command(command)),
+            env=flushing.environment(zaqar_cost.REPO),
             extra=zaqar_cost.config(KIND, case, receiver.port),
             startup_timeout=600, stop_timeout=120))
         assert server.pid is not None
         zaqar_cost.drive(server.port, zaqar_cost.Tally(), warmup_mixes, signed,
                          f"warm-{zaqar_cost.slug(case)}", record=False)
-        _flush(server)  # the warm-up's spans exported: an empty queue
+        flushing.flush(server)  # the warm-up's spans exported: an empty queue
         _control("--zero", server.pid)
         spans_before = _spans(receiver, case)
         tally = zaqar_cost.Tally()
@@ -153,7 +127,7 @@ def count(case: str, receiver: zaqar_cost.ReceiverProcess, mixes_per_thread: int
                          f"m-{zaqar_cost.slug(case)}")
         if tally.errors:
             raise RuntimeError(f"({case}): client errors {tally.errors}")
-        _flush(server)  # every measured span exported, inside the count
+        flushing.flush(server)  # every measured span exported, inside the count
         _control("--dump", server.pid)
         spans = _spans(receiver, case) - spans_before
         deadline = time.monotonic() + 60
