@@ -32,6 +32,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from zaqar_otel.cmd import arguments
 from zaqar_otel.propagation import idmap
 
 PROG = "zaqar-otel"
@@ -149,14 +150,7 @@ def _listen(args: argparse.Namespace) -> int:
     return listen.main(args)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 600:
-        raise argparse.ArgumentTypeError(f"not between 0 and 600 s: {text!r}")
-    return value
+_seconds = arguments.seconds_up_to(600)
 
 
 # -- parser --------------------------------------------------------------------

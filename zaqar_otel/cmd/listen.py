@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from zaqar_otel.cmd import arguments
+
 if TYPE_CHECKING:
     from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 
@@ -161,14 +163,7 @@ def _port(text: str) -> int:
     return value
 
 
-def _quiet(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"not between 0 and 3600 s: {text!r}")
-    return value
+_quiet = arguments.seconds_up_to(3600)
 
 
 def _say(message: str) -> None:
