@@ -25,7 +25,10 @@ path instead of failing or silently dropping spans:
   extracted;
 * the SDK ``Span``'s and ``Tracer``'s fields and the ``ParentBased``
   sampler's delegates, for ``zaqar_otel.recording``'s leaner spans; without
-  them every tracer is the SDK's own.
+  them every tracer is the SDK's own;
+* the metrics API's stand-in provider (``_ProxyMeterProvider``), to see that
+  no MeterProvider was set, so the SQLAlchemy instrumentation's connection
+  counters record nothing; without it they keep their listeners.
 
 Usage::
 
@@ -221,6 +224,18 @@ def follows_parent(sampler: Any) -> bool:
                 and sampler._local_parent_not_sampled is ALWAYS_OFF)
     except (AttributeError, ImportError):
         return False
+
+
+def global_meter_provider_set() -> bool:
+    """Whether the process has set a global MeterProvider (if not, the API's
+    proxy stands in, recording nothing until one is set); True when this
+    API is laid out so that it cannot tell."""
+    try:
+        from opentelemetry.metrics import get_meter_provider
+        from opentelemetry.metrics._internal import _ProxyMeterProvider
+    except ImportError:
+        return True
+    return not isinstance(get_meter_provider(), _ProxyMeterProvider)
 
 
 def composite_parts(textmap: Any) -> tuple[Any, ...] | None:

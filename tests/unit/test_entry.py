@@ -161,7 +161,7 @@ def test_attributes_of_the_wrapped_app_show_through() -> None:
 
 
 def test_server_address_is_the_host_without_the_port() -> None:
-    from zaqar_otel.entry.wsgi_middleware import _split_server_address
+    from zaqar_otel.entry.http_attributes import _split_server_address
 
     cases = {"zaqar.example:8888": ("zaqar.example", 8888),
              "[::1]:8888": ("::1", 8888), "zaqar.example": ("zaqar.example", None),

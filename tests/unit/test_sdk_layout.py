@@ -129,7 +129,7 @@ def test_without_the_wsgi_stable_mode_server_spans_keep_default_names(
         InMemorySpanExporter,
     )
 
-    from zaqar_otel.entry import wsgi_middleware
+    from zaqar_otel.entry import http_attributes, wsgi_middleware
     from zaqar_otel.entry.lifecycle import Entry
 
     assert sdk_layout.wsgi_semconv_mode() is not None
@@ -139,7 +139,8 @@ def test_without_the_wsgi_stable_mode_server_spans_keep_default_names(
     assert sdk_layout.wsgi_semconv_mode() is None
     monkeypatch.undo()
     # What the module chose at import on such an SDK:
-    monkeypatch.setattr(wsgi_middleware, "_MODE_ARGS", {})
+    monkeypatch.setattr(http_attributes, "_MODE_ARGS", {})
+    monkeypatch.setattr(http_attributes, "_HTTP_MODE", None)
     kept = InMemorySpanExporter()
     provider = TracerProvider(sampler=sampling.RequestSampler(1.0))
     provider.add_span_processor(SimpleSpanProcessor(kept))
@@ -152,6 +153,8 @@ def test_without_the_wsgi_stable_mode_server_spans_keep_default_names(
     assert list(app(environ, lambda *args: None)) == [b"ok"]
     (span,) = kept.get_finished_spans()
     assert span.name == "GET /v2/queues" and span.kind is SpanKind.SERVER
+    assert span.attributes["http.method"] == "GET"  # the default (old) names
+    assert "http.request.method" not in span.attributes
 
 
 def test_a_resource_without_the_known_slot_keeps_working_after_a_fork(

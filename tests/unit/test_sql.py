@@ -86,3 +86,90 @@ def test_sqlite_begin_is_an_event_of_the_statement_that_follows(tmp_path) -> Non
         assert span.parent.span_id == spans["trace point"].context.span_id
     assert sql._pending_begin.get() is None
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def _tracer_listeners(engine: object) -> dict[str, int]:
+    """How many listeners of the instrumentation's EngineTracer each event of
+    ``engine`` (and its pool) has."""
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+    counts = {}
+    for name in ("before_cursor_execute", "connect", "close", "checkin", "checkout"):
+        owner = engine if name == "before_cursor_execute" else engine.pool  # type: ignore[attr-defined]
+        counts[name] = sum(isinstance(getattr(fn, "__self__", None), EngineTracer)
+                           for fn in getattr(owner.dispatch, name))
+    return counts
+
+
+def test_without_a_meter_provider_no_pool_listener_counts_into_nothing(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """The SQLAlchemy step as set-up runs it, in a process that set no
+    MeterProvider: statements are traced, no listener runs at each checkout,
+    and undoing the step leaves the engine as it was."""
+    import sqlalchemy as sa
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+    from oslo_db.sqlalchemy import engines
+
+    from zaqar_otel import patching, sdk_layout
+    from zaqar_otel.backends import instrumentors
+
+    assert not sdk_layout.global_meter_provider_set()  # the test process sets none
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    undo = instrumentors._trace_sqlalchemy(
+        instrumentors.Tracing(provider, tracer, None))  # type: ignore[arg-type]
+    try:
+        engine = engines.create_engine(f"sqlite:///{tmp_path}/x.sqlite")
+        assert _tracer_listeners(engine) == {
+            "before_cursor_execute": 1, "connect": 0, "close": 0, "checkin": 0,
+            "checkout": 0}
+        with tracer.start_as_current_span("trace point"):
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1")).fetchall()
+        assert {s.name for s in exporter.get_finished_spans()} == {
+            "trace point", "SELECT"}
+    finally:
+        undo()
+        patching.unpatch_all()
+    assert _tracer_listeners(engine) == dict.fromkeys(_tracer_listeners(engine), 0)
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+
+
+def test_with_a_meter_provider_connections_are_still_counted(tmp_path) -> None:
+    """In a process with a MeterProvider (opentelemetry-instrument's, say),
+    the instrumentation's pool listeners stay and count connections."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sqlalchemy as sa
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from oslo_db.sqlalchemy import engines
+        from zaqar_otel.backends import instrumentors
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        provider = TracerProvider()
+        instrumentors._trace_sqlalchemy(instrumentors.Tracing(
+            provider, provider.get_tracer("t"), None))
+        engine = engines.create_engine("sqlite:///{tmp_path}/y.sqlite")
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1")).fetchall()
+        names = {{m.name for rm in reader.get_metrics_data().resource_metrics
+                 for sm in rm.scope_metrics for m in sm.metrics}}
+        print(sorted(names))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "db.client.connections.usage" in done.stdout, done.stdout

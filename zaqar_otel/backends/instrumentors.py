@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 
-from zaqar_otel import redact, switches
+from zaqar_otel import redact, sdk_layout, switches
 from zaqar_otel.backends import pooling, sql
 from zaqar_otel.entry import lifecycle, websocket
 from zaqar_otel.messaging import deliveries, links
@@ -91,9 +91,18 @@ def _trace_sqlalchemy(tracing: Tracing) -> Callable[[], None]:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     instrumentor = SQLAlchemyInstrumentor()
+    measured: dict[str, Any] = {}
+    if not sdk_layout.global_meter_provider_set():
+        # Nothing records its connection counters: a no-op provider, and no
+        # pool listeners on every checkout. (A MeterProvider set later,
+        # after Zaqar's engines are made, does not get them.)
+        from opentelemetry.metrics import NoOpMeterProvider
+
+        measured["meter_provider"] = NoOpMeterProvider()
+        sql.skip_unmeasured_pool_events()
     instrumentor.instrument(
         tracer_provider=tracing.provider, enable_commenter=False,
-        skip_dep_check=_skip_sqlalchemy_check(instrumentor))
+        skip_dep_check=_skip_sqlalchemy_check(instrumentor), **measured)
     sql.name_spans_by_table()
     # The instrumentor also makes a "connect" span per Engine.connect().
     # Zaqar's SQL store calls it for every statement (NullPool on

@@ -200,6 +200,60 @@ def _folding_begin(original: Callable[..., Any]) -> Callable[..., Any]:
 _log_begin_failure = patching.FailureLog(LOG, "noting a BEGIN on its statement failed")
 
 
+#: The pool events the instrumentation counts connections on
+#: (``db.client.connections.usage``), each a listener on every checkout.
+POOL_EVENTS = frozenset(("connect", "close", "checkin", "checkout"))
+
+
+def _only_measured_pool_events(original: Callable[..., None]) -> Callable[..., None]:
+    from opentelemetry.metrics import NoOpUpDownCounter
+
+    def __init__(self: Any, tracer: Any, engine: Any, connections_usage: Any,
+                 *args: Any, **kwargs: Any) -> None:
+        if isinstance(connections_usage, NoOpUpDownCounter):
+            register = type(self)._register_event_listener
+
+            def register_measured(target: Any, identifier: str, *rest: Any,
+                                  **kw: Any) -> None:
+                if identifier not in POOL_EVENTS:
+                    register(target, identifier, *rest, **kw)
+
+            self._register_event_listener = register_measured
+        try:
+            original(self, tracer, engine, connections_usage, *args, **kwargs)
+        finally:
+            self.__dict__.pop("_register_event_listener", None)
+
+    return __init__
+
+
+def skip_unmeasured_pool_events() -> bool:
+    """Make the SQLAlchemy instrumentation register no pool listeners when
+    its connection counter is the no-op one (set-up hands it a
+    ``NoOpMeterProvider`` when the process has no MeterProvider): they
+    would count, at every checkout, into nothing (about 40 k instructions
+    a checkout). With a MeterProvider they stay. Its hooks are private
+    (``EngineTracer.__init__``'s arguments, ``_register_event_listener``);
+    on a release without them the listeners stay, with one line."""
+    import inspect
+
+    from opentelemetry.instrumentation.sqlalchemy import engine
+
+    tracer_class = getattr(engine, "EngineTracer", None)
+    try:
+        init: Any = getattr(tracer_class, "__init__", None)
+        names = list(inspect.signature(init).parameters)
+    except (TypeError, ValueError, AttributeError):
+        names = []
+    if (names[:4] != ["self", "tracer", "engine", "connections_usage"]
+            or not callable(getattr(tracer_class, "_register_event_listener", None))):
+        LOG.info("zaqar-otel: this SQLAlchemy instrumentation's EngineTracer "
+                 "differs; its connection counters keep their pool listeners")
+        return False
+    patching.patch(tracer_class, "__init__", _only_measured_pool_events)
+    return True
+
+
 def name_spans_by_table() -> bool:
     """Make the SQLAlchemy instrumentation name spans by ``span_name``, and
     fold a ``BEGIN`` into the statement span that follows it.

@@ -39,30 +39,18 @@ from typing import Any, Protocol
 from opentelemetry import context, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.wsgi import (
-    add_response_attributes,
-    collect_request_attributes,
-    wsgi_getter,
-)
+from opentelemetry.instrumentation.wsgi import wsgi_getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from osprofiler import profiler
 
 from zaqar_otel import patching, redact, sdk_layout
+from zaqar_otel.entry import http_attributes
 from zaqar_otel.entry.lifecycle import Entry, end_span
 from zaqar_otel.messaging import operations
 from zaqar_otel.propagation import propagator
 
 LOG = logging.getLogger(__name__)
 
-# The stable HTTP attribute names (http.request.method, url.path...); on a
-# wsgi instrumentation laid out otherwise, its default names.
-_HTTP_MODE = sdk_layout.wsgi_semconv_mode()
-_MODE_ARGS = {} if _HTTP_MODE is None else {"sem_conv_opt_in_mode": _HTTP_MODE}
-if _HTTP_MODE is None:
-    sdk_layout.fast_path_off("server spans carry the wsgi instrumentation's "
-                             "default HTTP attribute names")
-# Query strings can carry anything a client put there; never exported.
-_DROPPED_ATTRIBUTES = ("url.query",)
 _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 
@@ -174,10 +162,7 @@ class TracingMiddleware:
         def describe() -> tuple[str, dict[str, Any]]:
             method = environ.get("REQUEST_METHOD", "")
             route = self._route_of(method, environ.get("PATH_INFO") or "/")
-            attributes = collect_request_attributes(environ, **_MODE_ARGS)
-            for name in _DROPPED_ATTRIBUTES:
-                attributes.pop(name, None)
-            _split_server_address(attributes)
+            attributes = http_attributes.request_attributes(environ)
             if route:
                 attributes["http.route"] = route
             return _span_name(method, route), attributes
@@ -197,7 +182,7 @@ class TracingMiddleware:
         def traced_start_response(status: str, headers: Any, *args: Any) -> Any:
             seen.append(status)
             try:
-                add_response_attributes(span, status, headers, **_MODE_ARGS)
+                http_attributes.set_response_attributes(span, status, headers)
             except Exception:
                 self._log_failure()
             return start_response(status, headers, *args)
@@ -280,19 +265,6 @@ def extract(environ: dict[str, Any]) -> Context:
     if keys is not None and environ.keys().isdisjoint(keys):
         return Context()
     return textmap.extract(environ, getter=wsgi_getter)
-
-
-def _split_server_address(attributes: dict[str, Any]) -> None:
-    """``server.address`` is the host alone (the wsgi instrumentation copies
-    the Host header, port included); the port goes to ``server.port``."""
-    address = attributes.get("server.address")
-    if not isinstance(address, str):
-        return
-    host, colon, port = address.rpartition(":")
-    if not colon or not port.isdigit() or (host.count(":") and not host.endswith("]")):
-        return  # no port, or a bare IPv6 address
-    attributes["server.address"] = host.strip("[]")
-    attributes.setdefault("server.port", int(port))
 
 
 def _span_name(method: str, route: str | None) -> str:
