@@ -33,6 +33,7 @@ written for (``sdk_layout.span_layout_known``), every tracer is the SDK's::
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -127,6 +128,18 @@ class Span(sdk_trace.Span):
         return attributes
 
     # -- events and links: their lists made when the first one comes ---------
+
+    def add_event(self, name: str, attributes: types.Attributes = None,
+                  timestamp: int | None = None) -> None:
+        if attributes:
+            super().add_event(name, attributes, timestamp)
+            return
+        # No attributes (a BEGIN folded into its statement): the SDK would
+        # make an empty immutable BoundedAttributes for this event alone; one
+        # per set of limits is shared, since nothing can change it.
+        limits = self._limits
+        self._add_event(sdk_trace.Event(name, _no_attributes(
+            limits.max_event_attributes, limits.max_attribute_length), timestamp))
 
     def _add_event(self, event: Any) -> None:
         with self._lock:
@@ -270,6 +283,12 @@ class Tracer(sdk_trace.Tracer):
             follows = (self.sampler, sdk_layout.follows_parent(self.sampler))
             self.__dict__["_zaqar_otel_follows_parent"] = follows
         return bool(follows[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _no_attributes(max_count: int | None, max_length: int | None) -> BoundedAttributes:
+    """An event's empty attributes, as the SDK makes them (immutable)."""
+    return BoundedAttributes(max_count, None, max_value_len=max_length, immutable=True)
 
 
 def _initial_attributes(attributes: types.Attributes,

@@ -301,3 +301,24 @@ def test_this_sdk_is_the_layout_recording_was_written_for() -> None:
     assert not sdk_layout.follows_parent(sampling.ParentBased(
         sampling.ALWAYS_ON, local_parent_not_sampled=sampling.ALWAYS_ON))
     assert not sdk_layout.follows_parent(sampling.ALWAYS_ON)
+
+
+def test_an_event_without_attributes_is_the_sdks() -> None:
+    """A BEGIN event (no attributes): empty, nothing dropped, and as
+    unchangeable as the SDK's, though one empty set serves every event."""
+    events = []
+    for provider, kept in _pair({"max_event_attributes": 3}):
+        for _ in range(2):
+            span = provider.get_tracer("t").start_span("s")
+            span.add_event("BEGIN", None, 7)
+            span.add_event("BEGIN", {}, 8)
+            span.end()
+        for span in kept.get_finished_spans():
+            for event in span.events:
+                assert (event.name, dict(event.attributes or {}),
+                        event.dropped_attributes) == ("BEGIN", {}, 0)
+                with pytest.raises(TypeError):
+                    event.attributes["x"] = 1  # type: ignore[index]
+        events.append([(e.name, e.timestamp) for s in kept.get_finished_spans()
+                       for e in s.events])
+    assert events[0] == events[1] == [("BEGIN", 7), ("BEGIN", 8)] * 2
