@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Keystone from PyPI in a venv of its own (Keystone needs SQLAlchemy 2.1,
-# zaqar-otel pins < 2.1), cached in .cache/keystone-venv-<version> so that
+# Keystone from PyPI in a venv of its own (a service of its own, with its own
+# pins, as deployments run it), cached in .cache/keystone-venv-<version> so that
 # only the first run pays for the install. Reinstalled when the version or
 # the package list below changes. Prints the venv's path.
 #

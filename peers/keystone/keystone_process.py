@@ -1,7 +1,7 @@
 """A real Keystone from PyPI, its catalog, and the real ``openstack`` CLI.
 
-Keystone runs from a venv of its own (``ensure-keystone-venv.sh``: Keystone
-needs SQLAlchemy 2.1, zaqar-otel pins < 2.1) under gunicorn on a free
+Keystone runs from a venv of its own (``ensure-keystone-venv.sh``: a
+service of its own, with its own pins, as deployments run it) under gunicorn on a free
 127.0.0.1 port, with a SQLite database, fernet and credential keys in a temp
 dir, and osprofiler enabled with its own OTLP driver
 (``connection_string = otlp://127.0.0.1:PORT``), so its spans go to the same
