@@ -113,12 +113,15 @@ def test_same_bytes_as_the_sdk_encoder(provider_class: type[TracerProvider],
     logging.disable(logging.CRITICAL)  # both encoders log each dropped attribute
     try:
         _record(specs, providers)
-        ours = SpanEncoder().encode(kept.get_finished_spans())
+        encoder = SpanEncoder()
+        ours = encoder.encode(kept.get_finished_spans())
+        again = encoder.encode(kept.get_finished_spans())  # names, sets kept
         without_memo = SpanEncoder(memo_size=0).encode(kept.get_finished_spans())
         sdk = encode_spans(kept.get_finished_spans()).SerializePartialToString()
     finally:
         logging.disable(logging.NOTSET)
     assert ours == sdk
+    assert again == sdk
     assert without_memo == sdk
 
 
@@ -214,6 +217,17 @@ def test_the_memo_is_bounded(memo_size: int) -> None:
         assert body == encode_spans(spans).SerializePartialToString()
         kept.clear()
     assert len(encoder._memo) <= memo_size
+
+
+def test_kept_span_names_are_bounded() -> None:
+    kept = InMemorySpanExporter()
+    tracer = _provider(kept, {}).get_tracer("t")
+    encoder = SpanEncoder()
+    for n in range(3 * otlp_encoding._BLOCKS_MAX):
+        tracer.start_span(f"GET /v2/queues/q{n}").end()
+    spans = kept.get_finished_spans()
+    assert encoder.encode(spans) == encode_spans(spans).SerializePartialToString()
+    assert 0 < len(encoder._names) <= otlp_encoding._BLOCKS_MAX
 
 
 def test_a_lone_surrogate_costs_a_character_not_the_batch() -> None:

@@ -215,6 +215,9 @@ class SpanEncoder:
         # spans of one trace point or statement carry the same ones.
         self._blocks: dict[tuple[Any, ...], bytes] = {}
         self._older_blocks: dict[tuple[Any, ...], bytes] = {}
+        # A span name -> its encoded field: names repeat (route templates,
+        # trace points, statements by table).
+        self._names: dict[str, bytes] = {}
         # Attribute keys already logged as not exportable: one line each, not
         # one per span (bounded, in case keys are made up per request).
         self._unexportable: set[str] = set()
@@ -351,7 +354,14 @@ class SpanEncoder:
             parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
         name = span._name
         if name:
-            parts.append(_field(b"\x2a", _text(name)))
+            encoded = self._names.get(name) if type(name) is str else None
+            if encoded is None:
+                encoded = _field(b"\x2a", _text(name))
+                if self._memo_size and _short(name):
+                    if len(self._names) >= _BLOCKS_MAX:
+                        self._names.clear()
+                    self._names[name] = encoded
+            parts.append(encoded)
         kind = span._kind
         parts.append(_KIND_BY_ID.get(id(kind)) or _KIND[kind])
         start, end = span._start_time, span._end_time
