@@ -223,11 +223,11 @@ def test_kept_span_names_are_bounded() -> None:
     kept = InMemorySpanExporter()
     tracer = _provider(kept, {}).get_tracer("t")
     encoder = SpanEncoder()
-    for n in range(3 * otlp_encoding._BLOCKS_MAX):
+    for n in range(3 * otlp_encoding._NAMES_MAX):
         tracer.start_span(f"GET /v2/queues/q{n}").end()
     spans = kept.get_finished_spans()
     assert encoder.encode(spans) == encode_spans(spans).SerializePartialToString()
-    assert 0 < len(encoder._names) <= otlp_encoding._BLOCKS_MAX
+    assert 0 < len(encoder._names) <= otlp_encoding._NAMES_MAX
 
 
 def test_a_lone_surrogate_costs_a_character_not_the_batch() -> None:

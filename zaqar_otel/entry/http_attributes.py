@@ -124,13 +124,14 @@ def set_response_attributes(span: trace.Span, status: str,
     if _HTTP_MODE is None or not span.is_recording():
         add_response_attributes(span, status, headers, **_MODE_ARGS)
         return
-    calls = _by_status.get(status) if type(status) is str else None
+    keyed = type(status) is str
+    calls = _by_status.get(status) if keyed else None
     if calls is None:
         noted = _Noted()
         add_response_attributes(noted, status, headers,  # type: ignore[arg-type]
                                 **_MODE_ARGS)
         calls = tuple(noted.calls)
-        if type(status) is str:
+        if keyed:
             if len(_by_status) >= _KEPT_MAX:
                 _by_status.clear()
             _by_status[status] = calls

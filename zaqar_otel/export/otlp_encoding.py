@@ -48,6 +48,7 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MEMO_MAX = 2048  # encoded (key, value) pairs kept; cleared when full
 _MEMO_VALUE_MAX = 256  # longer strings (keys or values) are not kept
 _BLOCKS_MAX = 512  # encoded attribute sets kept; cleared when full
+_NAMES_MAX = 512  # encoded span names kept; cleared when full
 #: What the exporters' encoders pause for: every this many spans (about
 #: half a millisecond of encoding), this long (seconds), so that request
 #: threads waiting for the GIL take it then. Without it a request that waits
@@ -358,7 +359,7 @@ class SpanEncoder:
             if encoded is None:
                 encoded = _field(b"\x2a", _text(name))
                 if self._memo_size and _short(name):
-                    if len(self._names) >= _BLOCKS_MAX:
+                    if len(self._names) >= _NAMES_MAX:
                         self._names.clear()
                     self._names[name] = encoded
             parts.append(encoded)
