@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
 
 from zaqar_otel import sdk_layout
+from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.export.otlp_encoding import EncodedSpan
 from zaqar_otel.export.processor import CountingBatchSpanProcessor, DropCounter
 
 
@@ -181,3 +184,84 @@ def test_the_grpc_span_exporter_takes_the_certificate_as_credentials(
                        "certificate_file": str(pem)}))
     assert isinstance(made, otlp_grpc.OTLPSpanExporter)
     made.shutdown()
+
+
+def _otlp_processor(receiver: OTLPReceiver,
+                    drops: DropCounter) -> CountingBatchSpanProcessor:
+    from zaqar_otel.export.otlp_http import OTLPSpanExporter
+
+    return CountingBatchSpanProcessor(
+        OTLPSpanExporter(endpoint=receiver.traces_url), drops,
+        schedule_delay_millis=600_000)
+
+
+def test_spans_are_scrubbed_and_encoded_as_they_end(receiver: OTLPReceiver) -> None:
+    """With zaqar-otel's OTLP exporter the queue holds encoded spans, not
+    span objects, and what the collector decodes is what was recorded, with
+    the error texts scrubbed."""
+    processor = _otlp_processor(receiver, DropCounter("test"))
+    assert processor.encodes_at_end
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    token = "s3cr3t"
+    with tracer.start_as_current_span("request", kind=SpanKind.SERVER):
+        with pytest.raises(ValueError):
+            with tracer.start_as_current_span("webhook", attributes={"n": 1}):
+                raise ValueError(f"url: /hook?token={token}")
+    queue = sdk_layout.batch_queue(processor)
+    assert queue is not None and len(queue) == 2
+    assert all(type(piece) is EncodedSpan for piece in queue)  # type: ignore[attr-defined]
+    assert processor.force_flush()
+    webhook, request = receiver.wait_for(count=2)
+    assert (webhook.name, request.name) == ("webhook", "request")
+    assert webhook.parent_span_id == request.span_id
+    assert webhook.attributes == {"n": 1}
+    assert webhook.status_message == "ValueError: url: /hook"
+    assert token not in repr(receiver.spans())
+    provider.shutdown()
+
+
+def test_a_span_that_cannot_be_encoded_is_dropped_and_counted(
+        receiver: OTLPReceiver, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoding runs inside span.end(): a failure there is logged once and
+    counted, never raised into the request; the next span goes out."""
+    drops = DropCounter("test")
+    processor = _otlp_processor(receiver, drops)
+    encoder = processor._encoder
+    assert encoder is not None
+    working = encoder.encoded
+
+    def broken(span: ReadableSpan) -> EncodedSpan:
+        raise MemoryError("no room for the span")
+
+    monkeypatch.setattr(encoder, "encoded", broken)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with caplog.at_level(logging.ERROR, logger="zaqar_otel.export.processor"):
+        for _ in range(3):
+            tracer.start_span("lost").end()  # must not raise
+    monkeypatch.setattr(encoder, "encoded", working)
+    tracer.start_span("kept").end()
+    assert processor.force_flush()
+    assert [s.name for s in receiver.wait_for(count=1)] == ["kept"]
+    assert drops.total == 3
+    assert len([r for r in caplog.records if "handing a span" in r.getMessage()]) == 1
+    provider.shutdown()
+
+
+def test_other_exporters_get_the_spans_themselves() -> None:
+    """An exporter without an early encoder (console, a user's) is handed
+    span objects, as by the SDK's processor."""
+    collector = Collector()
+    collector.accept = True
+    processor = CountingBatchSpanProcessor(collector, DropCounter("test"))
+    assert not processor.encodes_at_end
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    _spans(provider, 2)
+    processor.force_flush()
+    assert collector.received == ["s0", "s1"]
+    provider.shutdown()

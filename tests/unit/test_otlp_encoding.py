@@ -117,12 +117,18 @@ def test_same_bytes_as_the_sdk_encoder(provider_class: type[TracerProvider],
         ours = encoder.encode(kept.get_finished_spans())
         again = encoder.encode(kept.get_finished_spans())  # names, sets kept
         without_memo = SpanEncoder(memo_size=0).encode(kept.get_finished_spans())
+        # Encoded as they ended, one span in three left to the batch.
+        spans = kept.get_finished_spans()
+        early = SpanEncoder()
+        pieces = [s if n % 3 == 1 else early.encoded(s) for n, s in enumerate(spans)]
+        from_pieces = early.encode(pieces)
         sdk = encode_spans(kept.get_finished_spans()).SerializePartialToString()
     finally:
         logging.disable(logging.NOTSET)
     assert ours == sdk
     assert again == sdk
     assert without_memo == sdk
+    assert from_pieces == sdk
 
 
 def test_attributes_kept_from_one_batch_do_not_mix_types_or_places() -> None:
@@ -298,12 +304,17 @@ def test_an_oversized_batch_is_dropped_with_a_log_line(
     assert receiver.spans() == []
 
 
-def test_the_grpc_exporter_sends_what_a_collector_decodes() -> None:
+@pytest.mark.parametrize("early", [False, True], ids=["spans", "encoded at end"])
+def test_the_grpc_exporter_sends_what_a_collector_decodes(early: bool) -> None:
     from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
 
     with OTLPReceiver(protocol="grpc") as receiver:
         exporter = GrpcExporter(endpoint=receiver.endpoint, insecure=True)
-        assert exporter.export(_two_spans()) is SpanExportResult.SUCCESS
+        assert exporter.early_encoder is not None
+        spans: list[Any] = _two_spans()
+        if early:
+            spans = [exporter.early_encoder.encoded(s) for s in spans]
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
         child, parent = receiver.wait_for(count=2)
         exporter.shutdown()
     assert (child.name, parent.name) == ("child", "parent")

@@ -15,8 +15,17 @@ batch when it is a span name or status message::
     encoder = SpanEncoder()             # one per exporter
     body = encoder.encode(spans)        # bytes of an ExportTraceServiceRequest
 
-The exporters' encoders pause briefly every few dozen spans
-(``EXPORT_PAUSE_EVERY``), letting the request threads have the GIL.
+A span may also be encoded as it ends, on its request thread, and the
+batch framed from those pieces when it is exported (``encoded``): the export
+thread then holds the GIL only for the framing, not for the encoding of a
+whole batch, which a request running meanwhile waited for at each of its
+database calls::
+
+    piece = encoder.encoded(span)       # at span end
+    body = encoder.encode(pieces)       # at export: spans and pieces alike
+
+The exporters' encoders pause briefly every few dozen spans they encode
+themselves (``EXPORT_PAUSE_EVERY``), letting the request threads have the GIL.
 
 Field numbers are those of ``opentelemetry/proto/trace/v1/trace.proto`` and
 ``common/v1/common.proto``.
@@ -190,14 +199,27 @@ _Q = struct.Struct("<Q")
 _DEFAULT_TRACE_STATE = SpanContext(1, 1, False).trace_state
 
 
+class EncodedSpan:
+    """A span encoded as it ended (``SpanEncoder.encoded``): its field of a
+    ``ScopeSpans`` message, and the resource and scope it is grouped by."""
+
+    __slots__ = ("field", "resource", "scope")
+
+    def __init__(self, field: bytes, resource: Resource,
+                 scope: InstrumentationScope | None) -> None:
+        self.field = field
+        self.resource = resource
+        self.scope = scope
+
+
 class SpanEncoder:
     """Encodes span batches; keeps recently encoded attributes.
 
     :param memo_size: how many encoded ``(key, value)`` attributes are kept
         (cleared when full); 0 keeps none.
 
-    One per exporter: the memo is not shared, and exports of one exporter
-    do not overlap (the batch processor exports from one thread).
+    One per exporter: exports of one exporter do not overlap (the batch
+    processor exports from one thread); ``encoded`` may run beside them.
     """
 
     def __init__(self, memo_size: int = _MEMO_MAX, pause_every: int = 0,
@@ -223,7 +245,18 @@ class SpanEncoder:
         # one per span (bounded, in case keys are made up per request).
         self._unexportable: set[str] = set()
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def encoded(self, span: ReadableSpan) -> EncodedSpan:
+        """``span`` encoded now, for ``encode`` to frame into a batch later.
+
+        Called from any thread (request threads, as their spans end): the
+        kept encodings are plain dicts, each read or write atomic, and what
+        one holds for a key never differs, so two threads racing at worst
+        encode a field twice or forget one.
+        """
+        body, resource, scope = self._span_body(span)
+        return EncodedSpan(b"\x12" + _varint(len(body)) + body, resource, scope)
+
+    def encode(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` carrying ``spans``.
 
         Spans are grouped by resource, then by instrumentation scope, in the
@@ -237,24 +270,22 @@ class SpanEncoder:
         every = self._pause_every
         countdown = every
         for span in spans:
-            if every:
-                countdown -= 1
-                if not countdown:
-                    countdown = every
-                    time.sleep(self._pause)
-            if _direct(type(span)):
-                body = self._span_fields(span)
-                resource = span._resource
-                scope = span._instrumentation_scope
+            if type(span) is EncodedSpan:
+                field, resource, scope = span.field, span.resource, span.scope
             else:
-                body = self._span(span)
-                resource, scope = span.resource, span.instrumentation_scope
+                if every:
+                    countdown -= 1
+                    if not countdown:
+                        countdown = every
+                        time.sleep(self._pause)
+                body, resource, scope = self._span_body(span)  # type: ignore[arg-type]
+                field = b"\x12" + _varint(len(body)) + body
             pair = (id(resource), id(scope))
             current = seen.get(pair)
             if current is None:
                 by_scope = groups.setdefault(resource, {})
                 current = seen[pair] = by_scope.setdefault(scope or None, [])
-            current.append(b"\x12" + _varint(len(body)) + body)
+            current.append(field)
         out = []
         for resource, by_scope in groups.items():
             parts = [_field(b"\x0a", b"".join(
@@ -301,6 +332,14 @@ class SpanEncoder:
                     memo.clear()
                 memo[memo_key] = encoded
         return out
+
+    def _span_body(self, span: ReadableSpan) -> tuple[
+            bytes, Resource, InstrumentationScope | None]:
+        """The fields of ``span``'s ``Span`` message, its resource and scope."""
+        if _direct(type(span)):
+            return (self._span_fields(span), span._resource,
+                    span._instrumentation_scope)
+        return self._span(span), span.resource, span.instrumentation_scope
 
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.context

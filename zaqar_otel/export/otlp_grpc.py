@@ -23,11 +23,15 @@ from zaqar_otel import sdk_layout
 from zaqar_otel.export.otlp_encoding import (
     EXPORT_PAUSE,
     EXPORT_PAUSE_EVERY,
+    EncodedSpan,
     SpanEncoder,
 )
 
 
 class OTLPSpanExporter(sdk.OTLPSpanExporter):
+    #: As ``otlp_http.OTLPSpanExporter.early_encoder``.
+    early_encoder: SpanEncoder | None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._encoder: SpanEncoder | None = SpanEncoder(
@@ -35,12 +39,18 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
         if not sdk_layout.grpc_translates(type(self)):
             # This SDK no longer calls _translate_data: its own encoder runs.
             self._encoder = None
+        self.early_encoder = self._encoder
+        if self._encoder is None:
             sdk_layout.fast_path_off("OTLP/gRPC export encodes with the SDK's "
                                      "encoder")
 
     def _translate_data(
-            self, data: Sequence[ReadableSpan], *args: Any,
+            self, data: Sequence[ReadableSpan | EncodedSpan], *args: Any,
             **kwargs: Any) -> ExportTraceServiceRequest:
-        if self._encoder is None or args or kwargs:
-            return encode_spans(data)
+        if self._encoder is None:
+            return encode_spans(data)  # type: ignore[arg-type] # spans then
+        # An argument a later SDK may pass means something not known here:
+        # its own encoder then, unless the spans were encoded as they ended.
+        if (args or kwargs) and not any(type(s) is EncodedSpan for s in data):
+            return encode_spans(data)  # type: ignore[arg-type]
         return ExportTraceServiceRequest.FromString(self._encoder.encode(data))

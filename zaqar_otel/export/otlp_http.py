@@ -25,6 +25,7 @@ from zaqar_otel import sdk_layout
 from zaqar_otel.export.otlp_encoding import (
     EXPORT_PAUSE,
     EXPORT_PAUSE_EVERY,
+    EncodedSpan,
     SpanEncoder,
 )
 
@@ -72,21 +73,28 @@ def read_environment_once(session: Any, url: str) -> None:
 
 
 class OTLPSpanExporter(sdk.OTLPSpanExporter):
+    #: The encoder a span processor may encode spans with as they end
+    #: (``SpanEncoder.encoded``), handing ``export`` the pieces; None: spans.
+    early_encoder: SpanEncoder | None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._encoder = SpanEncoder(pause_every=EXPORT_PAUSE_EVERY, pause=EXPORT_PAUSE)
         self._parts = sdk_layout.http_parts(self)
+        self.early_encoder = self._encoder
         if self._parts is None:
+            self.early_encoder = None  # the SDK's export takes spans only
             sdk_layout.fast_path_off("OTLP/HTTP export encodes with the SDK's "
                                      "encoder")
         session = sdk_layout.http_session(self)
         if session is not None:
             read_environment_once(session, self._endpoint)
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan | EncodedSpan]  # type: ignore[override]
+               ) -> SpanExportResult:
         parts = self._parts
         if parts is None or self._shutdown:  # the SDK logs a shut-down export
-            return super().export(spans)
+            return super().export(spans)  # type: ignore[arg-type] # spans then
         with parts.metrics.export_operation(len(spans)) as result:
             try:
                 body = self._encoder.encode(spans)
