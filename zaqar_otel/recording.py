@@ -19,7 +19,10 @@ that takes the short way where the outcome is the same:
   it always does (cleaning, truncating, dropping the oldest);
 * events and links get their ``BoundedList`` when the first one comes;
 * ``end()`` hands the processors the span itself, ended (it refuses every
-  change from then on, as the SDK's does), instead of a copy.
+  change from then on, as the SDK's does), instead of a copy;
+* with a single span processor whose ``on_start`` and ``_on_ending`` do
+  nothing (a batch processor's), a span calls its ``on_end`` directly
+  instead of through the provider's loop over processors (``SpanProcessors``).
 
 Everything a processor, exporter or the encoder reads is the SDK's
 ``ReadableSpan`` view, the same values (``tests/unit/test_recording.py``
@@ -168,7 +171,9 @@ class Span(sdk_trace.Span):
                 _SDK_LOG.warning("Calling start() on a started span.")
                 return
             self._start_time = start_time if start_time is not None else time_ns()
-        self._span_processor.on_start(self, parent_context=parent_context)
+        processor = self._span_processor
+        if getattr(processor, "quiet_one", None) is None:  # else its on_start is empty
+            processor.on_start(self, parent_context=parent_context)
 
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
@@ -184,8 +189,12 @@ class Span(sdk_trace.Span):
         if self._record_end_metrics:
             self._record_end_metrics()
         processor = self._span_processor
-        processor._on_ending(self)
         # The span itself, ended: it refuses every change from now on.
+        one = getattr(processor, "quiet_one", None)
+        if one is not None:  # its _on_ending is empty
+            one.on_end(self)
+            return
+        processor._on_ending(self)
         processor.on_end(self)
 
     def _readable_span(self) -> sdk_trace.ReadableSpan:
@@ -206,8 +215,11 @@ class Tracer(sdk_trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
-        parent: trace_api.SpanContext | None = _get_current_span(
-            context).get_span_context()
+        current = _get_current_span(context)
+        # Our own span's context read as a field: get_span_context and its
+        # typing.cast are two calls a span.
+        parent: trace_api.SpanContext | None = (
+            current._context if type(current) is Span else current.get_span_context())
         if not self._is_enabled() or (
                 parent is not None and type(parent) is not trace_api.SpanContext):
             # Disabled tracers and odd parents: the SDK's own steps.
@@ -311,8 +323,37 @@ def _initial_attributes(attributes: types.Attributes,
                              max_value_len=limits.max_span_attribute_length)
 
 
+class SpanProcessors(sdk_trace.SynchronousMultiSpanProcessor):
+    """The SDK's ``SynchronousMultiSpanProcessor``, naming in ``quiet_one``
+    its only processor when it has one whose ``on_start`` and
+    ``_on_ending`` do nothing: ``Span`` then calls that one's ``on_end``
+    alone. With two or more, or another kind, ``quiet_one`` is None and
+    every call goes through the SDK's loop."""
+
+    quiet_one: sdk_trace.SpanProcessor | None = None
+
+    def add_span_processor(self, span_processor: sdk_trace.SpanProcessor) -> None:
+        self.quiet_one = None  # spans ending meanwhile take the SDK's loop
+        super().add_span_processor(span_processor)
+        processors = self._span_processors
+        if len(processors) == 1 and _quiet(type(processors[0])):
+            self.quiet_one = processors[0]
+
+
+def _quiet(cls: type) -> bool:
+    return (sdk_layout.does_nothing(getattr(cls, "on_start", None))
+            and sdk_layout.does_nothing(getattr(cls, "_on_ending", None)))
+
+
 class TracerProvider(sdk_trace.TracerProvider):
-    """The SDK's ``TracerProvider``; its tracers start ``Span``."""
+    """The SDK's ``TracerProvider``; its tracers start ``Span``, and its
+    processors are ``SpanProcessors`` unless it is given others."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if (len(args) < 4 and kwargs.get("active_span_processor") is None
+                and sdk_layout.span_layout_known()):
+            kwargs["active_span_processor"] = SpanProcessors()
+        super().__init__(*args, **kwargs)
 
     def get_tracer(self, *args: Any, **kwargs: Any) -> trace_api.Tracer:
         tracer = super().get_tracer(*args, **kwargs)

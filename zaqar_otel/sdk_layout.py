@@ -210,6 +210,25 @@ def span_layout_known() -> bool:
     return _span_layout[0]
 
 
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
+def does_nothing(function: Any) -> bool:
+    """Whether ``function``'s body is empty (``pass`` or a docstring), as the
+    SDK's ``SpanProcessor.on_start`` and ``BatchSpanProcessor._on_ending``."""
+    if getattr(function, "__code__", None) is None:
+        return False
+    # By instruction, not bytes: a docstring moves None to another constant.
+    return _steps(function) == _steps(_nothing)
+
+
+def _steps(function: Any) -> list[tuple[str, Any]]:
+    import dis
+
+    return [(step.opname, step.argval) for step in dis.get_instructions(function)]
+
+
 def follows_parent(sampler: Any) -> bool:
     """Whether ``sampler`` is the SDK's ``ParentBased`` with its default
     delegates: a child of a valid parent takes the parent's sampled flag

@@ -286,6 +286,64 @@ def test_processors_get_the_ended_span_and_it_refuses_changes(
         "Tried calling set_status on an ended span.", "Calling end() on an ended span."]
 
 
+class _Watching(sdk_trace.SpanProcessor):
+    """A processor that does something at start and at ending."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.calls.append(f"start {span.name}")
+
+    def _on_ending(self, span: Any) -> None:
+        self.calls.append(f"ending {span.name}")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.calls.append(f"end {span.name}")
+
+
+def test_every_processor_is_called_as_by_the_sdk() -> None:
+    """A lone batch processor is called directly; a second processor, added
+    later, and a processor with its own start and ending steps get every
+    call they get from the SDK."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = recording.TracerProvider(shutdown_on_exit=False)
+    kept = InMemorySpanExporter()
+    batch = BatchSpanProcessor(kept, schedule_delay_millis=600_000)
+    provider.add_span_processor(batch)
+    processors = provider._active_span_processor
+    assert isinstance(processors, recording.SpanProcessors)
+    assert processors.quiet_one is batch
+    tracer = provider.get_tracer("t")
+    tracer.start_span("one").end()
+    watching = _Watching()
+    provider.add_span_processor(watching)
+    assert processors.quiet_one is None
+    tracer.start_span("two").end()
+    batch.force_flush()
+    assert [s.name for s in kept.get_finished_spans()] == ["one", "two"]
+    assert watching.calls == ["start two", "ending two", "end two"]
+
+    alone = recording.TracerProvider(shutdown_on_exit=False)
+    only = _Watching()
+    alone.add_span_processor(only)
+    assert alone._active_span_processor.quiet_one is None  # type: ignore[attr-defined]
+    alone.get_tracer("t").start_span("three").end()
+    assert only.calls == ["start three", "ending three", "end three"]
+    batch.shutdown()
+
+
+def test_empty_steps_are_told_from_real_ones() -> None:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    assert sdk_layout.does_nothing(sdk_trace.SpanProcessor.on_start)  # a docstring
+    assert sdk_layout.does_nothing(BatchSpanProcessor._on_ending)  # pass
+    assert not sdk_layout.does_nothing(_Watching.on_start)
+    assert not sdk_layout.does_nothing(sdk_trace.SpanProcessor)
+    assert not sdk_layout.does_nothing(lambda: print())
+
+
 def test_an_sdk_laid_out_otherwise_keeps_its_own_tracers(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sdk_layout, "_span_layout", [False])

@@ -253,6 +253,10 @@ class SpanEncoder:
         one holds for a key never differs, so two threads racing at worst
         encode a field twice or forget one.
         """
+        if _direct_classes.get(type(span)) or _direct(type(span)):  # calls less
+            body = self._span_fields(span)
+            return EncodedSpan(b"\x12" + _varint(len(body)) + body, span._resource,
+                               span._instrumentation_scope)
         body, resource, scope = self._span_body(span)
         return EncodedSpan(b"\x12" + _varint(len(body)) + body, resource, scope)
 

@@ -174,20 +174,13 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._log_failure = patching.FailureLog(
             LOG, "handing a span to the exporter failed; the span is dropped")
 
-    def _queue_length(self) -> int | None:
-        try:
-            return len(self._queue) if self._queue is not None else None
-        except Exception:
-            return None
-
     def on_end(self, span: ReadableSpan) -> None:
         try:
             if not span.context.trace_flags.sampled:
                 return  # recorded, not sampled: the SDK's processor drops it too
-            if self.counts_full_queue:
-                length = self._queue_length()
-                if length is not None and length >= self._max_queue:
-                    self.drops.dropped(1, "the span queue is full")
+            # The SDK's deque (counts_full_queue): its len() cannot fail.
+            if self.counts_full_queue and len(self._queue) >= self._max_queue:  # type: ignore[arg-type]
+                self.drops.dropped(1, "the span queue is full")
             if self._encoder is not None:
                 piece: Any = self._encoder.encoded(scrub(span))  # opaque to the queue
                 self._batch_processor.emit(piece)
