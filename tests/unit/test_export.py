@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from zaqar_otel import sdk_layout
 from zaqar_otel.demo.receiver import OTLPReceiver
@@ -209,15 +209,19 @@ def test_spans_are_scrubbed_and_encoded_as_they_end(receiver: OTLPReceiver) -> N
         with pytest.raises(ValueError):
             with tracer.start_as_current_span("webhook", attributes={"n": 1}):
                 raise ValueError(f"url: /hook?token={token}")
+    status_only = tracer.start_span("status only")  # an error text, no event
+    status_only.set_status(Status(StatusCode.ERROR, f"GET /?token={token}"))
+    status_only.end()
     queue = sdk_layout.batch_queue(processor)
-    assert queue is not None and len(queue) == 2
+    assert queue is not None and len(queue) == 3
     assert all(type(piece) is EncodedSpan for piece in queue)  # type: ignore[attr-defined]
     assert processor.force_flush()
-    webhook, request = receiver.wait_for(count=2)
+    webhook, request, status = receiver.wait_for(count=3)
     assert (webhook.name, request.name) == ("webhook", "request")
     assert webhook.parent_span_id == request.span_id
     assert webhook.attributes == {"n": 1}
     assert webhook.status_message == "ValueError: url: /hook"
+    assert status.status_message == "GET /"
     assert token not in repr(receiver.spans())
     provider.shutdown()
 

@@ -29,7 +29,7 @@ from opentelemetry.trace import Status
 
 from zaqar_otel import patching, redact, sdk_layout
 from zaqar_otel import settings as settings_module
-from zaqar_otel.export.otlp_encoding import EncodedSpan, SpanEncoder
+from zaqar_otel.export.otlp_encoding import EncodedSpan, SpanEncoder, by_field
 
 LOG = logging.getLogger(__name__)
 
@@ -176,13 +176,20 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            if not span.context.trace_flags.sampled:
+            # An SDK-laid-out span (otlp_encoding.by_field) read by field:
+            # three property calls less a span, and scrub's look at it.
+            plain = by_field(type(span))
+            context = span._context if plain else span.context
+            if context is None or not context.trace_flags & 1:
                 return  # recorded, not sampled: the SDK's processor drops it too
             # The SDK's deque (counts_full_queue): its len() cannot fail.
             if self.counts_full_queue and len(self._queue) >= self._max_queue:  # type: ignore[arg-type]
                 self.drops.dropped(1, "the span queue is full")
             if self._encoder is not None:
-                piece: Any = self._encoder.encoded(scrub(span))  # opaque to the queue
+                if not (plain and not span._events
+                        and not getattr(span._status, "_description", None)):
+                    span = scrub(span)  # an error text to look at
+                piece: Any = self._encoder.encoded(span)  # opaque to the queue
                 self._batch_processor.emit(piece)
             elif self._emits:
                 self._batch_processor.emit(span)
