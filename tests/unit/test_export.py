@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -253,6 +254,39 @@ def test_a_span_that_cannot_be_encoded_is_dropped_and_counted(
     assert [s.name for s in receiver.wait_for(count=1)] == ["kept"]
     assert drops.total == 3
     assert len([r for r in caplog.records if "handing a span" in r.getMessage()]) == 1
+    provider.shutdown()
+
+
+def test_a_full_queue_of_encoded_spans_counts_each_dropped_span(
+        receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector that does not answer: the queue fills, each span beyond
+    it is counted, and none of them is encoded for nothing."""
+    from zaqar_otel.export.otlp_http import OTLPSpanExporter
+
+    receiver.mode = "hang"
+    drops = DropCounter("test")
+    processor = CountingBatchSpanProcessor(
+        OTLPSpanExporter(endpoint=receiver.traces_url, timeout=5), drops,
+        max_queue_size=4, max_export_batch_size=1, schedule_delay_millis=1)
+    assert processor._encoder is not None
+    encoded: list[str] = []
+    working = processor._encoder.encoded
+
+    def counting(span: ReadableSpan) -> EncodedSpan:
+        encoded.append(span.name)
+        return working(span)
+
+    monkeypatch.setattr(processor._encoder, "encoded", counting)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    _spans(provider, 1)  # taken by the worker, whose export hangs
+    deadline = time.monotonic() + 5
+    while len(sdk_layout.batch_queue(processor) or ()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _spans(provider, 20)  # 4 fit in the queue
+    assert drops.total == 16
+    assert len(encoded) == 5
+    receiver.mode = "ok"
     provider.shutdown()
 
 

@@ -184,7 +184,9 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
                 return  # recorded, not sampled: the SDK's processor drops it too
             # The SDK's deque (counts_full_queue): its len() cannot fail.
             if self.counts_full_queue and len(self._queue) >= self._max_queue:  # type: ignore[arg-type]
+                # The SDK's emit would drop it: not encoded, not handed over.
                 self.drops.dropped(1, "the span queue is full")
+                return
             if self._encoder is not None:
                 if not (plain and not span._events
                         and not getattr(span._status, "_description", None)):
