@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -116,6 +117,19 @@ def test_error_texts_are_scrubbed_before_export() -> None:
     provider.shutdown()
 
 
+def _end_three_spans(processor: CountingBatchSpanProcessor, name: str,
+                     caplog: pytest.LogCaptureFixture) -> tuple[TracerProvider, Any]:
+    """Three spans ended through ``processor``, none of them raising, the
+    processor's error lines captured; the provider and its tracer."""
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with caplog.at_level(logging.ERROR, logger="zaqar_otel.export.processor"):
+        for _ in range(3):
+            tracer.start_span(name).end()  # must not raise
+    return provider, tracer
+
+
 class _BrokenInternals:
     """What a changed or broken SDK could hand us instead of its BatchProcessor."""
 
@@ -136,12 +150,7 @@ def test_a_broken_sdk_never_raises_into_span_end(
     processor = CountingBatchSpanProcessor(Collector(), drops)
     real = processor._batch_processor
     processor._batch_processor = _BrokenInternals()  # type: ignore[assignment]
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    tracer = provider.get_tracer("t")
-    with caplog.at_level(logging.ERROR, logger="zaqar_otel.export.processor"):
-        for _ in range(3):
-            tracer.start_span("request").end()  # must not raise
+    _end_three_spans(processor, "request", caplog)
     assert drops.total == 3
     failures = [r for r in caplog.records if "handing a span" in r.getMessage()]
     assert len(failures) == 1  # logged once, then swallowed
@@ -242,12 +251,7 @@ def test_a_span_that_cannot_be_encoded_is_dropped_and_counted(
         raise MemoryError("no room for the span")
 
     monkeypatch.setattr(encoder, "encoded", broken)
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    tracer = provider.get_tracer("t")
-    with caplog.at_level(logging.ERROR, logger="zaqar_otel.export.processor"):
-        for _ in range(3):
-            tracer.start_span("lost").end()  # must not raise
+    provider, tracer = _end_three_spans(processor, "lost", caplog)
     monkeypatch.setattr(encoder, "encoded", working)
     tracer.start_span("kept").end()
     assert processor.force_flush()
