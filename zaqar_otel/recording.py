@@ -350,6 +350,7 @@ class TracerProvider(sdk_trace.TracerProvider):
     processors are ``SpanProcessors`` unless it is given others."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # active_span_processor is the SDK's fourth positional parameter.
         if (len(args) < 4 and kwargs.get("active_span_processor") is None
                 and sdk_layout.span_layout_known()):
             kwargs["active_span_processor"] = SpanProcessors()

@@ -185,7 +185,7 @@ def test_a_span_class_with_its_own_properties_is_read_through_them() -> None:
                       kind=span.kind, start_time=span.start_time,
                       end_time=span.end_time,
                       instrumentation_scope=span.instrumentation_scope)
-    assert otlp_encoding._direct(type(span)) and not otlp_encoding._direct(Renamed)
+    assert otlp_encoding.by_field(type(span)) and not otlp_encoding.by_field(Renamed)
     body = SpanEncoder().encode([renamed, span])
     assert body == encode_spans([renamed, span]).SerializePartialToString()
     assert [s.name for s in decode_request(body)] == ["property name", "field name"]

@@ -179,23 +179,17 @@ def _fields_known() -> bool:
 
 
 _FIELDS_KNOWN = _fields_known()
-_direct_classes: dict[type, bool] = {}
+_by_field_classes: dict[type, bool] = {}
 
 
 def by_field(cls: type) -> bool:
     """Whether spans of ``cls`` may be read by field (see above): their
     ``_context``, ``_status``, ``_events`` and the rest are the SDK's."""
-    known = _direct_classes.get(cls)
-    return _direct(cls) if known is None else known
-
-
-def _direct(cls: type) -> bool:
-    """Whether spans of ``cls`` may be read by field (see above)."""
-    known = _direct_classes.get(cls)
+    known = _by_field_classes.get(cls)
     if known is None:
         known = _FIELDS_KNOWN and issubclass(cls, ReadableSpan) and all(
             getattr(cls, p, None) is vars(ReadableSpan)[p] for p in _PROPERTIES)
-        _direct_classes[cls] = known
+        _by_field_classes[cls] = known
     return known
 
 
@@ -260,12 +254,7 @@ class SpanEncoder:
         one holds for a key never differs, so two threads racing at worst
         encode a field twice or forget one.
         """
-        if by_field(type(span)):  # _span_body, a call less
-            body = self._span_fields(span)
-            return EncodedSpan(b"\x12" + _varint(len(body)) + body, span._resource,
-                               span._instrumentation_scope)
-        body, resource, scope = self._span_body(span)
-        return EncodedSpan(b"\x12" + _varint(len(body)) + body, resource, scope)
+        return EncodedSpan(*self._span_field(span))
 
     def encode(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` carrying ``spans``.
@@ -289,8 +278,7 @@ class SpanEncoder:
                     if not countdown:
                         countdown = every
                         time.sleep(self._pause)
-                body, resource, scope = self._span_body(span)  # type: ignore[arg-type]
-                field = b"\x12" + _varint(len(body)) + body
+                field, resource, scope = self._span_field(span)  # type: ignore[arg-type]
             pair = (id(resource), id(scope))
             current = seen.get(pair)
             if current is None:
@@ -344,13 +332,16 @@ class SpanEncoder:
                 memo[memo_key] = encoded
         return out
 
-    def _span_body(self, span: ReadableSpan) -> tuple[
+    def _span_field(self, span: ReadableSpan) -> tuple[
             bytes, Resource, InstrumentationScope | None]:
-        """The fields of ``span``'s ``Span`` message, its resource and scope."""
-        if _direct(type(span)):
-            return (self._span_fields(span), span._resource,
-                    span._instrumentation_scope)
-        return self._span(span), span.resource, span.instrumentation_scope
+        """``span`` as a ``spans`` field of ``ScopeSpans``, its resource and scope."""
+        if by_field(type(span)):
+            body = self._span_fields(span)
+            resource, scope = span._resource, span._instrumentation_scope
+        else:
+            body = self._span(span)
+            resource, scope = span.resource, span.instrumentation_scope
+        return b"\x12" + _varint(len(body)) + body, resource, scope
 
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.context

@@ -89,6 +89,9 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
     an exception message may quote SQL parameters, URLs with tokens or
     credentials. Spans without error text pass unchanged, at no cost.
     """
+    if by_field(type(span)) and not span._events and not getattr(
+            span._status, "_description", None):
+        return span  # nothing to scrub, seen without the properties' calls
     status = span.status
     description = status.description
     # An SDK span without events keeps them as an empty list or tuple: no
@@ -177,9 +180,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         try:
             # An SDK-laid-out span (otlp_encoding.by_field) read by field:
-            # three property calls less a span, and scrub's look at it.
-            plain = by_field(type(span))
-            context = span._context if plain else span.context
+            # three property calls less a span.
+            context = span._context if by_field(type(span)) else span.context
             if context is None or not context.trace_flags & 1:
                 return  # recorded, not sampled: the SDK's processor drops it too
             # The SDK's deque (counts_full_queue): its len() cannot fail.
@@ -188,10 +190,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
                 self.drops.dropped(1, "the span queue is full")
                 return
             if self._encoder is not None:
-                if not (plain and not span._events
-                        and not getattr(span._status, "_description", None)):
-                    span = scrub(span)  # an error text to look at
-                piece: Any = self._encoder.encoded(span)  # opaque to the queue
+                piece: Any = self._encoder.encoded(scrub(span))  # opaque to the queue
                 self._batch_processor.emit(piece)
             elif self._emits:
                 self._batch_processor.emit(span)
