@@ -4,7 +4,8 @@ A test *differs* in a mode when it passed in mode (a), plain Zaqar, and did
 not pass there (failed, errored, was skipped or is missing). Differences
 that are not zaqar-otel's are listed, each with its reason and the modes it
 shows in, in ``known_differences.txt``; the list is exact: a new difference
-and a listed one that is gone both fail the run.
+and a listed one that is gone both fail the run. A new difference that passes
+in every rerun of its mode is *flaky*: printed with its cause, not a failure.
 """
 
 from __future__ import annotations
@@ -142,3 +143,15 @@ def judge(diffs: dict[str, dict[str, Outcome]], known: list[Known],
                 sink.append(f"mode ({mode}): {test_id} passed in (a), "
                             f"{outcome.status} here: {cause(outcome)}")
     return verdict
+
+
+def flaky(diffs: dict[str, Outcome], reruns: list[dict[str, Outcome]]
+          ) -> dict[str, Outcome]:
+    """The tests of ``diffs`` (one mode's) that passed in every rerun.
+
+    A test missing from a rerun did not pass there; no reruns, no flakes.
+    """
+    if not reruns:
+        return {}
+    return {t: o for t, o in diffs.items()
+            if all(r.get(t, Outcome(MISSING)).status == PASSED for r in reruns)}
