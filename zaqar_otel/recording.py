@@ -12,6 +12,11 @@ that takes the short way where the outcome is the same:
 * a child of a valid parent under the SDK's default ``ParentBased`` sampler
   follows the parent's sampled flag and trace state without the sampler's
   calls (roots, and any other sampler, ask the sampler as the SDK does);
+* the parent is read from the current context in one step, its fields in
+  one unpacking, and the child's ``SpanContext`` built as one tuple, where
+  ``sdk_layout`` finds the API laid out for it (``current_context_slot``,
+  ``local_span_context_maker``); the sampling ``Decision`` (an Enum, each
+  member read a look-up) is compared by identity first;
 * attributes live in a plain dict while every key is a non-empty ``str``,
   every value a ``str``, ``bool``, ``int`` or ``float`` and the count within
   ``max_span_attributes`` (with no length limit on values); anything else
@@ -65,6 +70,13 @@ _SAMPLED_RANDOM = trace_api.TraceFlags(
     trace_api.TraceFlags.SAMPLED | trace_api.TraceFlags.RANDOM_TRACE_ID)
 _NOT_SAMPLED_RANDOM = trace_api.TraceFlags(trace_api.TraceFlags.RANDOM_TRACE_ID)
 _get_current_span = trace_api.get_current_span
+_RECORD_AND_SAMPLE = sampling.Decision.RECORD_AND_SAMPLE
+_DROP = sampling.Decision.DROP
+# The API's current Context and the current span's key in it, and a maker of
+# a local span's SpanContext in one step, where the API is laid out for them
+# (sdk_layout); else None, and the API's own calls.
+_CURRENT_SPAN = sdk_layout.current_context_slot()
+_LOCAL_CONTEXT = sdk_layout.local_span_context_maker()
 
 
 class Span(sdk_trace.Span):
@@ -215,7 +227,12 @@ class Tracer(sdk_trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
-        current = _get_current_span(context)
+        current: Any = None
+        if _CURRENT_SPAN is not None:
+            variable, span_key = _CURRENT_SPAN
+            current = (variable.get() if context is None else context).get(span_key)
+        if type(current) is not Span:
+            current = _get_current_span(context)
         # Our own span's context read as a field: get_span_context and its
         # typing.cast are two calls a span.
         parent: trace_api.SpanContext | None = (
@@ -227,16 +244,22 @@ class Tracer(sdk_trace.Tracer):
                                       start_time, record_exception,
                                       set_status_on_exception)
         links = links or ()
-        if parent is not None and parent.is_valid:
-            trace_id = parent.trace_id
+        valid = False
+        if parent is not None:
+            if _LOCAL_CONTEXT is not None:  # the tuple sdk_layout checked
+                trace_id, _, _, flags, parent_state, valid = parent
+            else:
+                trace_id, flags = parent.trace_id, parent.trace_flags
+                parent_state, valid = parent.trace_state, parent.is_valid
+        if valid:
+            # W3C's flag bits: 1 sampled, 2 a random trace id.
             if self._follows_parent():
                 result = None
-                decision = (sampling.Decision.RECORD_AND_SAMPLE
-                            if parent.trace_flags.sampled else sampling.Decision.DROP)
+                decision = _RECORD_AND_SAMPLE if flags & 1 else _DROP
             else:
                 result = self.sampler.should_sample(context, trace_id, name, kind,
                                                     attributes, links)
-            random = parent.trace_flags.random_trace_id
+            random = bool(flags & 2)
         else:
             parent = None  # a root, in the SDK's order of calls
             trace_id = self.id_generator.generate_trace_id()
@@ -244,23 +267,26 @@ class Tracer(sdk_trace.Tracer):
                                                 attributes, links)
             random = self.id_generator.is_trace_id_random()
         if result is None:
-            assert parent is not None
-            trace_state = parent.trace_state
+            trace_state = parent_state
             span_attributes = attributes
         else:
             decision = result.decision
             trace_state = result.trace_state  # type: ignore[assignment]
             span_attributes = result.attributes
-        sampled = decision.is_sampled()
+        # Decision is an Enum: each member read costs a look-up of its own.
+        sampled = decision is _RECORD_AND_SAMPLE or decision.is_sampled()
         if random:
             flags = _SAMPLED_RANDOM if sampled else _NOT_SAMPLED_RANDOM
         else:
             flags = _SAMPLED if sampled else _NOT_SAMPLED
-        span_context = trace_api.SpanContext(
-            trace_id, self.id_generator.generate_span_id(),
-            is_remote=False, trace_flags=flags, trace_state=trace_state)
+        span_id = self.id_generator.generate_span_id()
+        span_context = (
+            trace_api.SpanContext(trace_id, span_id, is_remote=False,
+                                  trace_flags=flags, trace_state=trace_state)
+            if _LOCAL_CONTEXT is None
+            else _LOCAL_CONTEXT(trace_id, span_id, flags, trace_state))
         record_end_metrics = self._tracer_metrics.start_span(parent, decision)
-        if not decision.is_recording():
+        if not sampled and not decision.is_recording():
             return trace_api.NonRecordingSpan(context=span_context)
         span = Span.__new__(Span)
         limits = self._span_limits
@@ -286,7 +312,12 @@ class Tracer(sdk_trace.Tracer):
         span._events = ()
         span._links = span._new_links(links) if links else ()
         span._record_end_metrics = record_end_metrics
-        span.start(start_time=start_time, parent_context=context)
+        # What span.start() does, less its lock and its check: this span is
+        # new and no other thread has it yet.
+        span._start_time = start_time if start_time is not None else time_ns()
+        processor = span._span_processor
+        if getattr(processor, "quiet_one", None) is None:  # else its on_start is empty
+            processor.on_start(span, parent_context=context)
         return span
 
     def _follows_parent(self) -> bool:

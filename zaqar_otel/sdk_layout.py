@@ -29,6 +29,15 @@ path instead of failing or silently dropping spans:
 * the metrics API's stand-in provider (``_ProxyMeterProvider``), to see that
   no MeterProvider was set, so the SQLAlchemy instrumentation's connection
   counters record nothing; without it they keep their listeners.
+* the API's current-context variable (``ContextVarsRuntimeContext``'s
+  ``_current_context``) and the context key of the current span
+  (``trace.propagation._SPAN_KEY``), for ``recording``'s tracer to read a
+  parent span in one step and ``tracepoints`` to make its span current in
+  one; without them ``get_current_span`` and ``context.attach``;
+* ``SpanContext``'s tuple layout (trace id, span id, is_remote, flags, trace
+  state, is_valid), for ``recording`` to read a parent's fields in one
+  unpacking and build a span's context as one tuple (checked against the
+  API's own on probes); without it, ``SpanContext(...)`` and its properties.
 
 Usage::
 
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sized
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,3 +275,69 @@ def composite_parts(textmap: Any) -> tuple[Any, ...] | None:
     if type(textmap) is not CompositePropagator or not isinstance(parts, (list, tuple)):
         return None
     return tuple(parts)
+
+
+def current_context_slot() -> tuple[ContextVar[Any], str] | None:
+    """``(the ContextVar holding the current Context, the current span's key
+    in it)``: what ``trace.get_current_span()`` and ``context.attach()`` come
+    to, or None when the API keeps its context otherwise (another runtime
+    context, another key)."""
+    try:
+        from opentelemetry import context as context_api
+        from opentelemetry import trace
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+        from opentelemetry.trace.propagation import _SPAN_KEY
+
+        runtime = context_api._RUNTIME_CONTEXT
+        variable = getattr(runtime, "_current_context", None)
+        if type(runtime) is not ContextVarsRuntimeContext or not isinstance(
+                variable, ContextVar):
+            return None
+        probe = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+        if dict(trace.set_span_in_context(probe, context_api.Context())) != {
+                _SPAN_KEY: probe}:
+            return None
+        return variable, _SPAN_KEY
+    except (AttributeError, ImportError):
+        return None
+
+
+def local_span_context_maker() -> Callable[[int, int, Any, Any], Any] | None:
+    """``make(trace_id, span_id, trace_flags, trace_state)``: the
+    ``SpanContext(trace_id, span_id, is_remote=False, ...)`` of a local span,
+    built as the tuple ``(trace_id, span_id, is_remote, trace_flags,
+    trace_state, is_valid)`` the API's ``__new__`` builds, in one step; or
+    None when the API builds it otherwise (checked against it on probes)."""
+    try:
+        from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+        default_flags = SpanContext(1, 1, False).trace_flags
+        default_state = SpanContext(1, 1, False).trace_state
+        new = tuple.__new__
+        trace_max, span_max = (1 << 128) - 1, (1 << 64) - 1
+
+        def make(trace_id: int, span_id: int, trace_flags: Any,
+                 trace_state: Any) -> Any:
+            return new(SpanContext, (
+                trace_id, span_id, False,
+                default_flags if trace_flags is None else trace_flags,
+                default_state if trace_state is None else trace_state,
+                0 < trace_id <= trace_max and 0 < span_id <= span_max))
+
+        state = TraceState([("k", "v")])
+        for ids in ((1, 2), (0, 2), (1, 0), (trace_max + 1, 2), (1, span_max + 1),
+                    (trace_max, span_max)):
+            for flags, trace_state in ((TraceFlags(3), state), (None, None)):
+                made = make(*ids, flags, trace_state)
+                real = SpanContext(*ids, is_remote=False, trace_flags=flags,
+                                   trace_state=trace_state)
+                if not (type(real) is SpanContext and tuple(made) == tuple(real)
+                        and made.is_valid is real.is_valid
+                        and made.trace_state is real.trace_state
+                        and made.trace_flags == real.trace_flags
+                        and made.is_remote is real.is_remote is False
+                        and (made.trace_id, made.span_id) == ids):
+                    return None
+        return make
+    except (AttributeError, ImportError, TypeError, ValueError):
+        return None

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk import trace as sdk_trace
@@ -380,3 +381,57 @@ def test_an_event_without_attributes_is_the_sdks() -> None:
         events.append([(e.name, e.timestamp) for s in kept.get_finished_spans()
                        for e in s.events])
     assert events[0] == events[1] == [("BEGIN", 7), ("BEGIN", 8)] * 2
+
+
+@pytest.mark.parametrize("fast_lookups", [True, False], ids=["fast", "api"])
+@pytest.mark.parametrize("parent", ["ours", "local-off", "remote", "remote-off",
+                                    "random", "state", "invalid", None])
+def test_a_parent_in_the_current_context_is_the_sdks(
+        monkeypatch: pytest.MonkeyPatch, fast_lookups: bool,
+        parent: str | None) -> None:
+    """The parent read from the current context (one step, or the API's
+    calls when sdk_layout does not know its layout) and the span context made
+    for the child (one tuple, or SpanContext(...)) are the SDK's."""
+    if not fast_lookups:
+        monkeypatch.setattr(recording, "_CURRENT_SPAN", None)
+        monkeypatch.setattr(recording, "_LOCAL_CONTEXT", None)
+    else:
+        assert recording._CURRENT_SPAN is not None
+        assert recording._LOCAL_CONTEXT is not None
+    out, parents = [], []
+    for provider, kept in _pair({}):
+        tracer = provider.get_tracer("t")
+        if parent == "ours":
+            outer: Any = tracer.start_span("outer", start_time=1)
+        elif parent == "invalid":
+            outer = trace.INVALID_SPAN
+        elif parent is None:
+            outer = None
+        else:
+            outer = trace.get_current_span(_parent_context(parent))
+        token = (context_api.attach(trace.set_span_in_context(outer))
+                 if outer is not None else None)
+        try:
+            child = tracer.start_span("child", attributes={"a": 1}, start_time=2)
+            grandchild = tracer.start_span(
+                "grandchild", trace.set_span_in_context(child), start_time=3)
+        finally:
+            if token is not None:
+                context_api.detach(token)
+        grandchild.end(4)
+        child.end(5)
+        contexts = [s.get_span_context() for s in (child, grandchild)]
+        out.append(([(tuple(c), type(c)) for c in contexts],
+                    [s.is_recording() for s in (child, grandchild)],
+                    [_fields(s) for s in kept.get_finished_spans()]))
+        parents.append(outer.get_span_context() if outer is not None else None)
+    assert out[0] == out[1]
+    finished = out[1][2]
+    if parent in ("ours", "remote", "random", "state"):  # sampled: both kept
+        assert [f["name"] for f in finished] == ["grandchild", "child"]
+        assert finished[1]["parent"] == parents[1]
+        assert finished[1]["context"].trace_id == parents[1].trace_id
+    elif parent in ("local-off", "remote-off"):
+        assert finished == []
+    else:  # no parent: the child is a root
+        assert finished[1]["parent"] is None

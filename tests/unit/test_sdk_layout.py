@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import types
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc import exporter as grpc_mixin
@@ -180,3 +181,40 @@ def test_the_entry_point_of_older_installs_still_loads() -> None:
     old = EntryPoint(name="osprofiler", value="zaqar_otel.bridge:OSProfilerPropagator",
                      group="opentelemetry_propagator")
     assert old.load() is OSProfilerPropagator
+
+
+def test_another_runtime_context_reads_the_current_span_through_the_api(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import context as context_api
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    assert sdk_layout.current_context_slot() is not None
+
+    class OwnRuntime(ContextVarsRuntimeContext):
+        """A runtime context of a process's own (OTEL_PYTHON_CONTEXT)."""
+
+    monkeypatch.setattr(context_api, "_RUNTIME_CONTEXT", OwnRuntime())
+    assert sdk_layout.current_context_slot() is None
+
+
+def test_a_span_context_laid_out_otherwise_is_made_by_the_api(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentelemetry.trace as trace_api
+
+    make = sdk_layout.local_span_context_maker()
+    assert make is not None
+    made = make(1, 2, None, None)
+    assert made == trace_api.SpanContext(1, 2, False) and made.is_valid
+    assert not make(0, 2, None, None).is_valid
+
+    original = trace_api.SpanContext
+
+    class Wider(original):
+        """An API whose SpanContext keeps one field more."""
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Wider:
+            base = original.__new__(original, *args, **kwargs)
+            return tuple.__new__(cls, (*base, "more"))
+
+    monkeypatch.setattr(trace_api, "SpanContext", Wider)
+    assert sdk_layout.local_span_context_maker() is None
