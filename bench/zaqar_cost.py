@@ -581,6 +581,20 @@ def summary(results: dict[str, dict[str, CaseResult]]) -> dict[str, Any]:
     } for case, res in cases.items()} for kind, cases in results.items()}
 
 
-if __name__ == "__main__":
-    res = measure()
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.zaqar_cost [--rounds N] [--kind KIND]``: the tables
+    and targets of this benchmark alone (the tail of (d): ``--rounds 30
+    --kind zaqar-server``, about 2.5 minutes)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.zaqar_cost")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--kind", action="append", choices=list(KINDS),
+                        help="server kind (repeatable; default: every kind)")
+    args = parser.parse_args(argv)
+    res = measure(rounds=args.rounds, kinds=args.kind or tuple(KINDS))
     print(table(res), spans_table(res), targets(res), findings(res), sep="\n\n")
+
+
+if __name__ == "__main__":
+    main()
