@@ -32,8 +32,7 @@ path instead of failing or silently dropping spans:
 * the API's current-context variable (``ContextVarsRuntimeContext``'s
   ``_current_context``) and the context key of the current span
   (``trace.propagation._SPAN_KEY``), for ``recording``'s tracer to read a
-  parent span in one step and ``tracepoints`` to make its span current in
-  one; without them ``get_current_span`` and ``context.attach``;
+  parent span in one step; without them, ``get_current_span``;
 * ``SpanContext``'s tuple layout (trace id, span id, is_remote, flags, trace
   state, is_valid), for ``recording`` to read a parent's fields in one
   unpacking and build a span's context as one tuple (checked against the
@@ -279,9 +278,8 @@ def composite_parts(textmap: Any) -> tuple[Any, ...] | None:
 
 def current_context_slot() -> tuple[ContextVar[Any], str] | None:
     """``(the ContextVar holding the current Context, the current span's key
-    in it)``: what ``trace.get_current_span()`` and ``context.attach()`` come
-    to, or None when the API keeps its context otherwise (another runtime
-    context, another key)."""
+    in it)``: what ``trace.get_current_span()`` comes to, or None when the
+    API keeps its context otherwise (another runtime context, another key)."""
     try:
         from opentelemetry import context as context_api
         from opentelemetry import trace
