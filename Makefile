@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench stress clean peer-keystone peer-zaqar
+.PHONY: test demo lint bench stress clean peer-keystone peer-zaqar services
 
 $(STAMP): pyproject.toml setup.py zaqar-otel.pth
 	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
@@ -40,6 +40,11 @@ peer-keystone: $(STAMP)
 # zaqar-otel, compared test by test: peers/zaqar_suite/.
 peer-zaqar: $(STAMP)
 	$(VENV)/bin/python -m peers.zaqar_suite $(PEER_ZAQAR_ARGS)
+
+# MariaDB, PostgreSQL and Redis on 127.0.0.1, as the tests expect them
+# (installed from Debian's packages when missing): tools/services.sh.
+services:
+	./tools/services.sh
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .hypothesis
