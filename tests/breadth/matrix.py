@@ -34,6 +34,13 @@ Usage::
 
     python -m tests.breadth [--jobs N] [--only KIND,...] [--pair PY:ZAQAR]...
 
+``--ci`` (what ``.ci/run`` passes) runs the corners (CORNERS: the newest
+pair's full suite, the oldest Zaqar on the oldest Python, the OTel range's
+two ends) when the matrix's inputs (INPUTS: the pins, the declared Zaqar and
+Python set, tests/breadth itself) hash to what ``full-matrix.passed``
+records, and every job otherwise. A run of every job that passes writes that
+file anew: commit it with the change that made the matrix run.
+
 KIND is pairs, full, sdk, pip or layouts; ``--pair 3.12:21.0.3`` (or a tox
 env name, ``breadth-zaqar21-on312``) runs that pair alone. A Python
 is found as ``$ZAQAR_OTEL_PYTHON3_X``, ``python3.X`` on PATH, or pyenv's
@@ -100,6 +107,14 @@ FULL_ONLY = {"zaqar", "gunicorn", "uwsgi", "pymysql", "psycopg2-binary", "ruff",
              "mypy", "setuptools"}
 #: Bump when the way venvs are built changes (part of every key).
 RECIPE = "1"
+#: The jobs ``--ci`` runs while the inputs are unchanged: newest x newest
+#: (the whole suite), oldest Zaqar x oldest Python, the SDK range's two ends.
+CORNERS = ("full", f"py{PYTHONS[0]}-zaqar{min(RELEASES)}", "sdk-oldest", "sdk-1.45.2")
+#: What decides the matrix's verdict beyond the code: the pins and the
+#: declared Zaqar / Python set (pyproject.toml, setup.py) and this folder.
+INPUTS = ("pyproject.toml", "setup.py", "tests/breadth")
+#: The digest of INPUTS when every job last passed (committed).
+PASSED = HERE / "full-matrix.passed"
 
 
 @dataclass(frozen=True)
@@ -157,6 +172,29 @@ def jobs() -> list[Job]:
 
 
 # -- interpreters ---------------------------------------------------------------
+
+
+def inputs_digest() -> str:
+    """sha256 over INPUTS' files (names and bytes), PASSED itself left out."""
+    digest = hashlib.sha256()
+    for name in INPUTS:
+        path = ROOT / name
+        files = ([path] if not path.is_dir()
+                 else sorted(p for p in path.rglob("*") if p.is_file()))
+        for file in files:
+            if file == PASSED or "__pycache__" in file.parts:
+                continue
+            digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def recorded_digest() -> str:
+    """The digest PASSED records, or "" when there is none."""
+    try:
+        return PASSED.read_text().split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _runs_as(python: str, minor: str) -> bool:
@@ -533,9 +571,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pair", action="append", default=[],
                         help="PY:ZAQAR (3.12:21.0.3) or a tox env name")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--ci", action="store_true",
+                        help="the corners while the inputs are unchanged "
+                        "since every job last passed, else every job")
     args = parser.parse_args(argv)
     kinds = set(args.only.split(","))
     todo = [j for j in jobs() if j.kind in kinds]
+    digest = inputs_digest()
+    if args.ci:
+        if digest == recorded_digest():
+            todo = [j for j in todo if j.name in CORNERS]
+            print(f"breadth: the corners ({', '.join(CORNERS)}): the pins, the "
+                  f"Zaqar / Python set and tests/breadth are as when every job "
+                  f"passed ({PASSED.name})", flush=True)
+        else:
+            print(f"breadth: every job: the pins, the Zaqar / Python set or "
+                  f"tests/breadth changed since every job passed ({PASSED.name} "
+                  f"records another digest)", flush=True)
     if args.pair:
         todo = [j for j in jobs() if j.kind in ("pairs", "full")
                 and any(_pair_matches(p, j) for p in args.pair)]
@@ -579,6 +631,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = table(results)
     print("\n" + text + f"\n\n{len(results)} jobs in {elapsed / 60:.1f} min")
     (CACHE / "matrix.md").write_text(text + f"\n\n{elapsed / 60:.1f} min\n")
+    every_job = {j.name for j in jobs()}
+    if {r.job.name for r in results} == every_job and all(
+            r.status == "ok" for r in results):
+        PASSED.write_text(f"{digest}\n# every job of tests/breadth passed with "
+                          f"these inputs ({time.strftime('%Y-%m-%d')})\n")
+        print(f"breadth: every job passed: {PASSED.relative_to(ROOT)} records it")
     (CACHE / "matrix.json").write_text(json.dumps(
         [{"job": r.job.name, "status": r.status, "why": r.why,
           "versions": r.versions, "venv_built": r.venv_built,

@@ -434,3 +434,26 @@ def test_zaqar_suite_flake_needs_every_rerun_to_pass(tmp_path: Path) -> None:
             == "zaqar/tests/test_claims.py::TestClaims::test_lifecycle")
     with pytest.raises(run.HarnessError):
         run._node_id(tmp_path, "zaqar.tests.test_nothing.T::test")
+
+
+def test_breadth_ci_runs_the_corners_only_while_its_inputs_are_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ci``: every job until a full pass is recorded for these inputs."""
+    from tests.breadth import matrix
+
+    corners = set(matrix.CORNERS)
+    assert corners <= {j.name for j in matrix.jobs()}
+
+    def listed() -> set[str]:
+        assert matrix.main(["--ci", "--list"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        return {line.split()[0] for line in lines[1:]}
+
+    monkeypatch.setattr(matrix, "PASSED", tmp_path / "full-matrix.passed")
+    assert listed() == {j.name for j in matrix.jobs()}
+    (tmp_path / "full-matrix.passed").write_text(matrix.inputs_digest() + "\n")
+    assert listed() == corners
+    # A changed input (a pin, the Zaqar set, the matrix itself) runs every job.
+    monkeypatch.setattr(matrix, "INPUTS", (*matrix.INPUTS, "tox.ini"))
+    assert listed() == {j.name for j in matrix.jobs()}
