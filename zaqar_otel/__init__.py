@@ -5,18 +5,13 @@ The public face: the OSProfiler propagator, the start-up hook, the version::
     from zaqar_otel import OSProfilerPropagator, install, __version__
 """
 
-from importlib import metadata as _metadata
-
 from zaqar_otel.propagation import env_guard as _env_guard
 
 # opentelemetry.propagate raises at import on an unknown OTEL_PROPAGATORS
 # name, which would stop Zaqar: drop such names first.
 _env_guard.guard_before_import()
 
-try:
-    __version__ = _metadata.version("zaqar-otel")
-except _metadata.PackageNotFoundError:  # a source tree, not installed
-    __version__ = "0+unknown"
+__version__: str
 
 #: The OTel distro name, as ``telemetry.distro.name`` on every span's resource.
 DISTRO_NAME = "zaqar-otel"
@@ -29,9 +24,22 @@ def install() -> None:
     startup.install()
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("zaqar-otel")
+    except metadata.PackageNotFoundError:  # a source tree, not installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> object:
     # Lazily, so that importing the package (done by the .pth start-up
-    # guard) loads no OpenTelemetry module.
+    # guard in every Python process of the environment) loads neither an
+    # OpenTelemetry module nor importlib.metadata (about 25 ms).
+    if name == "__version__":
+        version = globals()["__version__"] = _version()
+        return version
     if name == "OSProfilerPropagator":
         from zaqar_otel.propagation.propagator import OSProfilerPropagator
 

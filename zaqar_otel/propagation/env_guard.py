@@ -29,7 +29,6 @@ import os
 import sys
 from collections.abc import MutableMapping, Sequence
 from importlib.machinery import ModuleSpec
-from importlib.metadata import entry_points
 from types import ModuleType
 
 VARIABLE = "OTEL_PROPAGATORS"
@@ -51,6 +50,10 @@ def names(value: str) -> list[str]:
 
 def unknown_in(value: str) -> tuple[str, ...]:
     """Names in ``value`` that no installed package provides."""
+    # Here, not at the top: the .pth imports this module in every Python
+    # process of the environment, and importlib.metadata costs ~25 ms.
+    from importlib.metadata import entry_points
+
     known = {ep.name for ep in entry_points(group=GROUP)}
     return tuple(n for n in names(value) if n != "none" and n not in known)
 
