@@ -125,6 +125,37 @@ otel_opts = [
         help="Milliseconds between two exports. Unset: "
         "OTEL_BSP_SCHEDULE_DELAY, else 5000.",
     ),
+    cfg.IntOpt(
+        "attribute_value_length_limit",
+        min=1,
+        help="Characters kept of a string attribute value (of a span, event "
+        "or link, ours and the instrumentors'); longer values are truncated "
+        "to it, as the SDK's SpanLimits do. Bounds what one client's request "
+        "(a User-Agent or Host header up to the WSGI server's 64 KiB line) "
+        "adds to a span, and keeps whole every value Zaqar's own spans carry "
+        "(SQL statements, routes, stack traces of exception events). Unset: "
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT (span attributes), "
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT, else 8192.",
+    ),
+    cfg.IntOpt(
+        "max_export_batch_bytes",
+        default=1048576,
+        min=4096,
+        help="Bytes of encoded spans per export request at most (besides "
+        "max_export_batch_size spans): a batch beyond it is sent as several "
+        "requests, so that no request reaches a collector's limit (4 MiB for "
+        "OTLP/gRPC by default). A request the collector still refuses as too "
+        "large (HTTP 413, gRPC RESOURCE_EXHAUSTED) is split in two and sent "
+        "again; a single span it refuses is dropped and counted.",
+    ),
+    cfg.IntOpt(
+        "max_queue_bytes",
+        default=8388608,
+        min=65536,
+        help="Bytes of encoded spans held for export at most (besides "
+        "max_queue_size spans); more are dropped and counted, so that memory "
+        "stays bounded when the collector does not answer.",
+    ),
     cfg.FloatOpt(
         "shutdown_timeout",
         default=5.0,

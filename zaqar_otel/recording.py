@@ -19,9 +19,11 @@ that takes the short way where the outcome is the same:
   member read a look-up) is compared by identity first;
 * attributes live in a plain dict while every key is a non-empty ``str``,
   every value a ``str``, ``bool``, ``int`` or ``float`` and the count within
-  ``max_span_attributes`` (with no length limit on values); anything else
-  turns them into the SDK's own ``BoundedAttributes``, which then decides as
-  it always does (cleaning, truncating, dropping the oldest);
+  ``max_span_attributes``; a ``str`` longer than ``max_span_attribute_length``
+  is cut to it there, as the SDK's ``BoundedAttributes`` cuts it (without its
+  warning, one per value, which a client could repeat at will); anything
+  else turns them into the SDK's own ``BoundedAttributes``, which then
+  decides as it always does (cleaning, truncating, dropping the oldest);
 * events and links get their ``BoundedList`` when the first one comes;
 * ``end()`` hands the processors the span itself, ended (it refuses every
   change from then on, as the SDK's does), instead of a copy;
@@ -119,10 +121,12 @@ class Span(sdk_trace.Span):
         if type(attributes) is not dict:
             return False
         limits = self._limits
-        if not (type(key) is str and key and type(value) in _PLAIN_VALUES
-                and (type(value) is not str
-                     or limits.max_span_attribute_length is None)):
+        if not (type(key) is str and key and type(value) in _PLAIN_VALUES):
             return False
+        if type(value) is str:
+            limit = limits.max_span_attribute_length
+            if limit is not None and len(value) > limit:
+                value = value[:limit]  # what BoundedAttributes keeps
         if key in attributes:
             del attributes[key]  # the SDK's order: moved last
         elif (limits.max_span_attributes is not None
@@ -336,17 +340,19 @@ def _no_attributes(max_count: int | None, max_length: int | None) -> BoundedAttr
 
 def _initial_attributes(attributes: types.Attributes,
                         limits: sdk_trace.SpanLimits) -> Any:
-    """A plain dict when the SDK would keep every attribute as it is, else
-    the SDK's ``BoundedAttributes``."""
+    """A plain dict when the SDK would keep every attribute (long strings
+    cut to the limit, as it cuts them), else the SDK's ``BoundedAttributes``."""
     if not attributes:
         return {}
     maxlen = limits.max_span_attributes
-    if limits.max_span_attribute_length is None and (
-            maxlen is None or len(attributes) <= maxlen):
+    if maxlen is None or len(attributes) <= maxlen:
+        length = limits.max_span_attribute_length
         plain = {}
         for key, value in attributes.items():
             if not (type(key) is str and key and type(value) in _PLAIN_VALUES):
                 break
+            if length is not None and type(value) is str and len(value) > length:
+                value = value[:length]  # what BoundedAttributes keeps
             plain[key] = value
         else:
             return plain

@@ -4,7 +4,12 @@ Precedence, for every setting: an option set in zaqar.conf, else the standard
 ``OTEL_*`` variable, else the default. Variables that the SDK's exporters and
 span processor read themselves (endpoint, headers, certificate, timeout,
 compression, ``OTEL_BSP_*``) are left to them: only options that are set are
-passed on, so the SDK applies its own documented fallbacks.
+passed on, so the SDK applies its own documented fallbacks. Every ``OTEL_*``
+number the SDK reads is checked here first (``SDK_NUMBERS``): a value that
+cannot work (``OTEL_EXPORTER_OTLP_TIMEOUT=0`` would stop every export) is one
+line in ``Settings.problems`` and the SDK is handed its default instead.
+The span limits are always handed over whole (``Settings.span_limits``), with
+an attribute value length limit by default.
 """
 
 from __future__ import annotations
@@ -95,6 +100,15 @@ class Settings:
     metrics_off_because: str = ""
     #: True when metrics were asked for but a setting keeps them off.
     metrics_problem: bool = False
+    #: Keyword arguments for the SDK's SpanLimits, every one given (so that
+    #: SpanLimits reads no variable itself): see ``_span_limits``.
+    span_limits: Mapping[str, int] = field(default_factory=dict)
+    #: Bytes of encoded spans per export request, and held for export.
+    max_export_batch_bytes: int = 1048576
+    max_queue_bytes: int = 8388608
+    #: One line each: an ``OTEL_*`` value that cannot work, and what is used
+    #: instead (the SDK's default). Logged at set-up, reported by ``check``.
+    problems: tuple[str, ...] = ()
 
 
 # oslo.config names the file of a bad value as a LocationInfo repr.
@@ -210,7 +224,8 @@ def _metrics_exporter(option: object, environ: Mapping[str, str],
 
 
 def _metrics(conf: cfg.ConfigOpts, environ: Mapping[str, str],
-             traces_exporter: str) -> MetricsSettings:
+             traces_exporter: str,
+             numbers: Mapping[str, _Read] | None = None) -> MetricsSettings:
     """The metrics settings; raises _MetricsOff when they are off."""
     get = functools.partial(_get, conf, opts.OTEL_GROUP)
     asked = get("metrics")
@@ -237,23 +252,203 @@ def _metrics(conf: cfg.ConfigOpts, environ: Mapping[str, str],
         raise _MetricsOff(
             f"OTEL_METRICS_EXEMPLAR_FILTER={exemplars!r} is not one of "
             f"{', '.join(EXEMPLAR_FILTERS)}", problem=True)
+    if numbers is None:
+        numbers = sdk_numbers(environ)
     interval = get("metrics_export_interval")
     if interval is None:
-        raw = _env(environ, "OTEL_METRIC_EXPORT_INTERVAL")
-        try:
-            interval = int(raw) if raw else DEFAULT_METRIC_EXPORT_INTERVAL
-        except ValueError:
-            raise _MetricsOff(f"OTEL_METRIC_EXPORT_INTERVAL={raw!r} is not a "
-                              "number of milliseconds", problem=True) from None
+        # A bad value: the default, and a line in Settings.problems.
+        read = numbers["OTEL_METRIC_EXPORT_INTERVAL"].value
+        interval = int(read) if read is not None else DEFAULT_METRIC_EXPORT_INTERVAL
+    exporter_args = _exporter_args(conf, exporter, METRICS_PATH)
+    _timeout(exporter_args, numbers, "METRICS")
     return MetricsSettings(
         exporter=exporter,
-        exporter_args=_exporter_args(conf, exporter, METRICS_PATH),
+        exporter_args=exporter_args,
         export_interval_millis=max(int(str(interval)), 100),
         per_queue=bool(get("metrics_per_queue")),
         max_queues=int(str(get("metrics_max_queues"))),
         per_project=bool(get("metrics_per_project")),
         exemplar_filter=exemplars,
     )
+
+
+#: The default attribute value length limit, in characters (the OTel
+#: specification's default is none). Zaqar's own values are far shorter:
+#: SQL statements of its SQLAlchemy store a few hundred characters, routes
+#: and queue names under 100; the longest, an exception event's stack
+#: trace through falcon and a storage driver, a few thousand.
+DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT = 8192
+#: The OTel specification's default of every span, event and link count limit.
+DEFAULT_COUNT_LIMIT = 128
+_UNSET_LIMIT = -1  # SpanLimits.UNSET: no limit (the variable's value "unset")
+
+
+@dataclass(frozen=True)
+class _Number:
+    """An ``OTEL_*`` number the SDK reads: what it is, its default, its
+    least valid value."""
+
+    variable: str
+    what: str
+    default: float
+    least: float
+    integer: bool = True
+    above: bool = False  # ``least`` itself is not valid
+    may_be_unset: bool = False  # "unset" is valid (SpanLimits: no limit)
+
+
+_TIMEOUT = dict(what="a number of seconds above 0", default=10.0, least=0.0,
+                integer=False, above=True)
+_COUNT = dict(what="a whole number of 0 or more (or 'unset')",
+              default=DEFAULT_COUNT_LIMIT, least=0, may_be_unset=True)
+SDK_NUMBERS = tuple(_Number(variable, **kind) for variable, kind in (  # type: ignore[arg-type]
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", _TIMEOUT),
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", _TIMEOUT),
+    ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", _TIMEOUT),
+    ("OTEL_BSP_SCHEDULE_DELAY", dict(what="a whole number of milliseconds "
+                                     "above 0", default=5000, least=1)),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", dict(what="a whole number above 0",
+                                     default=2048, least=1)),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", dict(what="a whole number above 0",
+                                            default=512, least=1)),
+    ("OTEL_BSP_EXPORT_TIMEOUT", dict(what="a whole number of milliseconds",
+                                     default=30000, least=0)),
+    ("OTEL_METRIC_EXPORT_INTERVAL", dict(
+        what="a whole number of milliseconds above 0",
+        default=DEFAULT_METRIC_EXPORT_INTERVAL, least=1)),
+    ("OTEL_ATTRIBUTE_COUNT_LIMIT", _COUNT),
+    ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", _COUNT),
+    ("OTEL_SPAN_EVENT_COUNT_LIMIT", _COUNT),
+    ("OTEL_SPAN_LINK_COUNT_LIMIT", _COUNT),
+    ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", _COUNT),
+    ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", _COUNT),
+    ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", dict(
+        _COUNT, default=DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+        what="a whole number of characters above 0 (or 'unset')", least=1)),
+    ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", dict(
+        _COUNT, default=DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+        what="a whole number of characters above 0 (or 'unset')", least=1)),
+))
+
+
+@dataclass(frozen=True)
+class _Read:
+    """An ``OTEL_*`` number as read: None when the variable is unset (or
+    empty); ``explicit`` when the SDK must be given the value instead of
+    reading the variable (it would fail on it or misuse it)."""
+
+    value: float | None
+    explicit: bool = False
+
+
+def sdk_numbers(environ: Mapping[str, str],
+                problems: list[str] | None = None) -> dict[str, _Read]:
+    """Every ``SDK_NUMBERS`` variable, read; a line in ``problems`` for each
+    set to a value that cannot work (the default is used instead)."""
+    out = {}
+    for number in SDK_NUMBERS:
+        raw = environ.get(number.variable)
+        if raw is None:
+            out[number.variable] = _Read(None)
+            continue
+        text = raw.strip().lower()
+        if not text:  # empty counts as unset; the SDK would fail on it
+            out[number.variable] = _Read(None, explicit=True)
+            continue
+        if number.may_be_unset and text == "unset":
+            out[number.variable] = _Read(_UNSET_LIMIT, explicit=True)
+            continue
+        try:
+            value: float = int(text) if number.integer else float(text)
+            good = value == value and value not in (float("inf"), float("-inf")) and (
+                value > number.least if number.above else value >= number.least)
+        except ValueError:
+            good = False
+        if good:
+            out[number.variable] = _Read(value)
+            continue
+        default = (int(number.default) if number.default == int(number.default)
+                   else number.default)
+        if problems is not None:
+            shown = raw if len(raw) <= 40 else raw[:40] + "..."
+            problems.append(f"{number.variable}={shown!r} is not {number.what}; "
+                            f"the default {default} is used")
+        out[number.variable] = _Read(number.default, explicit=True)
+    return out
+
+
+def _first(numbers: Mapping[str, _Read], *variables: str) -> _Read:
+    """The first of ``variables`` that is set (its value), else unset."""
+    for variable in variables:
+        read = numbers[variable]
+        if read.value is not None:
+            return read
+    return _Read(None, explicit=any(numbers[v].explicit for v in variables))
+
+
+def _timeout(args: dict[str, object], numbers: Mapping[str, _Read],
+             signal: str) -> None:
+    """The exporter's timeout, given when a variable it reads is not usable
+    (``OTEL_EXPORTER_OTLP_TIMEOUT=0`` would stop every export)."""
+    if "timeout" in args:
+        return
+    read = _first(numbers, f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT",
+                  "OTEL_EXPORTER_OTLP_TIMEOUT")
+    if read.explicit:
+        args["timeout"] = float(read.value if read.value is not None else 10.0)
+
+
+def _span_limits(length_option: object,
+                 numbers: Mapping[str, _Read]) -> dict[str, int]:
+    """SpanLimits' keyword arguments, all of them: the option, else the
+    variables as the SDK reads them, else the defaults (the length limit's
+    is zaqar-otel's, ``DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT``)."""
+    def count(*variables: str) -> int:
+        value = _first(numbers, *variables).value
+        return int(value) if value is not None else DEFAULT_COUNT_LIMIT
+
+    if length_option is not None:
+        length = span_length = int(str(length_option))
+    else:
+        found = numbers["OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"].value
+        length = (int(found) if found is not None
+                  else DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT)
+        found = numbers["OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT"].value
+        span_length = int(found) if found is not None else length
+    general = "OTEL_ATTRIBUTE_COUNT_LIMIT"
+    return {
+        "max_attributes": count(general),
+        "max_events": count("OTEL_SPAN_EVENT_COUNT_LIMIT"),
+        "max_links": count("OTEL_SPAN_LINK_COUNT_LIMIT"),
+        "max_span_attributes": count("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", general),
+        "max_event_attributes": count("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", general),
+        "max_link_attributes": count("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", general),
+        "max_attribute_length": length,
+        "max_span_attribute_length": span_length,
+    }
+
+
+def _service_name(option: object, environ: Mapping[str, str],
+                  problems: list[str]) -> str | None:
+    """The option; else None (the SDK reads ``OTEL_SERVICE_NAME``) unless
+    that variable is not valid UTF-8: each byte that is not (surrogate-
+    escaped in ``os.environ``) becomes U+FFFD, so that spans and metrics
+    carry one and the same name."""
+    if option:
+        return str(option)
+    value = (environ.get("OTEL_SERVICE_NAME") or "").strip()
+    if not value:
+        return None  # the SDK's resource detection, then "zaqar"
+    try:
+        clean = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that no byte escapes
+        clean = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c
+                        for c in value)
+    if clean == value:
+        return None  # the SDK reads it, as it is
+    problems.append(f"OTEL_SERVICE_NAME holds bytes that are not UTF-8; "
+                    f"service.name is {clean!r} for spans and metrics")
+    return clean
 
 
 def _hmac_keys(conf: cfg.ConfigOpts) -> tuple[str, ...]:
@@ -287,27 +482,45 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
     exporter = _exporter(get("exporter"), environ)
     switched: dict[str, Any] = {switch.attribute: bool(profiler(switch.option))
                                 for switch in switches.SWITCHES}
+    problems: list[str] = []
+    numbers = sdk_numbers(environ, problems)
     try:
-        metrics: dict[str, Any] = {"metrics": _metrics(conf, environ, exporter)}
+        metrics: dict[str, Any] = {
+            "metrics": _metrics(conf, environ, exporter, numbers)}
     except _MetricsOff as off:
         metrics = {"metrics_off_because": off.reason, "metrics_problem": off.problem}
+    exporter_args = _exporter_args(conf, exporter)
+    _timeout(exporter_args, numbers, "TRACES")
+    batch_args = {
+        key: int(str(get(name)))
+        for key, name in (
+            ("max_queue_size", "max_queue_size"),
+            ("max_export_batch_size", "max_export_batch_size"),
+            ("schedule_delay_millis", "schedule_delay"),
+        )
+        if get(name) is not None
+    }
+    for key, variable in (("max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE"),
+                          ("max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+                          ("schedule_delay_millis", "OTEL_BSP_SCHEDULE_DELAY"),
+                          ("export_timeout_millis", "OTEL_BSP_EXPORT_TIMEOUT")):
+        read = numbers[variable]
+        if key not in batch_args and read.explicit:
+            default = next(n.default for n in SDK_NUMBERS if n.variable == variable)
+            batch_args[key] = int(read.value if read.value is not None else default)
     return Settings(
         enabled=True,
         hmac_keys=_hmac_keys(conf),
         **switched,
         connection_string=str(profiler("connection_string") or ""),
         exporter=exporter,
-        exporter_args=_exporter_args(conf, exporter),
-        batch_args={
-            key: int(str(get(name)))
-            for key, name in (
-                ("max_queue_size", "max_queue_size"),
-                ("max_export_batch_size", "max_export_batch_size"),
-                ("schedule_delay_millis", "schedule_delay"),
-            )
-            if get(name) is not None
-        },
-        service_name=get("service_name"),  # type: ignore[arg-type]
+        exporter_args=exporter_args,
+        batch_args=batch_args,
+        service_name=_service_name(get("service_name"), environ, problems),
+        span_limits=_span_limits(get("attribute_value_length_limit"), numbers),
+        max_export_batch_bytes=int(str(get("max_export_batch_bytes"))),
+        max_queue_bytes=int(str(get("max_queue_bytes"))),
+        problems=tuple(problems),
         sample_ratio=float(get("sample_ratio")),  # type: ignore[arg-type]
         honor_w3c_sampled=bool(get("honor_w3c_sampled")),
         shutdown_timeout=float(get("shutdown_timeout")),  # type: ignore[arg-type]

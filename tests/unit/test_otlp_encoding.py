@@ -295,12 +295,14 @@ def test_the_exporter_reports_a_refusing_collector(receiver: OTLPReceiver) -> No
     assert exporter.export(_two_spans()) is SpanExportResult.FAILURE
 
 
-def test_an_oversized_batch_is_dropped_with_a_log_line(
-        receiver: OTLPReceiver, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_oversized_batch_is_split_and_a_span_too_large_alone_is_refused(
+        receiver: OTLPReceiver) -> None:
+    """Beyond max_request_size the batch is split; a span too large on its
+    own is refused (counted for the processor's drop line), not sent."""
     exporter = OTLPSpanExporter(endpoint=receiver.traces_url, max_request_size=64)
-    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export.otlp_http"):
-        assert exporter.export(_two_spans()) is SpanExportResult.FAILURE
-    assert "exceeds max_request_size 64 bytes" in caplog.text
+    assert exporter.export(_two_spans()) is SpanExportResult.FAILURE
+    assert exporter.take_refused() == 2
+    assert exporter.take_refused() == 0
     assert receiver.spans() == []
 
 

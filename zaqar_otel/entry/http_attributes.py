@@ -51,6 +51,7 @@ _REPEATING = ("REQUEST_METHOD", "SERVER_NAME", "wsgi.url_scheme", "HTTP_HOST",
               "SERVER_PORT", "REMOTE_ADDR", "REMOTE_HOST", "HTTP_USER_AGENT",
               "SERVER_PROTOCOL")
 _KEPT_MAX = 512  # distinct inputs kept (cleared when full: clients repeat)
+_KEPT_VALUE_MAX = 512  # characters of a kept input's value, at most
 _by_request: dict[tuple[Any, ...], dict[str, Any]] = {}
 _by_status: dict[str, tuple[tuple[str, Any], ...]] = {}
 
@@ -84,9 +85,12 @@ def request_attributes(environ: dict[str, Any]) -> dict[str, Any]:
         if target:
             probe["RAW_URI"] = "/"  # present, so the path is reported below
         known = _computed(probe)
-        if len(_by_request) >= _KEPT_MAX:
-            _by_request.clear()
-        _by_request[key] = known
+        # Only inputs of ordinary length are kept: a client's 64 KiB
+        # User-Agent or Host would make the 512 entries hold megabytes.
+        if all(type(v) is not str or len(v) <= _KEPT_VALUE_MAX for v in values):
+            if len(_by_request) >= _KEPT_MAX:
+                _by_request.clear()
+            _by_request[key] = known
     attributes = dict(known)
     if target:
         path = get("PATH_INFO")

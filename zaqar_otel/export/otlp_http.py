@@ -95,22 +95,48 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
         parts = self._parts
         if parts is None or self._shutdown:  # the SDK logs a shut-down export
             return super().export(spans)  # type: ignore[arg-type] # spans then
+        return self._export_split(parts, spans)
+
+    def take_refused(self) -> int:
+        """Spans the collector refused as too large, alone, since last asked."""
+        refused, self._refused = self._refused, 0
+        return refused
+
+    _refused = 0
+
+    def _export_split(self, parts: Any, spans: Sequence[ReadableSpan | EncodedSpan]
+                      ) -> SpanExportResult:
+        """Export ``spans``; a request refused as too large (HTTP 413, or
+        beyond the SDK's max_request_size) is split in two and each half
+        sent again, down to single spans, which are then dropped."""
+        result, too_large = self._export_once(parts, spans)
+        if not too_large:
+            return result
+        if len(spans) == 1:
+            self._refused += 1
+            return SpanExportResult.FAILURE
+        half = len(spans) // 2
+        first = self._export_split(parts, spans[:half])
+        second = self._export_split(parts, spans[half:])
+        return (SpanExportResult.SUCCESS if first is second is SpanExportResult.SUCCESS
+                else SpanExportResult.FAILURE)
+
+    def _export_once(self, parts: Any, spans: Sequence[ReadableSpan | EncodedSpan]
+                     ) -> tuple[SpanExportResult, bool]:
+        """One request: its result, and whether it was refused as too large."""
         with parts.metrics.export_operation(len(spans)) as result:
             try:
                 body = self._encoder.encode(spans)
             except Exception as error:
                 LOG.error("zaqar-otel: failed to encode span batch: %s", error)
                 result.error = error
-                return SpanExportResult.FAILURE
+                return SpanExportResult.FAILURE, False
             limit = parts.max_request_size
             if parts.too_large(body, limit):
-                LOG.warning("zaqar-otel: dropping span batch: serialized size %d "
-                            "bytes exceeds max_request_size %d bytes",
-                            len(body), limit)
                 result.error = parts.too_large_error(
                     f"Serialized span request size {len(body)} bytes exceeds "
                     f"max_request_size {limit} bytes.")
-                return SpanExportResult.FAILURE
+                return SpanExportResult.FAILURE, True
             sent = parts.client.export(body)
             del body
             if not sent.success:
@@ -123,5 +149,5 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
                 if sent.status_code is not None:
                     result.error_attrs = {
                         HTTP_RESPONSE_STATUS_CODE: sent.status_code}
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+                return SpanExportResult.FAILURE, sent.status_code == 413
+        return SpanExportResult.SUCCESS, False

@@ -14,7 +14,9 @@ needs one line when dropping starts and one when it stops, with the count::
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +42,11 @@ _SDK_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
     "opentelemetry.sdk._shared_internal",
 )
+# The SDK's line for each attribute value cut to the length limit: one per
+# value, as often as a client sends a long header. Cutting is the limit's
+# documented effect (the option's help, docs/faults.md), not news.
+_SDK_ATTRIBUTES_LOGGER = "opentelemetry.attributes"
+_SDK_TRUNCATED = ("String attribute value exceeds max length",)
 
 
 class DropCounter:
@@ -111,24 +118,89 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
         end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 
 
+def encoded_size(span: ReadableSpan | EncodedSpan) -> int:
+    """The bytes ``span`` takes in an export request: exact for a span
+    encoded as it ended, else an estimate from its strings (the SDK's path)."""
+    if isinstance(span, EncodedSpan):
+        return len(span.field)
+    size = 96 + len(span.name or "")
+    for attributes in (span.attributes, *(e.attributes for e in span.events),
+                       *(link.attributes for link in span.links)):
+        for key, value in (attributes or {}).items():
+            size += 8 + len(key) + (len(value) if isinstance(value, str | bytes)
+                                    else 16 if not isinstance(value, Sequence)
+                                    else sum(len(str(v)) + 4 for v in value))
+    return size
+
+
+def byte_bounded(spans: Sequence[Any], max_bytes: int) -> list[list[Any]]:
+    """``spans`` in order, cut into runs of at most ``max_bytes`` encoded
+    bytes each (a span larger than that alone in its run)."""
+    runs: list[list[Any]] = []
+    run: list[Any] = []
+    total = 0
+    for span in spans:
+        size = encoded_size(span)
+        if run and total + size > max_bytes:
+            runs.append(run)
+            run, total = [], 0
+        run.append(span)
+        total += size
+    if run:
+        runs.append(run)
+    return runs
+
+
 class _CountingExporter(SpanExporter):
-    def __init__(self, exporter: SpanExporter, drops: DropCounter) -> None:
+    def __init__(self, exporter: SpanExporter, drops: DropCounter,
+                 max_bytes: int = 1 << 20) -> None:
         self._exporter = exporter
         self._drops = drops
+        self._max_bytes = max_bytes
+        #: Called with the encoded bytes of each batch as it leaves the queue.
+        self.released: Any = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.released is not None:
+            try:
+                self.released(sum(len(span.field) for span in spans
+                                  if isinstance(span, EncodedSpan)))
+            except Exception:  # noqa: S110 - counting only; never fail an export
+                pass
         try:
-            # A span encoded as it ended was scrubbed then.
-            result = self._exporter.export([
-                span if type(span) is EncodedSpan else scrub(span)
-                for span in spans])
+            # A span encoded as it ended was scrubbed then. Requests bounded
+            # in bytes: one client's oversized spans never make a batch the
+            # collector refuses (invariant 7).
+            runs = byte_bounded([span if type(span) is EncodedSpan else scrub(span)
+                                 for span in spans], self._max_bytes)
         except Exception as exc:
             self._drops.dropped(len(spans), f"export raised {type(exc).__name__}")
             return SpanExportResult.FAILURE
+        outcome = SpanExportResult.SUCCESS
+        for run in runs:
+            if self._export(run) is not SpanExportResult.SUCCESS:
+                outcome = SpanExportResult.FAILURE
+        return outcome
+
+    def _export(self, spans: Sequence[Any]) -> SpanExportResult:
+        try:
+            result = self._exporter.export(spans)
+        except Exception as exc:
+            self._drops.dropped(len(spans), f"export raised {type(exc).__name__}")
+            return SpanExportResult.FAILURE
+        # zaqar-otel's exporters split a request the collector refuses as
+        # too large and send the halves again; a single span it refuses is
+        # dropped there, and counted here.
+        take_refused = getattr(self._exporter, "take_refused", None)
+        refused = take_refused() if callable(take_refused) else 0
+        if refused:
+            self._drops.dropped(refused, "the collector refused them as too large")
         if result is SpanExportResult.SUCCESS:
-            self._drops.exported()
+            if not refused:
+                self._drops.exported()
         else:
-            self._drops.dropped(len(spans), "the collector did not accept them")
+            self._drops.dropped(len(spans) - refused,
+                                "the collector did not accept them")
         return result
 
     def shutdown(self) -> None:
@@ -157,10 +229,22 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     """
 
     def __init__(self, exporter: SpanExporter, drops: DropCounter,
+                 max_batch_bytes: int = 1 << 20, max_queue_bytes: int = 8 << 20,
                  **batch_args: int) -> None:
-        super().__init__(_CountingExporter(exporter, drops),
-                         **batch_args)  # type: ignore[arg-type] # ints by name
+        counting = _CountingExporter(exporter, drops, max_batch_bytes)
+        super().__init__(counting, **batch_args)  # type: ignore[arg-type] # ints by name
         self.drops = drops
+        # Encoded bytes in the queue (spans encoded as they end): bounded by
+        # max_queue_bytes besides the SDK's count, so that oversized spans
+        # cannot grow memory while the collector does not answer.
+        self.max_queue_bytes = max_queue_bytes
+        self.queued_bytes = 0
+        self._bytes_lock = threading.Lock()
+        counting.released = self._released
+        if hasattr(os, "register_at_fork"):
+            # The SDK empties the queue in a forked child: so do the bytes.
+            forget = weakref.WeakMethod(self._forget_bytes)
+            os.register_at_fork(after_in_child=lambda: (f := forget()) and f())
         self._max_queue = (batch_args.get("max_queue_size")
                            or sdk_layout.batch_max_queue_size(self) or 0)
         self._queue = sdk_layout.batch_queue(self)
@@ -191,6 +275,14 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
                 return
             if self._encoder is not None:
                 piece: Any = self._encoder.encoded(scrub(span))  # opaque to the queue
+                size = len(piece.field)
+                with self._bytes_lock:
+                    full = self.queued_bytes + size > self.max_queue_bytes
+                    if not full:
+                        self.queued_bytes += size
+                if full:
+                    self.drops.dropped(1, "the span queue is full (bytes)")
+                    return
                 self._batch_processor.emit(piece)
             elif self._emits:
                 self._batch_processor.emit(span)
@@ -202,6 +294,17 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
                 self.drops.dropped(1, "the span processor failed")
             except Exception:  # noqa: S110 - nothing more can be done here
                 pass
+
+
+    def _released(self, size: int) -> None:
+        with self._bytes_lock:
+            self.queued_bytes = max(0, self.queued_bytes - size)
+            if self._queue is not None and not len(self._queue):
+                self.queued_bytes = 0  # no drift: an empty queue holds nothing
+
+    def _forget_bytes(self) -> None:
+        self._bytes_lock = threading.Lock()
+        self.queued_bytes = 0
 
 
 class _QuietSdkDrops(logging.Filter):
@@ -251,13 +354,16 @@ def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor
     # An endpoint's user:password must not reach the log lines it is in.
     destination = redact.userinfo(sdk_layout.exporter_endpoint(chosen)
                                   or conf.exporter)
-    processor = CountingBatchSpanProcessor(chosen, DropCounter(destination),
-                                           **conf.batch_args)
+    processor = CountingBatchSpanProcessor(
+        chosen, DropCounter(destination),
+        max_batch_bytes=conf.max_export_batch_bytes,
+        max_queue_bytes=conf.max_queue_bytes, **conf.batch_args)
     quiet = _SDK_DROP_MESSAGES if processor.counts_full_queue else tuple(
         m for m in _SDK_DROP_MESSAGES if m != "Queue full")
-    for name in _SDK_LOGGERS:
+    for name, messages in ((*((n, quiet) for n in _SDK_LOGGERS),
+                            (_SDK_ATTRIBUTES_LOGGER, _SDK_TRUNCATED))):
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, _QuietSdkDrops)]:
             logger.removeFilter(old)
-        logger.addFilter(_QuietSdkDrops(quiet))
+        logger.addFilter(_QuietSdkDrops(messages))
     return processor
