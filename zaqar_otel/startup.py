@@ -8,7 +8,9 @@ OSProfiler start-up (``zaqar.transport.middleware.profile``) is replaced by
 * builds the TracerProvider (Resource, parent-based ``RequestSampler``,
   BatchSpanProcessor, exporter), or reuses an SDK provider that is already
   installed (``opentelemetry-instrument``);
-* sets the global propagator (tracecontext, baggage, osprofiler);
+* sets the global propagator (``OTEL_PROPAGATORS``, else tracecontext,
+  osprofiler), and makes what the API's propagators log about a request's
+  headers inert (``propagation.log_guard``);
 * turns OSProfiler trace points into OTel spans (``tracepoints.Notifier``;
   Zaqar's ``trace_cls`` methods directly, ``tracepoints.TracePoints``, unless
   another osprofiler driver needs the payloads), never with call args;
@@ -65,7 +67,7 @@ from zaqar_otel.backends import instrumentors
 from zaqar_otel.entry import lifecycle, wsgi_middleware
 from zaqar_otel.export import processor, resource
 from zaqar_otel.messaging import operations
-from zaqar_otel.propagation import env_guard, propagator
+from zaqar_otel.propagation import env_guard, log_guard, propagator
 
 LOG = logging.getLogger(__name__)
 
@@ -166,6 +168,7 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
     propagate.set_global_textmap(_propagator(
         os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS,
         state.settings.hmac_keys))
+    state.undo.append(log_guard.install())
     _start_tracepoints(state, conf)
     if state.settings.trace_wsgi:
         # Operation spans take message ids from what Zaqar renders.

@@ -2,7 +2,8 @@
 
 Zaqar's OSProfiler support stops at WSGI. With ``[profiler]
 trace_websocket_transport`` each websocket API request (``{"action": ...,
-"headers": {...}, "body": {...}}``) gets a SERVER span ``websocket <action>``;
+"headers": {...}, "body": {...}}``) gets a SERVER span ``websocket <action>``
+(an action Zaqar does not know: ``websocket _OTHER``, invariant 8);
 its trace context comes from the request's ``headers`` section, both header
 families, under the same trust rules as WSGI (``zaqar_otel.sampling``).
 Message and claim actions get the same messaging operation spans, and so
@@ -45,21 +46,47 @@ OPERATIONS: dict[str, tuple[str, str, SpanKind]] = {
 }
 
 
+#: The actions of Zaqar's websocket API (``zaqar.api.v2.request.RequestSchema``,
+#: the same in every release zaqar-otel supports). Span names and the
+#: ``zaqar.websocket.action`` attribute come from this set only: a client's
+#: action is any text (escape sequences, megabytes), answered 400.
+ACTIONS = frozenset((
+    "authenticate", "check_node_health", "get_home_doc", "ping_node",
+    "queue_create", "queue_delete", "queue_get", "queue_get_stats", "queue_list",
+    "queue_purge",
+    "message_delete", "message_delete_many", "message_get", "message_get_many",
+    "message_list", "message_post",
+    "claim_create", "claim_delete", "claim_get", "claim_update",
+    "subscription_create", "subscription_delete", "subscription_get",
+    "subscription_list",
+    "pool_create", "pool_delete", "pool_get", "pool_list", "pool_update",
+    "flavor_create", "flavor_delete", "flavor_get", "flavor_list", "flavor_update",
+))
+#: What any other action is named (the semantic conventions' ``_OTHER``).
+OTHER_ACTION = "_OTHER"
+
+
+def action_name(action: object) -> str:
+    """``action`` if Zaqar knows it, else ``_OTHER``."""
+    return action if isinstance(action, str) and action in ACTIONS else OTHER_ACTION
+
+
 def _begin_with(entry: lifecycle.Entry, headers: Any,
-                action: str) -> tuple[trace.Span | None, Token[Context]]:
+                action: object) -> tuple[trace.Span | None, Token[Context]]:
     """The entry of one websocket request with these ``headers``."""
+    name = action_name(action)
     carrier = ({str(k).lower(): str(v) for k, v in headers.items()}
                if isinstance(headers, dict) else {})
 
     def describe() -> tuple[str, dict[str, Any]]:
-        return (f"websocket {action}" if action else "websocket"), {
-            "network.protocol.name": "websocket", "zaqar.websocket.action": action}
+        return f"websocket {name}", {
+            "network.protocol.name": "websocket", "zaqar.websocket.action": name}
 
     return entry.begin(propagate.extract(carrier), describe)
 
 
 def _begin(entry: lifecycle.Entry, req: Any) -> lifecycle.Begun:
-    return _begin_with(entry, req._headers, str(req._action))
+    return _begin_with(entry, req._headers, req._action)
 
 
 def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
@@ -125,7 +152,7 @@ def _peek(payload: Any, is_binary: bool) -> dict[str, Any]:
 def _message_begin(entry: lifecycle.Entry, payload: Any,
                    is_binary: bool) -> tuple[trace.Span | None, Token[Context]]:
     request = _peek(payload, is_binary)
-    return _begin_with(entry, request.get("headers"), str(request.get("action") or ""))
+    return _begin_with(entry, request.get("headers"), request.get("action"))
 
 
 def instrument_handler(entry: lifecycle.Entry) -> None:

@@ -9,7 +9,9 @@ delete or a claim release::
     messaging.system            zaqar
     messaging.operation.type    send | receive | settle
     messaging.operation.name    post | list | get | claim | pop | delete | release
-    messaging.destination.name  the queue (or topic)
+    messaging.destination.name  the queue (or topic), if a valid name
+                                (``queue_name``: else the span is ``send``,
+                                ``receive`` or ``settle`` alone, invariant 8)
     messaging.batch.message_count, messaging.message.id (or zaqar.message.ids)
     zaqar.project.id
 
@@ -35,6 +37,7 @@ import contextvars
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -69,6 +72,20 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, str, SpanKind]] = {
     ("GET", "/topics/{topic_name}/messages"): ("receive", "list", SpanKind.CONSUMER),
 }
 _POP = ("receive", "pop", SpanKind.CONSUMER)
+# Zaqar's rule for queue and topic names (zaqar.transport.validation), with
+# fullmatch: its "$" would let a trailing newline through.
+_QUEUE_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
+
+
+def queue_name(name: object) -> str | None:
+    """``name`` if Zaqar would accept it as a queue or topic name, else None:
+    a span name or attribute never holds a name Zaqar refuses (escape
+    sequences, newlines, kilobytes)."""
+    if isinstance(name, str) and _QUEUE_NAME.fullmatch(name):
+        return name
+    return None
+
+
 #: WSGI environ key: the falcon route template of the request, if routed.
 ROUTE_ENVIRON = "zaqar_otel.route"
 # Operations whose answer lists messages that waited in the queue.
@@ -235,13 +252,15 @@ def open_operation(tracer: trace.Tracer, found: tuple[str, str, SpanKind],
         "messaging.system": SYSTEM,
         "messaging.operation.type": op_type,
         "messaging.operation.name": op_name,
-        "messaging.destination.name": destination,
     }
+    queue = queue_name(destination)
+    if queue is not None:
+        attributes["messaging.destination.name"] = queue
     if project:
         attributes["zaqar.project.id"] = project
     if message_id:
         attributes["messaging.message.id"] = message_id
-    span = tracer.start_span(f"{op_type} {destination}", kind=kind,
+    span = tracer.start_span(f"{op_type} {queue}" if queue else op_type, kind=kind,
                              attributes=attributes)
     operation = Operation(span)
     tokens = (context.attach(trace.set_span_in_context(span)),

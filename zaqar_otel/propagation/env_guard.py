@@ -34,7 +34,7 @@ from types import ModuleType
 VARIABLE = "OTEL_PROPAGATORS"
 GROUP = "opentelemetry_propagator"
 #: What zaqar-otel sets up when the variable is unset.
-DEFAULT = "tracecontext,baggage,osprofiler"
+DEFAULT = "tracecontext,osprofiler"
 
 _unknown: tuple[str, ...] = ()
 # Where dropped names are noted for the process a launcher execs
