@@ -2,7 +2,10 @@
 
 ::
 
+    zaqar-otel --version
     zaqar-otel trace-id ID [--jaeger-url URL] [--json]
+    zaqar-otel trace show ID [--jaeger URL] [--json | --html | --dot | --tree]
+    zaqar-otel trace list [--jaeger URL] [--service S] [--limit N]
     zaqar-otel check [--config-file PATH ...] [--config-dir DIR ...] [--timeout S]
     zaqar-otel demo [--otlp-endpoint URL] [--otlp-protocol {http,grpc}]
                     [--jaeger-url URL]
@@ -11,12 +14,15 @@
 
 ``trace-id`` turns an OSProfiler trace id (what ``openstack --os-profile``
 prints), an OTel trace id (what Jaeger shows) or a ``traceparent`` into the
-other forms and the Jaeger link. ``check`` says what a zaqar.conf would
-trace and whether its collector answers, naming the option behind every
-problem. ``demo`` runs a real Zaqar on an embedded Redis and SQLite, sends a
-profiled session and prints its trace (:mod:`zaqar_otel.cmd.demo`; needs
-``pip install 'zaqar-otel[demo]'``). ``listen`` is a local OTLP receiver
-that prints each trace that arrives as a tree (:mod:`zaqar_otel.cmd.listen`).
+other forms and the Jaeger link. ``trace show`` / ``trace list`` read a
+trace (the newest traces) from Jaeger and print osprofiler's views of it
+(:mod:`zaqar_otel.cmd.trace`; its own exit statuses, 3 to 6). ``check`` says
+what a zaqar.conf would trace and whether its collector answers, naming the
+option behind every problem. ``demo`` runs a real Zaqar on an embedded Redis
+and SQLite, sends a profiled session and prints its trace
+(:mod:`zaqar_otel.cmd.demo`; needs ``pip install 'zaqar-otel[demo]'``).
+``listen`` is a local OTLP receiver that prints each trace that arrives as a
+tree (:mod:`zaqar_otel.cmd.listen`).
 
 Exit status: 0 ok, 1 problems found or an error, 2 wrong usage (and, for
 ``demo``, the demo extra missing), 130 interrupted (``demo``; ``listen``
@@ -121,6 +127,18 @@ def _trace_id(args: argparse.Namespace) -> int:
 # -- check ---------------------------------------------------------------------
 
 
+def _trace_show(args: argparse.Namespace) -> int:
+    from zaqar_otel.cmd import trace
+
+    return trace.show(args)
+
+
+def _trace_list(args: argparse.Namespace) -> int:
+    from zaqar_otel.cmd import trace
+
+    return trace.list_traces(args)
+
+
 def _check(args: argparse.Namespace) -> int:
     from zaqar_otel.cmd import check
 
@@ -165,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "each command's\n--help says more.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version",
+                        version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
                                      required=True)
 
@@ -192,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     trace_id.add_argument("--json", action="store_true",
                           help="print the forms as a JSON object")
     trace_id.set_defaults(func=_trace_id)
+
+    _add_trace(commands)
 
     from zaqar_otel.cmd.check import DEFAULT_TIMEOUT
 
@@ -267,6 +289,58 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_arguments(listen_parser)
     listen_parser.set_defaults(func=_listen)
     return parser
+
+
+def _version() -> str:
+    import zaqar_otel
+
+    return zaqar_otel.__version__
+
+
+def _add_trace(commands: argparse._SubParsersAction) -> None:
+    from zaqar_otel.cmd import trace
+
+    group = commands.add_parser(
+        "trace",
+        help="show a trace from Jaeger as osprofiler did (show), or the "
+        "newest (list)",
+        description="osprofiler's `trace show` and `trace list`, for the "
+        "traces in Jaeger.")
+    actions = group.add_subparsers(dest="action", metavar="ACTION",
+                                   required=True)
+    show = actions.add_parser(
+        "show",
+        help="one trace as a tree, osprofiler's JSON report, HTML page or "
+        "DOT graph",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a trace from Jaeger's query API and print it: as a "
+        "tree (default),\nor as `osprofiler trace show` did: --json (its "
+        "report), --html (its page,\nself-contained) or --dot (its graph).",
+        epilog="examples:\n"
+        "  zaqar-otel trace show 4a0b6a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b "
+        "--jaeger http://localhost:16686\n"
+        "  zaqar-otel trace show 4a0b6a3e1c2d4e5f8a9b0c1d2e3f4a5b --html "
+        "--out trace.html\n\n"
+        "exit status: 0 shown, 1 Jaeger's answer unreadable or --out not "
+        "written,\n2 wrong usage, 3 Jaeger does not answer, 4 trace not "
+        "found, 5 trace still\narriving (nothing shown), 6 trace truncated "
+        "(shown, orphans at the top)",
+    )
+    trace.add_show_arguments(show)
+    show.set_defaults(func=_trace_show)
+    listing = actions.add_parser(
+        "list", help="the newest traces in Jaeger",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The newest traces in Jaeger, with both ids, span and "
+        "error counts and the\nroot span.",
+        epilog="example:\n"
+        "  zaqar-otel trace list --jaeger http://localhost:16686 --service "
+        "zaqar --limit 5\n\n"
+        "exit status: 0 listed, 1 Jaeger's answer unreadable, 2 wrong usage, "
+        "3 Jaeger\ndoes not answer",
+    )
+    trace.add_list_arguments(listing)
+    listing.set_defaults(func=_trace_list)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
