@@ -1,15 +1,28 @@
-"""Text as it may be exported: no credentials, no query strings, no values.
+"""Text as it may be exported or logged: no credentials, no query strings,
+no URL paths of third parties, no values.
 
 Exception messages quote whatever failed: SQLAlchemy appends the statement's
-bound parameters on later lines, requests the URL with its query (webhook
-tokens), drivers the URI with its password. Only what is safe is kept.
+bound parameters on later lines, requests the URL with its path and query
+(webhook tokens: Slack, Teams and Discord keep theirs in the path), drivers
+the URI with its password. Only what is safe is kept.
+
+An endpoint's password may hold any character (``@``, ``/``, ``?``, a space),
+so what looks like a URL's user and password runs to the last ``@`` before
+the next URL; and the values an operator set in the environment's
+``OTEL_EXPORTER_OTLP_*`` endpoints and headers are remembered
+(``remember_environment``) and masked wherever they appear, in any form.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
+import traceback
+from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -18,11 +31,28 @@ from opentelemetry.trace import Status, StatusCode
 MAX_MESSAGE = 256
 _CREDENTIALS = re.compile(r"(?<=://)[^/\s@'\"]+@")
 _QUERY = re.compile(r"\?[^\s'\")\]]*")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# A URL that starts a word: where the one before it ends at the latest.
+_NEXT_URL = re.compile(r"(?<![^\s'\"(<\[=,])[A-Za-z][A-Za-z0-9+.-]*://")
+# A URL in a message, and requests' "with url: /path".
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+_URL_PATH = re.compile(r"(?<=with url: )/\S*")
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 _TRACEBACK_MARKERS = ("Traceback", "During handling of", "The above exception")
 
 #: Attributes of the requests instrumentation that hold the full URL.
 URL_ATTRIBUTES = ("url.full", "http.url")
+
+#: Variables whose URL may carry a user and password.
+ENDPOINT_VARIABLES = tuple(f"OTEL_EXPORTER_OTLP{s}_ENDPOINT"
+                           for s in ("", "_TRACES", "_METRICS", "_LOGS"))
+#: Variables whose values are secrets (API keys of hosted collectors).
+HEADER_VARIABLES = tuple(f"OTEL_EXPORTER_OTLP{s}_HEADERS"
+                         for s in ("", "_TRACES", "_METRICS", "_LOGS"))
+#: Shorter remembered values are not masked (they would garble any text).
+MIN_SECRET = 4
+_remembered: dict[str, None] = {}
 
 
 def redact_uri(uri: str) -> str:
@@ -39,30 +69,178 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, hosts, parts.path, "", "")) or "(unparsable)"
 
 
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, nothing a caller chose after it
+    (user, password, path, ``;params``, query, fragment). A URL without a
+    host (``mailto:``) is its scheme alone: no address is exported."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "(unparsable)"
+    host = parts.netloc.rpartition("@")[2].rpartition(":")[0] if port else (
+        parts.netloc.rpartition("@")[2])
+    scheme = parts.scheme.lower()
+    if not host or not _HOST.fullmatch(host):
+        return scheme or "(unparsable)"
+    return f"{scheme}://{host.lower()}" + (f":{port}" if port else "")
+
+
+def _forms(secret: str) -> set[str]:
+    """``secret`` as a line may quote it: raw, percent-encoded or decoded,
+    as repr or JSON escape it."""
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
+             unquote(secret), repr(secret)[1:-1], json.dumps(secret)[1:-1]}
+    return {f for f in forms if len(f) >= MIN_SECRET}
+
+
+def credentials(url: str) -> tuple[str, ...]:
+    """(user:password, password) of ``url``, the userinfo running to the last
+    ``@`` (a password may hold one); () if it has none."""
+    found = _SCHEME.search(url)
+    if found is None:
+        return ()
+    rest = url[found.end():]
+    info = rest[:rest.rfind("@")] if "@" in rest else ""
+    return (info, info.partition(":")[2]) if info else ()
+
+
+def remember(*secrets: str) -> None:
+    """Mask ``secrets`` (and their encoded forms) in every ``userinfo`` text."""
+    for secret in secrets:
+        for form in _forms(secret):
+            _remembered[form] = None
+
+
+def remember_environment(environ: Mapping[str, str] = os.environ) -> None:
+    """Remember the user:password of the ``OTEL_EXPORTER_OTLP_*`` endpoints
+    and the values of the ``*_HEADERS`` variables."""
+    for name in ENDPOINT_VARIABLES:
+        remember(*credentials(environ.get(name) or ""))
+    for name in HEADER_VARIABLES:
+        for item in (environ.get(name) or "").split(","):
+            key, sep, value = item.partition("=")
+            if sep:
+                remember(value.strip())
+
+
 def userinfo(text: str) -> str:
-    """``text`` with the user and password of every URL in it masked
-    (``http://user:PW@host`` -> ``http://***@host``): for log lines and
-    command output that name an endpoint."""
-    return _CREDENTIALS.sub("***@", text)
+    """``text`` with the user and password of every URL in it masked, and
+    every remembered secret: ``http://alice:P@ss/w?rd@host`` ->
+    ``http://***@host``, for log lines and command output that name an
+    endpoint. What runs from ``://`` to the last ``@`` before the next URL is
+    masked: a password may hold any character; a line that names an address
+    after a URL loses a little more than the password."""
+    for secret in sorted(_remembered, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    out: list[str] = []
+    done = 0
+    while (found := _SCHEME.search(text, done)) is not None:
+        start = found.end()
+        following = _NEXT_URL.search(text, start)
+        end = following.start() if following else len(text)
+        at = text.rfind("@", start, end)
+        out.append(text[done:start])
+        if at != -1:
+            out.append("***@")
+            done = at + 1
+        else:
+            done = start
+    out.append(text[done:])
+    return "".join(out)
+
+
+class _Masked(logging.Filter):
+    """A record of the OTel SDK as ``userinfo`` masks it, its traceback too:
+    the exporters quote their endpoint URL ("Invalid URL 'http://alice:...'")
+    and the header parser a malformed ``OTEL_EXPORTER_OTLP_HEADERS`` item
+    (``values``: its arguments are replaced by ``***``)."""
+
+    def __init__(self, values: bool = False) -> None:
+        super().__init__()
+        self.values = values
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if self.values and record.args:
+                record.msg = str(record.msg).replace("%(", "%%(")
+                count = len(record.args) if isinstance(record.args, tuple) else 1
+                record.args = ("***",) * count
+            record.msg, record.args = userinfo(record.getMessage()), ()
+            if record.exc_info and record.exc_info[1] is not None:
+                text = "".join(traceback.format_exception(*record.exc_info))
+                record.exc_info, record.exc_text = None, userinfo(text.rstrip())
+        except Exception:  # noqa: S110 - a log line must never fail
+            pass
+        return True
+
+
+#: Loggers of the OTel SDK that may quote an endpoint URL or a header value
+#: (the last one: only header values).
+SECRET_LOGGERS = tuple(f"opentelemetry.{name}" for name in (
+    "exporter.otlp.proto.http.trace_exporter",
+    "exporter.otlp.proto.http.metric_exporter",
+    "exporter.otlp.proto.http._log_exporter",
+    "exporter.otlp.proto.http._common",
+    "exporter.otlp.common.http",
+    "exporter.otlp.proto.grpc.exporter",
+    "exporter.otlp.proto.grpc.trace_exporter",
+    "exporter.otlp.proto.grpc.metric_exporter",
+    "sdk.trace.export",
+    "sdk.metrics._internal.export",
+    "sdk._shared_internal",
+    "util.re",
+))
+
+
+def hide_logged_secrets() -> Callable[[], None]:
+    """Put the masking filter on ``SECRET_LOGGERS``; returns its undo."""
+    added: list[tuple[logging.Logger, _Masked]] = []
+    for name in SECRET_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _Masked)]:
+            logger.removeFilter(old)
+        masked = _Masked(values=name.endswith("util.re"))
+        logger.addFilter(masked)
+        added.append((logger, masked))
+
+    def undo() -> None:
+        for logger, masked in added:
+            logger.removeFilter(masked)
+
+    return undo
 
 
 def requests_hook(span: trace.Span, request: Any) -> None:
-    """``request_hook`` of the requests instrumentation: URL without query.
+    """``request_hook`` of the requests instrumentation: the URL's origin.
 
     The instrumentation removes credentials and a few known signature
-    parameters; webhook URLs carry tokens under any name.
+    parameters; webhook URLs carry tokens under any name, in the query, a
+    ``;token=`` parameter or the path itself (Slack, Teams, Discord).
     """
     if span.is_recording():
-        url = redact_uri(str(getattr(request, "url", "")))
+        url = origin(str(getattr(request, "url", "")))
         for name in URL_ATTRIBUTES:
             span.set_attribute(name, url)
 
 
+def _hosts(url: str) -> str:
+    """``scheme://hosts`` of a URL in a message (every host of a multi-host
+    URI), no user, path or query."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(url)"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
 def message(text: object) -> str:
     """An exception message as exported: its first line (SQLAlchemy puts the
-    statement and parameters below), no URL credentials, no query strings."""
-    first = str(text).split("\n", 1)[0]
-    return _QUERY.sub("", _CREDENTIALS.sub("", first))[:MAX_MESSAGE]
+    statement and parameters below), no URL credentials, paths or query
+    strings."""
+    first = userinfo(str(text).split("\n", 1)[0]).replace("***@", "")
+    first = _URL_PATH.sub("...", _URL.sub(lambda m: _hosts(m.group()), first))
+    return _QUERY.sub("", first)[:MAX_MESSAGE]
 
 
 def stacktrace(text: str) -> str:

@@ -115,10 +115,24 @@ class Settings:
 _LOCATION = re.compile(r"from LocationInfo\(location=[^)]*\)>?, detail='([^']*)'\)")
 
 
+# Options whose value is a secret: oslo.config's error quotes the value (the
+# endpoint's whole authority, password included), so theirs is not repeated.
+_SECRET = frozenset((opts.OTEL_GROUP, o.name) for o in opts.otel_opts if o.secret)
+_FILE = re.compile(r"Value for option \S+ (?:from LocationInfo\(location=[^)]*\)>?, "
+                   r"detail='([^']*)'\)|in (.*?)) is not valid")
+
+
 def _get(conf: cfg.ConfigOpts, group: str, name: str) -> object:
     try:
         return conf[group][name]
     except (ValueError, cfg.Error) as exc:
+        if (group, name) in _SECRET:
+            found = _FILE.search(str(exc))
+            where = f" in {found.group(1) or found.group(2)}" if found else ""
+            raise ConfigError(
+                f"[{group}] {name}: the value{where} is not valid (not shown: it "
+                f"may hold a password; in a URL's password, write @ / ? # % "
+                f"[ ] and space as %40 %2F %3F %23 %25 %5B %5D %20)") from None
         # oslo.config validates on access; say which option and file, in words.
         message = _LOCATION.sub(r"in \1", str(exc))
         raise ConfigError(f"[{group}] {name}: {message}") from None

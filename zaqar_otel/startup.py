@@ -118,6 +118,9 @@ def setup(conf: cfg.ConfigOpts) -> bool:
     with _lock:
         if _state is not None:
             return _state.settings.enabled
+        # The OTEL_EXPORTER_OTLP_* passwords and header values, masked in
+        # every line that could quote them, whatever characters they hold.
+        redact.remember_environment()
         if env_guard.problem():
             LOG.error("zaqar-otel: %s", env_guard.problem())
         # Errors are logged outside the except blocks: oslo.log would append
@@ -143,6 +146,8 @@ def setup(conf: cfg.ConfigOpts) -> bool:
 
 
 def _start(state: _State, conf: cfg.ConfigOpts) -> None:
+    # The SDK's exporters quote a malformed OTEL_EXPORTER_OTLP_HEADERS item.
+    state.undo.append(redact.hide_logged_secrets())
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider) and current not in _made:
         LOG.info("zaqar-otel: using the TracerProvider already installed")

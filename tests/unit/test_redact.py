@@ -79,9 +79,12 @@ def test_exception_message_keeps_the_first_line_without_secrets() -> None:
     webhook = ("HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded "
                "with url: /hook?token=s3cr3t (Caused by NewConnectionError)")
     assert "s3cr3t" not in message(webhook)
-    assert "url: /hook (Caused" in message(webhook)
+    # A webhook's path may be its secret (Slack, Teams, Discord).
+    assert "url: ... (Caused" in message(webhook)
     assert message("no redis://zaqar:s3cr3t@db:6379/0 here") == (
-        "no redis://db:6379/0 here")
+        "no redis://db:6379 here")
+    assert message("at https://hooks.slack.com/services/T/B/s3cr3t down") == (
+        "at https://hooks.slack.com down")
     assert len(message("x" * 10_000)) == 256
 
 
@@ -94,3 +97,42 @@ def test_stacktrace_keeps_frames_and_redacts_exception_lines() -> None:
     redacted = stacktrace(text)
     assert '  File "a.py", line 1, in f' in redacted and "    post(url)" in redacted
     assert "s3cr3t" not in redacted and "ConnectionError: url: /hook" in redacted
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("https://hooks.slack.com/services/T0/B0/s3cr3t", "https://hooks.slack.com"),
+    ("https://u:pw@Example.com:8443/a;token=s3cr3t?x=1#f", "https://example.com:8443"),
+    ("http://[::1]:80/hook", "http://[::1]:80"),
+    ("mailto:someone@example.com", "mailto"),
+    ("trust+https://hook.example/x", "trust+https://hook.example"),
+    ("http://h\x1bx/x", "http"),
+    ("http://h\x1b[31m/x", "(unparsable)"),
+    ("http://h:notaport/", "(unparsable)"),
+])
+def test_origin_is_scheme_host_and_port_only(url: str, expected: str) -> None:
+    from zaqar_otel.redact import origin
+
+    assert origin(url) == expected
+
+
+@pytest.mark.parametrize("password", ["P@W0RD", "P/W0RD", "P?W0RD", "P%W0RD",
+                                      "P W0RD", "P[W0RD", "a@b/c?d e[f%g"])
+def test_userinfo_masks_a_password_whatever_it_holds(password: str) -> None:
+    from zaqar_otel.redact import userinfo
+
+    line = (f"exporting to http://alice:{password}@127.0.0.1:4318/v1/traces "
+            f"failed; and https://u:{password}@other:1 too")
+    masked = userinfo(line)
+    assert "W0RD" not in masked and "alice" not in masked and password not in masked
+    assert masked == ("exporting to http://***@127.0.0.1:4318/v1/traces failed; "
+                      "and https://***@other:1 too")
+
+
+def test_remembered_environment_values_are_masked_in_any_form() -> None:
+    from zaqar_otel import redact
+
+    redact.remember_environment({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://alice:zz x://y@h:1",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=K3y/Va+lue;x, other = v2v2v2"})
+    text = redact.userinfo("zz x://y@h:1 K3y/Va+lue;x K3y%2FVa%2Blue%3Bx v2v2v2")
+    assert "zz" not in text and "K3y" not in text and "v2v2" not in text, text

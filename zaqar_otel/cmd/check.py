@@ -123,7 +123,10 @@ def probe_http(url: str, timeout: float, headers: Mapping[str, str] | None = Non
 
     http.client talks to the URL directly: no proxy from the environment.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": a "[" in a password
+        return Probe("url", f"not a valid URL: {url!r}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return Probe("url", f"not an http(s) URL: {url!r}")
     try:
@@ -244,6 +247,10 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
         out: Callable[[str], None] | None = None) -> int:
     """Report on a parsed zaqar.conf; the exit status (0 ok, 1 errors)."""
     report = Report() if out is None else Report(out)
+    # The environment's endpoint passwords and header values, masked in every
+    # line (whatever characters they hold), also in the SDK's own warnings.
+    redact.remember_environment(environ)
+    redact.hide_logged_secrets()
     report.say("Configuration")
     files = [*conf.config_file, *(f"{d}/*.conf" for d in conf.config_dir)]
     report.line("files", ", ".join(files))

@@ -6,7 +6,9 @@ own trace: a PRODUCER span ``deliver <queue>`` with a span link to the
 ``send`` operation that triggered it. With ``[profiler] trace_requests`` the
 webhook's HTTP call is a child of that span and carries ``traceparent`` to
 the subscriber, never signed OSProfiler headers: a subscriber is a third
-party, and a signed header would let it make Zaqar trace its requests::
+party, and a signed header would let it make Zaqar trace its requests. The
+subscriber's URL is exported as its scheme, host and port only
+(``redact.origin``, also the webhook call's ``url.full``)::
 
     instrument_notifier(tracer)
 """
@@ -57,19 +59,23 @@ class _TracingExecutor:
 def _deliver(tracer: trace.Tracer, producer: trace.SpanContext,
              subscription: dict[str, Any], fn: Callable[..., Any],
              *args: Any, **kwargs: Any) -> Any:
-    queue = str(subscription.get("source", ""))
-    subscriber = str(subscription.get("subscriber", ""))
+    queue = operations.queue_name(subscription.get("source"))
     attributes = {
         "messaging.system": operations.SYSTEM,
         "messaging.operation.type": "send",
         "messaging.operation.name": "deliver",
-        "messaging.destination.name": queue,
-        "zaqar.subscriber": redact.redact_uri(subscriber),
+        # Scheme, host and port only: Slack, Teams and Discord webhooks keep
+        # their secret in the path, others in ;token= or the query; a mailto
+        # subscriber is its scheme alone (no address).
+        "zaqar.subscriber": redact.origin(str(subscription.get("subscriber", ""))),
     }
+    if queue:
+        attributes["messaging.destination.name"] = queue
     # A trace of its own (the post's request is long over), sampled because
     # the post was, linked to the post.
     span = tracer.start_span(
-        f"deliver {queue}", context=sampling.traced_root(), kind=SpanKind.PRODUCER,
+        f"deliver {queue}" if queue else "deliver", context=sampling.traced_root(),
+        kind=SpanKind.PRODUCER,
         attributes=attributes, links=[trace.Link(producer, {"zaqar.link": "post"})])
     # The subscriber is a third party: traceparent, never a signed header
     # it could replay to make Zaqar trace its own requests.
