@@ -6,10 +6,14 @@ The public face: the OSProfiler propagator, the start-up hook, the version::
 """
 
 from zaqar_otel.propagation import env_guard as _env_guard
+from zaqar_otel.propagation import number_guard as _number_guard
 
 # opentelemetry.propagate raises at import on an unknown OTEL_PROPAGATORS
 # name, which would stop Zaqar: drop such names first.
 _env_guard.guard_before_import()
+# opentelemetry.sdk.trace raises at import on a bad
+# OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: move such a value aside first.
+_number_guard.guard_before_import()
 
 __version__: str
 

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from oslo_config import cfg
 
 from zaqar_otel import opts, switches
-from zaqar_otel.propagation import codec
+from zaqar_otel.propagation import codec, number_guard
 
 STOCK_HMAC_KEY = "SECRET_KEY"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
@@ -362,6 +362,8 @@ def sdk_numbers(environ: Mapping[str, str],
     out = {}
     for number in SDK_NUMBERS:
         raw = environ.get(number.variable)
+        if raw is None and number.variable == number_guard.VARIABLE:
+            raw = number_guard.noted(environ)  # moved aside before the SDK's import
         if raw is None:
             out[number.variable] = _Read(None)
             continue

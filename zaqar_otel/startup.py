@@ -49,7 +49,7 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from oslo_config import cfg
 
 import zaqar_otel
@@ -131,6 +131,8 @@ def setup(conf: cfg.ConfigOpts) -> bool:
         except settings.ConfigError as exc:
             loaded, problem = settings.Settings(enabled=False), str(exc)
         _state = _State(loaded)
+        for line in loaded.problems:
+            LOG.warning("zaqar-otel: %s", line)
         if problem is None and loaded.enabled:
             try:
                 _start(_state, conf)
@@ -235,6 +237,9 @@ def _provider(conf: settings.Settings) -> TracerProvider:
         resource=resource.for_process(conf.service_name),
         sampler=sampling.RequestSampler(conf.sample_ratio),
         id_generator=tracepoints.OSProfilerIdGenerator(),
+        # Every limit given (zaqar.conf, then OTEL_*, checked by settings):
+        # SpanLimits then reads no variable, and fails on none.
+        span_limits=SpanLimits(**conf.span_limits),
         shutdown_on_exit=False,
     )
     span_processor = processor.span_processor(conf)

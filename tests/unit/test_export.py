@@ -307,3 +307,45 @@ def test_other_exporters_get_the_spans_themselves() -> None:
     processor.force_flush()
     assert collector.received == ["s0", "s1"]
     provider.shutdown()
+
+
+def test_export_requests_are_bounded_in_bytes() -> None:
+    """Runs of at most max_bytes encoded bytes, in order; a span larger than
+    that alone in its own."""
+    from zaqar_otel.export.otlp_encoding import EncodedSpan
+    from zaqar_otel.export.processor import byte_bounded
+
+    pieces = [EncodedSpan(b"x" * size, None, None)  # type: ignore[arg-type]
+              for size in (400, 400, 300, 2000, 100, 100)]
+    runs = byte_bounded(pieces, 1000)
+    assert [[len(p.field) for p in run] for run in runs] == [
+        [400, 400], [300], [2000], [100, 100]]
+    assert byte_bounded([], 1000) == []
+
+
+def test_the_queue_is_bounded_in_bytes_too(receiver: OTLPReceiver) -> None:
+    """A collector that does not answer and spans of 10 KB: the queue holds
+    at most max_queue_bytes of them; each beyond is counted and dropped;
+    once exported, the bytes are free again."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    from zaqar_otel.export.otlp_http import OTLPSpanExporter
+
+    receiver.mode = "hang"
+    drops = DropCounter("test")
+    processor = CountingBatchSpanProcessor(
+        OTLPSpanExporter(endpoint=receiver.traces_url, timeout=5), drops,
+        max_queue_bytes=65536, max_queue_size=2048, max_export_batch_size=512,
+        schedule_delay_millis=60000)
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=None))
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for _ in range(20):
+        tracer.start_span("big", attributes={"v": "x" * 10000}).end()
+    assert drops.total == 14  # 6 of about 10 KB fit in 64 KiB
+    assert 60000 < processor.queued_bytes <= 65536
+    receiver.mode = "ok"
+    assert processor.force_flush()
+    assert processor.queued_bytes == 0
+    assert len(receiver.wait_for(count=6)) == 6
+    provider.shutdown()

@@ -352,3 +352,36 @@ def test_zero_and_minus_zero_keep_their_sign() -> None:
     assert body == encode_spans(spans).SerializePartialToString()
     signs = [math.copysign(1, s.attributes["ratio"]) for s in decode_request(body)]
     assert signs == [1, -1, 1, -1]
+
+
+def _sized_spans(count: int, size: int) -> list[ReadableSpan]:
+    kept = InMemorySpanExporter()
+    tracer = _provider(kept, {"service.name": "zaqar"}).get_tracer("t")
+    for i in range(count):
+        tracer.start_span(f"s{i}", attributes={"v": "x" * size}).end()
+    return list(kept.get_finished_spans())
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_request_the_collector_refuses_as_too_large_is_split(protocol: str) -> None:
+    """A receiver that refuses requests over 8 KiB (413; gRPC
+    RESOURCE_EXHAUSTED): 20 spans of 1 KB arrive, in several requests; a
+    span of 16 KB alone is refused and counted, not retried."""
+    from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
+
+    with OTLPReceiver(protocol, max_request_bytes=8192) as receiver:  # type: ignore[arg-type]
+        exporter: Any = (OTLPSpanExporter(endpoint=receiver.traces_url)
+                         if protocol == "http" else
+                         GrpcExporter(endpoint=receiver.endpoint, insecure=True,
+                                      timeout=5))
+        spans = _sized_spans(20, 1000)
+        pieces = [exporter.early_encoder.encoded(s) for s in spans]
+        assert exporter.export(pieces) is SpanExportResult.SUCCESS
+        assert exporter.take_refused() == 0
+        assert sorted(s.name for s in receiver.wait_for(count=20)) == sorted(
+            s.name for s in spans)
+        huge = _sized_spans(1, 16000)
+        exporter.export(huge)
+        assert exporter.take_refused() == 1
+        exporter.shutdown()
+    assert len(receiver.spans()) == 20

@@ -13,6 +13,7 @@ from zaqar.conf import profiler as zaqar_profiler
 
 from zaqar_otel import opts
 from zaqar_otel.settings import (
+    SDK_NUMBERS,
     ConfigError,
     Endpoint,
     MetricsSettings,
@@ -494,3 +495,63 @@ def test_metrics_options(load_conf: Loader) -> None:
         per_project=True, exemplar_filter="always_off")
     env = load_conf(otel(metrics="true"), {"OTEL_METRIC_EXPORT_INTERVAL": "2500"})
     assert env.metrics is not None and env.metrics.export_interval_millis == 2500
+
+
+# -- OTEL_* numbers the SDK reads (issue 24, item 7) ---------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "nan", "inf", " "])
+def test_a_bad_export_timeout_is_one_problem_and_the_default(
+        load_conf: Loader, value: str) -> None:
+    """OTEL_EXPORTER_OTLP_TIMEOUT=0 made the SDK's exporters give up at
+    once: the exporter is handed the default instead, and a bad value is one
+    line naming the variable (an empty one counts as unset)."""
+    s = load_conf(ON, {"OTEL_EXPORTER_OTLP_TIMEOUT": value,
+                       "OTEL_METRICS_EXPORTER": "otlp"})
+    assert s.exporter_args["timeout"] == 10.0
+    assert s.metrics is not None and s.metrics.exporter_args["timeout"] == 10.0
+    if value.strip():
+        assert len(s.problems) == 1
+        assert s.problems[0].startswith(f"OTEL_EXPORTER_OTLP_TIMEOUT={value!r}")
+        assert "default 10" in s.problems[0]
+    else:
+        assert s.problems == ()
+
+
+def test_good_otel_numbers_are_left_to_the_sdk(load_conf: Loader) -> None:
+    s = load_conf(ON, {"OTEL_EXPORTER_OTLP_TIMEOUT": "2.5",
+                       "OTEL_BSP_MAX_QUEUE_SIZE": "100"})
+    assert "timeout" not in s.exporter_args and s.batch_args == {}
+    assert s.problems == ()
+
+
+@pytest.mark.parametrize("variable", [n.variable for n in SDK_NUMBERS])
+def test_every_sdk_number_is_checked(load_conf: Loader, variable: str) -> None:
+    s = load_conf(ON, {variable: "-7x", "OTEL_METRICS_EXPORTER": "otlp"})
+    assert [p.split("=")[0] for p in s.problems] == [variable]
+    assert s.metrics is not None  # metrics stay on, with the default
+
+
+def test_span_limits_are_all_given_with_a_length_limit_by_default(
+        load_conf: Loader) -> None:
+    limits = load_conf(ON).span_limits
+    assert limits["max_attribute_length"] == limits["max_span_attribute_length"] == 8192
+    assert limits["max_span_attributes"] == 128
+    env = {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "100",
+           "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "unset",
+           "OTEL_ATTRIBUTE_COUNT_LIMIT": "7", "OTEL_SPAN_EVENT_COUNT_LIMIT": "-1"}
+    s = load_conf(ON, env)
+    assert s.span_limits["max_attribute_length"] == 100
+    assert s.span_limits["max_span_attribute_length"] == -1  # SpanLimits.UNSET
+    assert s.span_limits["max_span_attributes"] == 7
+    assert s.span_limits["max_events"] == 128
+    assert len(s.problems) == 1 and "OTEL_SPAN_EVENT_COUNT_LIMIT" in s.problems[0]
+    option = load_conf(otel(attribute_value_length_limit=50), env).span_limits
+    assert option["max_attribute_length"] == option["max_span_attribute_length"] == 50
+
+
+def test_a_service_name_that_is_not_utf8_is_made_one(load_conf: Loader) -> None:
+    s = load_conf(ON, {"OTEL_SERVICE_NAME": "zaqar-eu\udcff"})
+    assert s.service_name == "zaqar-eu\ufffd"
+    assert len(s.problems) == 1 and "OTEL_SERVICE_NAME" in s.problems[0]
+    assert load_conf(ON, {"OTEL_SERVICE_NAME": "zaqar-eu"}).service_name is None

@@ -273,6 +273,8 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
             f"[{opts.PROFILER_GROUP}] hmac_keys holds the stock key "
             f"{settings.STOCK_HMAC_KEY!r} (allowed by [{opts.OTEL_GROUP}] "
             "allow_stock_hmac_key): anyone can start traces; set your own key")
+    for problem in loaded.problems:  # OTEL_* values the server replaces
+        report.warning(problem)
     _propagation(report, environ)
     _what(report, conf, loaded)
     _where(report, loaded, environ, timeout)
