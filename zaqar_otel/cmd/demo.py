@@ -288,8 +288,10 @@ def _print_life(receiver: OTLPReceiver, life: Life) -> None:
     print(f"A message's life (message {life.message_id}):")
     rows = [("posted", send, ""), ("claimed", claim, linked(claim)),
             ("deleted", delete, ""), ("webhook", delivery, linked(delivery))]
+    from zaqar_otel.demo.tree import printable
+
     for i, (what, span, note) in enumerate(rows):
-        print(f"  {what:8} trace {span.trace_id:032x}  {span.name} "
+        print(f"  {what:8} trace {span.trace_id:032x}  {printable(span.name)} "
               f"[{span.kind}] {span.duration_ms:.2f}ms{note}")
         if i == 0:
             print(f"  {'waited':8} {life.waited:.1f}s in the queue")

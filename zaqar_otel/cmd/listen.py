@@ -14,7 +14,10 @@ are printed, then it exits 0.
 
 It binds 127.0.0.1 unless ``--host`` says otherwise; OTLP/HTTP on ``--port``
 (default 4318), OTLP/gRPC only with ``--grpc-port`` (4317 is the usual one).
-What it received is not kept once printed.
+What it received is not kept once printed. A request larger than 16 MiB, as
+received or once inflated, is refused with 413 (gRPC: RESOURCE_EXHAUSTED)
+without being read or inflated further; every printed string has its
+control characters shown as escapes (span names come from clients).
 """
 
 from __future__ import annotations
@@ -103,10 +106,13 @@ class TracePrinter:
         self._printed: dict[int, None] = {}  # insertion-ordered set
 
     def print(self, trace_id: int, spans: list[ReceivedSpan]) -> None:
-        from zaqar_otel.demo.tree import render_tree, span_detail
+        from zaqar_otel.demo.tree import printable, render_tree, span_detail
         from zaqar_otel.propagation import idmap
 
-        services = sorted({str(s.resource.get("service.name", "?")) for s in spans})
+        # Every printed string made inert (render_tree does the names and
+        # details): a client chooses span names, an exporter its service.
+        services = sorted({printable(s.resource.get("service.name", "?"), 60)
+                           for s in spans})
 
         def detail(span: ReceivedSpan) -> str:
             text = span_detail(span)

@@ -11,7 +11,6 @@ Nothing in the SDK is mocked.
 
 from __future__ import annotations
 
-import gzip
 import select
 import socket
 import sys
@@ -56,6 +55,14 @@ Signal = Literal["traces", "metrics"]
 _TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"]
 _METRICS_SERVICE = metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"]
 _PATHS: dict[str, Signal] = {"/v1/traces": "traces", "/v1/metrics": "metrics"}
+#: Bytes of one export request at most, as received and once inflated (gzip,
+#: deflate): beyond, 413 (gRPC: RESOURCE_EXHAUSTED), as a collector answers
+#: (its gRPC limit is 4 MiB). zaqar-otel's exporters send at most
+#: ``max_export_batch_bytes`` (1 MiB by default) a request.
+MAX_REQUEST_BYTES = 16 << 20
+#: Requests decoded at once: each holds its body and its decoded spans.
+_DECODING_AT_ONCE = 2
+_DIGITS = frozenset("0123456789")
 _EMPTY_ANSWER = {"traces": ExportTraceServiceResponse().SerializeToString(),
                  "metrics": ExportMetricsServiceResponse().SerializeToString()}
 
@@ -274,10 +281,17 @@ class OTLPReceiver:
         port: int = 0,
         on_spans: Callable[[list[ReceivedSpan]], None] | None = None,
         keep: bool = True,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         if protocol not in ("http", "grpc"):
             raise ValueError(f"unknown protocol {protocol!r}")
         self.protocol = protocol
+        #: Bytes of a request, received and inflated, at most (see
+        #: ``MAX_REQUEST_BYTES``); ``refused`` counts the requests refused.
+        self.max_request_bytes = max_request_bytes
+        self.refused = 0
+        self._decoding = threading.BoundedSemaphore(_DECODING_AT_ONCE)
+        self._reading = threading.BoundedSemaphore(_DECODING_AT_ONCE)
         self.host = host
         self.raw: list[bytes] = []
         self.requests = 0
@@ -414,6 +428,11 @@ class OTLPReceiver:
         ``alive`` says the client still waits; ``expired`` that its deadline
         passed, which gRPC knows before the cancellation reaches the server.
         """
+        with self._decoding:
+            return self._handle_one(body, alive, expired, signal)
+
+    def _handle_one(self, body: bytes, alive: Callable[[], bool],
+                    expired: Callable[[], bool], signal: Signal) -> bool | None:
         if signal == "metrics":
             return self._handle_metrics(body, alive, expired)
         with self._cond:
@@ -472,7 +491,11 @@ class OTLPReceiver:
                 daemon=True,
             ).start()
         else:
-            self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+            # gRPC refuses a larger message (inflated size) itself, with
+            # RESOURCE_EXHAUSTED, before the handler sees it.
+            self._grpc = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=16),
+                options=[("grpc.max_receive_message_length", self.max_request_bytes)])
             handler = grpc.unary_unary_rpc_method_handler(
                 self._grpc_export,
                 # No request deserializer: the servicer gets the raw bytes as
@@ -547,6 +570,32 @@ class OTLPReceiver:
             context.abort(grpc.StatusCode.UNAVAILABLE, "receiver in error mode")
 
 
+class _TooLarge(Exception):
+    pass
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` inflated, at most ``limit`` bytes of it: a small request
+    that inflates to gigabytes is refused (``_TooLarge``) at the limit,
+    not held. Raises zlib.error or EOFError when it is not whole."""
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    chunks: list[bytes] = []
+    total = 0
+    rest = body
+    while True:  # gzip allows several members one after another
+        inflater = zlib.decompressobj(wbits)
+        chunk = inflater.decompress(rest, limit + 1 - total)
+        total += len(chunk)
+        if total > limit or inflater.unconsumed_tail:
+            raise _TooLarge
+        if not inflater.eof:
+            raise EOFError("the compressed body ends early")
+        chunks.append(chunk)
+        rest = inflater.unused_data
+        if not rest or encoding != "gzip":
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -596,22 +645,32 @@ class _Handler(BaseHTTPRequestHandler):
         if signal is None:
             return self._reply(404)
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
-        length = self.headers.get("Content-Length")
-        if length is None:
-            return self._reply(411)
-        body = self.rfile.read(int(length))
-        if ctype != "application/x-protobuf":
-            return self._reply(415)
+        length = (self.headers.get("Content-Length") or "").strip()
+        receiver = self.server.receiver
+        limit = receiver.max_request_bytes
+        if not length:
+            return self._refuse(411)
+        if not _DIGITS.issuperset(length):  # negative, or not a number
+            return self._refuse(400)
+        if len(length) > 20 or int(length) > limit:
+            receiver.refused += 1
+            return self._refuse(413)  # not read: no memory for it
         encoding = self.headers.get("Content-Encoding", "identity").lower()
-        try:
-            if encoding == "gzip":
-                body = gzip.decompress(body)
-            elif encoding == "deflate":
-                body = zlib.decompress(body)
-            elif encoding != "identity":
+        # Bodies read and inflated a few at a time: each may be the limit.
+        with receiver._reading:
+            body = self.rfile.read(int(length))
+            if ctype != "application/x-protobuf":
                 return self._reply(415)
-        except (OSError, zlib.error):
-            return self._reply(400)
+            try:
+                if encoding in ("gzip", "deflate"):
+                    body = _inflate(body, encoding, limit)
+                elif encoding != "identity":
+                    return self._reply(415)
+            except _TooLarge:
+                receiver.refused += 1
+                return self._reply(413)
+            except (OSError, EOFError, zlib.error):
+                return self._reply(400)
         try:
             ok = self.server.receiver._handle(body, self._client_alive,
                                               signal=signal)
@@ -623,6 +682,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not ok:
             return self._reply(503)
         return self._reply(200, _EMPTY_ANSWER[signal])
+
+    def _refuse(self, code: int) -> None:
+        """Answer ``code`` without reading the body; the connection closes
+        (what follows on it would be that body)."""
+        self.close_connection = True
+        self._reply(code)
 
     def _client_alive(self) -> bool:
         # A client that timed out closes its socket: readable with EOF.

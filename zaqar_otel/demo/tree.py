@@ -8,7 +8,25 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from zaqar_otel.demo.receiver import ReceivedSpan
 
-__all__ = ["Detail", "by_trace", "render_tree", "span_detail"]
+__all__ = ["Detail", "by_trace", "printable", "render_tree", "span_detail"]
+
+#: Characters of a name or detail printed at most.
+PRINTED_MAX = 200
+# C0 and C1 controls, DEL, line and paragraph separators, and the marks that
+# reorder text on a terminal (bidirectional overrides and isolates).
+_INERT = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+          for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
+                    *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
+
+
+def printable(text: object, limit: int = PRINTED_MAX) -> str:
+    """``text`` safe for an operator's terminal: every control character
+    (a terminal escape, a line break) shown as an escape, at most ``limit``
+    characters. Span names and attributes come from clients."""
+    shown = str(text)
+    if len(shown) > limit:
+        shown = shown[:limit] + f"...(+{len(shown) - limit} characters)"
+    return shown.translate(_INERT)
 
 
 def by_trace(spans: Iterable[ReceivedSpan]) -> dict[int, list[ReceivedSpan]]:
@@ -48,9 +66,10 @@ def _render_trace(
 
     def walk(s: ReceivedSpan, depth: int) -> None:
         seen.add(id(s))
-        line = f"{indent}{'  ' * depth}{s.name} [{s.kind}] {s.duration_ms:.2f}ms"
+        line = (f"{indent}{'  ' * depth}{printable(s.name)} [{s.kind}] "
+                f"{s.duration_ms:.2f}ms")
         if detail is not None:
-            line += detail(s)
+            line += printable(detail(s), 2 * PRINTED_MAX)
         if depth == 0 and s.parent_span_id is not None:
             line += f" (parent {s.parent_span_id:016x} not in list)"
         lines.append(line)
@@ -63,7 +82,7 @@ def _render_trace(
     # Spans in a parent cycle never hang off a root: show them, not hide them.
     for s in group:
         if id(s) not in seen:
-            lines.append(f"{indent}(unreachable) {s.name} [{s.kind}]")
+            lines.append(f"{indent}(unreachable) {printable(s.name)} [{s.kind}]")
             seen.add(id(s))
 
 
