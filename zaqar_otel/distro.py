@@ -6,7 +6,7 @@ The standard runner gives the same traces as ``zaqar-otel-server``::
         opentelemetry-instrument zaqar-server --config-file /etc/zaqar/zaqar.conf
 
 * ``ZaqarOtelDistro`` (entry point ``opentelemetry_distro``): defaults the
-  propagators to ``tracecontext,baggage,osprofiler`` and leaves the redis,
+  propagators to ``tracecontext,osprofiler`` and leaves the redis,
   pymongo, sqlalchemy and requests instrumentors to the ``[profiler]
   trace_*`` options instead of switching them all on.
 * ``ZaqarOtelConfigurator`` (``opentelemetry_configurator``): builds nothing
