@@ -6,9 +6,11 @@ The standard runner gives the same traces as ``zaqar-otel-server``::
         opentelemetry-instrument zaqar-server --config-file /etc/zaqar/zaqar.conf
 
 * ``ZaqarOtelDistro`` (entry point ``opentelemetry_distro``): defaults the
-  propagators to ``tracecontext,osprofiler`` and leaves the redis,
-  pymongo, sqlalchemy and requests instrumentors to the ``[profiler]
-  trace_*`` options instead of switching them all on.
+  propagators to ``tracecontext,osprofiler`` and the attribute value length
+  limit to zaqar-otel's (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``, also for a
+  provider another configurator builds), and leaves the redis, pymongo,
+  sqlalchemy and requests instrumentors to the ``[profiler] trace_*``
+  options instead of switching them all on.
 * ``ZaqarOtelConfigurator`` (``opentelemetry_configurator``): builds nothing
   at start; the SDK is built when Zaqar has parsed zaqar.conf, so its options
   win over ``OTEL_*`` exactly as with ``zaqar-otel-server``.
@@ -28,6 +30,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 from opentelemetry.sdk._configuration import _BaseConfigurator
+from opentelemetry.sdk.environment_variables import OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT
 
 from zaqar_otel import startup, switches
 
@@ -43,6 +46,10 @@ class ZaqarOtelDistro(BaseDistro):
 
     def _configure(self, **kwargs: Any) -> None:
         os.environ.setdefault(OTEL_PROPAGATORS, startup.DEFAULT_PROPAGATORS)
+        # zaqar-otel's default length limit, also for a provider another
+        # configurator builds (ours reads the variable the same way).
+        os.environ.setdefault(OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+                              str(startup.settings.DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT))
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name in MANAGED_INSTRUMENTORS:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 PRELUDE = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stdout)
@@ -205,3 +207,21 @@ def test_a_metrics_problem_is_one_error_and_tracing_stays_on() -> None:
     """)
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "OTEL_METRICS_EXPORTER='prometheus'" in errors[0], out
+
+
+def test_the_distro_gives_every_provider_the_length_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under opentelemetry-instrument a provider another configurator builds
+    reads OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: the distro defaults it to
+    zaqar-otel's limit, and keeps the operator's."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    from zaqar_otel.distro import ZaqarOtelDistro
+
+    monkeypatch.delenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", raising=False)
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext")
+    ZaqarOtelDistro()._configure()
+    assert SpanLimits().max_span_attribute_length == 8192
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "300")
+    ZaqarOtelDistro()._configure()
+    assert SpanLimits().max_span_attribute_length == 300
