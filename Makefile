@@ -56,3 +56,7 @@ clean:
 .PHONY: breadth
 breadth: $(STAMP)
 	$(VENV)/bin/python -m tests.breadth $(BREADTH_ARGS)
+
+# Jaeger v2 and the project's collector (otelcol-zaqar), built from the Go
+# module proxy into .cache/bin/: `make backends` (collector/build.mk).
+include collector/build.mk
