@@ -3,6 +3,8 @@
 #   MariaDB    127.0.0.1:3306  root with an empty password, database `test`
 #   PostgreSQL 127.0.0.1:5432  user postgres, trust auth on loopback, database `test`
 #   Redis      127.0.0.1:6379  no persistence (Zaqar's own test_pools_new hard-codes it)
+# and installs Debian's chromium (no server: tests/browser.py runs it headless
+# for the HTML pages the project renders).
 # (tests/servers.py holds the URLs the tests use; without these servers the
 # tests that need them skip, or fail when $CI is set.)
 #
@@ -165,6 +167,7 @@ case "$action" in
         postgres_start
         mariadb_start
         redis_start
+        install_missing chromium
         [ "$said" = 1 ] || echo "services: MariaDB, PostgreSQL and Redis already running on $HOST; nothing changed"
         ;;
     stop) redis_stop; mariadb_stop; postgres_stop ;;

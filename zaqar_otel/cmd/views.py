@@ -72,7 +72,11 @@ body { font-family: "Helvetica Neue", Helvetica, Arial, sans-serif;
 h4 { margin: 4px 0 10px; } .ids { color: #555; font-family: monospace; }
 .warning { color: #8a6d3b; background: #fcf8e3; padding: 4px 8px; }
 .bg-success { background-color: #dff0d8; } .text-right { text-align: right; }
-.text-center { text-align: center; } .trace { border-collapse: collapse; }
+.text-center { text-align: center; }
+.trace { border-collapse: collapse; table-layout: fixed; }
+.trace tr td { overflow: hidden; text-overflow: ellipsis; }
+.trace tr td.level { width: 7%; } .trace tr td.bar { width: 22%; }
+.trace tr td.name { width: 30%; } .trace tr td.details { width: 6%; }
 .btn { font-size: 11px; padding: 1px 5px; border: 1px solid #ccc;
        border-radius: 3px; background: #fff; min-width: 34px; }
 .filter { margin: 6px 0 10px; } .filter input { width: 40em; padding: 3px; }
@@ -88,30 +92,30 @@ h4 { margin: 4px 0 10px; } .ids { color: #555; font-family: monospace; }
 _SCRIPT = """
 (function () {
   'use strict';
-  var data = JSON.parse(document.getElementById('osprofiler-data').textContent);
-  var nodes = [], parents = [], stack = [[data, -1]];
-  while (stack.length) {               // pre-order, as the rows are drawn
-    var top = stack.pop(), i = nodes.length;
-    nodes.push(top[0]); parents.push(top[1]);
-    for (var c = top[0].children.length - 1; c >= 0; c--)
-      stack.push([top[0].children[c], i]);
+  var table = document.getElementById('spans');
+  var rows = table.querySelectorAll('tr.span');
+  var parents = [], open = [], folded = {};
+  for (var i = 0; i < rows.length; i++) {   // rows are in pre-order
+    var level = +rows[i].dataset.l;
+    open.length = level;
+    parents.push(level ? open[level - 1] : -1);
+    open.push(i);
   }
-  var rows = document.querySelectorAll('tr.span');
-  var folded = {};
+  var COLUMNS = ['name', 'project', 'service', 'host'];
+  function text(row, column) {
+    return row.querySelector('td.' + column).textContent;
+  }
   function refresh(pattern) {
-    var re = null, shown = [];
+    var re = null, shown = [], i, j;
     try { re = pattern ? new RegExp(pattern) : null; } catch (e) { re = null; }
-    for (var i = 0; i < nodes.length; i++) shown.push(!re);
+    for (i = 0; i < rows.length; i++) shown.push(!re);
     if (re) {
-      ['name', 'project', 'service', 'host'].forEach(function (key) {
-        for (var i = 0; i < nodes.length; i++) {
-          var v = nodes[i].info[key];
-          if (v !== undefined && v !== null && re.test(String(v)))
-            for (var j = i; j >= 0 && !shown[j]; j = parents[j]) shown[j] = true;
-        }
-      });
+      for (i = 0; i < rows.length; i++) {
+        if (COLUMNS.some(function (c) { return re.test(text(rows[i], c)); }))
+          for (j = i; j >= 0 && !shown[j]; j = parents[j]) shown[j] = true;
+      }
     }
-    for (var i = 0; i < nodes.length; i++) {
+    for (i = 0; i < rows.length; i++) {
       var hidden = !shown[i];
       for (var p = parents[i]; p >= 0 && !hidden; p = parents[p])
         hidden = !!folded[p];
@@ -124,17 +128,24 @@ _SCRIPT = """
     filter.value = decodeURIComponent(location.hash.slice(8));
     refresh(filter.value);
   }
-  document.querySelectorAll('tr.span button').forEach(function (b) {
-    b.addEventListener('click', function (ev) {
-      var i = +b.closest('tr').dataset.i;
-      folded[i] = !folded[i];
-      b.firstChild.textContent = folded[i] ? '+ ' : '\u2212 ';
-      refresh(filter.value); ev.stopPropagation();
-    });
-  });
+  var nodes = null;                  // the report, parsed on the first details
+  function node(i) {
+    if (nodes === null) {
+      nodes = [];
+      var stack = [JSON.parse(
+        document.getElementById('osprofiler-data').textContent)];
+      while (stack.length) {
+        var top = stack.pop();
+        nodes.push(top);
+        for (var c = top.children.length - 1; c >= 0; c--)
+          stack.push(top.children[c]);
+      }
+    }
+    return nodes[i];
+  }
   var modal = document.getElementById('modal');
   function show(i) {
-    var info = nodes[i].info, meta = {};
+    var info = node(i).info, meta = {};
     Object.keys(info).forEach(function (key) {
       var parts = key.split('.');
       if (parts[0] !== 'meta') return;
@@ -154,8 +165,18 @@ _SCRIPT = """
     modal.querySelector('pre').textContent = JSON.stringify(meta, null, 4);
     modal.hidden = false;
   }
-  rows.forEach(function (row) {
-    row.addEventListener('click', function () { show(+row.dataset.i); });
+  table.addEventListener('click', function (ev) {
+    var row = ev.target.closest('tr.span');
+    if (!row) return;
+    var i = +row.dataset.i, button = ev.target.closest('button');
+    if (button) {
+      folded[i] = !folded[i];
+      button.firstChild.textContent = folded[i] ? '+ ' : '\u2212 ';
+      refresh(filter.value);
+    } else {
+      show(i);
+    }
+    ev.preventDefault();
   });
   document.getElementById('close').addEventListener('click', function () {
     modal.hidden = true;
@@ -207,17 +228,18 @@ def as_html(report: dict[str, Any], trace: Trace, note: str = "") -> str:
         leaf = not node["children"]
         bold = " bold" if name in ("total", "wsgi", "rpc") or level == 0 else ""
         rows.append(
-            f'<tr class="{" ".join(classes)}" data-i="{i}">'
+            f'<tr class="{" ".join(classes)}" data-i="{i}" data-l="{level}">'
             f'<td class="level" style="padding-left: {level * 5}px;">'
             f'<button type="button" class="btn"{" disabled" if leaf else ""}>'
             f'<span>{"&middot; " if leaf else "&minus; "}</span>{level}</button></td>'
-            f'<td class="text-center"><div class="duration" style="width: '
+            f'<td class="bar text-center"><div class="duration" style="width: '
             f'{width:.2f}%; margin-left: {offset:.2f}%;"><div>{finished - started} ms'
-            f'</div></div></td><td class="name{bold} text-right">{esc(name)}</td>'
-            f'<td>{esc(str(info.get("project") or "n/a"))}</td>'
-            f'<td>{esc(str(info.get("service") or "n/a"))}</td>'
-            f'<td>{esc(str(info.get("host") or "n/a"))}</td>'
-            f'<td class="details"><a href="#" onclick="return false">Details</a></td>'
+            f'</div></div></td><td class="name{bold} text-right" title="{esc(name)}">'
+            f'{esc(name)}</td>'
+            f'<td class="project">{esc(str(info.get("project") or "n/a"))}</td>'
+            f'<td class="service">{esc(str(info.get("service") or "n/a"))}</td>'
+            f'<td class="host">{esc(str(info.get("host") or "n/a"))}</td>'
+            f'<td class="details"><a href="#">Details</a></td>'
             "</tr>")
     base_id = idmap.base_id_from_trace_id(trace.trace_id)
     data = json.dumps(report, default=_serialize).replace("<", "\\u003c")
@@ -240,9 +262,10 @@ def as_html(report: dict[str, Any], trace: Trace, note: str = "") -> str:
 <input type="text" id="filterPattern"
  placeholder="Input your regular expression pattern here">
 </form>
-<table class="trace">
+<table class="trace" id="spans">
 <tr class="bold text-left" style="border-bottom: solid 1px gray;">
-<td class="level">Levels</td><td>Duration</td><td class="text-right">Type</td>
+<td class="level">Levels</td><td class="bar">Duration</td>
+<td class="name text-right">Type</td>
 <td>Project</td><td>Service</td><td>Host</td><td class="details">Details</td></tr>
 {chr(10).join(rows)}
 </table>
