@@ -3,6 +3,7 @@ real OTLP exporters sending to it, the trees it prints."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import queue
 import signal
@@ -244,3 +245,23 @@ def test_late_spans_of_a_printed_trace_say_so() -> None:
     # Its parent is in the part printed before: said, not hidden.
     assert second.splitlines()[1].endswith("(parent 0000000000000001 not in list)")
     assert printer.traces == 1
+
+
+def test_the_buffer_keeps_what_is_printed_and_is_bounded_in_bytes() -> None:
+    """Spans with 60 KB attributes (a client's User-Agent): the buffer keeps
+    only what the tree prints, cut, and holds at most max_pending_bytes."""
+    big = "x" * 60_000
+    spans = [dataclasses.replace(
+        _span(1, i), name=big, attributes={"user_agent.original": big,
+                                           "db.statement": big})
+        for i in range(1, 101)]
+    buffer = listen.TraceBuffer(2.0, max_pending_bytes=20_000)
+    buffer.add(spans)
+    assert buffer.received == 100 and 0 < buffer.dropped < 100
+    [(_, kept)] = buffer.quiet(everything=True)
+    assert len(kept) == 100 - buffer.dropped
+    assert kept[0].attributes == {"db.statement": "x" * 512}
+    assert len(kept[0].name) == 512
+    out = io.StringIO()
+    listen.TracePrinter(out).print(1, kept)
+    assert max(map(len, out.getvalue().splitlines())) < 1000

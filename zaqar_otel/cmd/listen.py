@@ -23,6 +23,7 @@ control characters shown as escapes (span names come from clients).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -42,6 +43,13 @@ DEFAULT_QUIET = 2.0
 # Spans waiting for their trace to be quiet; beyond, new ones are dropped
 # (and counted) rather than let a flood grow the process without bound.
 MAX_PENDING = 100_000
+# The same, in bytes of what is kept of them (an estimate): a span keeps
+# only what is printed (``_kept``), each text cut to ``_KEPT_TEXT``.
+MAX_PENDING_BYTES = 64 << 20
+_KEPT_TEXT = 512
+# What the printed tree reads of a span's attributes (demo.tree.span_detail).
+_SHOWN = ("http.response.status_code", "http.status_code", "db.statement",
+          "db.query.text", "code.function.name")
 # Trace ids already printed, so late spans are said to be late.
 _PRINTED_MEMORY = 10_000
 
@@ -50,6 +58,7 @@ _PRINTED_MEMORY = 10_000
 class _Trace:
     spans: list[ReceivedSpan] = field(default_factory=list)
     last: float = 0.0
+    size: int = 0  # bytes, as estimated by _kept
 
 
 class TraceBuffer:
@@ -61,9 +70,12 @@ class TraceBuffer:
     """
 
     def __init__(self, quiet_after: float, max_pending: int = MAX_PENDING,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.quiet_after = quiet_after
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self.dropped = 0
         self.received = 0
         self._clock = clock
@@ -76,13 +88,17 @@ class TraceBuffer:
         with self._lock:
             for span in spans:
                 self.received += 1
-                if self._pending >= self.max_pending:
+                kept, size = _kept(span)
+                if (self._pending >= self.max_pending
+                        or self._pending_bytes + size > self.max_pending_bytes):
                     self.dropped += 1
                     continue
                 trace = self._traces.setdefault(span.trace_id, _Trace())
-                trace.spans.append(span)
+                trace.spans.append(kept)
+                trace.size += size
                 trace.last = now
                 self._pending += 1
+                self._pending_bytes += size
 
     def quiet(self, everything: bool = False) -> list[tuple[int, list[ReceivedSpan]]]:
         """The traces done waiting, oldest first, taken out of the buffer."""
@@ -93,8 +109,29 @@ class TraceBuffer:
             for tid, trace in done:
                 del self._traces[tid]
                 self._pending -= len(trace.spans)
+                self._pending_bytes -= trace.size
         done.sort(key=lambda item: min(s.start_ns for s in item[1].spans))
         return [(tid, trace.spans) for tid, trace in done]
+
+
+def _cut(value: object) -> object:
+    if isinstance(value, str) and len(value) > _KEPT_TEXT:
+        return value[:_KEPT_TEXT]
+    return value
+
+
+def _kept(span: ReceivedSpan) -> tuple[ReceivedSpan, int]:
+    """What is printed of ``span`` (texts cut, other attributes, events,
+    links and resource left out), and an estimate of its bytes."""
+    attributes = {k: _cut(span.attributes[k]) for k in _SHOWN if k in span.attributes}
+    service = span.resource.get("service.name", "?")
+    kept = dataclasses.replace(
+        span, name=str(_cut(span.name)), attributes=attributes, events=(),
+        links=(), status_message=str(_cut(span.status_message)),
+        resource={"service.name": _cut(service)})
+    size = 400 + len(kept.name) + len(kept.status_message) + sum(
+        len(str(v)) for v in attributes.values()) + len(str(kept.resource))
+    return kept, size
 
 
 class TracePrinter:
