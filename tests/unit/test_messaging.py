@@ -139,3 +139,22 @@ def test_operations_are_measured_from_what_zaqar_rendered() -> None:
         ("receive", "list", "q", "p", 200, 1, [5]),
     ]
     assert routed.status_code == 200
+
+
+def test_methods_a_client_makes_up_are_not_kept() -> None:
+    """Any token is a method to a WSGI server (Zaqar answers 405): those
+    are not kept by the per-template memo, HTTP's own are."""
+    import falcon.testing
+
+    before = dict(operations._by_template)
+    template = "/v2/queues/{queue_name}/messages"
+    for i in range(50):
+        req = falcon.testing.create_req(method=f"X{i}" * 1000,
+                                        path="/v2/queues/q/messages")
+        req.uri_template = template
+        assert operations._operation_of_request(req) is None
+    req = falcon.testing.create_req(method="POST", path="/v2/queues/q/messages")
+    req.uri_template = template
+    assert operations._operation_of_request(req) is not None
+    added = set(operations._by_template) - set(before)
+    assert added <= {("POST", template)}

@@ -211,8 +211,11 @@ def _may_pop(found: tuple[str, str, SpanKind], route: str) -> bool:
 
 
 # (method, route template) -> operation_of(method, template): every request
-# asks, and falcon has a few dozen templates.
+# asks, and falcon has a few dozen templates. Only HTTP's own methods are
+# kept: a client may send any token as its method (a 405 answer).
 _by_template: dict[tuple[str, str | None], tuple[str, str, SpanKind] | None] = {}
+_KEPT_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                           "OPTIONS"))
 
 
 def _operation_of_request(req: Any) -> tuple[str, str, SpanKind] | None:
@@ -220,7 +223,9 @@ def _operation_of_request(req: Any) -> tuple[str, str, SpanKind] | None:
     try:
         found = _by_template[key]
     except KeyError:
-        found = _by_template[key] = operation_of(*key)
+        found = operation_of(*key)
+        if key[0] in _KEPT_METHODS:
+            _by_template[key] = found
     if found is not None and _may_pop(found, key[1] or "") and req.get_param("pop"):
         return _POP
     return found
