@@ -130,6 +130,12 @@ def setup(conf: cfg.ConfigOpts) -> bool:
             loaded = settings.load(conf)
         except settings.ConfigError as exc:
             loaded, problem = settings.Settings(enabled=False), str(exc)
+        # zaqar.conf's endpoint password and header values, likewise.
+        for args in (loaded.exporter_args,
+                     loaded.metrics.exporter_args if loaded.metrics else {}):
+            redact.remember(*redact.credentials(str(args.get("endpoint") or "")))
+            found = args.get("headers")
+            redact.remember(*(found.values() if isinstance(found, dict) else ()))
         _state = _State(loaded)
         for line in loaded.problems:
             LOG.warning("zaqar-otel: %s", line)
