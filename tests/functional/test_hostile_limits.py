@@ -33,7 +33,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.test_attacks import Relay
+from tests.functional.test_attacks import (
+    Relay,
+    websocket_server,
+    ws_exchange,
+    ws_request,
+)
 from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
@@ -169,6 +174,37 @@ def test_oversized_user_agents_lose_no_signed_span(
         assert receiver.refused > 0  # the case this runs: refused, then split
     assert "Traceback" not in log
     assert "exceeds max length" not in log  # the SDK's line per cut value
+
+
+def test_megabyte_websocket_actions_lose_no_signed_span() -> None:
+    """20 websocket requests whose action is 3 MB of text (Zaqar answers
+    400) beside 40 signed ones, every request traced, to a receiver that
+    refuses requests over 4 MiB: all 40 signed server spans arrive (before:
+    0 of 40), none named or tagged with the action's text."""
+    requests = [ws_request("queue_create", {"queue_name": QUEUE})]
+    trace_ids = []
+    for n in range(60):
+        if n % 3 == 2:
+            requests.append(ws_request("x" * (3 << 20) + str(n), {}))
+        else:
+            headers, trace_id = signed()
+            trace_ids.append(trace_id)
+            requests.append(ws_request("queue_get_stats", {"queue_name": QUEUE},
+                                       headers))
+    with OTLPReceiver(max_request_bytes=COLLECTOR_LIMIT) as receiver, \
+            websocket_server(receiver, ratio=1.0) as server:
+        responses = ws_exchange(server.port, requests, timeout=120)
+        got = arrived(receiver, trace_ids)
+        spans = receiver.spans()
+    statuses = [r["headers"]["status"] for r in responses]
+    print(f"\nwebsocket: {len({s.trace_id for s in got})} of {len(trace_ids)} "
+          f"signed server spans arrived; answers {sorted(set(statuses))}; "
+          f"longest exported value {longest_value(spans)}, longest name "
+          f"{max(len(s.name) for s in spans)}")
+    assert statuses.count(400) == 20
+    assert len({s.trace_id for s in got}) == len(trace_ids)
+    assert longest_value(spans) <= LENGTH_LIMIT
+    assert max(len(s.name) for s in spans) < 200
 
 
 def test_memory_against_a_black_hole_stays_bounded(
