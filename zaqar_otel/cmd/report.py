@@ -64,7 +64,8 @@ def _point_type(span: Span) -> str:
         word = name
     elif span.kind == "SERVER" and any(k.startswith("http.") for k in span.tags):
         word = "wsgi"
-    elif "db.system" in span.tags or "db.system.name" in span.tags:
+    elif any(key in span.tags for key in ("db.system", "db.system.name",
+                                          "db.statement", "db.query.text")):
         word = "db"
     else:
         word = span.kind.lower() or "span"
