@@ -14,8 +14,10 @@ It must run right before that import, not earlier: only then is
 being added, when a propagator installed in a later one would look
 unknown). ``guard_before_import()`` therefore puts a finder in front of
 ``sys.meta_path`` that runs the guard when ``opentelemetry.propagate`` is
-first looked for. The package's ``zaqar-otel.pth`` calls it at interpreter
-start when the variable is set, and so does importing ``zaqar_otel``::
+first looked for. Importing ``zaqar_otel`` calls it; the package's
+``zaqar-otel.pth``, when the variable is set, imports ``zaqar_otel`` as soon
+as any ``opentelemetry`` module is looked for (not at start: a Python process
+that never imports OpenTelemetry pays nothing)::
 
     from zaqar_otel.propagation import env_guard
     env_guard.guard_before_import()
