@@ -321,6 +321,20 @@ def test_export_requests_are_bounded_in_bytes() -> None:
     assert [[len(p.field) for p in run] for run in runs] == [
         [400, 400], [300], [2000], [100, 100]]
     assert byte_bounded([], 1000) == []
+    # Spans not encoded as they ended (the SDK's path): by an estimate.
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+
+    kept = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("t")
+    for size in (10, 10, 600):
+        tracer.start_span("s", attributes={"v": "x" * size}).end()
+    sdk_spans = list(kept.get_finished_spans())
+    assert [len(run) for run in byte_bounded(sdk_spans, 800)] == [2, 1]
 
 
 def test_the_queue_is_bounded_in_bytes_too(receiver: OTLPReceiver) -> None:
