@@ -3,12 +3,17 @@ run as a user runs it: the installed console script, from any directory."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import termios
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 import pytest
@@ -19,6 +24,8 @@ from zaqar_otel.demo.receiver import OTLPReceiver
 DEMO = [str(Path(sys.executable).parent / "zaqar-otel"), "demo"]
 # The lines of Zaqar's log that say spans were lost (zaqar_otel.export).
 DROPPED = ("dropping spans", "were dropped")
+# The smallest pipe Linux makes: one page.
+PIPE_HOLDS = 4096
 
 
 def _start(*args: str, cwd: Path | None = None,
@@ -32,13 +39,15 @@ def _start(*args: str, cwd: Path | None = None,
 def _children_once_zaqar_runs(proc: subprocess.Popen[str]) -> list[psutil.Process]:
     deadline = time.monotonic() + 60
     demo = psutil.Process(proc.pid)
-    while time.monotonic() < deadline:
-        children = demo.children(recursive=True)
-        if any("zaqar-otel-server" in " ".join(c.cmdline()) for c in children
-               if c.is_running()):
-            return children
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            children = demo.children(recursive=True)
+            if any("zaqar-otel-server" in " ".join(c.cmdline()) for c in children):
+                return children
+        except psutil.Error:  # one ended between the listing and its cmdline
+            pass
         time.sleep(0.05)
-    raise AssertionError("the demo never started Zaqar")
+    raise AssertionError(f"the demo never started Zaqar (exit {proc.poll()})")
 
 
 def _assert_all_gone(children: list[psutil.Process]) -> None:
@@ -115,13 +124,50 @@ def test_demo_says_when_the_collector_did_not_take_the_spans(tmp_path: Path) -> 
 
 
 def test_ctrl_c_stops_every_process() -> None:
-    proc = _start()
-    children = _children_once_zaqar_runs(proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    """Ctrl-C while the demo prints the trace, every process running.
+
+    The demo prints the trace (some 7 KB) before it stops anything; here its
+    output goes, unbuffered, to a pipe that holds one page and is read only
+    after the Ctrl-C: however fast the demo is, it waits in that print, with
+    every process it started running, until the signal reaches it.
+    """
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_HOLDS)
+    try:
+        proc = subprocess.Popen([*DEMO], cwd=Path.home(), stdout=write_end,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as output, ThreadPoolExecutor(1) as reader:
+        try:
+            children = _children_once_zaqar_runs(proc)
+            _wait_printing(proc, output)
+            children += psutil.Process(proc.pid).children(recursive=True)
+            proc.send_signal(signal.SIGINT)
+            printed = reader.submit(output.read)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()  # only if the demo hangs; its end is the output's end
+        out = printed.result(timeout=60).decode()
     assert proc.returncode == 130 and "interrupted" in err, err
     assert "Traceback" not in err
+    assert "OSProfiler trace id" not in out, out  # it stopped in the trace
     _assert_all_gone(children)
+
+
+def _wait_printing(proc: subprocess.Popen[str], output: BinaryIO) -> None:
+    """Until the demo has written to ``output`` (not read meanwhile)."""
+    deadline = time.monotonic() + 120
+    waiting = array.array("i", [0])
+    while time.monotonic() < deadline and proc.poll() is None:
+        fcntl.ioctl(output.fileno(), termios.FIONREAD, waiting)
+        if waiting[0] > 0:
+            return
+        time.sleep(0.05)
+    proc.kill()
+    _, err = proc.communicate(timeout=30)
+    raise AssertionError(f"the demo printed no trace (exit {proc.returncode}): {err}")
 
 
 def test_without_the_demo_extra_it_says_what_to_install(tmp_path: Path) -> None:
