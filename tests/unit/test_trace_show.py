@@ -9,8 +9,10 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import types
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +214,36 @@ def test_usage_and_an_unreachable_jaeger_exit_with_one_line(
         assert cli.main(argv) == status, argv
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+class _NotJaeger(BaseHTTPRequestHandler):
+    """A web server that is not Jaeger: 404 pages and HTML."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        status = 404 if self.path.startswith("/api/traces/") else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>\x1b[31mnot here</html>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_address_that_is_not_jaeger_is_said_to_be_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotJaeger)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for argv in (["trace", "show", f"{TRACE:032x}", "--jaeger", url],
+                     ["trace", "list", "--jaeger", url]):
+            assert cli.main(argv) == trace.EXIT_ERROR, argv
+            out, err = capsys.readouterr()
+            assert out == "" and err.count("\n") == 1, err
+            assert "Jaeger's UI / query address?" in err and "\x1b" not in err
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

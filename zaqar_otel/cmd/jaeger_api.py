@@ -206,6 +206,15 @@ def summarize(trace: Trace) -> Summary:
         tuple(sorted({s.service for s in trace.spans})), root)
 
 
+def _jaeger_errors(exc: urllib.error.HTTPError) -> bool:
+    """Whether an error answer is Jaeger's: JSON with an ``errors`` list."""
+    try:
+        body = json.loads(exc.read(65536))
+    except (OSError, ValueError):
+        return False
+    return isinstance(body, dict) and isinstance(body.get("errors"), list)
+
+
 class JaegerClient:
     """Reads Jaeger's query API at ``url`` (the UI's address)."""
 
@@ -229,8 +238,11 @@ class JaegerClient:
                     request, timeout=self.timeout) as answer:
                 body = answer.read(MAX_ANSWER + 1)
         except urllib.error.HTTPError as exc:
-            if exc.code == 404:
+            if exc.code == 404 and _jaeger_errors(exc):
                 raise TraceNotFound(f"Jaeger at {where} has no {path}") from None
+            if exc.code == 404:
+                raise JaegerError(f"{where} answered 404 for {path}: is it "
+                                  "Jaeger's UI / query address?") from None
             raise JaegerError(f"Jaeger at {where} answered {exc.code} "
                               f"{printable(exc.reason, 100)} for {path}") from None
         except (urllib.error.URLError, OSError) as exc:
@@ -244,7 +256,7 @@ class JaegerClient:
             return json.loads(body)
         except ValueError:
             raise JaegerError(f"{where} answered {path} with something that is "
-                              "not JSON: is it Jaeger's UI/query address?") from None
+                              "not JSON: is it Jaeger's UI / query address?") from None
 
     def trace(self, trace_id: int) -> Trace:
         """The trace, or :class:`TraceNotFound` / another :class:`JaegerError`."""
