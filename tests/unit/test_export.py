@@ -363,3 +363,24 @@ def test_the_queue_is_bounded_in_bytes_too(receiver: OTLPReceiver) -> None:
     assert processor.queued_bytes == 0
     assert len(receiver.wait_for(count=6)) == 6
     provider.shutdown()
+
+
+def test_resource_attributes_that_are_not_utf8_are_made_so_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A byte of OTEL_RESOURCE_ATTRIBUTES that is not UTF-8 (surrogate-
+    escaped in os.environ): U+FFFD in the process's resource, which spans
+    and metrics share, and one line."""
+    import os
+
+    from opentelemetry.exporter.otlp.proto.common._internal import _encode_resource
+
+    from zaqar_otel.export import resource
+
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES",
+                       os.fsdecode(b"deployment.environment=eu\xff,team=q"))
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export.resource"):
+        made = resource.for_process("zaqar")
+    assert made.attributes["deployment.environment"] == "eu\ufffd"
+    assert made.attributes["team"] == "q"
+    _encode_resource(made).SerializeToString()  # what the metric exporter does
+    assert len(caplog.records) == 1 and "deployment.environment" in caplog.text

@@ -9,6 +9,7 @@ process's own, merged with ``OTEL_RESOURCE_ATTRIBUTES`` as the SDK does::
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -22,6 +23,7 @@ import zaqar_otel
 from zaqar_otel import sdk_layout
 
 DEFAULT_SERVICE_NAME = "zaqar"
+LOG = logging.getLogger(__name__)
 
 
 def _zaqar_version() -> str:
@@ -51,8 +53,34 @@ def for_process(service_name: str | None) -> Resource:
     resource = Resource.create(attributes)
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-    return _ProcessResource(resource.attributes, resource.schema_url,
+    return _ProcessResource(_utf8(resource.attributes), resource.schema_url,
                             generated_instance_id=instance_id)
+
+
+def _utf8(attributes: Attributes) -> Attributes:
+    """``attributes`` with each character that cannot be UTF-8 (a byte of
+    ``OTEL_RESOURCE_ATTRIBUTES`` that is not, surrogate-escaped in
+    ``os.environ``) as U+FFFD: the SDK's metric encoder fails on such a
+    value at every export, zaqar-otel's span encoder writes ``?``; one line."""
+    found = dict(attributes or {})
+    bad = [key for key, value in found.items()
+           if isinstance(value, str) and not _encodable(value)]
+    for key in bad:
+        found[key] = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c
+                             for c in str(found[key]))
+    if bad:
+        LOG.warning("zaqar-otel: resource attributes %s hold bytes that are "
+                    "not UTF-8 (OTEL_RESOURCE_ATTRIBUTES?); each is U+FFFD "
+                    "for spans and metrics alike", ", ".join(sorted(bad)))
+    return found
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 SERVICE_INSTANCE_ID = "service.instance.id"
