@@ -225,3 +225,27 @@ def test_the_distro_gives_every_provider_the_length_limit(
     monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "300")
     ZaqarOtelDistro()._configure()
     assert SpanLimits().max_span_attribute_length == 300
+
+
+def test_configured_endpoint_passwords_and_header_values_are_masked() -> None:
+    """What the SDK's exporters log (an endpoint URL, an error quoting a
+    header) passes through the same masking as zaqar-otel's own lines."""
+    out = run("""
+        import os
+        os.environ["OTEL_EXPORTER_OTLP_HEADERS"] = "x-env-key=ENVSECRET9"
+        c = conf()
+        c.set_override("exporter", "otlp_http", group="opentelemetry")
+        c.set_override("endpoint", "http://alice:pa%40ss%2Fw0rd@127.0.0.1:9",
+                       group="opentelemetry")
+        c.set_override("headers", "api-key=CONFSECRET7", group="opentelemetry")
+        assert startup.setup(c)
+        for name in ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                     "opentelemetry.util.re"):
+            logging.getLogger(name).warning(
+                "quoting %s and %s and %s", "CONFSECRET7", "ENVSECRET9",
+                "http://alice:pa@ss/w0rd@127.0.0.1:9/v1/traces")
+        startup.teardown()
+    """)
+    assert "quoting" in out
+    for secret in ("CONFSECRET7", "ENVSECRET9", "pa@ss", "pa%40ss", "w0rd", "alice"):
+        assert secret not in out, out
