@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.composite import CompositePropagator
@@ -140,6 +141,8 @@ def setup(conf: cfg.ConfigOpts) -> bool:
         for line in loaded.problems:
             LOG.warning("zaqar-otel: %s", line)
         if problem is None and loaded.enabled:
+            problem = _unusable_endpoint(loaded)
+        if problem is None and loaded.enabled:
             try:
                 _start(_state, conf)
                 return True
@@ -151,6 +154,22 @@ def setup(conf: cfg.ConfigOpts) -> bool:
         else:
             LOG.info("zaqar-otel: [profiler] enabled = false, nothing is traced")
         return False
+
+
+def _unusable_endpoint(loaded: settings.Settings) -> str | None:
+    """The line naming an endpoint no URL parser takes (a raw ``[`` in a
+    password of ``OTEL_EXPORTER_OTLP_ENDPOINT``: the SDK's exporter raises
+    "Invalid IPv6 URL", naming nothing), else None."""
+    if loaded.exporter not in ("otlp_http", "otlp_grpc"):
+        return None
+    found = settings.endpoint(loaded)
+    try:
+        urlsplit(found.url).port  # noqa: B018 - parsed for its ValueError
+    except ValueError:
+        return (f"{found.source} is not a valid URL (not shown: it may hold a "
+                f"password; write [ ] @ / ? # % and space in a password as "
+                f"%5B %5D %40 %2F %3F %23 %25 %20)")
+    return None
 
 
 def _start(state: _State, conf: cfg.ConfigOpts) -> None:
