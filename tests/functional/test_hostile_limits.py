@@ -176,6 +176,12 @@ def test_oversized_user_agents_lose_no_signed_span(
     assert "exceeds max length" not in log  # the SDK's line per cut value
 
 
+# Every trace_* switch but the server span's off: one span a request.
+SERVER_SPANS_ONLY = {name: "false" for name in (
+    "trace_message_store", "trace_management_store", "trace_redis",
+    "trace_mongodb", "trace_sqlalchemy", "trace_pooling")}
+
+
 def test_megabyte_websocket_actions_lose_no_signed_span() -> None:
     """20 websocket requests whose action is 3 MB of text (Zaqar answers
     400) beside 40 signed ones, every request traced, to a receiver that
@@ -210,11 +216,12 @@ def test_megabyte_websocket_actions_lose_no_signed_span() -> None:
 def test_memory_against_a_black_hole_stays_bounded(
     redis: RedisServer, receiver: OTLPReceiver,
 ) -> None:
-    """1,500 requests with a distinct 60 KB User-Agent, every one traced:
-    against a collector that accepts and never answers, the server's RSS
-    exceeds the healthy case's by at most the queue's byte bound twice (the
-    queue, and the batch being exported) and some slack (before: +332 MiB
-    by the issue's run)."""
+    """1,500 requests with a distinct 60 KB User-Agent, every one traced,
+    only the server span (so that each span is one of those): against a
+    collector that accepts and never answers, the queue fills by its byte
+    bound, and the server's RSS exceeds the healthy case's by at most that
+    bound twice (the queue, and the batch being exported) and some slack
+    (before: +332 MiB by the issue's run)."""
     requests = 1500
     found: dict[str, dict[str, int]] = {}
     drops: dict[str, list[str]] = {}
@@ -224,7 +231,8 @@ def test_memory_against_a_black_hole_stays_bounded(
             otel = {"sample_ratio": "1.0", "timeout": "10", "shutdown_timeout": "1",
                     "schedule_delay": "200", "endpoint": collector.endpoint}
             with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
-                             extra=tracing(receiver, otel=otel)) as server:
+                             extra=tracing(receiver, profiler=SERVER_SPANS_ONLY,
+                                           otel=otel)) as server:
                 assert server.request("PUT", f"/v2/queues/{QUEUE}")[0] == 201
                 assert server.pid is not None
                 before = rss_kib(server.pid)
@@ -239,6 +247,7 @@ def test_memory_against_a_black_hole_stays_bounded(
     print(f"\nRSS KiB after {requests} oversized requests: {found}; "
           f"black hole - healthy = {excess:+.1f} MiB; drop lines {drops}")
     assert excess <= 2 * 8 + 16, found  # 2 x max_queue_bytes + slack, MiB
+    assert any("(bytes)" in line for line in drops["black hole"]), drops
 
 
 # -- item 9: SIGHUP ---------------------------------------------------------------
