@@ -177,6 +177,10 @@ def test_zaqar_traces_shown_as_osprofiler_showed_them(
     assert listed[f"{failed:032x}"]["errors"] >= 1
     assert listed[f"{session:032x}"]["base_id"] == idmap.base_id_from_trace_id(session)
     code, out, _ = _run(capsys, "trace", "list", "--jaeger", jaeger.url,
+                        "--service", "zaqar", "--errors", "--json")
+    erring = {row["trace_id"]: row["errors"] for row in json.loads(out)}
+    assert code == 0 and f"{failed:032x}" in erring and all(erring.values())
+    code, out, _ = _run(capsys, "trace", "list", "--jaeger", jaeger.url,
                         "--limit", "2")
     assert code == 0 and len(out.splitlines()) == 3  # the heading and two
 

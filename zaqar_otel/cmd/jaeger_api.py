@@ -282,15 +282,20 @@ class JaegerClient:
         return sorted(printable(s, 256) for s in data or ())
 
     def recent(self, service: str | None, limit: int,
-               lookback_s: float = 86400.0) -> list[Summary]:
-        """The newest ``limit`` traces (of ``service``, else of every service)."""
+               lookback_s: float = 86400.0, errors: bool = False) -> list[Summary]:
+        """The newest ``limit`` traces (of ``service``, else of every
+        service); with ``errors``, those with a span in error among the
+        newest ``10 * limit`` (at most 1,000): Jaeger's search cannot ask
+        for a span status."""
         end = int(time.time() * 1e6)
         start = end - int(lookback_s * 1e6)
         found: dict[int, Summary] = {}
         for name in [service] if service else self.services():
+            query: dict[str, Any] = {
+                "service": name, "limit": min(10 * limit, 1000) if errors else limit,
+                "start": start, "end": end}
             try:
-                answer = self._get("/api/traces", {
-                    "service": name, "limit": limit, "start": start, "end": end})
+                answer = self._get("/api/traces", query)
             except TraceNotFound:
                 continue
             traces = answer.get("data") if isinstance(answer, dict) else None
@@ -299,6 +304,7 @@ class JaegerClient:
                     summary = summarize(parse_trace(data))
                 except (KeyError, TypeError, ValueError, AttributeError):
                     continue
-                found[summary.trace_id] = summary
+                if summary.errors or not errors:
+                    found[summary.trace_id] = summary
         newest = sorted(found.values(), key=lambda s: s.start_us, reverse=True)
         return newest[:limit]

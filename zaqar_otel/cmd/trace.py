@@ -5,7 +5,7 @@
     zaqar-otel trace show ID [--jaeger URL] [--json | --html | --dot | --tree]
                           [--out FILE] [--wait S] [--settle S] [--timeout S]
     zaqar-otel trace list [--jaeger URL] [--service S] [--limit N]
-                          [--lookback HOURS] [--json] [--timeout S]
+                          [--lookback HOURS] [--errors] [--json] [--timeout S]
 
 What ``osprofiler trace show`` gave an operator after ``openstack
 --os-profile KEY ...``, for the traces zaqar-otel puts in Jaeger: ``ID`` as
@@ -144,6 +144,9 @@ def add_list_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how many traces, newest first (default 20)")
     parser.add_argument("--lookback", type=_hours, default=24.0, metavar="HOURS",
                         help="how far back to look (default 24)")
+    parser.add_argument("--errors", action="store_true",
+                        help="only traces with a span in error, among the "
+                        "newest 10 x N (osprofiler's --error-trace)")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list (base_id and timestamp, as "
                         "osprofiler's list, and the rest)")
@@ -315,7 +318,8 @@ def list_traces(args: argparse.Namespace) -> int:
     if client is None:
         return EXIT_USAGE
     try:
-        summaries = client.recent(args.service, args.limit, args.lookback * 3600)
+        summaries = client.recent(args.service, args.limit, args.lookback * 3600,
+                                  errors=args.errors)
     except JaegerUnreachable as exc:
         _error("list", str(exc))
         return EXIT_UNREACHABLE
