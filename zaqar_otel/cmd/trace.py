@@ -69,7 +69,12 @@ _seconds = arguments.seconds_up_to(600)
 
 
 def _wait_seconds(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else _seconds(text)
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return _seconds(text)
 
 
 def _limit(text: str) -> int:
