@@ -384,3 +384,29 @@ def test_resource_attributes_that_are_not_utf8_are_made_so_once(
     assert made.attributes["team"] == "q"
     _encode_resource(made).SerializeToString()  # what the metric exporter does
     assert len(caplog.records) == 1 and "deployment.environment" in caplog.text
+
+
+def test_a_span_too_large_for_the_collector_alone_is_the_only_one_dropped() -> None:
+    """A receiver that refuses requests over 8 KiB: a 16 KB span among small
+    ones is dropped and counted, every other span of its batch arrives."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    from zaqar_otel.export.otlp_http import OTLPSpanExporter
+
+    with OTLPReceiver(max_request_bytes=8192) as receiver:
+        drops = DropCounter("test")
+        processor = CountingBatchSpanProcessor(
+            OTLPSpanExporter(endpoint=receiver.traces_url), drops,
+            schedule_delay_millis=60000)
+        provider = TracerProvider(
+            span_limits=SpanLimits(max_span_attribute_length=None))
+        provider.add_span_processor(processor)
+        tracer = provider.get_tracer("t")
+        for i in range(30):
+            size = 16000 if i == 10 else 500
+            tracer.start_span(f"s{i}", attributes={"v": "x" * size}).end()
+        assert processor.force_flush()
+        names = {s.name for s in receiver.wait_for(count=29)}
+        provider.shutdown()
+    assert names == {f"s{i}" for i in range(30)} - {"s10"}
+    assert drops.total == 1

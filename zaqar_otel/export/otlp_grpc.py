@@ -113,7 +113,7 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
     _refused = 0
 
     def take_refused(self) -> int:
-        """Spans the collector refused as too large, alone, since last asked."""
+        """As ``otlp_http.OTLPSpanExporter.take_refused``."""
         refused, self._refused = self._refused, 0
         return refused
 

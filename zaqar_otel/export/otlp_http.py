@@ -98,7 +98,9 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
         return self._export_split(parts, spans)
 
     def take_refused(self) -> int:
-        """Spans the collector refused as too large, alone, since last asked."""
+        """Spans the collector refused as too large, alone, since last asked:
+        not delivered, though ``export`` says SUCCESS when nothing else failed
+        (the span processor counts them as dropped)."""
         refused, self._refused = self._refused, 0
         return refused
 
@@ -108,13 +110,14 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
                       ) -> SpanExportResult:
         """Export ``spans``; a request refused as too large (HTTP 413, or
         beyond the SDK's max_request_size) is split in two and each half
-        sent again, down to single spans, which are then dropped."""
+        sent again, down to single spans, which are then dropped (counted in
+        ``take_refused``; not a failure of the export: retrying cannot help)."""
         result, too_large = self._export_once(parts, spans)
         if not too_large:
             return result
         if len(spans) == 1:
             self._refused += 1
-            return SpanExportResult.FAILURE
+            return SpanExportResult.SUCCESS
         half = len(spans) // 2
         first = self._export_split(parts, spans[:half])
         second = self._export_split(parts, spans[half:])

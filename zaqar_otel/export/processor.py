@@ -176,11 +176,15 @@ class _CountingExporter(SpanExporter):
         except Exception as exc:
             self._drops.dropped(len(spans), f"export raised {type(exc).__name__}")
             return SpanExportResult.FAILURE
-        outcome = SpanExportResult.SUCCESS
-        for run in runs:
+        for done, run in enumerate(runs):
             if self._export(run) is not SpanExportResult.SUCCESS:
-                outcome = SpanExportResult.FAILURE
-        return outcome
+                # The rest would wait as long (a collector that hangs): the
+                # batch is dropped, as the SDK drops a batch that failed.
+                rest = sum(len(r) for r in runs[done + 1:])
+                if rest:
+                    self._drops.dropped(rest, "the collector did not accept them")
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
 
     def _export(self, spans: Sequence[Any]) -> SpanExportResult:
         try:
