@@ -435,3 +435,28 @@ def test_a_parent_in_the_current_context_is_the_sdks(
         assert finished == []
     else:  # no parent: the child is a root
         assert finished[1]["parent"] is None
+
+
+@pytest.mark.parametrize("provider_class", [recording.TracerProvider,
+                                            sdk_trace.TracerProvider],
+                         ids=["ours", "the SDK's"])
+def test_the_default_length_limit_cuts_every_value(provider_class: type) -> None:
+    """zaqar-otel's default span limits (settings) on our provider and on
+    the SDK's (another SDK layout, an instrumentor's spans): a 60 KB value,
+    at start, set later, in an event, is cut to 8192 characters."""
+    from zaqar_otel import settings as zaqar_settings
+
+    limits = zaqar_settings._span_limits(None, zaqar_settings.sdk_numbers({}))
+    kept = InMemorySpanExporter()
+    provider = provider_class(span_limits=SpanLimits(**limits))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    big = "u" * 60_000
+    span = provider.get_tracer("t").start_span("s", attributes={"a": big, "n": 1})
+    span.set_attribute("b", big)
+    span.set_attributes({"c": big, "d": "short"})
+    span.add_event("exception", {"exception.stacktrace": big})
+    span.end()
+    (done,) = kept.get_finished_spans()
+    assert {k: len(str(v)) for k, v in done.attributes.items()} == {
+        "a": 8192, "n": 1, "b": 8192, "c": 8192, "d": 5}
+    assert len(done.events[0].attributes["exception.stacktrace"]) == 8192
