@@ -151,6 +151,15 @@ def grpc_translates(exporter_class: type) -> bool:
                for base in exporter_class.__mro__[1:])
 
 
+def grpc_stub_made_here(exporter_class: type) -> bool:
+    """Whether the SDK's OTLP/gRPC exporter makes its stub, kept in
+    ``_client``, in ``_initialize_channel_and_stub`` (where
+    ``otlp_grpc.OTLPSpanExporter`` wraps it to split a request refused as
+    too large)."""
+    return any(callable(vars(base).get("_initialize_channel_and_stub"))
+               for base in exporter_class.__mro__[1:])
+
+
 def wsgi_semconv_mode() -> Any | None:
     """The wsgi instrumentation's stable HTTP semantic-conventions mode."""
     try:

@@ -218,3 +218,18 @@ def test_a_span_context_laid_out_otherwise_is_made_by_the_api(
 
     monkeypatch.setattr(trace_api, "SpanContext", Wider)
     assert sdk_layout.local_span_context_maker() is None
+
+
+def test_the_grpc_stub_is_wrapped_where_this_sdk_makes_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """This SDK makes its gRPC stub where ours wraps it (to split refused
+    requests); without that method the look-up says so."""
+    assert sdk_layout.grpc_stub_made_here(GrpcExporter)
+    with OTLPReceiver(protocol="grpc") as receiver:
+        exporter = GrpcExporter(endpoint=receiver.endpoint, insecure=True)
+        assert type(exporter._client).__name__ == "_SplittingStub"
+        exporter.shutdown()
+    for cls in (GrpcExporter, grpc_sdk.OTLPSpanExporter, grpc_mixin.OTLPExporterMixin):
+        if "_initialize_channel_and_stub" in vars(cls):
+            monkeypatch.delattr(cls, "_initialize_channel_and_stub")
+    assert not sdk_layout.grpc_stub_made_here(GrpcExporter)

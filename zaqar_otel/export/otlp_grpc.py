@@ -120,7 +120,8 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
     def _initialize_channel_and_stub(self, *args: Any, **kwargs: Any) -> Any:
         # The SDK's (re)connection, then its stub wrapped; called by the
         # SDK's __init__ and again after UNAVAILABLE. An SDK that makes its
-        # stub elsewhere never calls this: its own retries then.
+        # stub elsewhere (sdk_layout.grpc_stub_made_here) never calls this:
+        # its own retries then, said once at __init__.
         made = super()._initialize_channel_and_stub(  # type: ignore[misc]
             *args, **kwargs)
         client = getattr(self, "_client", None)
@@ -139,6 +140,9 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
         if self._encoder is None:
             sdk_layout.fast_path_off("OTLP/gRPC export encodes with the SDK's "
                                      "encoder")
+        if not isinstance(getattr(self, "_client", None), _SplittingStub):
+            sdk_layout.fast_path_off("a request the collector refuses as too "
+                                     "large is retried by the SDK, not split")
 
     def _translate_data(
             self, data: Sequence[ReadableSpan | EncodedSpan], *args: Any,
