@@ -271,9 +271,10 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def metric_values(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """The samples of metric ``name`` in Prometheus text: (labels, value)."""
+    """The samples of counter or gauge ``name`` in Prometheus text (with or
+    without the ``_total`` suffix of a counter): (labels, value)."""
     found = []
     for metric, labels, value in _SAMPLE.findall(text):
-        if metric == name:
+        if metric in (name, f"{name}_total"):
             found.append((dict(_LABEL.findall(labels or "")), float(value)))
     return found
