@@ -37,6 +37,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -578,8 +579,11 @@ def sigkill_under_load(receiver: OTLPReceiver, outage: float) -> list[Side]:
             for side in sides:
                 side.redis.stop(grace=0)  # reaps it; port and data dir are kept
             time.sleep(outage)
-            for side in sides:
-                side.redis.start()
+            # Both at once: one after the other gave the second side (the
+            # traced one) the longer outage, by one Redis start.
+            with ThreadPoolExecutor(len(sides)) as pool:
+                for started in [pool.submit(side.redis.start) for side in sides]:
+                    started.result()
             phase[0] = "after"
             time.sleep(1.5)
         finally:
@@ -593,9 +597,10 @@ def sigkill_under_load(receiver: OTLPReceiver, outage: float) -> list[Side]:
     return sides
 
 
-def check_sigkill(sides: list[Side]) -> str:
-    """Nothing acknowledged lost, nothing duplicated by the traced side, and
-    no kind of answer (route, status, body shape) plain Zaqar did not give."""
+def check_sigkill(sides: list[Side]) -> tuple[str, list[tuple[str, int, Any]]]:
+    """Nothing acknowledged lost, nothing duplicated by the traced side, no
+    client error, no traceback of zaqar-otel's; the report, and the kinds of
+    answer (route, status, body shape) plain Zaqar did not give."""
     report = []
     for side in sides:
         acked = {n for n, s in side.posted.items() if s == 201}
@@ -620,23 +625,59 @@ def check_sigkill(sides: list[Side]) -> str:
         assert not side.errors, (side.name, side.errors[:3], text)
         assert not side.lost, (side.name, side.lost[:10], text)
     assert not traced.duplicated, (traced.duplicated, text)
-    assert not extra_kinds, (
-        f"answers only the traced server gave: {sorted(extra_kinds, key=repr)}\n"
-        + text)
     ours = [line for line in traced.log.splitlines()
             if "zaqar_otel" in line or "zaqar-otel" in line]
     assert not [line for line in ours if "Traceback" in line], "\n".join(ours[:20])
-    return text
+    return text, sorted(extra_kinds, key=repr)
+
+
+#: A run where the traced server gave an answer plain Zaqar did not is run
+#: again apart, this many times, as peers/zaqar_suite does with a test that
+#: differs.
+SIGKILL_RERUNS = 2
+
+
+def sigkill_compared(receiver: OTLPReceiver, outage: float) -> tuple[list[Side], str]:
+    """``sigkill_under_load`` checked by ``check_sigkill``; the sides of the
+    last run and the report of every run.
+
+    Which request outlasts the outage is chance: redis-py's own retries (ten,
+    with jittered backoff, about 4 s in all, under 3.5 s one time in four)
+    are all a message list gets (Zaqar's retry decorator returns its
+    generator before any Redis command runs), so either side may answer the
+    list in flight with a 503 during a 3 s outage, about one run in twenty
+    on a busy machine. An answer only the traced side gave is therefore run
+    again, ``SIGKILL_RERUNS`` times, each with a fresh pair of servers and
+    the same fault: an answer of the traced side's alone in any rerun
+    fails, as does a loss, a duplicate, a client error or a traceback in
+    any run; one gone in every rerun is reported as timing.
+    """
+    sides = sigkill_under_load(receiver, outage)
+    text, extra = check_sigkill(sides)
+    if not extra:
+        return sides, text
+    runs = [f"run 1, answers only the traced server gave: {extra}\n{text}"]
+    for rerun in range(2, SIGKILL_RERUNS + 2):
+        sides = sigkill_under_load(receiver, outage)
+        text, again = check_sigkill(sides)
+        runs.append(f"run {rerun} (rerun), answers only the traced server gave: "
+                    f"{again}\n{text}")
+        assert not again, (
+            f"answers only the traced server gave, again in a rerun: {again}\n"
+            + "\n".join(runs))
+    return sides, ("\n".join(runs) + f"\nflaky: the answers only the traced "
+                   f"server gave in run 1 were gone in {SIGKILL_RERUNS} reruns")
 
 
 def test_redis_sigkilled_under_load_answers_like_plain_zaqar_and_loses_nothing(
     receiver: OTLPReceiver,
 ) -> None:
-    """A 3 s outage: shorter than Zaqar's and redis-py's retries, so the
-    requests in flight wait and then succeed on both sides (the 20 s outage
-    that makes Zaqar answer 503 is in tests/stress/test_attacks_long.py)."""
-    sides = sigkill_under_load(receiver, outage=3.0)
-    print("\n" + check_sigkill(sides))
+    """A 3 s outage, shorter than Zaqar's and redis-py's retries most of the
+    time: the requests in flight wait and then succeed on both sides, bar a
+    list now and then (``sigkill_compared``); the 20 s outage that makes
+    Zaqar answer 503 is in tests/stress/test_attacks_long.py."""
+    _, report = sigkill_compared(receiver, outage=3.0)
+    print("\n" + report)
 
 
 @pytest.fixture(scope="module")

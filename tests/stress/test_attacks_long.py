@@ -30,8 +30,7 @@ import pytest
 from tests.functional.test_attacks import (
     Probe,
     Relay,
-    check_sigkill,
-    sigkill_under_load,
+    sigkill_compared,
     signed_stats,
     traced_extra,
 )
@@ -133,8 +132,7 @@ def test_redis_outage_longer_than_zaqars_retries(
     """A 20 s outage: requests in flight and new ones fail (503) after
     Zaqar's retries, on both sides alike; after the restart both serve
     again and every acknowledged post is stored once."""
-    sides = sigkill_under_load(receiver, outage=20.0)
-    report = check_sigkill(sides)
+    sides, report = sigkill_compared(receiver, outage=20.0)
     with capsys.disabled():
         print("\n" + report)
     for side in sides:
