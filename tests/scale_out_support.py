@@ -1,0 +1,483 @@
+"""The scale-out collector tier as real processes, and traffic through it.
+
+Services → gateways (``config/otel-collector-gateway.yaml``: OTLP in →
+memory_limiter → load_balancing by trace id) → samplers (the shipped
+``config/otel-collector.yaml``: tail sampling) → Jaeger v2. Every process is
+the project's otelcol-zaqar or Jaeger binary (``make backends``) on
+127.0.0.1, free ports, temp dirs, stopped by pid (tests/backends_support.py).
+
+The traffic: 2 ``zaqar-otel-server`` processes, each exporting to its own
+gateway, and a client service (a Python OTel SDK service, as any
+instrumented OpenStack caller) whose span of each request goes through the
+*other* gateway; the request carries the client's context (a ``traceparent``,
+or OSProfiler's signed headers as ``openstack --os-profile`` / an
+osprofiler-enabled service sends them). So every trace holds spans sent
+through both gateways, and only a tier that routes by trace id can keep it
+whole. Kinds of request:
+
+- ``requested``: signed with the shared HMAC key (the "requested" policy);
+- ``unsigned``: a plain traceparent (the probabilistic "baseline" policy,
+  whose choice per trace id this module reproduces: FNV-1a of the salt and
+  the id, as the tail_sampling processor computes it);
+- ``error``: the client's GET of a message that does not exist (404); the
+  client marks its own span ERROR: the "errors" policy, decided on a span
+  that came through the other gateway;
+- ``slow``: the client works 1.2 s inside its span before calling Zaqar:
+  the "slow" policy, again on the trace's extent across both gateways.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from tests.backends_support import COLLECTOR_CONFIG, Collector, Jaeger, metric_values
+from zaqar_otel.demo.processes import HOST, RedisServer, free_port
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
+
+__all__ = [
+    "CLIENT_SERVICE",
+    "GATEWAY_CONFIG",
+    "KINDS",
+    "SLOW_MS",
+    "ClientService",
+    "Counts",
+    "Gateway",
+    "Sent",
+    "Tier",
+    "baseline_keeps",
+    "distinct_ports",
+    "plan",
+    "run_traffic",
+    "tier",
+    "warm_up",
+    "zaqar_pair",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+GATEWAY_CONFIG = REPO / "config" / "otel-collector-gateway.yaml"
+KEY = "scale-out-key"
+CLIENT_SERVICE = "scale-out-client"
+KINDS = ("requested", "unsigned", "error", "slow")
+# The shipped policies (config/otel-collector.yaml).
+SLOW_MS = 1000
+BASELINE_PERCENT = 10
+SLOW_WORK = 1.2  # seconds the client works inside a "slow" span
+
+
+# -- the tier -----------------------------------------------------------------
+
+class Gateway(Collector):
+    """otelcol-zaqar running ``config/otel-collector-gateway.yaml``,
+    routing to ``samplers`` (``host:port`` of their OTLP gRPC receivers)."""
+
+    name = "otelcol-gateway"
+
+    def __init__(self, samplers: Sequence[str],
+                 env: Mapping[str, str] | None = None) -> None:
+        super().__init__("unused:4317", config=GATEWAY_CONFIG, env={
+            "OTELCOL_SAMPLERS": "[" + ", ".join(samplers) + "]", **(env or {})})
+
+
+def sampler_address(sampler: Collector) -> str:
+    return f"{HOST}:{sampler.grpc_port}"
+
+
+def counter(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for found, v in metric_values(text, name)
+               if all(found.get(k) == want for k, want in labels.items()))
+
+
+@dataclasses.dataclass
+class Counts:
+    """The tier's own counters, summed over the instances of each tier."""
+
+    gateway: dict[str, float]
+    sampler: dict[str, float]
+    per_sampler: list[dict[str, float]]
+    per_gateway: list[dict[str, float]]
+    policies: dict[tuple[str, str], float]  # (policy, sampled) -> traces
+
+    def minus(self, before: Counts) -> Counts:
+        def sub(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+            return {k: a[k] - b.get(k, 0) for k in a}
+        return Counts(
+            sub(self.gateway, before.gateway), sub(self.sampler, before.sampler),
+            [sub(a, b) for a, b in zip(self.per_sampler, before.per_sampler,
+                                       strict=True)],
+            [sub(a, b) for a, b in zip(self.per_gateway, before.per_gateway,
+                                       strict=True)],
+            {k: v - before.policies.get(k, 0) for k, v in self.policies.items()})
+
+
+_COUNTERS = {
+    "accepted": "otelcol_receiver_accepted_spans",
+    "refused": "otelcol_receiver_refused_spans",
+    "sent": "otelcol_exporter_sent_spans",
+    "send_failed": "otelcol_exporter_send_failed_spans",
+    "enqueue_failed": "otelcol_exporter_enqueue_failed_spans",
+    "new_traces": "otelcol_processor_tail_sampling_new_trace_id_received",
+    "decided": "otelcol_processor_tail_sampling_global_count_traces_sampled",
+    "late_spans": "otelcol_processor_tail_sampling_sampling_late_span_age_count",
+    "memory_refused": "otelcol_processor_refused_spans",
+}
+
+
+def _read(text: str) -> dict[str, float]:
+    found = {key: counter(text, name) for key, name in _COUNTERS.items()}
+    # The sampler's spans kept / dropped by its decisions.
+    found["spans_kept"] = counter(
+        text, "otelcol_processor_tail_sampling_count_spans_sampled", sampled="true")
+    found["spans_dropped"] = counter(
+        text, "otelcol_processor_tail_sampling_count_spans_sampled", sampled="false")
+    return found
+
+
+@dataclasses.dataclass
+class Tier:
+    jaeger: Jaeger
+    samplers: list[Collector]
+    gateways: list[Gateway]
+
+    def counts(self) -> Counts:
+        per_sampler = [_read(s.telemetry()) if s.running else {} for s in self.samplers]
+        per_gateway = [_read(g.telemetry()) if g.running else {} for g in self.gateways]
+        policies: dict[tuple[str, str], float] = {}
+        for sampler in self.samplers:
+            if not sampler.running:
+                continue
+            for labels, value in metric_values(
+                    sampler.telemetry(),
+                    "otelcol_processor_tail_sampling_count_traces_sampled"):
+                key = (labels.get("policy", ""), labels.get("sampled", ""))
+                policies[key] = policies.get(key, 0) + value
+
+        def total(rows: list[dict[str, float]]) -> dict[str, float]:
+            keys = {k for row in rows for k in row}
+            return {k: sum(row.get(k, 0) for row in rows) for k in keys}
+        return Counts(total(per_gateway), total(per_sampler), per_sampler,
+                      per_gateway, policies)
+
+    def wait_quiet(self, timeout: float = 60.0) -> Counts:
+        """Once every trace a sampler received is decided, the queues are
+        empty, and what the gateways accepted, the samplers accepted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.counts()
+            g, s = counts.gateway, counts.sampler
+            if (s["decided"] >= s["new_traces"] and g["sent"] >= g["accepted"]
+                    and s["accepted"] >= g["sent"]):
+                # The batch processor's 2 s, and Jaeger's own batch.
+                time.sleep(3)
+                return self.counts()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the tier is still busy after {timeout}s: "
+                                     f"gateways {g}, samplers {s}")
+            time.sleep(0.5)
+
+
+_PORTS = ("port", "grpc_port", "http_port", "query_grpc_port", "health_port",
+          "prometheus_port", "telemetry_port", "zpages_port")
+
+
+def distinct_ports(*servers: object) -> None:
+    """Give each of ``servers``' ports that another one (or the same server)
+    already has a new free port: ``free_port()`` may hand out the same port
+    twice when asked many times in a row."""
+    used: set[int] = set()
+    for server in servers:
+        for attr in _PORTS:
+            port = getattr(server, attr, None)
+            if port is None:
+                continue
+            while port in used:
+                port = free_port()
+            setattr(server, attr, port)
+            used.add(port)
+
+
+@contextlib.contextmanager
+def tier(samplers: int = 2, gateways: int = 2,
+         decision_wait: str | None = "3s") -> Iterator[Tier]:
+    """Jaeger, ``samplers`` samplers exporting to it, ``gateways`` gateways
+    routing to every sampler."""
+    with contextlib.ExitStack() as stack:
+        jaeger = Jaeger()
+        sampler_list = [Collector(jaeger.otlp_grpc, decision_wait=decision_wait,
+                                  config=COLLECTOR_CONFIG)
+                        for _ in range(samplers)]
+        gateway_list = [Gateway([]) for _ in range(gateways)]
+        distinct_ports(jaeger, *sampler_list, *gateway_list)
+        addresses = "[" + ", ".join(sampler_address(s) for s in sampler_list) + "]"
+        for sampler in sampler_list:
+            sampler.jaeger = jaeger.otlp_grpc
+        for gateway in gateway_list:
+            gateway.extra_env["OTELCOL_SAMPLERS"] = addresses
+        for server in (jaeger, *sampler_list, *gateway_list):
+            stack.enter_context(server)
+        yield Tier(jaeger, sampler_list, gateway_list)
+
+
+@contextlib.contextmanager
+def zaqar_pair(redis: RedisServer, gateways: Sequence[Gateway],
+               processes: int = 2) -> Iterator[list[ZaqarServer]]:
+    """``processes`` zaqar-otel-server processes, process i exporting (OTLP
+    HTTP, every request traced: the tier samples) to gateway i % n."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for i in range(processes):
+            gateway = gateways[i % len(gateways)]
+            extra = {
+                "profiler": {"enabled": "true", "hmac_keys": KEY,
+                             "trace_wsgi_transport": "true",
+                             "trace_message_store": "true", "trace_redis": "true",
+                             "trace_management_store": "true",
+                             "trace_sqlalchemy": "true"},
+                "opentelemetry": {"exporter": "otlp_http",
+                                  "endpoint": gateway.otlp_http,
+                                  "schedule_delay": "200", "sample_ratio": "1.0"},
+            }
+            servers.append(stack.enter_context(ZaqarServer(
+                redis_sql(redis.url), extra=extra,
+                command=("{bin}/zaqar-otel-server", "--config-file", "{config}"))))
+        yield servers
+
+
+# -- the client service ----------------------------------------------------------
+
+class _Ids:
+    """An IdGenerator whose next ids a thread may choose (the ids of the
+    OSProfiler span the signed headers name); random otherwise."""
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+        self._random = RandomIdGenerator()
+        self._local = threading.local()
+
+    def choose(self, trace_id: int, span_id: int) -> None:
+        self._local.ids = (trace_id, span_id)
+
+    def generate_trace_id(self) -> int:
+        ids = getattr(self._local, "ids", None)
+        return ids[0] if ids else self._random.generate_trace_id()
+
+    def is_trace_id_random(self) -> bool:
+        return getattr(self._local, "ids", None) is None
+
+    def generate_span_id(self) -> int:
+        ids = getattr(self._local, "ids", None)
+        if ids:
+            self._local.ids = None
+            return int(ids[1])
+        return self._random.generate_span_id()
+
+
+class _Counting:
+    """A SpanExporter counting what the collector took and what it did not."""
+
+    def __init__(self, exporter: Any) -> None:
+        self.exporter, self.ok, self.failed = exporter, 0, 0
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+        result = self.exporter.export(spans)
+        with self._lock:
+            if result == SpanExportResult.SUCCESS:
+                self.ok += len(spans)
+            else:
+                self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class ClientService:
+    """The caller of Zaqar: one OTel SDK tracer provider per gateway
+    (service.name ``scale-out-client``), each exporting OTLP/HTTP there."""
+
+    def __init__(self, gateways: Sequence[Gateway]) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        self.ids = _Ids()
+        self.exporters: list[_Counting] = []
+        self.providers = []
+        for gateway in gateways:
+            provider = TracerProvider(
+                resource=Resource({"service.name": CLIENT_SERVICE}),
+                id_generator=self.ids)  # type: ignore[arg-type]
+            exporter = _Counting(OTLPSpanExporter(f"{gateway.otlp_http}/v1/traces"))
+            provider.add_span_processor(BatchSpanProcessor(
+                exporter, schedule_delay_millis=200, max_queue_size=100000))  # type: ignore[arg-type]
+            self.exporters.append(exporter)
+            self.providers.append(provider)
+
+    def tracer(self, gateway: int) -> Any:
+        return self.providers[gateway].get_tracer("scale-out-client")
+
+    @property
+    def exported(self) -> int:
+        return sum(e.ok for e in self.exporters)
+
+    @property
+    def failed(self) -> int:
+        return sum(e.failed for e in self.exporters)
+
+    def shutdown(self) -> None:
+        for provider in self.providers:
+            provider.shutdown()
+
+
+@dataclasses.dataclass
+class Sent:
+    """One request: its kind, trace id (hex), status, the client span's
+    duration, and the Zaqar process / gateways it went through."""
+
+    kind: str
+    trace_id: str
+    status: int
+    seconds: float
+    zaqar: int
+    client_gateway: int
+
+
+def _signed_headers(ids: _Ids) -> tuple[dict[str, str], Callable[[], None]]:
+    """OSProfiler's signed headers naming a client span whose ids the next
+    OTel span takes: trace id = UUID(base_id).int, span id = low 64 bits of
+    the OSProfiler span uuid (what osprofiler's OTLP driver exports)."""
+    from osprofiler import _utils, profiler, web
+
+    prof = profiler.init(KEY)
+    prof.start("scale-out-client", info={})
+    ids.choose(_utils.uuid_to_int128(prof.get_base_id()),
+               _utils.shorten_id(prof.get_id()))
+    headers = dict(web.get_trace_id_headers())
+
+    def done() -> None:
+        prof.stop()
+        profiler.clean()
+    return headers, done
+
+
+def _one(client: ClientService, zaqars: Sequence[ZaqarServer], i: int,
+         kind: str, queue: str) -> Sent:
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    z = i % len(zaqars)
+    g = (z + 1) % len(client.providers)  # the other gateway
+    done: Callable[[], None] = lambda: None  # noqa: E731
+    headers: dict[str, str] = {}
+    if kind == "requested":
+        headers, done = _signed_headers(client.ids)
+    started = time.monotonic()
+    try:
+        with client.tracer(g).start_as_current_span(
+                f"client {kind}", kind=SpanKind.CLIENT,
+                record_exception=False, set_status_on_exception=False) as span:
+            ctx = span.get_span_context()
+            if kind != "requested":
+                headers = {"traceparent": f"00-{ctx.trace_id:032x}-"
+                                          f"{ctx.span_id:016x}-01"}
+            if kind == "slow":
+                time.sleep(SLOW_WORK)
+            if kind == "error":
+                status, _, _ = zaqars[z].request(
+                    "GET", f"/v2/queues/{queue}/messages/{uuid.uuid4().hex[:24]}",
+                    headers=headers)
+            else:
+                status, _, _ = zaqars[z].request(
+                    "POST", f"/v2/queues/{queue}/messages",
+                    {"messages": [{"body": {"n": i}, "ttl": 300}]}, headers=headers)
+            if status >= 400:
+                span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+            trace_id = trace.format_trace_id(ctx.trace_id)
+    finally:
+        done()
+    return Sent(kind, trace_id, status, time.monotonic() - started, z, g)
+
+
+def plan(traces: int, requested: float = 0.1, errors: float = 0.05,
+         slow: int = 6, seed: int = 29) -> list[str]:
+    """The kinds of ``traces`` requests, shuffled (a fixed seed)."""
+    n_req, n_err = round(traces * requested), round(traces * errors)
+    kinds = ["requested"] * n_req + ["error"] * n_err + ["slow"] * slow
+    kinds += ["unsigned"] * (traces - len(kinds))
+    random.Random(seed).shuffle(kinds)
+    return kinds
+
+
+QUEUE = "scale-out"
+
+
+def warm_up(zaqars: Sequence[ZaqarServer]) -> None:
+    """The queue created, Redis' scripts loaded in every process: later
+    requests of a kind all have the same spans."""
+    for zaqar in zaqars:
+        for n in range(2):
+            status, _, _ = zaqar.request(
+                "POST", f"/v2/queues/{QUEUE}/messages",
+                {"messages": [{"body": {"warm": n}, "ttl": 300}]})
+            assert status == 201, status
+        status, _, _ = zaqar.request(
+            "GET", f"/v2/queues/{QUEUE}/messages/{uuid.uuid4().hex[:24]}")
+        assert status == 404, status
+
+
+def run_traffic(client: ClientService, zaqars: Sequence[ZaqarServer],
+                kinds: Sequence[str], threads: int = 6,
+                timeout: float = 600.0,
+                during: Callable[[int], None] | None = None) -> list[Sent]:
+    """Every request of ``kinds`` (at most ``threads`` at a time); ``during(i)``
+    is called by the submitting thread before request i."""
+    deadline = time.monotonic() + timeout
+    with ThreadPoolExecutor(threads) as pool:
+        futures = []
+        for i, kind in enumerate(kinds):
+            if during is not None:
+                during(i)
+            futures.append(pool.submit(_one, client, zaqars, i, kind, QUEUE))
+        results = [f.result(timeout=max(1.0, deadline - time.monotonic()))
+                   for f in futures]
+    return results
+
+
+# -- what the policies decide ---------------------------------------------------
+
+_FNV_OFFSET, _FNV_PRIME = 0xcbf29ce484222325, 0x100000001b3
+_SALT = b"default-hash-seed"
+_THRESHOLD = int((2 ** 64 - 1) * Fraction(BASELINE_PERCENT / 100))
+
+
+def _fnv1a64(data: bytes) -> int:
+    h = _FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def baseline_keeps(trace_id: str) -> bool:
+    """The probabilistic policy's choice for ``trace_id`` (hex): FNV-1a 64 of
+    its default salt and the id's 16 bytes, at most the threshold of
+    ``sampling_percentage`` (tailsamplingprocessor v0.161.0,
+    internal/sampling/probabilistic.go)."""
+    return _fnv1a64(_SALT + bytes.fromhex(trace_id)) <= _THRESHOLD
