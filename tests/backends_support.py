@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.servers import _unavailable
 from zaqar_otel.demo.processes import HOST, ServerProcess, call, free_port
@@ -30,6 +33,7 @@ __all__ = [
     "COLLECTOR_CONFIG",
     "Collector",
     "Jaeger",
+    "Prometheus",
     "binary",
     "metric_values",
 ]
@@ -37,6 +41,7 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".cache" / "bin"
 COLLECTOR_CONFIG = REPO / "config" / "otel-collector.yaml"
+PROMETHEUS_CONFIG = REPO / "collector" / "prometheus.yml"
 
 
 def binary(name: str, target: str) -> str:
@@ -264,6 +269,52 @@ class Collector(ServerProcess):
         status, body = _get(self.prometheus_port, "/metrics")
         assert status == 200, (status, body)
         return str(body)
+
+
+class Prometheus(ServerProcess):
+    """Debian's ``prometheus`` (tools/services.sh installs it) with exemplar
+    storage on, running ``collector/prometheus.yml`` with its scrape target
+    set to ``target`` (host:port) and its interval to ``interval``."""
+
+    name = "prometheus"
+    log_name = "prometheus.log"
+    start_timeout = 60.0
+
+    def __init__(self, target: str, interval: str = "1s") -> None:
+        super().__init__()
+        self.target, self.interval = target, interval
+        found = shutil.which("prometheus")
+        if found is None:
+            _unavailable("prometheus is not installed: tools/services.sh "
+                         "installs Debian's package")
+        self.executable = str(found)
+
+    def _prepare(self) -> None:
+        config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+        config["global"]["scrape_interval"] = self.interval
+        for job in config["scrape_configs"]:
+            for static in job["static_configs"]:
+                static["targets"] = [self.target]
+        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    def _argv(self) -> list[str]:
+        return [self.executable,
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address={HOST}:{self.port}",
+                "--enable-feature=exemplar-storage"]
+
+    def _ping(self) -> None:
+        status, _ = _get(self.port, "/-/ready", timeout=2)
+        if status != 200:
+            raise RuntimeError(f"/-/ready answered {status}")
+
+    def api(self, path: str, **params: Any) -> Any:
+        """``/api/v1/<path>``'s ``data``."""
+        query = urllib.parse.urlencode(params)
+        status, body = _get(self.port, f"/api/v1/{path}?{query}")
+        assert status == 200 and body["status"] == "success", (status, body)
+        return body["data"]
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", re.M)

@@ -4,7 +4,8 @@
 #   PostgreSQL 127.0.0.1:5432  user postgres, trust auth on loopback, database `test`
 #   Redis      127.0.0.1:6379  no persistence (Zaqar's own test_pools_new hard-codes it)
 # and installs Debian's chromium (no server: tests/browser.py runs it headless
-# for the HTML pages the project renders).
+# for the HTML pages the project renders) and prometheus (no server either:
+# tests start their own on loopback, scraping the collector).
 # (tests/servers.py holds the URLs the tests use; without these servers the
 # tests that need them skip, or fail when $CI is set.)
 #
@@ -168,6 +169,7 @@ case "$action" in
         mariadb_start
         redis_start
         install_missing chromium
+        install_missing prometheus
         [ "$said" = 1 ] || echo "services: MariaDB, PostgreSQL and Redis already running on $HOST; nothing changed"
         ;;
     stop) redis_stop; mariadb_stop; postgres_stop ;;

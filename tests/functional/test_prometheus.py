@@ -1,0 +1,140 @@
+"""Zaqar's metrics in a real Prometheus, through the collector as shipped.
+
+zaqar-otel-server exports metrics (every 3 s here) and spans to
+otelcol-zaqar running ``config/otel-collector.yaml``; Debian's prometheus
+(exemplar storage on) scrapes the collector's prometheus exporter as
+``collector/prometheus.yml`` says (its target and interval set for the
+test: 1 s); traces go on to Jaeger. The series are there under the names
+the README documents, with the counts of what was sent, and the exemplars on
+the duration histograms name traces that Jaeger holds.
+
+The scrape must come more often than the export, as in the shipped files
+(30 s and 60 s): the exporter serves each series' latest cumulative point,
+and a point carries the exemplars of its own export interval only, so an
+export that follows unscraped replaces them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.backends_support import Collector, Jaeger, Prometheus
+from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
+from zaqar_otel.demo.processes import HOST, RedisServer
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
+
+pytestmark = pytest.mark.functional
+
+KEY = "prometheus-test-key"
+SESSIONS, UNSIGNED = 3, 5
+
+
+@dataclass
+class Run:
+    jaeger: Jaeger
+    prometheus: Prometheus
+    traced: list[str]
+    started: float
+
+
+def _value(prometheus: Prometheus, query: str) -> float | None:
+    result = prometheus.api("query", query=query)["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def _wait_value(prometheus: Prometheus, query: str, want: float,
+                timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := _value(prometheus, query)) != want:
+        assert time.monotonic() < deadline, (
+            query, got, want, prometheus.api("label/__name__/values"))
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    with Jaeger() as jaeger, Collector(jaeger.otlp_grpc) as collector, \
+            Prometheus(f"{HOST}:{collector.prometheus_port}") as prometheus, \
+            RedisServer() as redis:
+        extra = {
+            "profiler": {"enabled": "true", "hmac_keys": KEY,
+                         "trace_wsgi_transport": "true",
+                         "trace_message_store": "true", "trace_redis": "true"},
+            # sample_ratio 0 (the default): signed requests only are traced,
+            # every request is counted.
+            "opentelemetry": {"exporter": "otlp_http",
+                              "endpoint": collector.otlp_http,
+                              "schedule_delay": "200", "metrics": "true",
+                              "metrics_export_interval": "3000"},
+        }
+        started = time.time()
+        # The stable HTTP conventions: the names the README documents.
+        env = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}
+        with ZaqarServer(redis_sql(redis.url), extra=extra, env=env, command=(
+                "{bin}/zaqar-otel-server", "--config-file", "{config}")) as zaqar:
+            client = zaqar_client(zaqar.url)
+            traced = []
+            for i in range(SESSIONS):
+                with profiled(KEY) as prof:  # openstack --os-profile KEY ...
+                    producer_consumer_session(client, f"prom-{i}")
+                    traced.append(uuid.UUID(prof.get_base_id()).hex)
+            for _ in range(UNSIGNED):
+                assert zaqar.request("GET", "/v2/queues")[0] == 200
+            # Every request counted, in Prometheus: posted messages, and the
+            # listings (a session's one, plus the unsigned ones).
+            _wait_value(prometheus, "sum(messaging_client_sent_messages_total)",
+                        2 * SESSIONS)
+            _wait_value(prometheus, 'sum(http_server_request_duration_seconds_count'
+                        '{http_route="/v2/queues"})', UNSIGNED)
+            yield Run(jaeger, prometheus, traced, started)
+
+
+def test_the_documented_series_with_what_was_sent(run: Run) -> None:
+    prometheus = run.prometheus
+    # README: per route and method, messages per queue, the wait.
+    for queue in (f"prom-{i}" for i in range(SESSIONS)):
+        sent = _value(prometheus, "messaging_client_sent_messages_total"
+                      f'{{messaging_destination_name="{queue}"}}')
+        deleted = _value(prometheus, "zaqar_messaging_settled_messages_total"
+                         f'{{messaging_destination_name="{queue}"}}')
+        claimed = _value(prometheus, "sum(zaqar_messaging_wait_duration_seconds_count"
+                         f'{{messaging_destination_name="{queue}",'
+                         'messaging_operation_name="claim"})')
+        assert (sent, deleted, claimed) == (2, 2, 2), queue
+    routes = {s["http_route"] for s in prometheus.api(
+        "series", **{"match[]": "http_server_request_duration_seconds_bucket"})}
+    assert {"/v2/queues/{queue_name}", "/v2/queues/{queue_name}/messages",
+            "/v2/queues/{queue_name}/claims", "/v2/queues"} <= routes
+    posts = _value(prometheus, "sum(messaging_client_operation_duration_seconds_count"
+                   '{messaging_operation_name="post"})')
+    assert posts == SESSIONS
+    # job / instance: the Zaqar process (service.name, service.instance.id).
+    series = prometheus.api(
+        "series", **{"match[]": "messaging_client_sent_messages_total"})
+    assert {s["job"] for s in series} == {"zaqar"}
+    assert len({s["instance"] for s in series}) == 1
+
+
+def test_exemplars_resolve_to_traces_in_jaeger(run: Run) -> None:
+    def exemplars() -> set[str]:
+        found = run.prometheus.api(
+            "query_exemplars", query="http_server_request_duration_seconds_bucket",
+            start=f"{run.started:.3f}", end=f"{time.time() + 1:.3f}")
+        return {e["labels"]["trace_id"] for series in found
+                for e in series["exemplars"]}
+
+    # The export after the requests, then a scrape: bounded.
+    deadline = time.monotonic() + 30
+    while not (traces := exemplars()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    # Only signed requests are traced (sample_ratio 0): each exemplar is one
+    # of their traces, which the "requested" policy keeps.
+    assert traces and traces <= set(run.traced), (traces, run.traced)
+    for trace_id in traces:
+        trace = run.jaeger.wait_trace(trace_id, timeout=60)
+        assert {p["serviceName"] for p in trace["processes"].values()} == {"zaqar"}
