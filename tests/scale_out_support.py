@@ -245,7 +245,9 @@ def zaqar_pair(redis: RedisServer, gateways: Sequence[Gateway],
                              "trace_sqlalchemy": "true"},
                 "opentelemetry": {"exporter": "otlp_http",
                                   "endpoint": gateway.otlp_http,
-                                  "schedule_delay": "200", "sample_ratio": "1.0"},
+                                  "schedule_delay": "200", "sample_ratio": "1.0",
+                                  "metrics": "true",
+                                  "metrics_export_interval": "500"},
             }
             servers.append(stack.enter_context(ZaqarServer(
                 redis_sql(redis.url), extra=extra,

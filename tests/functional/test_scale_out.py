@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class Run:
     delta: Counts
     after: Counts
     zaqar_logs: list[str]
+    scrapes: list[str]
     found: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
@@ -82,7 +84,8 @@ def run() -> Iterator[Run]:
             zaqar.stop()  # SIGTERM: Zaqar flushes what it holds
         after = t.wait_quiet()
         result = Run(t, sent, client.exported, client.failed, after.minus(before),
-                     after, [z.log_text() for z in zaqars])
+                     after, [z.log_text() for z in zaqars],
+                     [sampler.scrape() for sampler in t.samplers])
         for s in sent:
             result.found[s.trace_id] = t.jaeger.trace(s.trace_id)
         yield result
@@ -233,3 +236,35 @@ def test_span_counts_balance_across_the_tiers(run: Run) -> None:
     assert run.after.sampler["sent"] == held
     kept = sum(len(t["spans"]) for t in run.found.values() if t)
     assert kept <= held
+
+
+_COUNT_LINE = re.compile(r"^\w+_count\{(.*)\}\s+(\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _counts(text: str) -> list[tuple[dict[str, str], float]]:
+    """The ``*_count`` samples of histograms (label values may hold braces:
+    routes such as ``/v2/queues/{queue_name}``)."""
+    return [(dict(_LABEL.findall(labels)), float(value))
+            for labels, value in _COUNT_LINE.findall(text)]
+
+
+def test_each_zaqar_process_metrics_are_on_one_sampler(run: Run) -> None:
+    # The gateways route metrics by resource: every series of one Zaqar
+    # process lands on one sampler's prometheus exporter, whole.
+    posts = collections.Counter[str]()
+    where: dict[str, set[int]] = collections.defaultdict(set)
+    for n, text in enumerate(run.scrapes):
+        for labels, value in _counts(text):
+            if labels.get("job") != "zaqar" or "http_route" not in labels:
+                continue
+            where[labels["instance"]].add(n)
+            status = labels.get("http_response_status_code",
+                                labels.get("http_status_code"))
+            if (labels["http_route"] == "/v2/queues/{queue_name}/messages"
+                    and status == "201"):
+                posts[labels["instance"]] += int(value)
+    assert len(where) == 2 and all(len(v) == 1 for v in where.values()), where
+    # Every post counted (metrics are not sampled): the warm-up's 2 per
+    # process and the traffic's.
+    assert sum(posts.values()) == 2 * 2 + sum(s.kind != "error" for s in run.sent)
