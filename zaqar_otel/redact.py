@@ -211,8 +211,10 @@ def hide_logged_secrets() -> Callable[[], None]:
     return undo
 
 
-def requests_hook(span: trace.Span, request: Any) -> None:
-    """``request_hook`` of the requests instrumentation: the URL's origin.
+def requests_hook(span: trace.Span, request: Any,
+                  names: tuple[str, ...] = URL_ATTRIBUTES) -> None:
+    """``request_hook`` of the requests instrumentation: the URL's origin,
+    as each of ``names``.
 
     The instrumentation removes credentials and a few known signature
     parameters; webhook URLs carry tokens under any name, in the query, a
@@ -220,8 +222,18 @@ def requests_hook(span: trace.Span, request: Any) -> None:
     """
     if span.is_recording():
         url = origin(str(getattr(request, "url", "")))
-        for name in URL_ATTRIBUTES:
+        for name in names:
             span.set_attribute(name, url)
+
+
+def requests_hook_for(names: tuple[str, ...]) -> Callable[[trace.Span, Any], None]:
+    """``requests_hook`` setting only ``names``: the URL attribute of the
+    semantic-convention mode the instrumentation follows (``url.full``,
+    ``http.url`` or both), so that the hook never adds the other's."""
+    def hook(span: trace.Span, request: Any) -> None:
+        requests_hook(span, request, names)
+
+    return hook
 
 
 def _hosts(url: str) -> str:

@@ -16,8 +16,11 @@ path instead of failing or silently dropping spans:
   are read once; without it requests reads them at every export;
 * the OTLP/gRPC exporter's ``_translate_data`` hook, likewise;
 * an exporter's ``_endpoint``, only to name the destination in log lines;
-* the wsgi instrumentation's stable-HTTP mode (``_semconv._StabilityMode``),
-  without which its attribute helpers give their default names;
+* the semantic-convention modes the contrib instrumentations follow
+  (``_semconv._OpenTelemetrySemanticConventionStability``, from
+  ``OTEL_SEMCONV_STABILITY_OPT_IN``) and their schema URL (``_get_schema_url``),
+  read once at set-up into ``Conventions``; without them the old (default)
+  names, which is what instrumentations without that module give;
 * ``Resource._attributes``, which a forked worker's Resource replaces to take
   an instance id of its own; without it the worker keeps its parent's;
 * ``CompositePropagator._propagators``, to see that no propagator of a
@@ -160,14 +163,94 @@ def grpc_stub_made_here(exporter_class: type) -> bool:
                for base in exporter_class.__mro__[1:])
 
 
-def wsgi_semconv_mode() -> Any | None:
-    """The wsgi instrumentation's stable HTTP semantic-conventions mode."""
-    try:
-        from opentelemetry.instrumentation._semconv import _StabilityMode
+@dataclass(frozen=True)
+class Conventions:
+    """Which semantic-convention names the contrib instrumentations give, for
+    HTTP and for databases (``OTEL_SEMCONV_STABILITY_OPT_IN``: ``http``,
+    ``http/dup``, ``database``, ``database/dup``), as read once at set-up
+    by ``conventions()`` and handed down to what names attributes.
 
-        return _StabilityMode.HTTP
+    ``http_mode`` / ``database_mode`` are the instrumentations' own mode
+    objects (``_semconv._StabilityMode``), for their attribute helpers; None
+    on a layout without them (then their default names).
+    """
+
+    http_old: bool = True  # http.method, http.status_code, net.peer.name...
+    http_new: bool = False  # http.request.method, url.path, server.address...
+    database_old: bool = True  # db.system, db.statement, db.name
+    database_new: bool = False  # db.system.name, db.query.text, db.namespace
+    http_mode: Any = None
+    database_mode: Any = None
+    #: The schema URL of the HTTP conventions followed (the wsgi and requests
+    #: instrumentations' scope's), None when unknown.
+    schema_url: str | None = None
+
+    def describe(self) -> str:
+        """``http: stable, database: default`` (one word a signal)."""
+        def word(old: bool, new: bool) -> str:
+            return "dup" if old and new else "stable" if new else "default"
+
+        return (f"http: {word(self.http_old, self.http_new)}, "
+                f"database: {word(self.database_old, self.database_new)}")
+
+
+#: Each signal's old names (no opt-in): also what a layout without the
+#: contrib's ``_semconv`` gives.
+OLD_CONVENTIONS = Conventions()
+#: The stable names of both signals (``http,database``).
+STABLE_CONVENTIONS = Conventions(http_old=False, http_new=True,
+                                 database_old=False, database_new=True)
+
+
+def conventions() -> Conventions:
+    """The modes the contrib instrumentations of this process follow, read
+    through their own ``_semconv`` helpers (which read
+    ``OTEL_SEMCONV_STABILITY_OPT_IN`` once per process); on another layout
+    ``OLD_CONVENTIONS``, the names instrumentations without it give."""
+    try:
+        from opentelemetry.instrumentation._semconv import (
+            _get_schema_url,
+            _OpenTelemetrySemanticConventionStability,
+            _OpenTelemetryStabilitySignalType,
+            _report_new,
+            _report_old,
+        )
+
+        stability = _OpenTelemetrySemanticConventionStability
+        stability._initialize()
+        mode_of = stability._get_opentelemetry_stability_opt_in_mode
+        http = mode_of(_OpenTelemetryStabilitySignalType.HTTP)
+        database = mode_of(_OpenTelemetryStabilitySignalType.DATABASE)
+        found = Conventions(
+            http_old=bool(_report_old(http)), http_new=bool(_report_new(http)),
+            database_old=bool(_report_old(database)),
+            database_new=bool(_report_new(database)),
+            http_mode=http, database_mode=database,
+            schema_url=str(_get_schema_url(http)))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return OLD_CONVENTIONS
+    if not (found.http_old or found.http_new) or not (
+            found.database_old or found.database_new):
+        return OLD_CONVENTIONS  # a mode reporting nothing: not the known layout
+    return found
+
+
+def stable_conventions() -> Conventions:
+    """``STABLE_CONVENTIONS`` with the instrumentations' mode objects (for
+    callers built without set-up: what the server span gave before the
+    modes were followed), or without them on another layout."""
+    try:
+        from opentelemetry.instrumentation._semconv import (
+            _get_schema_url,
+            _StabilityMode,
+        )
+
+        return Conventions(http_old=False, http_new=True, database_old=False,
+                           database_new=True, http_mode=_StabilityMode.HTTP,
+                           database_mode=_StabilityMode.DATABASE,
+                           schema_url=str(_get_schema_url(_StabilityMode.HTTP)))
     except (ImportError, AttributeError):
-        return None
+        return STABLE_CONVENTIONS
 
 
 def resource_attributes_replaceable(resource: Any) -> bool:

@@ -61,11 +61,12 @@ from zaqar_otel import (
     recording,
     redact,
     sampling,
+    sdk_layout,
     settings,
     tracepoints,
 )
 from zaqar_otel.backends import instrumentors
-from zaqar_otel.entry import lifecycle, wsgi_middleware
+from zaqar_otel.entry import http_attributes, lifecycle, wsgi_middleware
 from zaqar_otel.export import processor, resource
 from zaqar_otel.messaging import operations
 from zaqar_otel.propagation import env_guard, log_guard, propagator
@@ -82,6 +83,9 @@ class _State:
     tracer: trace.Tracer | None = None
     entry: lifecycle.Entry | None = None  # once tracing is on
     metrics: metrics.Metrics | None = None  # once metrics are on
+    # The semantic-convention modes (OTEL_SEMCONV_STABILITY_OPT_IN) the
+    # instrumentations follow, read once: every name zaqar-otel gives follows.
+    conventions: sdk_layout.Conventions = sdk_layout.OLD_CONVENTIONS
     owns_provider: bool = False
     # What set-up changed outside its own objects, to undo in teardown().
     undo: list[Callable[[], None]] = field(default_factory=list)
@@ -189,8 +193,13 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
             trace.set_tracer_provider(state.provider)
         if len(_made) == 1:
             atexit.register(shutdown)
+    state.conventions = sdk_layout.conventions()
+    LOG.info("zaqar-otel: semantic conventions %s (OTEL_SEMCONV_STABILITY_OPT_IN)",
+             state.conventions.describe())
     # The scope is zaqar-otel's, so its version is ours, not Zaqar's.
-    state.tracer = state.provider.get_tracer("zaqar_otel", zaqar_otel.__version__)
+    state.tracer = state.provider.get_tracer(
+        "zaqar_otel", zaqar_otel.__version__,
+        schema_url=state.conventions.schema_url)
     previous_textmap = propagate.get_global_textmap()
     state.undo.append(lambda: propagate.set_global_textmap(previous_textmap))
     # One entry of requests for the process: WSGI and websocket share it.
@@ -207,7 +216,8 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
         operations.capture_rendered()
     state.undo.extend(instrumentors.install(
         state.settings,
-        instrumentors.Tracing(state.provider, state.tracer, state.entry)))
+        instrumentors.Tracing(state.provider, state.tracer, state.entry,
+                              state.conventions)))
     _start_metrics(state)
     if not state.settings.trace_wsgi:
         LOG.warning("zaqar-otel: [profiler] trace_wsgi_transport = false: no "
@@ -228,7 +238,7 @@ def _start_metrics(state: _State) -> None:
     found = getattr(state.provider, "resource", None)
     state.metrics = metrics.start(
         conf.metrics, found if isinstance(found, Resource)
-        else resource.for_process(conf.service_name))
+        else resource.for_process(conf.service_name), state.conventions)
     # The messages' ages come from what Zaqar renders, not a second parse.
     operations.capture_rendered()
     LOG.info("zaqar-otel: metrics on, exporter %s every %g s",
@@ -406,9 +416,11 @@ def _init_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
         if not traced and recorder is None:
             return
         # Metrics alone (trace_wsgi_transport = false): measured, not traced.
+        conventions = state.conventions if state else sdk_layout.OLD_CONVENTIONS
         driver.app = wsgi_middleware.TracingMiddleware(
             driver.app, entry if traced else None,
-            wsgi_middleware.falcon_route_of(falcon_app), metrics=recorder)
+            wsgi_middleware.falcon_route_of(falcon_app), metrics=recorder,
+            http=http_attributes.HttpAttributes(conventions) if traced else None)
 
     return init_middleware
 

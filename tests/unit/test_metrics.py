@@ -185,6 +185,39 @@ def test_request_attributes_follow_the_http_conventions() -> None:
     assert ("GET", None, "RuntimeError") in points
 
 
+@pytest.mark.parametrize("mode", ["default", "stable", "dup"])
+def test_the_request_duration_follows_the_http_mode(mode: str) -> None:
+    """No opt-in: the old http.server.duration (ms, old names), as the wsgi
+    instrumentation records it; http: the stable one; http/dup: both."""
+    from zaqar_otel import sdk_layout
+
+    old, new = {"default": (True, False), "stable": (False, True),
+                "dup": (True, True)}[mode]
+    rec = Recorder(Destinations(), conventions=sdk_layout.Conventions(
+        http_old=old, http_new=new))
+    rec.request(ENVIRON, ROUTE, "200 OK", 0.004, None, SAMPLED)
+    rec.request(ENVIRON, ROUTE, "503 Service Unavailable", 0.01, None, None)
+    points = on_the_wire(rec)
+    assert {p.metric for p in points} == (
+        {recorder.OLD_HTTP_DURATION} if old else set()) | (
+        {recorder.HTTP_DURATION} if new else set())
+    for p in named(points, recorder.OLD_HTTP_DURATION):
+        assert p.unit == "ms" and p.explicit_bounds == instruments.OLD_HTTP_BOUNDARIES
+        assert set(p.attributes) <= {"http.method", "http.scheme", "http.route",
+                                     "http.status_code", "http.flavor"}
+    ok = [p for p in named(points, recorder.OLD_HTTP_DURATION)
+          if p.attributes["http.status_code"] == 200]
+    if old:
+        assert ok[0].attributes == {"http.method": "GET", "http.scheme": "http",
+                                    "http.route": ROUTE, "http.status_code": 200,
+                                    "http.flavor": "1.1"}
+        assert ok[0].sum == pytest.approx(4.0)  # ms
+        assert ok[0].exemplars == ((SAMPLED.trace_id, SAMPLED.span_id,
+                                    pytest.approx(4.0)),)
+    for p in named(points, recorder.HTTP_DURATION):
+        assert p.unit == "s" and "http.method" not in p.attributes
+
+
 def test_operations_count_sent_consumed_settled_and_the_wait() -> None:
     rec = Recorder(Destinations())
     rec.operation("send", "post", "orders", "p", 201, 0.003, 2, [], SAMPLED)

@@ -136,3 +136,22 @@ def test_remembered_environment_values_are_masked_in_any_form() -> None:
         "OTEL_EXPORTER_OTLP_HEADERS": "api-key=K3y/Va+lue;x, other = v2v2v2"})
     text = redact.userinfo("zz x://y@h:1 K3y/Va+lue;x K3y%2FVa%2Blue%3Bx v2v2v2")
     assert "zz" not in text and "K3y" not in text and "v2v2" not in text, text
+
+
+@pytest.mark.parametrize("names", [("url.full",), ("http.url",),
+                                   ("url.full", "http.url")])
+def test_the_webhook_url_is_set_under_the_modes_names_only(
+        names: tuple[str, ...]) -> None:
+    """The requests hook never adds the other semantic-convention mode's URL
+    attribute (url.full / http.url) to a webhook call's span."""
+    from types import SimpleNamespace
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from zaqar_otel.redact import requests_hook_for
+
+    span = TracerProvider().get_tracer("t").start_span("POST")
+    requests_hook_for(names)(span, SimpleNamespace(
+        url="https://hooks.example/services/T0/B0/secret?token=x"))
+    span.end()
+    assert dict(span.attributes or {}) == dict.fromkeys(names, "https://hooks.example")

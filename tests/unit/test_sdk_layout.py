@@ -123,7 +123,36 @@ def test_a_processor_whose_on_end_is_not_known_ends_spans_its_own_way(
     assert len(receiver.wait_for(count=2)) == 2
 
 
-def test_without_the_wsgi_stable_mode_server_spans_keep_default_names(
+@pytest.mark.parametrize(("opt_in", "described"), [
+    (None, "http: default, database: default"),
+    ("http,database", "http: stable, database: stable"),
+    ("http/dup, database/dup", "http: dup, database: dup"),
+    ("database", "http: default, database: stable"),
+    ("http,http/dup,database/dup", "http: dup, database: dup"),
+    ("nonsense", "http: default, database: default"),
+])
+def test_conventions_are_the_instrumentations_modes(
+        monkeypatch: pytest.MonkeyPatch, opt_in: str | None, described: str) -> None:
+    """Read through the contrib's own _semconv (its parsing, its precedence
+    of /dup), with its schema URL."""
+    from opentelemetry.instrumentation import _semconv
+
+    stability = _semconv._OpenTelemetrySemanticConventionStability
+    monkeypatch.setattr(stability, "_initialized", False)
+    monkeypatch.setattr(stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
+    if opt_in is None:
+        monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
+    found = sdk_layout.conventions()
+    assert found.describe() == described
+    http = stability._get_opentelemetry_stability_opt_in_mode(
+        _semconv._OpenTelemetryStabilitySignalType.HTTP)
+    assert found.http_mode is http
+    assert found.schema_url == _semconv._get_schema_url(http)
+
+
+def test_without_the_contribs_semconv_module_the_old_names(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -133,28 +162,31 @@ def test_without_the_wsgi_stable_mode_server_spans_keep_default_names(
     from zaqar_otel.entry import http_attributes, wsgi_middleware
     from zaqar_otel.entry.lifecycle import Entry
 
-    assert sdk_layout.wsgi_semconv_mode() is not None
-    # A wsgi instrumentation whose private module no longer has it:
+    # A contrib whose private module no longer has what is read:
     monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation._semconv",
                         types.ModuleType("_semconv"))
-    assert sdk_layout.wsgi_semconv_mode() is None
+    found = sdk_layout.conventions()
+    assert found is sdk_layout.OLD_CONVENTIONS and found.http_mode is None
+    assert sdk_layout.stable_conventions() is sdk_layout.STABLE_CONVENTIONS
     monkeypatch.undo()
-    # What the module chose at import on such an SDK:
-    monkeypatch.setattr(http_attributes, "_MODE_ARGS", {})
-    monkeypatch.setattr(http_attributes, "_HTTP_MODE", None)
+    # Such a layout's server spans: the wsgi instrumentation's own default
+    # names, computed for each request.
     kept = InMemorySpanExporter()
     provider = TracerProvider(sampler=sampling.RequestSampler(1.0))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     app = wsgi_middleware.TracingMiddleware(
         lambda environ, start: (start("200 OK", []), [b"ok"])[1],
         Entry(provider.get_tracer("t"), "key", sample_ratio=1.0),
-        lambda method, path: "/v2/queues")
+        lambda method, path: "/v2/queues",
+        http=http_attributes.HttpAttributes(found))
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/queues",
+               "RAW_URI": "/v2/queues?secret=1", "QUERY_STRING": "secret=1",
                "wsgi.url_scheme": "http", "SERVER_NAME": "z", "SERVER_PORT": "80"}
     assert list(app(environ, lambda *args: None)) == [b"ok"]
     (span,) = kept.get_finished_spans()
     assert span.name == "GET /v2/queues" and span.kind is SpanKind.SERVER
     assert span.attributes["http.method"] == "GET"  # the default (old) names
+    assert span.attributes["http.target"] == "/v2/queues"  # no query
     assert "http.request.method" not in span.attributes
 
 

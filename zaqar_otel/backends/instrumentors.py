@@ -6,7 +6,8 @@ step whose driver this deployment lacks (ImportError) turns off only that
 part, with one warning naming the switch; ``uninstall`` undoes every step
 that ran::
 
-    done = instrumentors.install(settings, Tracing(provider, tracer, entry))
+    done = instrumentors.install(settings, Tracing(provider, tracer, entry,
+                                                   conventions))
     instrumentors.uninstall(done)
 """
 
@@ -35,6 +36,9 @@ class Tracing:
     provider: Any  # the SDK TracerProvider
     tracer: trace.Tracer
     entry: lifecycle.Entry
+    #: The semantic-convention modes the instrumentations follow (set-up read
+    #: them once): the names zaqar-otel's hooks set follow them too.
+    conventions: sdk_layout.Conventions = sdk_layout.OLD_CONVENTIONS
 
 
 def _redis() -> Any:
@@ -115,11 +119,70 @@ def _trace_sqlalchemy(tracing: Tracing) -> Callable[[], None]:
     return SQLAlchemyInstrumentor().uninstrument
 
 
+class _UserAgentByMode:
+    """The TracerProvider the requests instrumentation gets in the old HTTP
+    mode: its spans start with ``http.user_agent`` (the old name) where it
+    puts ``user_agent.original`` in every mode (0.66b1), so a webhook call's
+    span carries no stable name; both under ``http/dup``. Only its span
+    starts pass here (a webhook call, a Keystone token check)."""
+
+    def __init__(self, provider: Any, keep_new: bool) -> None:
+        self._provider = provider
+        self._keep_new = keep_new
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        return _UserAgentTracer(self._provider.get_tracer(*args, **kwargs),
+                                self._keep_new)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._provider, name)
+
+
+class _UserAgentTracer:
+    """A tracer starting spans with ``_UserAgentByMode``'s attribute names."""
+
+    def __init__(self, tracer: trace.Tracer, keep_new: bool) -> None:
+        self._tracer = tracer
+        self._keep_new = keep_new
+
+    def _renamed(self, attributes: Any) -> Any:
+        if not attributes or "user_agent.original" not in attributes:
+            return attributes
+        renamed = dict(attributes)
+        renamed["http.user_agent"] = (renamed["user_agent.original"]
+                                      if self._keep_new
+                                      else renamed.pop("user_agent.original"))
+        return renamed
+
+    def start_span(self, name: str, context: Any = None,
+                   kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+                   attributes: Any = None, **kwargs: Any) -> trace.Span:
+        return self._tracer.start_span(name, context, kind,
+                                       self._renamed(attributes), **kwargs)
+
+    def start_as_current_span(self, name: str, context: Any = None,
+                              kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+                              attributes: Any = None, **kwargs: Any) -> Any:
+        return self._tracer.start_as_current_span(
+            name, context, kind, self._renamed(attributes), **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracer, name)
+
+
 def _trace_requests(tracing: Tracing) -> Callable[[], None]:
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-    RequestsInstrumentor().instrument(tracer_provider=tracing.provider,
-                                      request_hook=redact.requests_hook)
+    # The URL attribute of the mode only (url.full, http.url or both): the
+    # hook never adds the other mode's name to the span.
+    names = tuple(name for name, followed in (
+        ("url.full", tracing.conventions.http_new),
+        ("http.url", tracing.conventions.http_old)) if followed)
+    conventions = tracing.conventions
+    provider = (_UserAgentByMode(tracing.provider, conventions.http_new)
+                if conventions.http_old else tracing.provider)
+    RequestsInstrumentor().instrument(tracer_provider=provider,
+                                      request_hook=redact.requests_hook_for(names))
     return RequestsInstrumentor().uninstrument
 
 

@@ -7,7 +7,9 @@ For each request it
 2. decides whether to trace (``zaqar_otel.sampling``);
 3. if so, starts a SERVER span named by the falcon route template
    (``GET /v2/queues/{queue_name}/messages``, never the raw path) with the
-   stable HTTP semantic-convention attributes, and initializes OSProfiler's
+   HTTP semantic-convention attributes of the process's mode
+   (``http_attributes``: old, stable or both, as the instrumentations of
+   the same trace name theirs), and initializes OSProfiler's
    per-thread profiler with ids that map back to that span, so Zaqar's
    ``trace_cls`` trace points nest under it and outgoing OSProfiler headers
    continue the same trace;
@@ -25,7 +27,8 @@ A fault in any of this is logged once and the request goes on untraced
 
     entry = Entry(tracer, hmac_key="KEY")       # one per process
     app = TracingMiddleware(zaqar_app, entry, falcon_route_of(falcon_app),
-                            metrics=recorder)   # metrics: optional
+                            metrics=recorder,   # metrics: optional
+                            http=HttpAttributes(conventions))
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class TracingMiddleware:
     :param app: the WSGI app (Zaqar's, with its auth and CORS middleware).
     :param entry: how requests enter a trace (shared with the websocket API).
     :param route_of: ``(method, path) -> route template or None``.
+    :param http: the server span's HTTP attributes in the process's
+        semantic-convention mode (set-up hands it down); None: the stable
+        names.
     """
 
     def __init__(
@@ -93,9 +99,13 @@ class TracingMiddleware:
         entry: Entry | None,
         route_of: RouteOf,
         metrics: RequestMetrics | None = None,
+        http: http_attributes.HttpAttributes | None = None,
     ) -> None:
         self._app = app
         self._route_of = route_of
+        if http is None and entry is not None:
+            http = http_attributes.HttpAttributes(sdk_layout.stable_conventions())
+        self._http = http
         self._entry = entry  # None: metrics alone, nothing is traced
         self._metrics = metrics
         self._log_failure = patching.FailureLog(
@@ -159,10 +169,13 @@ class TracingMiddleware:
                ) -> tuple[trace.Span | None, Token[Context] | None]:
         if self._entry is None:
             return None, None
+        http = self._http
+        assert http is not None  # made with the entry
+
         def describe() -> tuple[str, dict[str, Any]]:
             method = environ.get("REQUEST_METHOD", "")
             route = self._route_of(method, environ.get("PATH_INFO") or "/")
-            attributes = http_attributes.request_attributes(environ)
+            attributes = http.request(environ)
             if route:
                 attributes["http.route"] = route
             return _span_name(method, route), attributes
@@ -178,11 +191,12 @@ class TracingMiddleware:
         started: float,
     ) -> Iterable[bytes]:
         seen: list[str] = []
+        response = self._http.response  # type: ignore[union-attr]  # traced: set
 
         def traced_start_response(status: str, headers: Any, *args: Any) -> Any:
             seen.append(status)
             try:
-                http_attributes.set_response_attributes(span, status, headers)
+                response(span, status, headers)
             except Exception:
                 self._log_failure()
             return start_response(status, headers, *args)

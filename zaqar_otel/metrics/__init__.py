@@ -11,7 +11,7 @@
 
 Set-up (``startup``) builds one of each per process::
 
-    metrics = start(settings.metrics, resource)   # recorder + running pipeline
+    metrics = start(settings.metrics, resource, conventions)  # + running pipeline
     metrics.recorder.request(...)
     metrics.pipeline.shutdown(5.0)
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
 
-from zaqar_otel import settings
+from zaqar_otel import sdk_layout, settings
 from zaqar_otel.metrics.cardinality import Destinations
 from zaqar_otel.metrics.pipeline import Pipeline, exporter
 from zaqar_otel.metrics.recorder import Recorder
@@ -36,11 +36,13 @@ class Metrics:
     pipeline: Pipeline
 
 
-def start(conf: settings.MetricsSettings, resource: Resource) -> Metrics:
-    """Build the recorder and exporter ``conf`` describes; start exporting."""
+def start(conf: settings.MetricsSettings, resource: Resource,
+          conventions: sdk_layout.Conventions | None = None) -> Metrics:
+    """Build the recorder and exporter ``conf`` describes; start exporting.
+    ``conventions``: the HTTP names of the request duration (None: stable)."""
     recorder = Recorder(
         Destinations(conf.per_queue, conf.per_project, conf.max_queues),
-        conf.exemplar_filter)
+        conf.exemplar_filter, conventions)
     pipeline = Pipeline(recorder, exporter(conf), resource,
                         conf.export_interval_millis)
     pipeline.start()

@@ -42,6 +42,10 @@ from opentelemetry.trace import SpanContext
 #: The semantic conventions' boundaries for HTTP and messaging durations (s).
 DURATION_BOUNDARIES = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
                        1.0, 2.5, 5.0, 7.5, 10.0)
+#: The old HTTP conventions' boundaries for ``http.server.duration`` (ms),
+#: the wsgi instrumentation's.
+OLD_HTTP_BOUNDARIES = (0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0,
+                       750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0)
 #: A message's wait before delivery: Zaqar counts ages in whole seconds
 #: (``age`` of its answers), so 0 is "within the second", then up to its
 #: longest message TTL (14 days).

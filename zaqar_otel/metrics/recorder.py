@@ -7,7 +7,12 @@ attributes of a series are built the first time it is seen::
 
     http.server.request.duration        histogram, s: http.request.method,
         url.scheme, http.route, http.response.status_code, error.type,
-        network.protocol.version
+        network.protocol.version (the stable HTTP conventions: with
+        OTEL_SEMCONV_STABILITY_OPT_IN http or http/dup)
+    http.server.duration                histogram, ms: http.method,
+        http.scheme, http.route, http.status_code, http.flavor (the old
+        ones, as the wsgi instrumentation names them: without opt-in, or
+        http/dup)
     messaging.client.operation.duration histogram, s: messaging.system,
         messaging.operation.type, messaging.operation.name,
         messaging.destination.name, error.type (a 4xx or 5xx answer)
@@ -23,7 +28,7 @@ attributes are bounded by ``cardinality.Destinations``; the other
 attributes take a small fixed set of values. A duration point of a sampled
 request carries its span as an exemplar::
 
-    recorder = Recorder(Destinations(), "trace_based")
+    recorder = Recorder(Destinations(), "trace_based", conventions)
     recorder.request(environ, "/v2/queues/{queue_name}", "200 OK", 0.004, None, None)
     recorder.operation("receive", "claim", "orders", "p1", 201, 0.003, 2, [0, 4], None)
 """
@@ -38,11 +43,15 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import Metric
 from opentelemetry.trace import SpanContext
 
+from zaqar_otel import sdk_layout
 from zaqar_otel.metrics import instruments
 from zaqar_otel.metrics.cardinality import Destination, Destinations
 
 SYSTEM = "zaqar"
 HTTP_DURATION = "http.server.request.duration"
+#: The old HTTP conventions' server duration (ms), as the wsgi
+#: instrumentation records it without OTEL_SEMCONV_STABILITY_OPT_IN.
+OLD_HTTP_DURATION = "http.server.duration"
 OPERATION_DURATION = "messaging.client.operation.duration"
 SENT = "messaging.client.sent.messages"
 CONSUMED = "messaging.client.consumed.messages"
@@ -80,6 +89,21 @@ def _http_attributes(key: _HttpKey) -> dict[str, Any]:
     return attributes
 
 
+def _old_http_attributes(key: _HttpKey) -> dict[str, Any]:
+    """The old conventions' names; no error.type (they had none)."""
+    method, scheme, route, status, _, version = key
+    attributes: dict[str, Any] = {"http.method": method}
+    if scheme:
+        attributes["http.scheme"] = scheme
+    if route:
+        attributes["http.route"] = route
+    if status.isdigit():
+        attributes["http.status_code"] = int(status)
+    if version:
+        attributes["http.flavor"] = version
+    return attributes
+
+
 def _destination_attributes(attributes: dict[str, Any],
                             destination: Destination) -> dict[str, Any]:
     queue, project = destination
@@ -114,15 +138,32 @@ class Recorder:
 
     :param destinations: what messaging measurements are attributed to.
     :param exemplar_filter: see ``instruments.Histogram``.
+    :param conventions: the HTTP semantic-convention mode the request
+        duration follows (set-up hands down the process's); None: stable.
     """
 
     def __init__(self, destinations: Destinations,
-                 exemplar_filter: str = instruments.TRACE_BASED) -> None:
+                 exemplar_filter: str = instruments.TRACE_BASED,
+                 conventions: sdk_layout.Conventions | None = None) -> None:
         self.destinations = destinations
         boundaries = instruments.DURATION_BOUNDARIES
-        self.http_duration = instruments.Histogram(
-            HTTP_DURATION, "s", "Duration of HTTP server requests.", boundaries,
-            _http_attributes, exemplar_filter)
+        conventions = conventions or sdk_layout.STABLE_CONVENTIONS
+        # (histogram, factor from seconds): one each for the stable and the
+        # old names, as the mode asks (both: http/dup).
+        durations: list[tuple[instruments.Histogram, float]] = []
+        if conventions.http_new:
+            durations.append((instruments.Histogram(
+                HTTP_DURATION, "s", "Duration of HTTP server requests.",
+                boundaries, _http_attributes, exemplar_filter), 1.0))
+        if conventions.http_old:
+            durations.append((instruments.Histogram(
+                OLD_HTTP_DURATION, "ms",
+                "Measures the duration of inbound HTTP requests.",
+                instruments.OLD_HTTP_BOUNDARIES, _old_http_attributes,
+                exemplar_filter), 1000.0))
+        self._durations = tuple(durations)
+        #: The request duration of the mode (the stable one in http/dup).
+        self.http_duration = durations[0][0]
         self.operation_duration = instruments.Histogram(
             OPERATION_DURATION, "s",
             "Duration of messaging operations (post, list, get, claim, pop, "
@@ -144,7 +185,7 @@ class Recorder:
             "wait in the queue, in whole seconds as Zaqar counts it.",
             instruments.WAIT_BOUNDARIES, _message_attributes, exemplar_filter)
         self._all: tuple[instruments.Histogram | instruments.Counter, ...] = (
-            self.http_duration, self.operation_duration, self.sent,
+            *(h for h, _ in self._durations), self.operation_duration, self.sent,
             self.consumed, self.settled, self.wait)
         self._pid = os.getpid()
         self._after_fork: list[Callable[[], None]] = []
@@ -167,7 +208,8 @@ class Recorder:
                status[:3] if status else "",
                type(error).__qualname__ if error is not None else "",
                _PROTOCOLS.get(environ.get("SERVER_PROTOCOL", "")))
-        self.http_duration.record(key, seconds, span_context)
+        for histogram, factor in self._durations:
+            histogram.record(key, seconds * factor, span_context)
 
     def operation(self, op_type: str, op_name: str, queue: str | None,
                   project: str | None, status: int, seconds: float, count: int,
