@@ -69,6 +69,7 @@ from zaqar_otel.backends import instrumentors
 from zaqar_otel.entry import http_attributes, lifecycle, wsgi_middleware
 from zaqar_otel.export import processor, resource
 from zaqar_otel.messaging import operations
+from zaqar_otel.metrics.spans import SpanCounts
 from zaqar_otel.propagation import env_guard, log_guard, propagator
 
 LOG = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class _State:
     tracer: trace.Tracer | None = None
     entry: lifecycle.Entry | None = None  # once tracing is on
     metrics: metrics.Metrics | None = None  # once metrics are on
+    drops: processor.DropCounter | None = None  # our span processor's counts
     # The semantic-convention modes (OTEL_SEMCONV_STABILITY_OPT_IN) the
     # instrumentations follow, read once: every name zaqar-otel gives follows.
     conventions: sdk_layout.Conventions = sdk_layout.OLD_CONVENTIONS
@@ -184,7 +186,7 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
         LOG.info("zaqar-otel: using the TracerProvider already installed")
         state.provider = current
     else:
-        state.provider = _provider(state.settings)
+        state.provider, state.drops = _provider(state.settings)
         state.owns_provider = True
         _made.add(state.provider)
         # The API sets its global once per process; after a teardown() the
@@ -239,6 +241,10 @@ def _start_metrics(state: _State) -> None:
     state.metrics = metrics.start(
         conf.metrics, found if isinstance(found, Resource)
         else resource.for_process(conf.service_name), state.conventions)
+    if state.drops is not None:
+        # Spans dropped and exported, beside Zaqar's metrics: an operator
+        # alerts on zaqar_otel.spans.dropped (invariant 7).
+        state.metrics.pipeline.watch(SpanCounts(state.drops))
     # The messages' ages come from what Zaqar renders, not a second parse.
     operations.capture_rendered()
     LOG.info("zaqar-otel: metrics on, exporter %s every %g s",
@@ -265,7 +271,8 @@ def _propagator(names: str, hmac_keys: tuple[str, ...]) -> CompositePropagator:
     return CompositePropagator(chosen)
 
 
-def _provider(conf: settings.Settings) -> TracerProvider:
+def _provider(conf: settings.Settings
+              ) -> tuple[TracerProvider, processor.DropCounter | None]:
     # shutdown_on_exit=False: the SDK's own atexit hook waits for the
     # exporter's full timeout when the collector is down; ours is bounded.
     provider = recording.TracerProvider(
@@ -280,7 +287,8 @@ def _provider(conf: settings.Settings) -> TracerProvider:
     span_processor = processor.span_processor(conf)
     if span_processor is not None:
         provider.add_span_processor(span_processor)
-    return provider
+        return provider, span_processor.drops
+    return provider, None
 
 
 def _start_tracepoints(state: _State, conf: cfg.ConfigOpts) -> None:

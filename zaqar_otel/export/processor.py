@@ -9,6 +9,11 @@ needs one line when dropping starts and one when it stops, with the count::
     provider.add_span_processor(processor)
     ...
     processor.drops.total                      # spans dropped so far
+    processor.drops.by_type                    # the same, by error.type
+
+With ``[opentelemetry] metrics`` on, the metrics pipeline exports every
+counter of the process (``drop_counters()``) as ``zaqar_otel.spans.dropped``
+and ``zaqar_otel.spans.exported`` (``zaqar_otel.metrics.pipeline``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -49,31 +55,70 @@ _SDK_ATTRIBUTES_LOGGER = "opentelemetry.attributes"
 _SDK_TRUNCATED = ("String attribute value exceeds max length",)
 
 
+#: Why a span was dropped: the ``error.type`` of ``zaqar_otel.spans.dropped``.
+#: ``queue_full`` is the OTel SDK conventions' name for a full queue.
+QUEUE_FULL = "queue_full"  # the span queue, in spans or in bytes
+EXPORT_FAILED = "export_failed"  # the collector did not accept it, or no answer
+TOO_LARGE = "too_large"  # refused by the collector as too large, alone
+PROCESSOR_FAILED = "processor_failed"  # could not be encoded or handed over
+DROP_TYPES = (QUEUE_FULL, EXPORT_FAILED, TOO_LARGE, PROCESSOR_FAILED)
+
+_counters: weakref.WeakSet[DropCounter] = weakref.WeakSet()
+
+
+def drop_counters() -> list[DropCounter]:
+    """Every live ``DropCounter`` of this process (one per span processor)."""
+    return list(_counters)
+
+
 class DropCounter:
-    """Counts dropped spans; logs when dropping starts and when it stops."""
+    """Counts dropped spans, by why, and exported ones; logs when dropping
+    starts and when it stops. Counts start again in a forked worker, whose
+    queue starts empty."""
 
     def __init__(self, destination: str) -> None:
         self.destination = destination
+        self._reset()
+        _counters.add(self)
+        if hasattr(os, "register_at_fork"):
+            reset = weakref.WeakMethod(self._reset)
+            os.register_at_fork(after_in_child=lambda: (f := reset()) and f())
+
+    def _reset(self) -> None:
         self.total = 0
+        self.by_type = dict.fromkeys(DROP_TYPES, 0)
+        self.exported_total = 0
+        self.since_ns = time.time_ns()  # the start of the counts
         self._since_ok = 0
         self._lock = threading.Lock()
 
-    def dropped(self, count: int, why: str) -> None:
+    def dropped(self, count: int, why: str, error_type: str = EXPORT_FAILED) -> None:
         with self._lock:
             first = self._since_ok == 0
             self._since_ok += count
             self.total += count
+            self.by_type[error_type] = self.by_type.get(error_type, 0) + count
         if first:
             LOG.warning("zaqar-otel: dropping spans (%s, exporting to %s); "
                         "requests are not affected; one line follows when "
                         "export works again", why, self.destination)
 
-    def exported(self) -> None:
+    def exported(self, count: int = 0, recovered: bool = True) -> None:
+        """``count`` spans exported; ``recovered``: an export without any
+        drop, which ends an outage (one line saying so)."""
         with self._lock:
+            self.exported_total += count
+            if not recovered:
+                return
             dropped, self._since_ok = self._since_ok, 0
         if dropped:
             LOG.warning("zaqar-otel: exporting to %s works again; %d spans "
                         "were dropped meanwhile", self.destination, dropped)
+
+    def counts(self) -> tuple[int, dict[str, int], int]:
+        """(exported, dropped by error type, since when in ns): one reading."""
+        with self._lock:
+            return self.exported_total, dict(self.by_type), self.since_ns
 
 
 def _scrubbed_event(event: Event) -> Event:
@@ -174,7 +219,8 @@ class _CountingExporter(SpanExporter):
             runs = byte_bounded([span if type(span) is EncodedSpan else scrub(span)
                                  for span in spans], self._max_bytes)
         except Exception as exc:
-            self._drops.dropped(len(spans), f"export raised {type(exc).__name__}")
+            self._drops.dropped(len(spans), f"export raised {type(exc).__name__}",
+                                PROCESSOR_FAILED)
             return SpanExportResult.FAILURE
         for done, run in enumerate(runs):
             if self._export(run) is not SpanExportResult.SUCCESS:
@@ -198,10 +244,10 @@ class _CountingExporter(SpanExporter):
         take_refused = getattr(self._exporter, "take_refused", None)
         refused = take_refused() if callable(take_refused) else 0
         if refused:
-            self._drops.dropped(refused, "the collector refused them as too large")
+            self._drops.dropped(refused, "the collector refused them as too large",
+                                TOO_LARGE)
         if result is SpanExportResult.SUCCESS:
-            if not refused:
-                self._drops.exported()
+            self._drops.exported(len(spans) - refused, recovered=not refused)
         else:
             self._drops.dropped(len(spans) - refused,
                                 "the collector did not accept them")
@@ -275,7 +321,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             # The SDK's deque (counts_full_queue): its len() cannot fail.
             if self.counts_full_queue and len(self._queue) >= self._max_queue:  # type: ignore[arg-type]
                 # The SDK's emit would drop it: not encoded, not handed over.
-                self.drops.dropped(1, "the span queue is full")
+                self.drops.dropped(1, "the span queue is full", QUEUE_FULL)
                 return
             if self._encoder is not None:
                 piece: Any = self._encoder.encoded(scrub(span))  # opaque to the queue
@@ -285,7 +331,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
                     if not full:
                         self.queued_bytes += size
                 if full:
-                    self.drops.dropped(1, "the span queue is full (bytes)")
+                    self.drops.dropped(1, "the span queue is full (bytes)",
+                                       QUEUE_FULL)
                     return
                 self._batch_processor.emit(piece)
             elif self._emits:
@@ -295,7 +342,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         except Exception:
             self._log_failure()
             try:
-                self.drops.dropped(1, "the span processor failed")
+                self.drops.dropped(1, "the span processor failed",
+                                   PROCESSOR_FAILED)
             except Exception:  # noqa: S110 - nothing more can be done here
                 pass
 

@@ -2,7 +2,8 @@
 
 Every ``export_interval_millis`` (``[opentelemetry] metrics_export_interval``,
 ``OTEL_METRIC_EXPORT_INTERVAL``, 60 s), a thread of its own collects the
-recorder's cumulative points into the SDK's ``MetricsData`` (the process's
+recorder's cumulative points (and each watched source's: the span export's
+counts, ``spans.SpanCounts``) into the SDK's ``MetricsData`` (the process's
 Resource, scope ``zaqar_otel``) and hands them to the SDK's exporter for the
 ``[opentelemetry]`` exporter: OTLP/HTTP (to ``/v1/metrics``), OTLP/gRPC (the
 MetricsService) or the console. A request never waits for it. A failed
@@ -22,9 +23,11 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
+    Metric,
     MetricExporter,
     MetricExportResult,
     MetricsData,
@@ -41,6 +44,12 @@ from zaqar_otel.metrics.recorder import Recorder
 LOG = logging.getLogger(__name__)
 
 SCOPE = InstrumentationScope("zaqar_otel", zaqar_otel.__version__)
+
+
+class Source(Protocol):
+    """Metrics read at each export besides the recorder's (``spans.SpanCounts``)."""
+
+    def collect(self, now_ns: int) -> list[Metric]: ...
 
 
 def exporter(conf: settings.MetricsSettings) -> MetricExporter | None:
@@ -114,7 +123,12 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._shut = False
+        self._sources: list[Source] = []
         recorder.after_fork(self._restart)
+
+    def watch(self, source: Source) -> None:
+        """Export ``source``'s metrics too, at every export."""
+        self._sources.append(source)
 
     def start(self) -> None:
         if self.exporter is None or self._shut:
@@ -135,7 +149,10 @@ class Pipeline:
 
     def collect(self) -> MetricsData | None:
         """What the next export sends (None when nothing was measured)."""
-        metrics = self.recorder.collect(time.time_ns())
+        now = time.time_ns()
+        metrics = self.recorder.collect(now)
+        for source in self._sources:
+            metrics.extend(source.collect(now))
         if not metrics:
             return None
         return MetricsData([ResourceMetrics(
