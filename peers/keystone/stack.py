@@ -167,6 +167,7 @@ def detail(span: ReceivedSpan) -> str:
     """``render_tree`` detail: the exporting service, and HTTP status."""
     out = f"  ({span.resource.get('service.name')})"
     status = (span.attributes.get("http.response.status_code")
+              or span.attributes.get("http.status_code")
               or span.attributes.get("status_code"))
     return out + (f" -> {status}" if status else "")
 

@@ -124,14 +124,16 @@ def test_every_request_is_counted_at_the_receiver(redis: RedisServer,
         expected = {(m, r, s): n for (m, r, s), n in traffic.routes.items()}
 
         def arrived(points: list[ReceivedPoint]) -> bool:
-            got = totals(rx, recorder.HTTP_DURATION, "http.request.method",
-                         "http.route", "http.response.status_code")
+            # The old HTTP names: no OTEL_SEMCONV_STABILITY_OPT_IN
+            # (test_semconv.py checks each mode's).
+            got = totals(rx, recorder.OLD_HTTP_DURATION, "http.method",
+                         "http.route", "http.status_code")
             return all(got.get(k) == n for k, n in expected.items())
 
         rx.wait_for_points(arrived, timeout=20)
         # The metric export can come before the span batch with the last
         # traced request in it: wait for the spans the exemplars name.
-        post_points = [p for p in rx.points(recorder.HTTP_DURATION)
+        post_points = [p for p in rx.points(recorder.OLD_HTTP_DURATION)
                        if p.attributes.get("http.route") ==
                        "/v2/queues/{queue_name}/messages" and p.exemplars]
         named = {e[1] for p in post_points for e in p.exemplars}
@@ -155,8 +157,8 @@ def test_every_request_is_counted_at_the_receiver(redis: RedisServer,
     assert durations[("post", "orders")] == POSTS
     assert durations[("delete", "orders")] == traffic.deleted["orders"]
     # The units and boundaries of the conventions; cumulative, as Prometheus needs.
-    http = rx.latest(recorder.HTTP_DURATION)[0]
-    assert http.unit == "s" and http.cumulative and http.explicit_bounds[0] == 0.005
+    http = rx.latest(recorder.OLD_HTTP_DURATION)[0]
+    assert http.unit == "ms" and http.cumulative and http.explicit_bounds[1] == 5.0
     assert rx.latest(recorder.SENT)[0].unit == "{message}"
     assert rx.latest(recorder.SENT)[0].monotonic
     # Only the signed session was traced; its id is the exemplars' id.

@@ -313,16 +313,25 @@ def _print_metrics(receiver: OTLPReceiver, after_ns: int) -> None:
     print()
     print("Metrics Zaqar exported (every request counted, traced or not; "
           "quantiles from the histogram buckets, as Prometheus estimates them):")
+    # The stable names (OTEL_SEMCONV_STABILITY_OPT_IN=http), else the old
+    # ones (the default): http.server.duration, in ms.
+    duration, to_ms = recorder.HTTP_DURATION, 1000.0
+    if not receiver.latest(duration):
+        duration, to_ms = recorder.OLD_HTTP_DURATION, 1.0
+
+    def route_of(p: Any) -> str:
+        method = p.attributes.get("http.request.method",
+                                  p.attributes.get("http.method"))
+        return f"{method} {p.attributes.get('http.route', '(no route)')}"
+
     routes = sorted(
-        ((f"{p.attributes['http.request.method']} "
-          f"{p.attributes.get('http.route', '(no route)')}", p)
-         for p in receiver.latest(recorder.HTTP_DURATION)),
+        ((route_of(p), p) for p in receiver.latest(duration)),
         key=lambda row: (row[0].split(" ", 1)[1], row[0]))
     width = max((len(route) for route, _ in routes), default=5)
     print(f"  {'route':{width}} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7}")
     for route, p in routes:
-        print(f"  {route:{width}} {p.count:8} {p.quantile(0.5) * 1000:7.1f} "
-              f"{p.quantile(0.99) * 1000:7.1f}")
+        print(f"  {route:{width}} {p.count:8} {p.quantile(0.5) * to_ms:7.1f} "
+              f"{p.quantile(0.99) * to_ms:7.1f}")
 
     def per_queue(metric: str) -> dict[str, float]:
         found: dict[str, float] = {}
@@ -345,8 +354,7 @@ def _print_metrics(receiver: OTLPReceiver, after_ns: int) -> None:
                   f"claimed)" if wait and wait.count else "-")
         print(f"  {queue:16} {sent.get(queue, 0):5.0f} {received.get(queue, 0):8.0f} "
               f"{settled.get(queue, 0):7.0f}  {waited}")
-    exemplars = {e[0] for p in receiver.points(recorder.HTTP_DURATION)
-                 for e in p.exemplars}
+    exemplars = {e[0] for p in receiver.points(duration) for e in p.exemplars}
     print(f"  exemplars: {len(exemplars)} traces linked from the duration buckets")
 
 
