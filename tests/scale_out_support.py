@@ -20,8 +20,7 @@ whole. Kinds of request:
   whose choice per trace id this module reproduces: FNV-1a of the salt and
   the id, as the tail_sampling processor computes it);
 - ``error``: the client's GET of a message that does not exist (404); the
-  client marks its own span ERROR: the "errors" policy, decided on a span
-  that came through the other gateway;
+  client marks its own span ERROR: the "errors" policy;
 - ``slow``: the client works 1.2 s inside its span before calling Zaqar:
   the "slow" policy, again on the trace's extent across both gateways.
 """
@@ -175,8 +174,9 @@ class Tier:
         while True:
             counts = self.counts()
             g, s = counts.gateway, counts.sampler
-            if (s["decided"] >= s["new_traces"] and g["sent"] >= g["accepted"]
-                    and s["accepted"] >= g["sent"]):
+            g_sent, g_accepted = g.get("sent", 0), g.get("accepted", 0)
+            if (s["decided"] >= s["new_traces"] and g_sent >= g_accepted
+                    and (not self.gateways or s["accepted"] >= g_sent)):
                 # The batch processor's 2 s, and Jaeger's own batch.
                 time.sleep(3)
                 return self.counts()
@@ -229,7 +229,7 @@ def tier(samplers: int = 2, gateways: int = 2,
 
 
 @contextlib.contextmanager
-def zaqar_pair(redis: RedisServer, gateways: Sequence[Gateway],
+def zaqar_pair(redis: RedisServer, gateways: Sequence[Collector],
                processes: int = 2) -> Iterator[list[ZaqarServer]]:
     """``processes`` zaqar-otel-server processes, process i exporting (OTLP
     HTTP, every request traced: the tier samples) to gateway i % n."""
@@ -312,7 +312,7 @@ class ClientService:
     """The caller of Zaqar: one OTel SDK tracer provider per gateway
     (service.name ``scale-out-client``), each exporting OTLP/HTTP there."""
 
-    def __init__(self, gateways: Sequence[Gateway]) -> None:
+    def __init__(self, gateways: Sequence[Collector]) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter,
         )
@@ -483,3 +483,69 @@ def baseline_keeps(trace_id: str) -> bool:
     ``sampling_percentage`` (tailsamplingprocessor v0.161.0,
     internal/sampling/probabilistic.go)."""
     return _fnv1a64(_SALT + bytes.fromhex(trace_id)) <= _THRESHOLD
+
+
+# -- what Jaeger holds ------------------------------------------------------------
+
+def jaeger_service(trace: Mapping[str, Any], span: Mapping[str, Any]) -> str:
+    return str(trace["processes"][span["processID"]]["serviceName"])
+
+
+def is_whole(trace: Mapping[str, Any]) -> bool:
+    """The client's span and Zaqar's under it, one tree, no warning."""
+    spans = trace["spans"]
+    services = [jaeger_service(trace, s) for s in spans]
+    ids = {s["spanID"] for s in spans}
+    roots = [s for s in spans if not any(
+        r["refType"] == "CHILD_OF" and r["spanID"] in ids for r in s["references"])]
+    return (services.count(CLIENT_SERVICE) == 1 and services.count("zaqar") >= 2
+            and len(ids) == len(spans) and len(roots) == 1
+            and jaeger_service(trace, roots[0]) == CLIENT_SERVICE
+            and not any(s.get("warnings") for s in spans))
+
+
+def expected_kept(s: Sent, band: tuple[float, float] = (0.8, 1.2)) -> bool | None:
+    """What the shipped policies decide for this trace; None: either (a
+    client span within ``band`` seconds of the latency threshold)."""
+    if s.kind in ("requested", "error", "slow"):
+        return True
+    if baseline_keeps(s.trace_id):
+        return True
+    if band[0] * SLOW_MS / 1000 <= s.seconds <= band[1] * SLOW_MS / 1000:
+        return None
+    return s.seconds > SLOW_MS / 1000
+
+
+def analyse(jaeger: Jaeger, sent: Sequence[Sent]) -> dict[str, Any]:
+    """Per kind: sent, kept whole, kept partial, absent; decisions that
+    differ from the shipped policies'."""
+    rows: dict[str, dict[str, int]] = {}
+    wrong = []
+    for s in sent:
+        trace = jaeger.trace(s.trace_id)
+        row = rows.setdefault(s.kind, dict.fromkeys(
+            ("sent", "whole", "partial", "absent"), 0))
+        row["sent"] += 1
+        if trace is None:
+            row["absent"] += 1
+        elif is_whole(trace):
+            row["whole"] += 1
+        else:
+            row["partial"] += 1
+        expected = expected_kept(s)
+        if expected is not None and expected != (trace is not None):
+            wrong.append(s.trace_id)
+    return {"kinds": rows, "wrong_decisions": len(wrong),
+            "partial": sum(r["partial"] for r in rows.values())}
+
+
+def latency(sent: Sequence[Sent], kinds: Sequence[str] = ("unsigned", "requested"),
+            ) -> dict[str, float]:
+    """The client's view of the requests (seconds): p50, p99, max."""
+    values = sorted(s.seconds for s in sent if s.kind in kinds)
+    if not values:
+        return {}
+    def pick(q: float) -> float:
+        return round(values[min(len(values) - 1, int(q * len(values)))], 4)
+    return {"n": len(values), "p50": pick(0.5), "p99": pick(0.99),
+            "max": round(values[-1], 4)}
