@@ -13,6 +13,8 @@ there, the other mode's never.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterable
 
 import pytest
@@ -28,12 +30,14 @@ from tests.tracing_support import (
     sql_url,
     tracing,
 )
+from tests.websocket_client import exchange
 from zaqar_otel.demo.client import profiled, zaqar_client
 from zaqar_otel.demo.processes import MongoServer, RedisServer, WebhookSubscriber
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.demo.zaqar_server import ZaqarServer, mongo, redis_sql
 from zaqar_otel.metrics import recorder
+from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional
 
@@ -43,7 +47,7 @@ OLD_NAMES = frozenset((
     "http.method", "http.status_code", "http.target", "http.url", "http.scheme",
     "http.host", "http.flavor", "http.user_agent", "http.server_name",
     "net.host.name", "net.host.port", "net.peer.ip", "net.peer.name",
-    "net.peer.port", "net.transport",
+    "net.peer.port", "net.transport", "net.protocol.name",
     "db.system", "db.statement", "db.name", "db.operation", "db.user",
     "db.redis.database_index", "db.mongodb.collection",
 ))
@@ -52,6 +56,7 @@ NEW_NAMES = frozenset((
     "http.request.method", "http.response.status_code", "url.path", "url.full",
     "url.scheme", "server.address", "server.port", "client.address",
     "client.port", "network.protocol.version", "network.transport",
+    "network.protocol.name",
     "user_agent.original", "error.type",
     "db.system.name", "db.query.text", "db.namespace", "db.operation.name",
     "db.collection.name",
@@ -75,8 +80,10 @@ MUST = {
                     {"server.address", "server.port"}),
     "mongodb": ({"db.system", "db.name", "net.peer.name"},
                 {"db.system.name", "db.namespace", "server.address"}),
-    "webhook": ({"http.method", "http.url", "http.status_code"},
-                {"http.request.method", "url.full", "http.response.status_code"}),
+    "webhook": ({"http.method", "http.url", "http.status_code", "http.user_agent"},
+                {"http.request.method", "url.full", "http.response.status_code",
+                 "user_agent.original"}),
+    "websocket": ({"net.protocol.name"}, {"network.protocol.name"}),
 }
 
 
@@ -186,3 +193,33 @@ def test_mongodb_wire_spans_follow_the_mode(mode: str) -> None:
     tree = render_tree(session.spans)
     _must([s for s in session.spans if s.scope == PYMONGO_SCOPE], "mongodb", mode,
           tree)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_websocket_spans_follow_the_mode(mode: str, redis: RedisServer) -> None:
+    headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+    info = codec.decode(headers[codec.X_TRACE_INFO], headers[codec.X_TRACE_HMAC],
+                        [KEY])
+    assert info is not None
+
+    def request(action: str, body: dict[str, object]) -> dict[str, object]:
+        return {"action": action, "body": body, "headers": {
+            "Client-ID": str(uuid.uuid4()), "X-Project-ID": "p", **headers}}
+
+    with OTLPReceiver() as receiver:
+        extra = tracing(receiver, profiler={"trace_websocket_transport": "true"})
+        with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra,
+                         websocket=True, env=_env(mode)) as server:
+            responses = exchange(server.port, [
+                request("queue_create", {"queue_name": "ws"}),
+                request("message_post", {"queue_name": "ws", "messages": [
+                    {"body": {"n": 1}, "ttl": 120}]})])
+            receiver.wait_for(lambda s: s.trace_id == info.trace_id
+                              and s.name == "websocket message_post")
+            time.sleep(0.3)
+            spans = [s for s in receiver.spans() if s.trace_id == info.trace_id]
+    assert [r["headers"]["status"] for r in responses] == [201, 201], responses
+    tree = render_tree(spans)
+    _check_names(spans, mode, tree)
+    _must([s for s in spans if s.kind == "SERVER"], "websocket", mode, tree)
+    _must([s for s in spans if s.scope == REDIS_SCOPE], "redis", mode, tree)

@@ -202,7 +202,7 @@ def _trace_message_links(tracing: Tracing) -> Callable[[], None]:
 
 
 def _trace_websocket(tracing: Tracing) -> Callable[[], None]:
-    websocket.instrument_handler(tracing.entry)
+    websocket.instrument_handler(tracing.entry, tracing.conventions)
     return _nothing_to_undo
 
 

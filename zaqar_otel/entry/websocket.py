@@ -7,9 +7,12 @@ trace_websocket_transport`` each websocket API request (``{"action": ...,
 its trace context comes from the request's ``headers`` section, both header
 families, under the same trust rules as WSGI (``zaqar_otel.sampling``).
 Message and claim actions get the same messaging operation spans, and so
-the same producer -> consumer links::
+the same producer -> consumer links. The span names its protocol as the
+process's HTTP semantic-convention mode does (``net.protocol.name``
+without ``OTEL_SEMCONV_STABILITY_OPT_IN``, ``network.protocol.name`` with
+``http``, both with ``http/dup``)::
 
-    instrument_handler(entry)      # the process's lifecycle.Entry
+    instrument_handler(entry, conventions)   # the process's lifecycle.Entry
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from osprofiler import profiler
 
-from zaqar_otel import patching, redact
+from zaqar_otel import patching, redact, sdk_layout
 from zaqar_otel.entry import lifecycle
 from zaqar_otel.messaging import operations
 
@@ -71,22 +74,34 @@ def action_name(action: object) -> str:
     return action if isinstance(action, str) and action in ACTIONS else OTHER_ACTION
 
 
-def _begin_with(entry: lifecycle.Entry, headers: Any,
-                action: object) -> tuple[trace.Span | None, Token[Context]]:
+#: The protocol attribute of a websocket span, by mode (stable, old).
+_PROTOCOL_NEW = {"network.protocol.name": "websocket"}
+_PROTOCOL_OLD = {"net.protocol.name": "websocket"}
+
+
+def protocol_attributes(conventions: sdk_layout.Conventions) -> dict[str, str]:
+    """The websocket span's protocol attribute(s) in ``conventions``' HTTP mode."""
+    return {**(_PROTOCOL_OLD if conventions.http_old else {}),
+            **(_PROTOCOL_NEW if conventions.http_new else {})}
+
+
+def _begin_with(entry: lifecycle.Entry, headers: Any, action: object,
+                protocol: dict[str, str] = _PROTOCOL_NEW,
+                ) -> tuple[trace.Span | None, Token[Context]]:
     """The entry of one websocket request with these ``headers``."""
     name = action_name(action)
     carrier = ({str(k).lower(): str(v) for k, v in headers.items()}
                if isinstance(headers, dict) else {})
 
     def describe() -> tuple[str, dict[str, Any]]:
-        return f"websocket {name}", {
-            "network.protocol.name": "websocket", "zaqar.websocket.action": name}
+        return f"websocket {name}", {**protocol, "zaqar.websocket.action": name}
 
     return entry.begin(propagate.extract(carrier), describe)
 
 
-def _begin(entry: lifecycle.Entry, req: Any) -> lifecycle.Begun:
-    return _begin_with(entry, req._headers, req._action)
+def _begin(entry: lifecycle.Entry, req: Any,
+           protocol: dict[str, str] = _PROTOCOL_NEW) -> lifecycle.Begun:
+    return _begin_with(entry, req._headers, req._action, protocol)
 
 
 def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
@@ -149,13 +164,16 @@ def _peek(payload: Any, is_binary: bool) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _message_begin(entry: lifecycle.Entry, payload: Any,
-                   is_binary: bool) -> tuple[trace.Span | None, Token[Context]]:
+def _message_begin(entry: lifecycle.Entry, payload: Any, is_binary: bool,
+                   protocol: dict[str, str] = _PROTOCOL_NEW,
+                   ) -> tuple[trace.Span | None, Token[Context]]:
     request = _peek(payload, is_binary)
-    return _begin_with(entry, request.get("headers"), request.get("action"))
+    return _begin_with(entry, request.get("headers"), request.get("action"),
+                       protocol)
 
 
-def instrument_handler(entry: lifecycle.Entry) -> None:
+def instrument_handler(entry: lifecycle.Entry,
+                       conventions: sdk_layout.Conventions | None = None) -> None:
     """Trace every websocket message (idempotent).
 
     ``MessagingProtocol.onMessage`` is the entry: every message Zaqar
@@ -168,6 +186,8 @@ def instrument_handler(entry: lifecycle.Entry) -> None:
     from zaqar.transport.websocket import protocol as websocket_protocol
 
     tracer = entry.tracer
+    protocol = (_PROTOCOL_NEW if conventions is None
+                else protocol_attributes(conventions))
     log_failure = patching.FailureLog(
         LOG, "tracing a websocket request failed; it goes on untraced")
 
@@ -175,7 +195,7 @@ def instrument_handler(entry: lifecycle.Entry) -> None:
         @functools.wraps(original)
         def onMessage(self: Any, payload: Any, isBinary: bool) -> Any:  # noqa: N802, N803
             try:
-                span, token = _message_begin(entry, payload, isBinary)
+                span, token = _message_begin(entry, payload, isBinary, protocol)
             except Exception:
                 log_failure()
                 return original(self, payload, isBinary)
@@ -223,7 +243,7 @@ def instrument_handler(entry: lifecycle.Entry) -> None:
                                 log_failure)
             # Called other than from a websocket message: its own entry.
             try:
-                span, token = _begin(entry, req)
+                span, token = _begin(entry, req, protocol)
             except Exception:
                 log_failure()
                 return original(self, req, protocol)
