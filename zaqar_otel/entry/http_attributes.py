@@ -39,6 +39,7 @@ runs as it is, every time (its query strings still cut).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 from wsgiref.util import request_uri
@@ -61,6 +62,8 @@ _CUT_AT_QUERY = ("http.target", "http.url")
 _REPEATING = ("REQUEST_METHOD", "SERVER_NAME", "wsgi.url_scheme", "HTTP_HOST",
               "SERVER_PORT", "REMOTE_ADDR", "REMOTE_HOST", "HTTP_USER_AGENT",
               "SERVER_PROTOCOL")
+#: The characters ``quote(path, safe="/;=,")`` keeps as they are.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~/;=,-]*")
 _KEPT_MAX = 512  # distinct inputs kept (cleared when full: clients repeat)
 _KEPT_VALUE_MAX = 512  # characters of a kept input's value, at most
 
@@ -188,7 +191,10 @@ def _set_url(attributes: dict[str, Any], environ: dict[str, Any]) -> None:
         except Exception:
             attributes.pop("http.url", None)
         return
-    attributes["http.url"] = base + quote(path, safe="/;=,", encoding="latin1")[1:]
+    # quote() leaves such a path as it is (Zaqar's routes, queue names, ids).
+    quoted = path if _UNQUOTED.fullmatch(path) else quote(
+        path, safe="/;=,", encoding="latin1")
+    attributes["http.url"] = base + quoted[1:]
 
 
 class _Noted:
