@@ -56,7 +56,7 @@ NEW_NAMES = frozenset((
     "http.request.method", "http.response.status_code", "url.path", "url.full",
     "url.scheme", "server.address", "server.port", "client.address",
     "client.port", "network.protocol.version", "network.transport",
-    "network.protocol.name",
+    "network.protocol.name", "network.peer.address", "network.peer.port",
     "user_agent.original", "error.type",
     "db.system.name", "db.query.text", "db.namespace", "db.operation.name",
     "db.collection.name",
@@ -82,7 +82,7 @@ MUST = {
                 {"db.system.name", "db.namespace", "server.address"}),
     "webhook": ({"http.method", "http.url", "http.status_code", "http.user_agent"},
                 {"http.request.method", "url.full", "http.response.status_code",
-                 "user_agent.original"}),
+                 "user_agent.original", "server.address", "server.port"}),
     "websocket": ({"net.protocol.name"}, {"network.protocol.name"}),
 }
 
