@@ -101,15 +101,19 @@ def _signed(key: str) -> tuple[str, dict[str, str]]:
 
 
 class _Log:
-    """The trace ids of Zaqar's log lines since the last call."""
+    """The trace ids that Zaqar's log names for the first time since the
+    last call (a request's late lines name a trace already seen)."""
 
     def __init__(self, zaqar: ZaqarServer) -> None:
         self.zaqar, self.seen = zaqar, 0
+        self.known: set[str] = set()
 
     def new_traces(self) -> list[str]:
         text = self.zaqar.log_text()
-        ids = list(dict.fromkeys(TRACE_IN_LOG.findall(text[self.seen:])))
+        ids = [i for i in dict.fromkeys(TRACE_IN_LOG.findall(text[self.seen:]))
+               if i not in self.known]
         self.seen = len(text)
+        self.known.update(ids)
         return ids
 
 
@@ -239,9 +243,16 @@ def _decided(text: str) -> float:
 
 
 def _wait_decided(collector: Collector, traces: int) -> None:
+    """Until every trace is decided: as many decisions as traces sent (and
+    the start-up's), none waiting in memory."""
     deadline = time.monotonic() + 60
-    while _decided(collector.telemetry()) < traces:
-        assert time.monotonic() < deadline, collector.telemetry()
+    while True:
+        text = collector.telemetry()
+        waiting = sum(v for _, v in metric_values(
+            text, "otelcol_processor_tail_sampling_sampling_traces_on_memory"))
+        if _decided(text) >= traces and waiting == 0:
+            break
+        assert time.monotonic() < deadline, text
         time.sleep(0.5)
     time.sleep(3)  # the batch processor's timeout (2 s), Jaeger's batch
 
