@@ -15,17 +15,24 @@ bounded in requests and time. Results print as JSON, one object per part.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import re
+import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.scale_out_support import (
     ClientService,
+    Sent,
     Tier,
     analyse,
+    expected_kept,
+    is_whole,
     latency,
     plan,
     run_traffic,
@@ -97,9 +104,337 @@ def control(traces: int) -> dict[str, Any]:
         return {"traces": traces, **analyse(t.jaeger, sent)}
 
 
+# -- faults ---------------------------------------------------------------------
+
+RATE = 30.0        # requests per second, paced
+LEAD = 12.0        # seconds of traffic before the fault
+TAIL = 12.0        # seconds of traffic after the recovery
+
+
+def _phase(s: Sent, fault_at: float, back_at: float) -> str:
+    if s.at < fault_at:
+        return "1 before"
+    return "2 during" if s.at < back_at else "3 after"
+
+
+def _fault_rows(t: Tier, sent: list[Sent], fault_at: float,
+                back_at: float) -> dict[str, Any]:
+    rows: dict[str, dict[str, Any]] = {}
+    for s in sent:
+        row = rows.setdefault(_phase(s, fault_at, back_at), dict.fromkeys(
+            ("requests", "due", "whole", "partial", "lost", "extra"), 0))
+        row["requests"] += 1
+        trace = t.jaeger.trace(s.trace_id)
+        due = expected_kept(s)
+        if due:
+            row["due"] += 1
+            if trace is None:
+                row["lost"] += 1
+            elif is_whole(trace):
+                row["whole"] += 1
+            else:
+                row["partial"] += 1
+        elif trace is not None and due is False:
+            row["extra"] += 1
+    for phase, row in rows.items():
+        row["latency"] = latency([s for s in sent
+                                  if _phase(s, fault_at, back_at) == phase])
+        row["statuses"] = dict(collections.Counter(
+            str(s.status) for s in sent if _phase(s, fault_at, back_at) == phase))
+    return rows
+
+
+def _settle(t: Tier, timeout: float = 240.0) -> None:
+    """Every running sampler has decided every trace it received, and what
+    the samplers accepted has not moved for 12 s (the gateways' retries back
+    off up to 10 s)."""
+    deadline = time.monotonic() + timeout
+    last, still = -1.0, 0.0
+    while time.monotonic() < deadline:
+        counts = t.counts()
+        s = counts.sampler
+        if s.get("decided", 0) >= s.get("new_traces", 0) and s.get("accepted") == last:
+            still += 1.0
+            if still >= 12:
+                time.sleep(3)
+                return
+        else:
+            still = 0.0
+        last = s.get("accepted", 0)
+        time.sleep(1.0)
+
+
+def fault(name: str, down: float, decision_wait: str | None) -> dict[str, Any]:
+    """``name``: sampler (SIGKILL, restart), gateway (SIGKILL, restart),
+    jaeger (SIGSTOP, SIGCONT), for ``down`` seconds mid-run."""
+    with tier(decision_wait=decision_wait) as t, RedisServer() as redis, \
+            zaqar_pair(redis, t.gateways) as zaqars:
+        warm_up(zaqars)
+        t.wait_quiet(timeout=120)
+        client = ClientService(t.gateways)
+        total = int(RATE * (LEAD + down + TAIL))
+        t0 = time.monotonic()
+        marks = {"fault": t0 + LEAD, "back": t0 + LEAD + down}
+        done: list[str] = []
+
+        def during(i: int) -> None:
+            wait = t0 + i / RATE - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            now = time.monotonic()
+            if now >= marks["fault"] and "fault" not in done:
+                done.append("fault")
+                marks["fault"] = now
+                if name == "sampler":
+                    t.samplers[0].stop(grace=0)
+                elif name == "gateway":
+                    t.gateways[0].stop(grace=0)
+                else:
+                    assert t.jaeger.pid is not None
+                    os.kill(t.jaeger.pid, signal.SIGSTOP)
+                marks["back"] = now + down
+            elif now >= marks["back"] and "back" not in done:
+                done.append("back")
+                marks["back"] = now
+                if name == "sampler":
+                    t.samplers[0].start()
+                elif name == "gateway":
+                    t.gateways[0].start()
+                else:
+                    assert t.jaeger.pid is not None
+                    os.kill(t.jaeger.pid, signal.SIGCONT)
+
+        try:
+            sent = run_traffic(client, zaqars, plan(total, slow=max(6, total // 100)),
+                               threads=6, timeout=600, during=during)
+        finally:
+            client.shutdown()
+        for zaqar in zaqars:
+            zaqar.stop()
+        _settle(t)
+        logs = [z.log_text() for z in zaqars]
+        gateway_log = "\n".join(g.log_text() for g in t.gateways)
+        sampler_log = "\n".join(g.log_text() for g in t.samplers)
+        return {
+            "fault": name, "down_s": down, "requests": total,
+            "phases": _fault_rows(t, sent, marks["fault"], marks["back"]),
+            "client_spans": {"exported": client.exported, "failed": client.failed},
+            "zaqar_dropped_spans": [_dropped(log) for log in logs],
+            "gateway_log_errors": gateway_log.count("\terror\t"),
+            "sampler_log_errors": sampler_log.count("\terror\t"),
+            "gateway_log_dropping": gateway_log.count("Dropping data"),
+            "sampler_log_dropping": sampler_log.count("Dropping data"),
+        }
+
+
+_DROPPED = re.compile(r"(\d+) spans were dropped meanwhile")
+
+
+def _dropped(log: str) -> dict[str, int]:
+    return {"warnings": log.count("zaqar-otel: dropping spans"),
+            "reported": sum(int(n) for n in _DROPPED.findall(log))}
+
+
+def faults(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: fault(name, down, args.decision_wait)
+            for name, down in (("sampler", 10.0), ("gateway", 10.0),
+                               ("jaeger", 30.0))
+            if not args.fault or name in args.fault}
+
+
+# -- capacity -------------------------------------------------------------------
+
+SPANS_PER_TRACE = 9  # a client span and a Zaqar post's 8, as in the runs above
+TRACES_PER_REQUEST = 50
+
+
+def _template(spans_per_trace: int, traces: int) -> tuple[bytes, list[list[int]]]:
+    """An OTLP/HTTP export request of ``traces`` traces of spans like a Zaqar
+    post's (kinds, names, a dozen attributes), and the offsets of each
+    trace's 16 id bytes in it, to stamp new ids into."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    def attrs(**values: Any) -> list[Any]:
+        out = []
+        for k, v in values.items():
+            value = (common_pb2.AnyValue(int_value=v) if isinstance(v, int)
+                     else common_pb2.AnyValue(string_value=str(v)))
+            out.append(common_pb2.KeyValue(key=k, value=value))
+        return out
+
+    now = time.time_ns()
+    marks = [bytes([0xA5, 0x5A, t >> 8, t & 0xFF]) + b"\x11" * 12
+             for t in range(traces)]
+    server, client = trace_pb2.Span.SPAN_KIND_SERVER, trace_pb2.Span.SPAN_KIND_CLIENT
+    spans = []
+    for t, trace_id in enumerate(marks):
+        root = bytes([t >> 8, t & 0xFF, 0]) + b"\x22" * 5
+        for n in range(spans_per_trace):
+            spans.append(trace_pb2.Span(
+                trace_id=trace_id, span_id=bytes([t >> 8, t & 0xFF, n]) + b"\x22" * 5,
+                parent_span_id=b"" if n == 0 else root,
+                name=("POST /v2/queues/{queue_name}/messages" if n < 2
+                      else f"redis EVALSHA {n}"),
+                kind=server if n == 1 else client,
+                start_time_unix_nano=now + n * 1000, end_time_unix_nano=now + 5_000_000,
+                attributes=attrs(**{
+                    "http.request.method": "POST", "url.path": "/v2/queues/q/messages",
+                    "http.route": "/v2/queues/{queue_name}/messages",
+                    "http.response.status_code": 201, "server.address": "127.0.0.1",
+                    "server.port": 8888, "network.protocol.version": "1.1",
+                    "db.system.name": "redis", "db.operation.name": "EVALSHA",
+                    "messaging.destination.name": "orders",
+                    "zaqar_otel.trace_origin": "sample_ratio",
+                    "user_agent.original": "python-zaqarclient"})))
+    request = trace_service_pb2.ExportTraceServiceRequest(resource_spans=[
+        trace_pb2.ResourceSpans(
+            resource=resource_pb2.Resource(attributes=attrs(**{
+                "service.name": "zaqar", "service.instance.id": "capacity"})),
+            scope_spans=[trace_pb2.ScopeSpans(spans=spans)])])
+    body = request.SerializeToString()
+    offsets = []
+    for mark in marks:
+        found, at = [], body.find(mark)
+        while at >= 0:
+            found.append(at)
+            at = body.find(mark, at + 1)
+        assert len(found) == spans_per_trace, (len(found), spans_per_trace)
+        offsets.append(found)
+    return body, offsets
+
+
+def _proc(pid: int) -> tuple[float, int]:
+    """CPU seconds and RSS bytes of ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss
+
+
+def _offer(port: int, rate: float, seconds: float, spans_per_trace: int,
+           on_tick: Callable[[], None],
+           traces_per_request: int = TRACES_PER_REQUEST) -> int:
+    """OTLP/HTTP requests at ``rate`` spans/s to 127.0.0.1:``port`` for
+    ``seconds``, every trace a new id; spans sent."""
+    import http.client
+    body, offsets = _template(spans_per_trace, traces_per_request)
+    per_request = spans_per_trace * traces_per_request
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    sent, t0, tick = 0, time.monotonic(), time.monotonic()
+    try:
+        while (now := time.monotonic()) - t0 < seconds:
+            due = (now - t0) * rate
+            if sent >= due:
+                time.sleep(min(0.01, (sent - due) / rate))
+                continue
+            data = bytearray(body)
+            for spans in offsets:
+                new_id = os.urandom(16)
+                for at in spans:
+                    data[at:at + 16] = new_id
+            conn.request("POST", "/v1/traces", body=bytes(data),
+                         headers={"Content-Type": "application/x-protobuf"})
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                sent += per_request
+            if now - tick >= 1.0:
+                tick = now
+                on_tick()
+    finally:
+        conn.close()
+    return sent
+
+
+def _measure(t: Tier, target: Any, rate: float, seconds: float,
+             traces_per_request: int = TRACES_PER_REQUEST) -> dict[str, Any]:
+    """Offer ``rate`` spans/s to ``target`` (a sampler or a gateway) for
+    ``seconds``; its CPU and memory, and what the tier did with them."""
+    assert target.pid is not None
+    is_gateway = target in t.gateways
+    before = t.counts()
+    cpu0, rss0 = _proc(target.pid)
+    idle = (before.gateway if is_gateway else before.sampler)
+    peak = {"traces_on_memory": 0.0, "rss_bytes": float(rss0),
+            "heap_bytes": idle.get("heap_bytes", 0.0)}
+
+    def tick() -> None:
+        own = _read_one(target)
+        if own.get("traces_on_memory", 0) >= peak["traces_on_memory"]:
+            peak.update({k: own.get(k, 0.0) for k in peak})
+        peak["rss_bytes"] = max(peak["rss_bytes"], float(_proc(target.pid)[1]))
+
+    t0 = time.monotonic()
+    sent = _offer(target.port, rate, seconds, SPANS_PER_TRACE, tick,
+                  traces_per_request)
+    took = time.monotonic() - t0
+    cpu1, _ = _proc(target.pid)
+    d = t.counts().minus(before)
+    role = d.gateway if is_gateway else d.sampler
+    result = {
+        "offered_spans_per_s": rate, "sent_spans_per_s": round(sent / took),
+        "spans_per_request": traces_per_request * SPANS_PER_TRACE,
+        "accepted": role["accepted"], "refused": role["refused"],
+        "memory_refused": role["memory_refused"],
+        "cpu_cores_used": round((cpu1 - cpu0) / took, 3),
+        # The same from the collector's own otelcol_process_cpu_seconds.
+        "cpu_cores_used_own_metric": round(role["cpu_seconds"] / took, 3),
+        "spans_per_cpu_second": round(role["accepted"] / max(cpu1 - cpu0, 1e-9)),
+        "rss_mib_idle": round(rss0 / 2**20),
+        "rss_mib_peak": round(peak["rss_bytes"] / 2**20),
+        "traces_per_s": round(sent / took / SPANS_PER_TRACE),
+    }
+    if not is_gateway:
+        on_memory = peak["traces_on_memory"]
+        result.update({
+            "dropped_too_early": role["dropped_too_early"],
+            "traces_on_memory_peak": on_memory,
+            "heap_mib_at_peak": round(peak["heap_bytes"] / 2**20),
+            "rss_mib_per_1000_traces": round(
+                (peak["rss_bytes"] - rss0) / 2**20 / max(on_memory / 1000, 1e-9), 2),
+            "heap_mib_per_1000_traces": round(
+                (peak["heap_bytes"] - idle.get("heap_bytes", 0)) / 2**20
+                / max(on_memory / 1000, 1e-9), 2),
+        })
+    return result
+
+
+def _read_one(collector: Any) -> dict[str, float]:
+    from tests.scale_out_support import _read
+    return _read(collector.telemetry())
+
+
+def capacity(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampler (the single-collector configuration, decision_wait 10 s)
+    fed directly, then a gateway in front of 2 samplers; each at a few rates
+    for ``--seconds`` (more than the decision window: the window fills)."""
+    rates = [float(r) for r in args.rates.split(",")]
+    result: dict[str, Any] = {"spans_per_trace": SPANS_PER_TRACE,
+                              "decision_wait": args.decision_wait or "10s"}
+    with tier(samplers=1, gateways=0, decision_wait=args.decision_wait) as t:
+        result["sampler"] = []
+        for rate in rates:
+            result["sampler"].append(_measure(t, t.samplers[0], rate, args.seconds))
+            _settle(t)
+    with tier(samplers=2, gateways=1, decision_wait=args.decision_wait) as t:
+        result["gateway"] = [_measure(t, t.gateways[0], rate, min(args.seconds, 20))
+                             for rate in rates]
+        # Services send smaller batches than these: 2 traces a request.
+        result["gateway_small_requests"] = [
+            _measure(t, t.gateways[0], rate, min(args.seconds, 20), 2)
+            for rate in rates[:2]]
+    return result
+
+
 PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "load": lambda a: load(a.traces, a.threads, a.decision_wait),
     "control": lambda a: control(min(a.traces, 300)),
+    "faults": faults,
+    "capacity": capacity,
 }
 
 
@@ -109,6 +444,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="what to run (default: all)")
     parser.add_argument("--traces", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--fault", action="append",
+                        choices=("sampler", "gateway", "jaeger"),
+                        help="faults: only this one (repeatable)")
+    parser.add_argument("--rates", default="5000,10000,20000",
+                        help="capacity: spans per second offered, in turn")
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="capacity: how long each rate is offered")
     parser.add_argument("--decision-wait", default=None,
                         help="the samplers' decision_wait (default: the shipped 10s)")
     args = parser.parse_args(argv)

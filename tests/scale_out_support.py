@@ -53,8 +53,12 @@ __all__ = [
     "Gateway",
     "Sent",
     "Tier",
+    "analyse",
     "baseline_keeps",
     "distinct_ports",
+    "expected_kept",
+    "is_whole",
+    "latency",
     "plan",
     "run_traffic",
     "tier",
@@ -129,6 +133,13 @@ _COUNTERS = {
     "decided": "otelcol_processor_tail_sampling_global_count_traces_sampled",
     "late_spans": "otelcol_processor_tail_sampling_sampling_late_span_age_count",
     "memory_refused": "otelcol_processor_refused_spans",
+    "dropped_too_early":
+        "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early",
+    # Gauges: their current value (summed over the instances).
+    "traces_on_memory": "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+    "heap_bytes": "otelcol_process_runtime_heap_alloc_bytes",
+    "rss_bytes": "otelcol_process_memory_rss",
+    "cpu_seconds": "otelcol_process_cpu_seconds",
 }
 
 
@@ -360,6 +371,7 @@ class Sent:
     seconds: float
     zaqar: int
     client_gateway: int
+    at: float = 0.0  # time.monotonic() when the request started
 
 
 def _signed_headers(ids: _Ids) -> tuple[dict[str, str], Callable[[], None]]:
@@ -415,7 +427,7 @@ def _one(client: ClientService, zaqars: Sequence[ZaqarServer], i: int,
             trace_id = trace.format_trace_id(ctx.trace_id)
     finally:
         done()
-    return Sent(kind, trace_id, status, time.monotonic() - started, z, g)
+    return Sent(kind, trace_id, status, time.monotonic() - started, z, g, started)
 
 
 def plan(traces: int, requested: float = 0.1, errors: float = 0.05,
@@ -516,14 +528,15 @@ def expected_kept(s: Sent, band: tuple[float, float] = (0.8, 1.2)) -> bool | Non
     return s.seconds > SLOW_MS / 1000
 
 
-def analyse(jaeger: Jaeger, sent: Sequence[Sent]) -> dict[str, Any]:
-    """Per kind: sent, kept whole, kept partial, absent; decisions that
-    differ from the shipped policies'."""
+def analyse(jaeger: Jaeger, sent: Sequence[Sent],
+            key: Callable[[Sent], str] = lambda s: s.kind) -> dict[str, Any]:
+    """Per kind (or ``key``): sent, kept whole, kept partial, absent;
+    decisions that differ from the shipped policies'."""
     rows: dict[str, dict[str, int]] = {}
     wrong = []
     for s in sent:
         trace = jaeger.trace(s.trace_id)
-        row = rows.setdefault(s.kind, dict.fromkeys(
+        row = rows.setdefault(key(s), dict.fromkeys(
             ("sent", "whole", "partial", "absent"), 0))
         row["sent"] += 1
         if trace is None:
@@ -535,7 +548,7 @@ def analyse(jaeger: Jaeger, sent: Sequence[Sent]) -> dict[str, Any]:
         expected = expected_kept(s)
         if expected is not None and expected != (trace is not None):
             wrong.append(s.trace_id)
-    return {"kinds": rows, "wrong_decisions": len(wrong),
+    return {"rows": rows, "wrong_decisions": len(wrong),
             "partial": sum(r["partial"] for r in rows.values())}
 
 
