@@ -35,11 +35,12 @@ Usage::
     python -m tests.breadth [--jobs N] [--only KIND,...] [--pair PY:ZAQAR]...
 
 ``--ci`` (what ``.ci/run`` passes) runs the corners (CORNERS: the newest
-pair's full suite, the oldest Zaqar on the oldest Python, the OTel range's
-two ends) when the matrix's inputs (INPUTS: the pins, the declared Zaqar and
-Python set, tests/breadth itself) hash to what ``full-matrix.passed``
-records, and every job otherwise. A run of every job that passes writes that
-file anew: commit it with the change that made the matrix run.
+pair and the oldest Zaqar on the oldest Python, unit + smoke each, and the
+OTel range's two ends) when the matrix's inputs (INPUTS: the pins, the
+declared Zaqar and Python set, tests/breadth itself) hash to what
+``full-matrix.passed`` records, and every job otherwise. A run of every
+job that passes writes that file anew: commit it with the change that made
+the matrix run.
 
 KIND is pairs, full, sdk, pip or layouts; ``--pair 3.12:21.0.3`` (or a tox
 env name, ``breadth-zaqar21-on312``) runs that pair alone. A Python
@@ -109,7 +110,11 @@ FULL_ONLY = {"zaqar", "gunicorn", "uwsgi", "pymysql", "psycopg2-binary", "ruff",
 RECIPE = "1"
 #: The jobs ``--ci`` runs while the inputs are unchanged: newest x newest
 #: (the whole suite), oldest Zaqar x oldest Python, the SDK range's two ends.
-CORNERS = ("full", f"py{PYTHONS[0]}-zaqar{min(RELEASES)}", "sdk-oldest", "sdk-1.45.2")
+#: (The newest pair runs unit + smoke there, as every pair does: `make test`
+#: in the same CI run has run the whole suite already.)
+NEWEST_PAIR = f"py{NEWEST[0]}-zaqar{NEWEST[1]}"
+CORNERS = (NEWEST_PAIR, f"py{PYTHONS[0]}-zaqar{min(RELEASES)}", "sdk-oldest",
+           "sdk-1.45.2")
 #: What decides the matrix's verdict beyond the code: the pins and the
 #: declared Zaqar / Python set (pyproject.toml, setup.py) and this folder.
 INPUTS = ("pyproject.toml", "setup.py", "tests/breadth")
@@ -145,7 +150,10 @@ class Result:
     seconds: float = 0.0
 
 
-def jobs() -> list[Job]:
+def jobs(corners: bool = False) -> list[Job]:
+    """Every job; with ``corners``, CORNERS alone (the newest pair as a pair)."""
+    if corners:
+        return [j for j in jobs() + [_pair(*NEWEST)] if j.name in CORNERS]
     unit = ("unit", ("tests/unit",))
     smoke = ("smoke", SMOKE)
     out = [Job("full", "full", NEWEST[0], NEWEST[1], extras="test", tools=False,
@@ -155,8 +163,7 @@ def jobs() -> list[Job]:
             too_old = tuple(map(int, python.split("."))) < oldest
             if too_old or (python, release) == NEWEST:
                 continue
-            out.append(Job(f"py{python}-zaqar{release}", "pairs", python, release,
-                           suites=(unit, smoke)))
+            out.append(_pair(python, release))
     out += [
         Job("sdk-oldest", "sdk", NEWEST[0], NEWEST[1], constraints="sdk-oldest.txt",
             suites=(unit, smoke)),
@@ -172,6 +179,11 @@ def jobs() -> list[Job]:
 
 
 # -- interpreters ---------------------------------------------------------------
+
+
+def _pair(python: str, release: str) -> Job:
+    return Job(f"py{python}-zaqar{release}", "pairs", python, release,
+               suites=(("unit", ("tests/unit",)), ("smoke", SMOKE)))
 
 
 def inputs_digest() -> str:
@@ -580,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     digest = inputs_digest()
     if args.ci:
         if digest == recorded_digest():
-            todo = [j for j in todo if j.name in CORNERS]
+            todo = [j for j in jobs(corners=True) if j.kind in kinds]
             print(f"breadth: the corners ({', '.join(CORNERS)}): the pins, the "
                   f"Zaqar / Python set and tests/breadth are as when every job "
                   f"passed ({PASSED.name})", flush=True)

@@ -300,7 +300,7 @@ def test_stop_is_fast_even_with_a_hung_request(protocol: str) -> None:
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30
     while rcv.requests == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert rcv.requests == 1
@@ -443,7 +443,7 @@ def test_breadth_ci_runs_the_corners_only_while_its_inputs_are_unchanged(
     from tests.breadth import matrix
 
     corners = set(matrix.CORNERS)
-    assert corners <= {j.name for j in matrix.jobs()}
+    assert {j.name for j in matrix.jobs(corners=True)} == corners
 
     def listed() -> set[str]:
         assert matrix.main(["--ci", "--list"]) == 0
