@@ -27,6 +27,8 @@ once, which changes no count.
 
     python -m bench.instructions            # every case
     python -m bench.instructions a c        # some
+    python -m bench.instructions a c c*     # (c*): every switch on, unsigned
+    python -m bench.instructions c --set trace_pooling=true   # one switch more
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import flushing, zaqar_cost
 from zaqar_otel.demo.processes import RedisServer
@@ -100,8 +103,10 @@ _receiver_lock = threading.Lock()
 
 
 def count(case: str, receiver: zaqar_cost.ReceiverProcess, mixes_per_thread: int = 6,
-          warmup_mixes: int = 2) -> Count:
-    """Instructions the server of ``case`` executes for the measured mixes."""
+          warmup_mixes: int = 2, profiler_options: dict[str, str] | None = None,
+          ) -> Count:
+    """Instructions the server of ``case`` executes for the measured mixes
+    (``profiler_options``: ``[profiler]`` overrides of zaqar-otel's cases)."""
     plain, otel = zaqar_cost.KINDS[KIND]
     command = otel if case in zaqar_cost.OTEL_CASES else plain
     signed = case in zaqar_cost.SIGNED
@@ -114,7 +119,7 @@ def count(case: str, receiver: zaqar_cost.ReceiverProcess, mixes_per_thread: int
         server = stack.enter_context(ZaqarServer(
             redis_sql(redis.url), command=(*valgrind, *flushing.command(command)),
             env=flushing.environment(zaqar_cost.REPO),
-            extra=zaqar_cost.config(KIND, case, receiver.port),
+            extra=zaqar_cost.config(KIND, case, receiver.port, profiler_options),
             startup_timeout=600, stop_timeout=120))
         assert server.pid is not None
         zaqar_cost.drive(server.port, zaqar_cost.Tally(), warmup_mixes, signed,
@@ -141,7 +146,7 @@ def count(case: str, receiver: zaqar_cost.ReceiverProcess, mixes_per_thread: int
 
 
 def measure(cases: Sequence[str] = tuple(zaqar_cost.CASES), jobs: int = 2,
-            **kwargs: int) -> dict[str, Count]:
+            **kwargs: Any) -> dict[str, Count]:
     with zaqar_cost.ReceiverProcess() as receiver, ThreadPoolExecutor(jobs) as pool:
         futures = {case: pool.submit(count, case, receiver, **kwargs)
                    for case in cases}
@@ -162,7 +167,7 @@ def table(counts: dict[str, Count]) -> str:
         if plain is not None and c.spans:
             above = c.per_request - plain.per_request
             per_span = f"{above / c.spans_per_request / 1e3:.0f}"
-        rows.append(f"| ({case}) {zaqar_cost.CASES[case]} | {c.requests} "
+        rows.append(f"| ({case}) {zaqar_cost.INSTRUCTION_CASES[case]} | {c.requests} "
                     f"| {c.per_request / 1e6:.3f} | {vs[0]} | {vs[1]} "
                     f"| {c.spans_per_request:.2f} | {per_span} |")
     return "\n".join(rows)
@@ -171,17 +176,23 @@ def table(counts: dict[str, Count]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions")
     parser.add_argument("cases", nargs="*", metavar="CASE",
-                        help=f"some of {', '.join(zaqar_cost.CASES)} (default: all)")
+                        help=f"some of {', '.join(zaqar_cost.INSTRUCTION_CASES)} "
+                        "(default: all)")
     parser.add_argument("--mixes", type=int, default=6,
                         help="mixes per client thread (4 threads, 7 requests each)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="a [profiler] option of zaqar-otel's cases, e.g. "
+                        "trace_pooling=true (repeatable)")
     args = parser.parse_args(argv)
-    if unknown := set(args.cases) - set(zaqar_cost.CASES):
+    options = dict(item.partition("=")[::2] for item in args.set)
+    if unknown := set(args.cases) - set(zaqar_cost.INSTRUCTION_CASES):
         parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
     if missing := missing_tools():
         raise SystemExit(f"needs {', '.join(missing)} (Debian: apt install valgrind)")
-    cases = args.cases or list(zaqar_cost.CASES)
-    print(table(measure(cases, jobs=args.jobs, mixes_per_thread=args.mixes)))
+    cases = args.cases or list(zaqar_cost.INSTRUCTION_CASES)
+    print(table(measure(cases, jobs=args.jobs, mixes_per_thread=args.mixes,
+                        profiler_options=options)))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ CASES = {
     "d+r": "as (d), plus Redis command spans",
 }
 SIGNED = {"d", "e", "d+r"}
-OTEL_CASES = {"b", "c", "d", "d+r"}
+OTEL_CASES = {"b", "c", "d", "d+r", "c*"}
 EXPORTING = ("c", "d", "e", "d+r")
 
 # Every [profiler] trace_* option that traces this deployment (WSGI, Redis
@@ -100,17 +100,31 @@ OTEL_TRACING = {**ALL_TRACING, "hmac_keys": KEY, "trace_mongodb": "false",
                 "trace_pooling": "false"}
 
 
+#: The switches off by default or in (c) that this deployment could still
+#: pay for at rest: their patches and instrumentors are installed, and an
+#: unsampled request must cost nothing for them (issue 28, item 3).
+EVERY_SWITCH = {"trace_mongodb": "true", "trace_pooling": "true",
+                "trace_message_links": "true", "trace_websocket_transport": "true",
+                "trace_requests": "true"}
+#: (c*) is counted by ``bench.instructions`` only: (c) with every switch on.
+INSTRUCTION_CASES = {**CASES, "c*": "as (c), every switch on, unsigned requests"}
+
+
 def slug(case: str) -> str:
-    """The case as it may appear in a queue name ("d+r" -> "dr")."""
-    return case.replace("+", "")
+    """The case as it may appear in a queue name ("d+r" -> "dr", "c*" -> "call")."""
+    return case.replace("+", "").replace("*", "all")
 
 
 def service_name(kind: str, case: str) -> str:
     return f"bench-{kind}-{case}"
 
 
-def config(kind: str, case: str, receiver_port: int) -> dict[str, dict[str, str]]:
-    """The zaqar.conf sections (beyond the deployment's) of one case."""
+def config(kind: str, case: str, receiver_port: int,
+           profiler_options: dict[str, str] | None = None,
+           ) -> dict[str, dict[str, str]]:
+    """The zaqar.conf sections (beyond the deployment's) of one case;
+    ``profiler_options`` override the ``[profiler]`` ones of zaqar-otel's
+    traced cases (``bench.instructions --set``)."""
     if case in ("a", "a2"):
         return {}
     if case == "b":
@@ -119,6 +133,9 @@ def config(kind: str, case: str, receiver_port: int) -> dict[str, dict[str, str]
         profiler = dict(OTEL_TRACING)
         if case == "d":  # the options osprofiler's driver has in (e)
             profiler.update(trace_redis="false")
+        if case == "c*":
+            profiler.update(EVERY_SWITCH)
+        profiler.update(profiler_options or {})
         return {
             "profiler": profiler,
             "opentelemetry": {

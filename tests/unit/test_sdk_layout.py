@@ -265,3 +265,70 @@ def test_the_grpc_stub_is_wrapped_where_this_sdk_makes_it(
         if "_initialize_channel_and_stub" in vars(cls):
             monkeypatch.delattr(cls, "_initialize_channel_and_stub")
     assert not sdk_layout.grpc_stub_made_here(GrpcExporter)
+
+def test_the_suppression_check_in_one_step_is_the_apis(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``suppression_slot``: the fast read agrees with
+    ``is_instrumentation_enabled`` for either key, and a check that reads
+    another key (another release) turns it off."""
+    from opentelemetry import context as context_api
+    from opentelemetry.instrumentation import utils
+
+    slot = sdk_layout.suppression_slot()
+    assert slot is not None
+    variable, keys = slot
+    for key in (None, *keys, "another"):
+        ctx = context_api.Context()
+        if key is not None:
+            ctx = context_api.set_value(key, True, ctx)
+        token = context_api.attach(ctx)
+        try:
+            fast = not any(variable.get().get(k) for k in keys)
+            assert fast is utils.is_instrumentation_enabled(), key
+        finally:
+            context_api.detach(token)
+    monkeypatch.setattr(utils, "is_instrumentation_enabled",
+                        lambda: not context_api.get_value("another"))
+    assert sdk_layout.suppression_slot() is None
+
+
+def test_an_untraced_request_calls_past_a_wrapper_and_a_traced_one_through_it(
+) -> None:
+    """``instrumentors.skip_when_suppressed`` in front of a wrapt wrapper, as
+    the Redis instrumentation puts on ``Redis.execute_command``: the same
+    result either way; the wrapper runs only when not suppressed; undone."""
+    import wrapt
+    from opentelemetry import context as context_api
+
+    from zaqar_otel import sampling
+    from zaqar_otel.backends import instrumentors
+
+    class Client:
+        def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            return (self, args, kwargs)
+
+    class Child(Client):
+        pass
+
+    seen: list[Any] = []
+
+    def traced(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        seen.append(instance)
+        return wrapped(*args, **kwargs)
+
+    wrapt.wrap_function_wrapper(Client, "execute_command", traced)
+    wrapper = Client.__dict__["execute_command"]
+    undo = instrumentors.skip_when_suppressed((Client, "execute_command"))
+    assert Client.__dict__["execute_command"] is not wrapper
+    client = Child()
+    assert client.execute_command("GET", "k", x=1) == (client, ("GET", "k"), {"x": 1})
+    assert seen == [client]  # not suppressed: through the wrapper
+    token = context_api.attach(sampling.untraced(context_api.Context()))
+    try:
+        assert client.execute_command("GET", "k") == (client, ("GET", "k"), {})
+    finally:
+        context_api.detach(token)
+    assert seen == [client]  # suppressed: past it
+    assert Client.execute_command.__name__ == "execute_command"
+    undo()
+    assert Client.__dict__["execute_command"] is wrapper

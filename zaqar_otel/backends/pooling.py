@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import patching, redact
+from zaqar_otel import patching, redact, sdk_layout
 from zaqar_otel.redact import redact_uri
 
 SPAN_NAME = "zaqar.pool.lookup"
@@ -28,9 +28,18 @@ def instrument_catalog(tracer: trace.Tracer) -> None:
     """Wrap ``Catalog.lookup`` and ``Catalog._init_driver`` (idempotent)."""
     from zaqar.storage import pooling
 
+    # Another layout: an empty dict, nothing suppressed, every lookup a span.
+    slot = sdk_layout.suppression_slot()
+    get: Callable[[], Any] = slot[0].get if slot else dict
+    first, second = slot[1] if slot else ("", "")
+
     def traced(lookup: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(lookup)
         def traced_lookup(self: Any, queue: str, project: str | None = None) -> Any:
+            current = get()
+            if current.get(first) or current.get(second):
+                # An untraced request (sampling.untraced): no span to start.
+                return lookup(self, queue, project)
             with tracer.start_as_current_span(
                     SPAN_NAME, kind=SpanKind.INTERNAL, record_exception=False,
                     set_status_on_exception=False) as span:

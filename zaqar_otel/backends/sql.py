@@ -34,7 +34,7 @@ from collections.abc import Callable
 from time import time_ns
 from typing import Any
 
-from zaqar_otel import patching
+from zaqar_otel import patching, sdk_layout
 
 LOG = logging.getLogger(__name__)
 
@@ -164,9 +164,9 @@ def _statement_span(engine_module: Any) -> Callable[..., Any] | None:
 
 def _folding_begin(original: Callable[..., Any]) -> Callable[..., Any]:
     from opentelemetry.instrumentation.sqlalchemy import engine as engine_module
-    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
     start = _statement_span(engine_module)
+    is_instrumentation_enabled = _enabled_check()
 
     def _before_cur_exec(self: Any, conn: Any, cursor: Any, statement: Any,
                          params: Any, context: Any, executemany: bool) -> Any:
@@ -195,6 +195,24 @@ def _folding_begin(original: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return _before_cur_exec
+
+
+def _enabled_check() -> Callable[[], bool]:
+    """``is_instrumentation_enabled``, read in one step where the API's
+    layout is known (``sdk_layout.suppression_slot``): an untraced request
+    asks it for every statement."""
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    slot = sdk_layout.suppression_slot()
+    if slot is None:
+        return is_instrumentation_enabled
+    get, (first, second) = slot[0].get, slot[1]
+
+    def enabled() -> bool:
+        current = get()
+        return not (current.get(first) or current.get(second))
+
+    return enabled
 
 
 _log_begin_failure = patching.FailureLog(LOG, "noting a BEGIN on its statement failed")
