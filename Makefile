@@ -38,7 +38,12 @@ lint: $(STAMP)
 stress: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/stress $(PYTEST_ARGS)
 
+# The saturation run needs wrk: installed from Debian's packages when missing
+# (as root), else skipped with the line saying how.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get install -y -q wrk >/dev/null; } || \
+	    echo "make bench: no wrk, the saturation run is skipped (Debian: sudo apt-get install -y wrk)"
 	$(VENV)/bin/python -m bench.run
 
 demo: $(DEMO_STAMP)

@@ -18,6 +18,7 @@ from bench import (
     encoding,
     instructions,
     propagation,
+    saturation,
     tracepoint_cost,
     zaqar_cost,
 )
@@ -72,6 +73,14 @@ def main(argv: list[str] | None = None) -> None:
                                                       warmup_mixes=1)))
     else:
         print(instructions.table(instructions.measure()))
+
+    print("\n## Saturated server (gunicorn 1 x 4 threads, wrk 8 connections)\n")
+    if missing := saturation.missing_tools():
+        print(f"skipped: needs {', '.join(missing)} (Debian: apt-get install -y wrk)")
+    elif args.quick:
+        print(saturation.table(saturation.measure(rounds=1, seconds=3, warmup=1)))
+    else:
+        print(saturation.table(saturation.measure()))
 
     summary = zaqar_cost.summary(results)
     if args.json:

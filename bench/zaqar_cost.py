@@ -165,6 +165,7 @@ def _receiver_main() -> None:
     """
     from zaqar_otel.demo import receiver as receiver_module
     from zaqar_otel.demo.receiver import OTLPReceiver
+    from zaqar_otel.metrics import spans as span_metrics
 
     decode = receiver_module.decode_request
     receiver_module.decode_request = lambda body: []  # type: ignore[assignment]
@@ -191,6 +192,14 @@ def _receiver_main() -> None:
         print(rx.port, flush=True)
         for _ in sys.stdin:
             drain(rx)
+            # zaqar-otel's own count of the spans it dropped, when its
+            # metrics are on (bench.saturation): the newest value per type.
+            for p in rx.latest(span_metrics.DROPPED):
+                t = totals.setdefault(
+                    str(p.resource.get("service.name")),
+                    {"spans": 0, "server": 0, "error": 0, "errors_by_name": {}})
+                t.setdefault("dropped", {})[str(p.attributes.get("error.type"))] = (
+                    int(p.value))
             print(json.dumps(totals), flush=True)
 
 
