@@ -415,11 +415,11 @@ def capacity(args: argparse.Namespace) -> dict[str, Any]:
     rates = [float(r) for r in args.rates.split(",")]
     result: dict[str, Any] = {"spans_per_trace": SPANS_PER_TRACE,
                               "decision_wait": args.decision_wait or "10s"}
-    with tier(samplers=1, gateways=0, decision_wait=args.decision_wait) as t:
-        result["sampler"] = []
-        for rate in rates:
+    result["sampler"] = []
+    for rate in rates:
+        # A new sampler for each rate: Go keeps the memory a run took.
+        with tier(samplers=1, gateways=0, decision_wait=args.decision_wait) as t:
             result["sampler"].append(_measure(t, t.samplers[0], rate, args.seconds))
-            _settle(t)
     with tier(samplers=2, gateways=1, decision_wait=args.decision_wait) as t:
         result["gateway"] = [_measure(t, t.gateways[0], rate, min(args.seconds, 20))
                              for rate in rates]
