@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import random
 import threading
 import time
@@ -44,7 +45,9 @@ from zaqar_otel.demo.processes import HOST, RedisServer, free_port
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 __all__ = [
+    "BADGER_CONFIG",
     "CLIENT_SERVICE",
+    "BadgerJaeger",
     "GATEWAY_CONFIG",
     "KINDS",
     "SLOW_MS",
@@ -68,6 +71,7 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_CONFIG = REPO / "config" / "otel-collector-gateway.yaml"
+BADGER_CONFIG = REPO / "collector" / "jaeger" / "config-badger.yaml"
 KEY = "scale-out-key"
 CLIENT_SERVICE = "scale-out-client"
 KINDS = ("requested", "unsigned", "error", "slow")
@@ -264,6 +268,28 @@ def zaqar_pair(redis: RedisServer, gateways: Sequence[Collector],
                 redis_sql(redis.url), extra=extra,
                 command=("{bin}/zaqar-otel-server", "--config-file", "{config}"))))
         yield servers
+
+
+class BadgerJaeger(Jaeger):
+    """Jaeger v2 running the shipped ``collector/jaeger/config-badger.yaml``
+    (Badger on a local disk, in this server's temp dir: kept across
+    ``stop()`` / ``start()``)."""
+
+    name = "jaeger-badger"
+
+    def _prepare(self) -> None:
+        (self.dir / "badger").mkdir(exist_ok=True)
+
+    def _argv(self) -> list[str]:
+        return [self.executable, "--config", str(BADGER_CONFIG)]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ,
+                "JAEGER_BADGER_DIR": str(self.dir / "badger"),
+                "JAEGER_QUERY_HTTP_ENDPOINT": f"{HOST}:{self.port}",
+                "JAEGER_QUERY_GRPC_ENDPOINT": f"{HOST}:{self.query_grpc_port}",
+                "JAEGER_OTLP_GRPC_ENDPOINT": self.otlp_grpc,
+                "JAEGER_OTLP_HTTP_ENDPOINT": f"{HOST}:{self.http_port}"}
 
 
 # -- the client service ----------------------------------------------------------
