@@ -11,6 +11,8 @@
                     [--jaeger-url URL]
     zaqar-otel listen [--host 127.0.0.1] [--port 4318] [--grpc-port PORT]
                       [--quiet-after S]
+    zaqar-otel init-db [--config-file PATH ...] [--config-dir DIR ...]
+    zaqar-otel sign-headers [--hmac-key KEY]
 
 ``trace-id`` turns an OSProfiler trace id (what ``openstack --os-profile``
 prints), an OTel trace id (what Jaeger shows) or a ``traceparent`` into the
@@ -22,7 +24,11 @@ option behind every problem. ``demo`` runs a real Zaqar on an embedded Redis
 and SQLite, sends a profiled session and prints its trace
 (:mod:`zaqar_otel.cmd.demo`; needs ``pip install 'zaqar-otel[demo]'``).
 ``listen`` is a local OTLP receiver that prints each trace that arrives as a
-tree (:mod:`zaqar_otel.cmd.listen`).
+tree (:mod:`zaqar_otel.cmd.listen`). ``init-db`` creates the tables of a
+zaqar.conf's SQL management store, which Zaqar's migrations cannot do on
+SQLite (:mod:`zaqar_otel.cmd.init_db`). ``sign-headers`` prints the signed
+OSProfiler headers ``openstack --os-profile KEY`` adds, for curl
+(:mod:`zaqar_otel.cmd.sign_headers`).
 
 Exit status: 0 ok, 1 problems found or an error, 2 wrong usage (and, for
 ``demo``, the demo extra missing), 130 interrupted (``demo``; ``listen``
@@ -168,6 +174,18 @@ def _listen(args: argparse.Namespace) -> int:
     return listen.main(args)
 
 
+def _init_db(args: argparse.Namespace) -> int:
+    from zaqar_otel.cmd import init_db
+
+    return init_db.main(args)
+
+
+def _sign_headers(args: argparse.Namespace) -> int:
+    from zaqar_otel.cmd import sign_headers
+
+    return sign_headers.main(args)
+
+
 _seconds = arguments.seconds_up_to(600)
 
 
@@ -288,6 +306,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listen.add_arguments(listen_parser)
     listen_parser.set_defaults(func=_listen)
+
+    from zaqar_otel.cmd import init_db, sign_headers
+
+    init_db_parser = commands.add_parser(
+        "init-db",
+        help="create the tables of a zaqar.conf's SQL management store",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read zaqar.conf as zaqar-server does and, with [drivers] "
+        "management_store =\nsqlalchemy, create Zaqar's tables (Queues, Pools, "
+        "Flavors, Catalogue) at\n[drivers:management_store:sqlalchemy] uri, "
+        "from Zaqar's own table definitions:\nwhat `zaqar-sql-db-manage upgrade "
+        "head` makes, which fails on SQLite. Tables\nthat exist are kept.",
+        epilog="example:\n"
+        "  zaqar-otel init-db --config-file zaqar.conf\n\n"
+        "exit status: 0 created or already there, 1 the database refused, "
+        "2 wrong usage\nor no such file",
+    )
+    init_db.add_arguments(init_db_parser)
+    init_db_parser.set_defaults(func=_init_db)
+
+    sign_parser = commands.add_parser(
+        "sign-headers",
+        help="print the signed OSProfiler headers `openstack --os-profile KEY` adds",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print X-Trace-Info and X-Trace-HMAC, signed with KEY by "
+        "osprofiler's own code,\none `Name: value` line each (what `curl -H "
+        "@FILE` reads), and on stderr the\ntrace id `openstack --os-profile` "
+        "would print. A request carrying them is\ntraced by a Zaqar whose "
+        "[profiler] hmac_keys holds KEY.",
+        epilog="example:\n"
+        "  zaqar-otel sign-headers --hmac-key KEY > trace-headers.txt\n"
+        "  curl -H @trace-headers.txt -H 'X-Project-ID: demo' ...\n\n"
+        "exit status: 0 printed, 2 wrong usage or no key",
+    )
+    sign_headers.add_arguments(sign_parser)
+    sign_parser.set_defaults(func=_sign_headers)
     return parser
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "Pool",
     "ZaqarServer",
     "ZaqarServerError",
+    "create_tables",
     "mongo",
     "pooled",
     "redis_sql",
@@ -302,7 +303,6 @@ def _prepare_sql(url: str) -> tuple[str, str | None]:
     SQLite gets a file in the temp dir.
     """
     import sqlalchemy as sa
-    from zaqar.storage.sqlalchemy import tables
 
     drop = None
     if not url.startswith("sqlite"):
@@ -312,14 +312,31 @@ def _prepare_sql(url: str) -> tuple[str, str | None]:
             url = drop = urlunsplit(urlsplit(url)._replace(path="/" + name))
         except sa.exc.DBAPIError:
             drop = None
+    create_tables(url, fresh=drop is None)
+    return url, drop
+
+
+def create_tables(url: str, *, fresh: bool = False) -> list[str]:
+    """Create Zaqar's management store tables at a SQLAlchemy ``url``.
+
+    What ``zaqar-sql-db-manage upgrade head`` would make, from Zaqar's own
+    table definitions (``zaqar.storage.sqlalchemy.tables``): its alembic
+    migration 006 is MySQL-only and fails on SQLite. Tables that exist are
+    kept, unless ``fresh`` (dropped and created afresh). Returns the names of
+    the tables it created.
+    """
+    import sqlalchemy as sa
+    from zaqar.storage.sqlalchemy import tables
+
     engine = sa.create_engine(url)
     try:
-        if drop is None:
+        if fresh:
             tables.metadata.drop_all(engine)
+        existing = set(sa.inspect(engine).get_table_names())
         tables.metadata.create_all(engine)
     finally:
         engine.dispose()
-    return url, drop
+    return [name for name in tables.metadata.tables if name not in existing]
 
 
 def _drop_database(url: str) -> None:
