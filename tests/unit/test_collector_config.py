@@ -36,9 +36,20 @@ KNOWN_TYPES = {
 }
 
 
+ENV_WITH_DEFAULT = re.compile(r"\$\{env:([A-Z0-9_]+):-([^}]*)\}")
+
+
+def as_compose_reads_it(text: str) -> str:
+    """``${env:NAME:-default}`` -> default: what the collector substitutes
+    where NAME is unset, as under compose (the tests set the addresses)."""
+    resolved = ENV_WITH_DEFAULT.sub(lambda m: m.group(2), text)
+    assert "${" not in resolved, "an ${...} without a default"
+    return resolved
+
+
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
-    loaded = yaml.safe_load(CONFIG.read_text())
+    loaded = yaml.safe_load(as_compose_reads_it(CONFIG.read_text()))
     assert isinstance(loaded, dict)
     return loaded
 
