@@ -249,8 +249,8 @@ def _metrics(conf: cfg.ConfigOpts, environ: Mapping[str, str],
         # (Jaeger's does), and would refuse every export.
         if not variable or variable == "none":
             raise _MetricsOff(
-                f"[{opts.OTEL_GROUP}] metrics is unset (and OTEL_METRICS_"
-                "EXPORTER too)" if not variable else "OTEL_METRICS_EXPORTER=none",
+                f"[{opts.OTEL_GROUP}] metrics is unset, and so is "
+                "OTEL_METRICS_EXPORTER" if not variable else "OTEL_METRICS_EXPORTER=none",
                 problem=False)
         if variable not in ("otlp", "console"):
             # Meant for another SDK's exporter (prometheus): not ours to guess.

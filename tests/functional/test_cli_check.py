@@ -66,7 +66,7 @@ def test_check_http_receiver_answers(tmp_path: Path) -> None:
         done = zaqar_otel("check", "--config-file", conf, cwd=tmp_path)
         requests = receiver.requests
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "collector                answers: HTTP 200" in done.stdout
+    assert "collector                  answers: HTTP 200" in done.stdout
     assert receiver.traces_url in done.stdout
     assert "No problems found." in done.stdout
     assert requests == 1

@@ -83,7 +83,7 @@ def test_check_reports_an_unknown_propagator(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "error:   OTEL_PROPAGATORS names 'bogus'" in done.stdout
-    assert "propagators              tracecontext" in done.stdout
+    assert "propagators                tracecontext" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 
 

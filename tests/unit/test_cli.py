@@ -232,7 +232,7 @@ def test_check_stock_key_is_an_error_naming_the_option(
     assert "[profiler] hmac_keys" in out
     assert "SECRET_KEY" in out
     assert "error:" in out
-    assert "tracing                  off" in out
+    assert "tracing                    off" in out
 
 
 def test_check_stock_key_allowed_is_a_warning(
@@ -313,7 +313,7 @@ def test_check_lists_every_switch(run: Run, conf_file: Callable[..., str]) -> No
     assert _switch(out, "sample_ratio") == "0.25"
     assert "25% of the others" in out
     assert _switch(out, "honor_w3c_sampled") == "on"
-    assert "exporter                 console" in out
+    assert "exporter                   console" in out
     assert "No problems found." in out
 
 
@@ -416,9 +416,9 @@ def test_check_http_receiver_answers(
     code, out, _ = run("check", "--config-file",
                        conf_file(traced(http_to(receiver.endpoint))))
     assert code == 0, out
-    assert (f"endpoint                 {receiver.traces_url}  "
+    assert (f"endpoint                   {receiver.traces_url}  "
             "(from [opentelemetry] endpoint)") in out
-    assert "collector                answers: HTTP 200" in out
+    assert "collector                  answers: HTTP 200" in out
     assert "No problems found." in out
     assert receiver.requests == 1
     assert receiver.raw == [b""]  # an empty ExportTraceServiceRequest
@@ -430,7 +430,7 @@ def test_check_closed_port_is_an_error_naming_the_endpoint(
     url = closed_url()
     code, out, _ = run("check", "--config-file", conf_file(traced(http_to(url))))
     assert code == 1
-    assert "collector                unreachable" in out
+    assert "collector                  unreachable" in out
     assert (f"error:   the collector at {url}/v1/traces does not answer") in out
     assert "set [opentelemetry] endpoint" in out
 
@@ -614,7 +614,7 @@ def test_check_metrics_off_by_default_and_on_at_v1_metrics(
         run: Run, conf_file: Callable[..., str], receiver: OTLPReceiver) -> None:
     code, out, _ = run("check", "--config-file",
                        conf_file(traced(http_to(receiver.endpoint))))
-    assert code == 0 and "metrics                  off ([opentelemetry] metrics" in out
+    assert code == 0 and "metrics                    off ([opentelemetry] metrics" in out
     otel = http_to(receiver.endpoint) + "metrics = true\nmetrics_max_queues = 7\n"
     code, out, _ = run("check", "--config-file", conf_file(traced(otel)))
     assert code == 0, out
@@ -622,7 +622,7 @@ def test_check_metrics_off_by_default_and_on_at_v1_metrics(
     assert "on, every request; exported every 60 s" in metrics
     assert "up to 7 per process, then '_other'" in metrics
     assert f"{receiver.metrics_url}  (from [opentelemetry] endpoint)" in metrics
-    assert "collector                answers: HTTP 200" in metrics
+    assert "collector                  answers: HTTP 200" in metrics
     assert receiver.metric_requests == 1 and receiver.points() == []
 
 

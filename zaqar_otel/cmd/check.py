@@ -207,7 +207,7 @@ class Report:
         self.say(title)
 
     def line(self, label: str, value: str) -> None:
-        self.say(f"  {label:<24} {value}".rstrip())
+        self.say(f"  {label:<26} {value}".rstrip())
 
     def error(self, text: str) -> None:
         self.errors.append(text)
