@@ -250,7 +250,8 @@ def _metrics(conf: cfg.ConfigOpts, environ: Mapping[str, str],
         if not variable or variable == "none":
             raise _MetricsOff(
                 f"[{opts.OTEL_GROUP}] metrics is unset, and so is "
-                "OTEL_METRICS_EXPORTER" if not variable else "OTEL_METRICS_EXPORTER=none",
+                "OTEL_METRICS_EXPORTER" if not variable
+                else "OTEL_METRICS_EXPORTER=none",
                 problem=False)
         if variable not in ("otlp", "console"):
             # Meant for another SDK's exporter (prometheus): not ours to guess.

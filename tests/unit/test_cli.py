@@ -614,7 +614,8 @@ def test_check_metrics_off_by_default_and_on_at_v1_metrics(
         run: Run, conf_file: Callable[..., str], receiver: OTLPReceiver) -> None:
     code, out, _ = run("check", "--config-file",
                        conf_file(traced(http_to(receiver.endpoint))))
-    assert code == 0 and "metrics                    off ([opentelemetry] metrics" in out
+    assert code == 0
+    assert "metrics                    off ([opentelemetry] metrics" in out
     otel = http_to(receiver.endpoint) + "metrics = true\nmetrics_max_queues = 7\n"
     code, out, _ = run("check", "--config-file", conf_file(traced(otel)))
     assert code == 0, out
