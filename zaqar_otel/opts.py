@@ -14,6 +14,8 @@ their help, then to the default given there. ``list_opts()`` feeds
 
 from __future__ import annotations
 
+import copy
+
 from oslo_config import cfg
 
 from zaqar_otel import switches
@@ -230,6 +232,25 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
             (OTEL_GROUP, otel_opts)]
 
 
+#: Help of osprofiler's and Zaqar's options whose meaning zaqar-otel changes;
+#: their upstream help would be wrong under it (shown in the sample only).
+HELP_UNDER_ZAQAR_OTEL = {
+    "trace_wsgi_transport":
+        "Trace requests to the WSGI API (zaqar-server's wsgi transport, "
+        "zaqar-otel-server, zaqar_otel.wsgi:application): a server span per "
+        "traced request, with everything below it. False: no WSGI request is "
+        "traced (requests are still measured with [opentelemetry] metrics). "
+        "The websocket API has its own switch, trace_websocket_transport.",
+    "trace_requests":
+        "Trace outgoing HTTP calls Zaqar makes with python-requests (webhook "
+        "deliveries, keystonemiddleware's token checks) as client spans under "
+        "the request that made them, exported with the rest, whatever the "
+        "exporter. They carry traceparent; OpenStack services also get the "
+        "signed OSProfiler headers, webhook subscribers never. URLs are "
+        "exported without their query string or credentials.",
+}
+
+
 def _owned_elsewhere() -> list[cfg.Opt]:
     from osprofiler import opts as osprofiler_opts
 
@@ -238,5 +259,15 @@ def _owned_elsewhere() -> list[cfg.Opt]:
     try:
         from zaqar.conf import profiler
     except ImportError:  # the propagator alone runs without Zaqar
-        return found
-    return found + list(profiler.ALL_OPTS)
+        return [_with_our_help(opt) for opt in found]
+    return [_with_our_help(opt) for opt in found + list(profiler.ALL_OPTS)]
+
+
+def _with_our_help(opt: cfg.Opt) -> cfg.Opt:
+    """A copy of ``opt`` with zaqar-otel's help, if it has one (for the sample)."""
+    help_text = HELP_UNDER_ZAQAR_OTEL.get(opt.dest)
+    if help_text is None:
+        return opt
+    ours = copy.copy(opt)
+    ours.help = help_text
+    return ours
