@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 from types import FrameType
+from typing import Any
 
 from zaqar_otel import startup
 
@@ -25,8 +26,41 @@ def _flush_then_terminate(signum: int, frame: FrameType | None) -> None:
     os.kill(os.getpid(), signum)
 
 
+PROG = "zaqar-otel-server"
+
+
+def _named_ours() -> None:
+    """``zaqar-otel-server --help`` says ``usage: zaqar-otel-server``.
+
+    ``zaqar.cmd.server.run`` parses the command line with
+    ``cfg.CONF(project="zaqar", prog="zaqar-server")``, and oslo.config's
+    argparse prints that prog. The global CONF gets a subclass whose call
+    says ours instead, while still reading the default files and
+    directories ``zaqar-server`` reads (oslo.config derives them from the
+    prog).
+    """
+    from oslo_config import cfg
+
+    class _ZaqarOtelServerConf(cfg.ConfigOpts):
+        def __call__(self, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("prog") == "zaqar-server" and not args:
+                project = kwargs.get("project")
+                if kwargs.get("default_config_files") is None:
+                    kwargs["default_config_files"] = cfg.find_config_files(
+                        project, "zaqar-server")
+                if kwargs.get("default_config_dirs") is None:
+                    kwargs["default_config_dirs"] = cfg.find_config_dirs(
+                        project, "zaqar-server")
+                kwargs["prog"] = PROG
+            super().__call__(*args, **kwargs)
+
+    if type(cfg.CONF) is cfg.ConfigOpts:
+        cfg.CONF.__class__ = _ZaqarOtelServerConf
+
+
 def main() -> None:
     startup.install()
+    _named_ours()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         # SIGHUP left ignored (nohup) stays ignored, as for zaqar-server.
         if signal.getsignal(signum) is not signal.SIG_IGN:
