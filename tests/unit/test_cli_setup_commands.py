@@ -1,4 +1,5 @@
-"""``zaqar-otel init-db`` and ``zaqar-otel sign-headers``, run in-process."""
+"""``zaqar-otel init-db`` and ``zaqar-otel sign-headers``, run in-process;
+and ``demo --otlp-endpoint`` at a closed port, refused before anything starts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from zaqar_otel.cmd import cli
+from zaqar_otel.cmd import cli, demo
+from zaqar_otel.demo.processes import free_port
 from zaqar_otel.propagation import codec, idmap
 
 Run = Callable[..., tuple[int, str, str]]
@@ -122,3 +124,25 @@ def test_init_db_missing_file_exits_2(run: Run, tmp_path: Path) -> None:
     code, _, err = run("init-db", "--config-file", str(tmp_path / "none.conf"))
     assert code == 2
     assert "no such config file" in err
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_demo_to_a_closed_port_says_connection_refused(
+        run: Run, protocol: str) -> None:
+    if demo.missing():
+        pytest.skip("needs the demo extra")
+    endpoint = f"http://user:pa55@127.0.0.1:{free_port()}"
+    code, out, err = run("demo", "--otlp-endpoint", endpoint,
+                         "--otlp-protocol", protocol)
+    assert (code, out) == (1, "")
+    assert err == (f"zaqar-otel demo: the collector at http://***@127.0.0.1:"
+                   f"{endpoint.rsplit(':', 1)[1]} does not answer: connection "
+                   "refused; nothing started\n")
+
+
+def test_demo_endpoint_not_a_url(run: Run) -> None:
+    if demo.missing():
+        pytest.skip("needs the demo extra")
+    code, _, err = run("demo", "--otlp-endpoint", "collector:4318")
+    assert code == 1
+    assert "is not an http(s) URL" in err

