@@ -105,5 +105,18 @@ def table(medians: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m bench.encoding",
+        description="OTLP encoding cost per span: the SDK's encoder against "
+        "zaqar-otel's, on one batch of 512 spans shaped like the Zaqar mix; "
+        "prints the median microseconds per span of each case (a Markdown "
+        "table).").parse_args(argv)
     print(table(measure()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

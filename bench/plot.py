@@ -67,5 +67,25 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], path: str | Path) -> Non
     plt.close(fig)
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.plot",
+        description="Redraw the latency plot of docs/performance.md from the "
+        "JSON that `python -m bench.run --json FILE` writes.")
+    parser.add_argument("results", metavar="RESULTS_JSON",
+                        help="what bench.run --json wrote")
+    parser.add_argument("out", metavar="OUT_PNG", help="the image to write")
+    args = parser.parse_args(argv)
+    try:
+        summary = json.loads(Path(args.results).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"python -m bench.plot: {args.results}: {exc}", file=sys.stderr)
+        return 1
+    plot(summary, args.out)
+    return 0
+
+
 if __name__ == "__main__":
-    plot(json.loads(Path(sys.argv[1]).read_text()), sys.argv[2])
+    sys.exit(main())
