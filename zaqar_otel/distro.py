@@ -26,6 +26,9 @@ from typing import Any
 
 from opentelemetry.environment_variables import OTEL_PROPAGATORS
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.environment_variables import (
+    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS,
+)
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
@@ -50,6 +53,17 @@ class ZaqarOtelDistro(BaseDistro):
         # configurator builds (ours reads the variable the same way).
         os.environ.setdefault(OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
                               str(startup.settings.DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT))
+        # The instrumentors behind [profiler] trace_* are skipped before
+        # opentelemetry-instrument checks their declared dependencies:
+        # load_instrumentor below would skip them anyway, and the check logs
+        # that the sqlalchemy one "only instruments sqlalchemy<2.1.0 ... so
+        # nothing can be instrumented" on SQLAlchemy 2.1, which zaqar-otel
+        # does trace.
+        disabled = [name.strip() for name in
+                    os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")
+                    if name.strip()]
+        os.environ[OTEL_PYTHON_DISABLED_INSTRUMENTATIONS] = ",".join(
+            disabled + sorted(MANAGED_INSTRUMENTORS - set(disabled)))
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name in MANAGED_INSTRUMENTORS:
