@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -220,11 +221,30 @@ def test_the_distro_gives_every_provider_the_length_limit(
 
     monkeypatch.delenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", raising=False)
     monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext")
+    # _configure sets it: restored (removed) after the test.
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
     ZaqarOtelDistro()._configure()
     assert SpanLimits().max_span_attribute_length == 8192
     monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "300")
     ZaqarOtelDistro()._configure()
     assert SpanLimits().max_span_attribute_length == 300
+
+
+def test_distro_keeps_its_instrumentors_from_the_runners_dependency_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """opentelemetry-instrument skips the names in
+    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS before checking dependencies: the
+    distro adds the ones zaqar-otel installs itself, keeping the operator's."""
+    from zaqar_otel.distro import ZaqarOtelDistro
+
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext")
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "flask, redis ,")
+    ZaqarOtelDistro()._configure()
+    assert os.environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] == (
+        "flask,redis,pymongo,requests,sqlalchemy")
+    ZaqarOtelDistro()._configure()  # idempotent
+    assert os.environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] == (
+        "flask,redis,pymongo,requests,sqlalchemy")
 
 
 def test_configured_endpoint_passwords_and_header_values_are_masked() -> None:
