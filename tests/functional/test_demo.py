@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import array
 import fcntl
+import http.server
 import os
 import signal
 import subprocess
 import sys
 import termios
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -107,12 +110,50 @@ def test_demo_exports_to_a_given_collector(protocol: str) -> None:
     assert {s.kind for s in spans} >= {"SERVER", "INTERNAL", "CLIENT"}
 
 
-def test_demo_says_when_the_collector_did_not_take_the_spans(tmp_path: Path) -> None:
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A collector that listens and answers every export with 400."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(400)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_collector() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_demo_to_a_closed_port_starts_nothing(tmp_path: Path) -> None:
+    """Nothing listening: said before anything starts, no log kept."""
     closed = f"http://127.0.0.1:{free_port()}"
     proc = _start("--otlp-endpoint", closed, cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
-    assert f"The collector at {closed} did not accept the spans" in out
+    assert out == ""
+    assert err == (f"zaqar-otel demo: the collector at {closed} does not answer: "
+                   "connection refused; nothing started\n")
+    assert not (tmp_path / "zaqar-otel-demo.log").exists()
+
+
+def test_demo_says_when_the_collector_did_not_take_the_spans(
+        tmp_path: Path, refusing_collector: str) -> None:
+    proc = _start("--otlp-endpoint", refusing_collector, cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert f"The collector at {refusing_collector} did not accept the spans" in out
     # Which line says so depends on timing: an export that failed before the
     # shutdown ("dropping spans ...") or the shutdown itself ("... were
     # dropped"); on a loaded machine the first can come first.
