@@ -146,3 +146,11 @@ def test_demo_endpoint_not_a_url(run: Run) -> None:
     code, _, err = run("demo", "--otlp-endpoint", "collector:4318")
     assert code == 1
     assert "is not an http(s) URL" in err
+
+
+@pytest.mark.parametrize("command", ["init-db", "sign-headers"])
+def test_help_exits_0(run: Run, command: str) -> None:
+    code, out, _ = run(command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: zaqar-otel {command} ")
+    assert "exit status:" in out
