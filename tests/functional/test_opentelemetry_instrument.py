@@ -71,3 +71,32 @@ def test_runner_gives_the_same_trace_with_otel_variables(
     # The runner's dependency check skips no instrumentor zaqar-otel manages
     # (sqlalchemy 0.66 declares < 2.1, yet SQL spans are there).
     assert "nothing can be instrumented" not in log
+
+
+def test_runner_survives_a_bad_span_attribute_count_limit(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``opentelemetry.sdk.trace`` raises at import on a bad
+    ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``; without ``OTEL_PROPAGATORS`` the
+    .pth installs no finder, yet the runner loads zaqar-otel's distro (so
+    ``zaqar_otel`` and its guard) before the SDK: Zaqar serves, traced,
+    with one line naming the variable and the default used (issue 24)."""
+    monkeypatch.delenv("OTEL_PROPAGATORS", raising=False)
+    env = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "-5",
+    }
+    with RedisServer() as redis:
+        with ZaqarServer(redis_sql(redis.url), command=RUNNER, env=env,
+                         extra={"profiler": PROFILER}) as server:
+            session = ProfiledSession(server, receiver, "count-limit")
+            log = server.log_text()
+    assert_well_formed(session, "redis_message_controller")
+    lines = [line for line in log.splitlines()
+             if "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" in line]
+    assert len(lines) == 1 and "default" in lines[0], lines
+    assert "zaqar-otel: tracing on, exporter otlp_grpc" in log
+    assert "Traceback" not in log
