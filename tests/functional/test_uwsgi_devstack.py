@@ -9,8 +9,15 @@ reads nor answers) and a hanging one (reads the export, never answers):
 * no worker hangs: every request is answered 200;
 * every worker exports its own spans: a ``service.instance.id`` of its own,
   and (healthy collector) the spans of every request it served;
-* SIGTERM (``die-on-term``) or SIGINT to the master ends the master and
-  every worker within ``shutdown_timeout`` plus generous slack.
+* SIGTERM (``die-on-term``) or SIGINT to the master, or SIGTERM made a
+  graceful stop (``hook-master-start = unix_signal:15
+  gracefully_kill_them_all``, as devstack's generic uwsgi file has it), ends
+  the master and every worker within ``shutdown_timeout`` plus generous
+  slack; after a graceful stop every span queued at the signal has arrived
+  (healthy collector). SIGTERM or SIGINT without it kill the workers at
+  once, and uwsgi then skips Python's atexit hooks, zaqar-otel's flush
+  among them, in a worker busy with a request: its queued spans are lost
+  (counted and printed, not asserted; docs/faults.md).
 
 Each request carries its trace id in a header uwsgi's request log prints
 beside the worker's pid, so spans are matched to the worker that served
@@ -65,6 +72,12 @@ add-header = Connection: close
 lazy-apps = true
 logformat = [pid: %(pid)] %(method) %(uri) %(status) trace=%(var.HTTP_X_TEST_TRACE)
 """
+# How the master is stopped: SIGTERM (``die-on-term``) and SIGINT end the
+# workers at once (uwsgi's kill_them_all); devstack's generic uwsgi file
+# (lib/apache, write_uwsgi_config) makes SIGTERM a graceful stop instead.
+GRACEFUL = "hook-master-start = unix_signal:15 gracefully_kill_them_all\n"
+STOPS = {"SIGTERM": (signal.SIGTERM, ""), "SIGINT": (signal.SIGINT, ""),
+         "SIGTERM graceful": (signal.SIGTERM, GRACEFUL)}
 _LOADED = re.compile(r"WSGI app 0 \(mountpoint=''\) ready in")
 _SERVED = re.compile(
     r"\[pid: (\d+)\] GET /v2/queues/devstack/stats (\d+) trace=([0-9a-f]+)")
@@ -145,18 +158,19 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT],
-                         ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("stop", list(STOPS))
 @pytest.mark.parametrize("kind", ["healthy", "black hole", "hanging"])
 def test_devstack_uwsgi_workers_answer_export_and_stop(
-    kind: str, signum: signal.Signals, tmp_path: Path,
+    kind: str, stop: str, tmp_path: Path,
     redis: RedisServer, receiver: OTLPReceiver,
 ) -> None:
     uwsgi = Path(sys.executable).parent / "uwsgi"
     if not uwsgi.exists():
         pytest.skip("uwsgi is not installed (pip install uWSGI)")
+    signum, ini_extra = STOPS[stop]
+    graceful = bool(ini_extra)
     ini = tmp_path / "zaqar-uwsgi.ini"
-    ini.write_text(DEVSTACK_INI)
+    ini.write_text(DEVSTACK_INI + ini_extra)
     command = ("{bin}/uwsgi", "--ini", str(ini), "--http", "127.0.0.1:{port}")
     # Exports every second: the first requests' spans are exported while
     # the workers serve, the last ones' are still queued at the signal.
@@ -195,7 +209,7 @@ def test_devstack_uwsgi_workers_answer_export_and_stop(
             exited = server.proc.poll() is not None
             left = _alive(processes)
             log = server.log_text()
-    name = signal.Signals(signum).name
+    name = stop
     served = {int(t, 16): int(pid) for pid, _, t in _SERVED.findall(log)}
     requests_per_worker = Counter(served.values())
     # What each worker sent (the hanging collector reads it, never answers)
@@ -215,30 +229,43 @@ def test_devstack_uwsgi_workers_answer_export_and_stop(
           f"requests answered 200 {dict(all_statuses)}; requests per worker "
           f"{dict(requests_per_worker)}; spans sent per worker "
           f"{dict(spans_per_worker)}, instance ids {ids}; {len(arrived)} spans "
-          f"arrived; {name} -> master and {len(processes)} processes gone in "
+          f"arrived; {2 * REQUESTS - len(served)} answered requests not logged; "
+          f"{name} -> master and {len(processes)} processes gone in "
           f"{took:.1f} s (master exited {exited}, left {sorted(left)})")
     assert all_statuses == {200: 2 * REQUESTS}, all_statuses
     assert "Traceback" not in log, log[-3000:]
-    assert len(served) == 2 * REQUESTS, f"{len(served)} requests logged\n{log[-3000:]}"
+    # Killed at once, a worker may have answered its last request and not
+    # logged it yet (still busy with it: see the flush below).
+    unlogged = 2 * REQUESTS - len(served)
+    assert 0 <= unlogged <= (0 if graceful else PROCESSES * 4), (
+        f"{len(served)} requests logged\n{log[-3000:]}")
     assert exited and not left, (
         f"{name}: master exited {exited}, processes left {sorted(left)} after "
         f"{took:.1f} s\n{log[-3000:]}")
     assert took < SHUTDOWN_TIMEOUT + SLACK, f"{name}: {took:.1f} s"
     # Each worker exports as itself: one instance id a worker, none shared.
-    assert 0 not in ids, "spans of a request no worker logged"
+    assert 0 not in ids or not graceful, "spans of a request no worker logged"
+    ids.pop(0, None)
     assert all(len(found) == 1 for found in ids.values()), ids
     assert len(set().union(*ids.values())) == len(ids), ids
     if kind == "healthy":
-        # Every request's server span, the last ones' flushed at the signal,
-        # from the worker that served it; every worker served some.
+        # Every request's server span, from the worker that served it;
+        # every worker served some.
         assert exported == set(answers), (
             f"{len(set(answers) - exported)} of {len(answers)} spans missing")
-        server_spans = {s.trace_id for s in arrived if s.kind == "SERVER"}
-        missing = set(everything) - server_spans
-        assert not missing, (f"{len(missing)} of {len(everything)} requests' "
-                             f"server spans missing, served by "
-                             f"{Counter(served.get(t) for t in missing)}")
         assert set(ids) == set(requests_per_worker), (ids, requests_per_worker)
         assert len(ids) == PROCESSES, f"not every worker served: {ids}"
+        # The last requests' spans, queued at the signal: flushed by
+        # zaqar-otel's atexit hook, which uwsgi skips in a worker that is
+        # busy (a request in flight) when killed at once (docs/faults.md).
+        server_spans = {s.trace_id for s in arrived if s.kind == "SERVER"}
+        missing = set(last) - server_spans
+        print(f"  flushed at the signal: {len(last) - len(missing)} of {len(last)} "
+              f"server spans; missing by worker "
+              f"{dict(Counter(served.get(t) for t in missing))}")
+        if graceful:
+            assert not missing, (f"{len(missing)} of {len(last)} requests' "
+                                 f"server spans missing, served by "
+                                 f"{Counter(served.get(t) for t in missing)}")
     elif kind == "hanging":
         assert ids, "no export reached the hanging collector"
