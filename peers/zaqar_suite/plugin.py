@@ -288,8 +288,8 @@ def _patch_websocket() -> None:
         instrument_handler = otel_websocket.instrument_handler
 
         @functools.wraps(instrument_handler)
-        def then_inject(entry: Any) -> None:
-            instrument_handler(entry)
+        def then_inject(entry: Any, *args: Any, **kwargs: Any) -> None:
+            instrument_handler(entry, *args, **kwargs)
             current = protocol.MessagingProtocol.onMessage
             if not getattr(current, "_zaqar_suite_injects", False):
                 protocol.MessagingProtocol.onMessage = injecting(current)
