@@ -37,20 +37,6 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-class _CollectorReceiver:
-    """Where the stack sends spans: the collector's OTLP/HTTP receiver (what
-    the stack reads of its receiver: ``port`` and ``endpoint``)."""
-
-    def __init__(self, collector: Collector) -> None:
-        self.port = collector.port
-        self.endpoint = collector.otlp_http
-
-    def __enter__(self) -> _CollectorReceiver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def tier() -> Iterator[tuple[Jaeger, Collector, Stack]]:
@@ -63,7 +49,7 @@ def tier() -> Iterator[tuple[Jaeger, Collector, Stack]]:
     with Jaeger() as jaeger, Collector(jaeger.otlp_grpc) as collector, \
             pytest.MonkeyPatch.context() as patch:
         patch.setattr(stack_module, "OTLPReceiver",
-                      lambda: _CollectorReceiver(collector))
+                      lambda: stack_module.CollectorReceiver(collector))
         with Stack() as running:
             yield jaeger, collector, running
 

@@ -27,7 +27,6 @@ import pytest
 from peers.keystone import stack as stack_module
 from peers.keystone.keystone_process import keystone_venv, keystone_venv_ready
 from peers.keystone.stack import COMMANDS, KEYSTONE_SERVICE, REQUESTS_SCOPE, Stack
-from tests.backends_support import Collector
 from tests.scale_out_support import Tier, tier
 
 pytestmark = pytest.mark.functional
@@ -38,20 +37,6 @@ def _unavailable(reason: str) -> None:
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
 
-
-class _Gateway:
-    """What the stack reads of its receiver (``port``, ``endpoint``): a
-    gateway's OTLP/HTTP receiver."""
-
-    def __init__(self, gateway: Collector) -> None:
-        self.port = gateway.port
-        self.endpoint = gateway.otlp_http
-
-    def __enter__(self) -> _Gateway:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +51,11 @@ def running() -> Iterator[tuple[Tier, Stack]]:
             pytest.MonkeyPatch.context() as patch:
         # Zaqar exports to what the stack takes for its receiver: gateway 1;
         # Keystone's osprofiler driver to gateway 2.
-        patch.setattr(stack_module, "OTLPReceiver", lambda: _Gateway(t.gateways[0]))
+        patch.setattr(stack_module, "OTLPReceiver",
+                      lambda: stack_module.CollectorReceiver(t.gateways[0]))
         keystone_profiler = stack_module.keystone_profiler
         patch.setattr(stack_module, "keystone_profiler", lambda _receiver: (
-            keystone_profiler(_Gateway(t.gateways[1]))))  # type: ignore[arg-type]
+            keystone_profiler(stack_module.CollectorReceiver(t.gateways[1]))))  # type: ignore[arg-type]
         with Stack() as stack:
             yield t, stack
 
