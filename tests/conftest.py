@@ -18,6 +18,19 @@ for _name in ("NO_PROXY", "no_proxy"):
         filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends: needs Jaeger / otelcol-zaqar (make backends); "
+        "runs after every other test")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The Go binaries may still be building when the suite starts (.ci/run
+    # builds them beside the first steps): the tests that need them go last,
+    # in their collected order, and wait for that build (backends_support).
+    items.sort(key=lambda item: item.get_closest_marker("backends") is not None)
+
+
 @pytest.fixture
 def receiver() -> Iterator[OTLPReceiver]:
     """An OTLP/HTTP receiver on loopback: where the spans are checked."""

@@ -51,7 +51,7 @@ from tests.backends_support import (
 from zaqar_otel.demo.processes import HOST, RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.backends]
 
 KEY = "collector-test-key"
 QUEUE = "orders"

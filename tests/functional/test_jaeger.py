@@ -23,7 +23,7 @@ import pytest
 from tests.backends_support import Jaeger
 from zaqar_otel.demo.processes import call
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.backends]
 
 DEMO = [str(Path(sys.executable).parent / "zaqar-otel"), "demo"]
 KINDS = "SERVER|CLIENT|INTERNAL|PRODUCER|CONSUMER"

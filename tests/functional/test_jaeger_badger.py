@@ -33,7 +33,7 @@ from tests.scale_out_support import (
 )
 from zaqar_otel.demo.processes import RedisServer
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.backends]
 
 
 def _held(jaeger: BadgerJaeger, sent: list[Sent]) -> dict[str, int]:

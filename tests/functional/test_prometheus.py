@@ -30,7 +30,7 @@ from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_cl
 from zaqar_otel.demo.processes import HOST, RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.backends]
 
 KEY = "prometheus-test-key"
 SESSIONS, UNSIGNED = 3, 5

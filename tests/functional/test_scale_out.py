@@ -46,7 +46,7 @@ from tests.scale_out_support import (
 )
 from zaqar_otel.demo.processes import RedisServer
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.backends]
 
 TRACES = 300
 SLOW = 6

@@ -31,7 +31,7 @@ from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec, idmap
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.backends]
 
 # Screenshots are kept here when set (CI keeps them as artifacts).
 SHOTS = os.environ.get("ZAQAR_OTEL_SCREENSHOTS")
