@@ -171,7 +171,8 @@ def jobs(corners: bool = False) -> list[Job]:
             drop=("opentelemetry-instrumentation-pymongo",), pip_check=False,
             suites=(unit, ("smoke", tuple(t for t in SMOKE if "mongodb" not in t)))),
         Job("pip", "pip", "3.11", suites=(
-            ("pip", ("tests/breadth/test_operator_pip.py",)),)),
+            ("pip", ("tests/breadth/test_operator_pip.py",
+                     "tests/breadth/test_readme_install.py")),)),
         Job("layouts", "layouts", "3.11", suites=(
             ("layouts", ("tests/breadth/test_install_layouts.py",)),)),
     ]

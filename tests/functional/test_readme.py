@@ -69,6 +69,9 @@ class Shell:
 
     home: Path
     ports: dict[str, str]
+    #: Directories put first on PATH: the test's venv, or the README's own
+    #: (zaqar-venv/bin, as activated) when the install lines run too.
+    path: tuple[Path, ...] = (BIN,)
     background: list[tuple[subprocess.Popen[bytes], Path]] = field(
         default_factory=list)
     stderr: str = ""
@@ -81,12 +84,13 @@ class Shell:
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "HOME": str(self.home),
-                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+                "PATH": os.pathsep.join([*map(str, self.path),
+                                         os.environ.get("PATH", "")])}
 
-    def run(self, command: str) -> str:
+    def run(self, command: str, timeout: float = 120) -> str:
         done = subprocess.run(
             ["bash", "-c", self.swap(command)], cwd=self.home, env=self.env,
-            capture_output=True, text=True, timeout=120)
+            capture_output=True, text=True, timeout=timeout)
         self.stderr += done.stderr
         assert done.returncode == 0, (command, done.stdout, done.stderr, self.logs())
         return done.stdout
@@ -137,9 +141,10 @@ def shell(tmp_path: Path, redis: RedisServer) -> Iterator[Shell]:
         shell.stop()
 
 
-def five_minutes(server: str) -> tuple[str, list[str]]:
+def five_minutes(server: str, installs: bool = False) -> tuple[str, list[str]]:
     """zaqar.conf and the commands of the section, with ``server`` ("zaqar-otel-server"
-    or "gunicorn") as the way Zaqar is started."""
+    or "gunicorn") as the way Zaqar is started; the install lines too with
+    ``installs`` (tests/breadth/test_readme_install.py runs them)."""
     found = blocks(section(FIVE_MINUTES))
     conf = [body for info, body in found if info == "ini"]
     assert len(conf) == 1, "one zaqar.conf in the section"
@@ -154,7 +159,7 @@ def five_minutes(server: str) -> tuple[str, list[str]]:
     gunicorn, lines = lines[start:end], lines[:start] + lines[end:]
     run = []
     for line in lines:
-        if INSTALL.match(line):
+        if INSTALL.match(line) and not installs:
             continue
         if line.startswith("zaqar-otel-server") and server == "gunicorn":
             run += gunicorn
@@ -164,9 +169,9 @@ def five_minutes(server: str) -> tuple[str, list[str]]:
     return conf[0], run
 
 
-def follow(shell: Shell, server: str) -> str:
+def follow(shell: Shell, server: str, installs: bool = False) -> str:
     """Follow the section; the receiver's output once the trace is printed."""
-    conf, lines = five_minutes(server)
+    conf, lines = five_minutes(server, installs)
     (shell.home / "zaqar.conf").write_text(shell.swap(conf))
     listen_log = None
     outputs = []
@@ -181,7 +186,9 @@ def follow(shell: Shell, server: str) -> str:
                 wait_for(lambda: service_reachable(
                     "127.0.0.1", int(shell.ports["8888"])), "Zaqar port", shell)
         else:
-            outputs.append((line, shell.run(line)))
+            # pip installing Zaqar takes minutes from a cold cache.
+            outputs.append((line, shell.run(
+                line, timeout=1800 if INSTALL.match(line) else 120)))
     assert listen_log is not None
     curls = [out for line, out in outputs if line.startswith("curl")]
     assert len(curls) == 2 and all(" 201 " in out.splitlines()[0] for out in curls), (
