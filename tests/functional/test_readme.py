@@ -149,8 +149,8 @@ def five_minutes(server: str, installs: bool = False) -> tuple[str, list[str]]:
     conf = [body for info, body in found if info == "ini"]
     assert len(conf) == 1, "one zaqar.conf in the section"
     lines = [line for info, body in found if info == "sh" for line in commands(body)]
-    installs = [line for line in lines if INSTALL.match(line)]
-    assert len(installs) == 3, installs  # apt-get, venv, pip: said, not run
+    install_lines = [line for line in lines if INSTALL.match(line)]
+    assert len(install_lines) == 3, install_lines  # apt-get, venv, pip
     # The gunicorn block comes last, "instead" of zaqar-otel-server: its
     # lines take that one's place, or are left out.
     start = next(i for i, line in enumerate(lines)
