@@ -643,6 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     text = table(results)
     print("\n" + text + f"\n\n{len(results)} jobs in {elapsed / 60:.1f} min")
+    # Again after the table, where a log's last lines (all CI may keep) show it.
+    for r in results:
+        if r.status == "failed":
+            print(f"breadth: {r.job.name} failed: {r.why.strip()[-1500:]}")
     (CACHE / "matrix.md").write_text(text + f"\n\n{elapsed / 60:.1f} min\n")
     every_job = {j.name for j in jobs()}
     if {r.job.name for r in results} == every_job and all(
