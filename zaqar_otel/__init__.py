@@ -22,10 +22,10 @@ DISTRO_NAME = "zaqar-otel"
 
 
 def install() -> None:
-    """Hook zaqar-otel into Zaqar's start-up (``zaqar_otel.startup``)."""
-    from zaqar_otel import startup
+    """Hook zaqar-otel into Zaqar's start-up (``zaqar_otel.instrument``)."""
+    from zaqar_otel import instrument
 
-    startup.install()
+    instrument.install()
 
 
 def _version() -> str:

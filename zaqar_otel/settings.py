@@ -72,16 +72,8 @@ class MetricsSettings:
 class Settings:
     enabled: bool
     hmac_keys: tuple[str, ...] = ()
-    trace_wsgi: bool = False
-    trace_message_store: bool = False
-    trace_management_store: bool = False
-    trace_sqlalchemy: bool = False
-    trace_redis: bool = False
-    trace_mongodb: bool = False
-    trace_pooling: bool = False
-    trace_requests: bool = False
-    trace_message_links: bool = False
-    trace_websocket_transport: bool = False
+    #: The ``[profiler] trace_*`` switches that are on (see ``on``).
+    switched_on: frozenset[switches.Switch] = frozenset()
     connection_string: str = ""
     exporter: str = "otlp_http"
     # Keyword arguments for the exporter, only for options set in zaqar.conf.
@@ -109,6 +101,10 @@ class Settings:
     #: One line each: an ``OTEL_*`` value that cannot work, and what is used
     #: instead (the SDK's default). Logged at set-up, reported by ``check``.
     problems: tuple[str, ...] = ()
+
+    def on(self, switch: switches.Switch) -> bool:
+        """Whether ``switch`` (one of ``switches.SWITCHES``) is on."""
+        return switch in self.switched_on
 
 
 # oslo.config names the file of a bad value as a LocationInfo repr.
@@ -497,8 +493,8 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
     get = functools.partial(_get, conf, opts.OTEL_GROUP)
     profiler = functools.partial(_get, conf, opts.PROFILER_GROUP)
     exporter = _exporter(get("exporter"), environ)
-    switched: dict[str, Any] = {switch.attribute: bool(profiler(switch.option))
-                                for switch in switches.SWITCHES}
+    switched_on = frozenset(switch for switch in switches.SWITCHES
+                            if profiler(switch.option))
     problems: list[str] = []
     numbers = sdk_numbers(environ, problems)
     try:
@@ -528,7 +524,7 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
     return Settings(
         enabled=True,
         hmac_keys=_hmac_keys(conf),
-        **switched,
+        switched_on=switched_on,
         connection_string=str(profiler("connection_string") or ""),
         exporter=exporter,
         exporter_args=exporter_args,

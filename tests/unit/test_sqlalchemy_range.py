@@ -82,8 +82,8 @@ def test_without_greenlet_the_step_is_off_with_one_warning_naming_it(
                         lambda _: check(Declares("sqlalchemy < 1.0")))
     monkeypatch.setattr(instrumentors, "deliveries",
                         SimpleNamespace(instrument_notifier=lambda tracer: None))
-    settings = SimpleNamespace(**{s.attribute: s.option == "trace_sqlalchemy"
-                                  for s in instrumentors.switches.SWITCHES})
+    settings = SimpleNamespace(
+        on=lambda switch: switch is instrumentors.switches.SQLALCHEMY)
     tracing = instrumentors.Tracing(provider=None, tracer=None, entry=None)
     with caplog.at_level(logging.WARNING, logger=instrumentors.__name__):
         assert instrumentors.install(settings, tracing) == []
