@@ -137,15 +137,9 @@ def _get(conf: cfg.ConfigOpts, group: str, name: str) -> object:
 def _exporter(value: object, environ: Mapping[str, str]) -> str:
     if value:
         return str(value)
-    # An empty variable counts as unset (OTel specification).
-    name = (environ.get("OTEL_TRACES_EXPORTER") or "").strip().lower() or "otlp"
+    name = _env(environ, "OTEL_TRACES_EXPORTER") or "otlp"
     if name == "otlp":
-        protocol = (
-            (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or "").strip()
-            or (environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "").strip()
-            or "http/protobuf"
-        )
-        return "otlp_grpc" if protocol == "grpc" else "otlp_http"
+        return _otlp_exporter(environ, "TRACES")
     if name in ("console", "none"):
         return name
     raise ConfigError(
@@ -206,6 +200,15 @@ def _env(environ: Mapping[str, str], name: str) -> str:
     return (environ.get(name) or "").strip().lower()
 
 
+def _otlp_exporter(environ: Mapping[str, str], signal: str) -> str:
+    """The OTLP exporter of ``signal`` (``TRACES``, ``METRICS``):
+    ``OTEL_EXPORTER_OTLP_<signal>_PROTOCOL``, else
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``; ``grpc`` or, by default, http/protobuf."""
+    protocol = (_env(environ, f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+                or _env(environ, "OTEL_EXPORTER_OTLP_PROTOCOL"))
+    return "otlp_grpc" if protocol == "grpc" else "otlp_http"
+
+
 class _MetricsOff(Exception):
     """Metrics stay off for this reason (tracing is not affected)."""
 
@@ -222,9 +225,7 @@ def _metrics_exporter(option: object, environ: Mapping[str, str],
     if not name:
         return traces_exporter
     if name == "otlp":
-        protocol = (_env(environ, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-                    or _env(environ, "OTEL_EXPORTER_OTLP_PROTOCOL"))
-        return "otlp_grpc" if protocol == "grpc" else "otlp_http"
+        return _otlp_exporter(environ, "METRICS")
     if name in ("console", "none"):
         return name
     # prometheus and others need a pull endpoint zaqar-otel does not serve.
