@@ -151,14 +151,20 @@ def test_teardown_undoes_everything_and_a_new_setup_takes_the_new_conf() -> None
         from zaqar.transport.middleware import profile
         from zaqar_otel.propagation import codec
 
+        from zaqar.notification.notifier import NotifierDriver
+        from zaqar.transport.websocket.protocol import MessagingProtocol
+
         originals = (profiler.trace_cls, notifier.get(), propagate.get_global_textmap(),
-                     redis.Redis.execute_command, profile.setup)
+                     redis.Redis.execute_command, profile.setup,
+                     NotifierDriver._execute, MessagingProtocol.onMessage)
         def now():
             return (profiler.trace_cls, notifier.get(), propagate.get_global_textmap(),
-                    redis.Redis.execute_command, profile.setup)
+                    redis.Redis.execute_command, profile.setup,
+                    NotifierDriver._execute, MessagingProtocol.onMessage)
 
         instrument.install()
-        assert instrument.setup(conf(trace_redis=True)) is True
+        assert instrument.setup(conf(trace_redis=True,
+                                     trace_websocket_transport=True)) is True
         changed = now()
         assert all(a is not b for a, b in zip(changed, originals)), changed
         first = trace.get_tracer_provider()
@@ -166,12 +172,15 @@ def test_teardown_undoes_everything_and_a_new_setup_takes_the_new_conf() -> None
         assert instrument.teardown() is True
         assert now() == originals, now()
         assert not enabled()
+        assert instrument.running() is None
 
         # Afresh, with another configuration: Redis now untraced, a new provider.
         instrument.install()
-        assert instrument.setup(conf(trace_redis=False, hmac_keys="k3")) is True
+        assert instrument.setup(conf(trace_redis=False, hmac_keys="k3",
+                                     trace_websocket_transport=False)) is True
         assert hmac_keys() == ("k3",)
         assert redis.Redis.execute_command is originals[3]
+        assert MessagingProtocol.onMessage is originals[6]  # websocket off
         assert profiler.trace_cls is not originals[0]
         # A signed header under the new key verifies, one under the old does not.
         signed = lambda key: codec.encode("6f1d0c9e-0000-4000-8000-000000000001",
