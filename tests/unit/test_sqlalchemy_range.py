@@ -91,3 +91,7 @@ def test_without_greenlet_the_step_is_off_with_one_warning_naming_it(
     assert "trace_sqlalchemy" in record.getMessage()
     assert "greenlet" in record.getMessage()
     assert not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry
+    # Nor patched: what the step patched before the check is put back.
+    from opentelemetry.instrumentation.sqlalchemy import engine
+
+    assert not hasattr(engine.EngineTracer.__init__, "__zaqar_otel_original__")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,20 +155,20 @@ def _trace_sqlalchemy(tracing: Tracing) -> Callable[[], None]:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     instrumentor = SQLAlchemyInstrumentor()
-    patches = patching.Patches()
     measured: dict[str, Any] = {}
-    if not sdk_layout.global_meter_provider_set():
-        # Nothing records its connection counters: a no-op provider, and no
-        # pool listeners on every checkout. (A MeterProvider set later,
-        # after Zaqar's engines are made, does not get them.)
-        from opentelemetry.metrics import NoOpMeterProvider
+    with _patching() as patches:
+        if not sdk_layout.global_meter_provider_set():
+            # Nothing records its connection counters: a no-op provider, and
+            # no pool listeners on every checkout. (A MeterProvider set
+            # later, after Zaqar's engines are made, does not get them.)
+            from opentelemetry.metrics import NoOpMeterProvider
 
-        measured["meter_provider"] = NoOpMeterProvider()
-        sql.skip_unmeasured_pool_events(patches)
-    instrumentor.instrument(
-        tracer_provider=tracing.provider, enable_commenter=False,
-        skip_dep_check=_skip_sqlalchemy_check(instrumentor), **measured)
-    sql.name_spans_by_table(patches)
+            measured["meter_provider"] = NoOpMeterProvider()
+            sql.skip_unmeasured_pool_events(patches)
+        instrumentor.instrument(
+            tracer_provider=tracing.provider, enable_commenter=False,
+            skip_dep_check=_skip_sqlalchemy_check(instrumentor), **measured)
+        sql.name_spans_by_table(patches)
     # The instrumentor also makes a "connect" span per Engine.connect().
     # Zaqar's SQL store calls it for every statement (NullPool on
     # SQLite), so half the SQL spans would say only "connect"; a slow
@@ -264,31 +264,43 @@ def _nothing_to_undo() -> None:
     pass
 
 
+@contextlib.contextmanager
+def _patching() -> Iterator[patching.Patches]:
+    """The patches of one step, put back at once if the step fails half-way
+    (a driver missing: ImportError); else ``patches.undo`` is its undo."""
+    patches = patching.Patches()
+    try:
+        yield patches
+    except BaseException:
+        patches.undo()
+        raise
+
+
 def _trace_wsgi(tracing: Tracing) -> Callable[[], None]:
     # The server span and the messaging middleware go in with Zaqar's WSGI
     # driver (set-up's hook); here the deliveries of what traced posts sent.
-    patches = patching.Patches()
-    deliveries.instrument_notifier(tracing.tracer, patches)
+    with _patching() as patches:
+        deliveries.instrument_notifier(tracing.tracer, patches)
     return patches.undo
 
 
 def _trace_pooling(tracing: Tracing) -> Callable[[], None]:
-    patches = patching.Patches()
-    pooling.instrument_catalog(tracing.tracer, patches)
+    with _patching() as patches:
+        pooling.instrument_catalog(tracing.tracer, patches)
     return patches.undo
 
 
 def _trace_message_links(tracing: Tracing) -> Callable[[], None]:
-    patches = patching.Patches()
-    links.instrument_stores(patches)
+    with _patching() as patches:
+        links.instrument_stores(patches)
     return patches.undo
 
 
 def _trace_websocket(tracing: Tracing) -> Callable[[], None]:
-    patches = patching.Patches()
-    websocket.instrument_handler(tracing.entry, patches, tracing.conventions)
-    # The deliveries of what traced posts sent, as for WSGI.
-    deliveries.instrument_notifier(tracing.tracer, patches)
+    with _patching() as patches:
+        websocket.instrument_handler(tracing.entry, patches, tracing.conventions)
+        # The deliveries of what traced posts sent, as for WSGI.
+        deliveries.instrument_notifier(tracing.tracer, patches)
     return patches.undo
 
 
