@@ -3,6 +3,10 @@
 The public face: the OSProfiler propagator, the start-up hook, the version::
 
     from zaqar_otel import OSProfilerPropagator, install, __version__
+
+The bridge's whole API is ``zaqar_otel.bridge`` (the propagator, the id
+mapping, the header codec); the start-up hook's is ``zaqar_otel.instrument``
+(``install``, ``setup``, ``shutdown``, ``teardown``).
 """
 
 from zaqar_otel.propagation import env_guard as _env_guard
