@@ -71,8 +71,9 @@ class Connections:
     pool, and the MongoDB databases whose expiry index exists."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._redis_lock = threading.Lock()
         self._redis: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._index_lock = threading.Lock()
         self._indexed: set[tuple[int, str]] = set()
 
     def fail_fast(self, client: Any) -> Any:
@@ -90,7 +91,7 @@ class Connections:
         pool = client.connection_pool
         if type(pool) is not redis.ConnectionPool:
             return client
-        with self._lock:
+        with self._redis_lock:
             found = self._redis.get(pool)
             if found is None:
                 kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0),
@@ -106,7 +107,7 @@ class Connections:
         """The expiry index on ``collection`` of ``database``, made once."""
         key = (id(database.client), database.name)
         if key not in self._indexed:
-            with self._lock:
+            with self._index_lock:
                 collection.create_index("e", expireAfterSeconds=0,
                                         name="zaqar_otel_expiry")
                 self._indexed.add(key)
