@@ -98,7 +98,7 @@ def _sdk_wrapped(tracer: trace.Tracer) -> Controller:
 
 
 def _provider(service: str, exporter: SpanExporter) -> TracerProvider:
-    # As zaqar_otel.startup builds it (not made global: osprofiler's
+    # As zaqar_otel.hook.sdk builds it (not made global: osprofiler's
     # driver sets the global provider itself).
     provider = TracerProvider(resource=Resource({"service.name": service}),
                               id_generator=tracepoints.OSProfilerIdGenerator(),

@@ -3,6 +3,10 @@
 The public face: the OSProfiler propagator, the start-up hook, the version::
 
     from zaqar_otel import OSProfilerPropagator, install, __version__
+
+The bridge's whole API is ``zaqar_otel.bridge`` (the propagator, the id
+mapping, the header codec); the start-up hook's is ``zaqar_otel.instrument``
+(``install``, ``setup``, ``shutdown``, ``teardown``).
 """
 
 from zaqar_otel.propagation import env_guard as _env_guard
@@ -22,10 +26,10 @@ DISTRO_NAME = "zaqar-otel"
 
 
 def install() -> None:
-    """Hook zaqar-otel into Zaqar's start-up (``zaqar_otel.startup``)."""
-    from zaqar_otel import startup
+    """Hook zaqar-otel into Zaqar's start-up (``zaqar_otel.instrument``)."""
+    from zaqar_otel import instrument
 
-    startup.install()
+    instrument.install()
 
 
 def _version() -> str:

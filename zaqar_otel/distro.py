@@ -15,7 +15,7 @@ The standard runner gives the same traces as ``zaqar-otel-server``::
   at start; the SDK is built when Zaqar has parsed zaqar.conf, so its options
   win over ``OTEL_*`` exactly as with ``zaqar-otel-server``.
 * ``ZaqarInstrumentor`` (``opentelemetry_instrumentor``, name ``zaqar``):
-  applies the start-up hook (``zaqar_otel.startup.install``).
+  applies the start-up hook (``zaqar_otel.instrument.install``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.sdk._configuration import _BaseConfigurator
 from opentelemetry.sdk.environment_variables import OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT
 
-from zaqar_otel import startup, switches
+from zaqar_otel import instrument, settings, switches
+from zaqar_otel.propagation import env_guard
 
 #: Instrumentors zaqar-otel installs itself, each behind its trace_* option.
 MANAGED_INSTRUMENTORS = switches.MANAGED_INSTRUMENTORS
@@ -48,11 +49,11 @@ class ZaqarOtelDistro(BaseDistro):
     """Defaults for Zaqar, and no instrumentor the options do not ask for."""
 
     def _configure(self, **kwargs: Any) -> None:
-        os.environ.setdefault(OTEL_PROPAGATORS, startup.DEFAULT_PROPAGATORS)
+        os.environ.setdefault(OTEL_PROPAGATORS, env_guard.DEFAULT)
         # zaqar-otel's default length limit, also for a provider another
         # configurator builds (ours reads the variable the same way).
         os.environ.setdefault(OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
-                              str(startup.settings.DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT))
+                              str(settings.DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT))
         # The instrumentors behind [profiler] trace_* are skipped before
         # opentelemetry-instrument checks their declared dependencies:
         # load_instrumentor below would skip them anyway, and the check logs
@@ -67,12 +68,12 @@ class ZaqarOtelDistro(BaseDistro):
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name in MANAGED_INSTRUMENTORS:
-            return  # startup.setup installs it if [profiler] trace_* says so
+            return  # instrument.setup installs it if [profiler] trace_* says so
         super().load_instrumentor(entry_point, **kwargs)
 
 
 class ZaqarOtelConfigurator(_BaseConfigurator):
-    """Defers the SDK to ``startup.setup(conf)`` at Zaqar's start-up."""
+    """Defers the SDK to ``instrument.setup(conf)`` at Zaqar's start-up."""
 
     def _configure(self, **kwargs: Any) -> None:
         pass
@@ -87,7 +88,7 @@ class ZaqarInstrumentor(BaseInstrumentor):
         return (ZAQAR_RELEASES,)
 
     def _instrument(self, **kwargs: Any) -> None:
-        startup.install()
+        instrument.install()
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        startup.uninstall()
+        instrument.teardown()

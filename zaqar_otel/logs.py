@@ -15,7 +15,7 @@ attributes, so both ``logging_context_format_string`` and
         %(instance)s%(message)s
 
 The fields come from a log record factory (``logging.setLogRecordFactory``)
-installed by ``startup.install()``, before Zaqar sets up its logging: a
+installed by ``instrument.install()``, before Zaqar sets up its logging: a
 handler's filter would miss handlers oslo.log adds later, and a record
 without the attributes would make every line of such a format fail. It
 chains the factory it found and is undone by ``uninstall()``::

@@ -1,13 +1,16 @@
 """Wrapping Zaqar's and osprofiler's functions: once each, and reversibly.
 
 Every hook of zaqar-otel is a function replaced by a wrapper that calls the
-original. ``patch`` does it at most once per attribute (a second call is a
-no-op, so set-up is idempotent) and remembers the original on the wrapper;
-``unpatch_all`` puts every original back. A hook that fails must never break
+original. A ``Patches`` (one for each part set-up installs, handed down
+with it) does it at most once per attribute (a second call is a no-op, so
+set-up is idempotent), remembers the original on the wrapper, and ``undo``
+puts back every original it replaced. A hook that fails must never break
 what it wraps: ``FailureLog`` logs its first failure and swallows the rest::
 
-    patch(zaqar.storage.pooling.Catalog, "lookup",
-          lambda lookup: traced(lookup))
+    patches = Patches()
+    patches.patch(zaqar.storage.pooling.Catalog, "lookup",
+                  lambda lookup: traced(lookup))
+    patches.undo()
 """
 
 from __future__ import annotations
@@ -17,25 +20,30 @@ from collections.abc import Callable
 from typing import Any
 
 _ORIGINAL = "__zaqar_otel_original__"
-_patched: list[tuple[Any, str]] = []
 
 
-def patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
-    """Replace ``owner.name`` with ``wrapper(original)``, unless done already."""
-    current = getattr(owner, name)
-    if getattr(current, _ORIGINAL, None) is not None:
-        return
-    replacement = wrapper(current)
-    setattr(replacement, _ORIGINAL, current)
-    setattr(owner, name, replacement)
-    _patched.append((owner, name))
+class Patches:
+    """The functions one part of set-up replaced, to put back together."""
 
+    def __init__(self) -> None:
+        self._done: list[tuple[Any, str]] = []
 
-def unpatch_all() -> None:
-    """Put back every original ``patch`` replaced, newest first."""
-    while _patched:
-        owner, name = _patched.pop()
-        setattr(owner, name, getattr(getattr(owner, name), _ORIGINAL))
+    def patch(self, owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
+        """Replace ``owner.name`` with ``wrapper(original)``, unless done already
+        (by these patches or any other)."""
+        current = getattr(owner, name)
+        if getattr(current, _ORIGINAL, None) is not None:
+            return
+        replacement = wrapper(current)
+        setattr(replacement, _ORIGINAL, current)
+        setattr(owner, name, replacement)
+        self._done.append((owner, name))
+
+    def undo(self) -> None:
+        """Put back every original ``patch`` replaced, newest first."""
+        while self._done:
+            owner, name = self._done.pop()
+            setattr(owner, name, getattr(getattr(owner, name), _ORIGINAL))
 
 
 class FailureLog:

@@ -29,6 +29,11 @@ from opentelemetry.trace import Status, StatusCode
 
 #: Longest exception message exported.
 MAX_MESSAGE = 256
+#: HTTP's methods as the HTTP semantic conventions list them. A client may
+#: send any token as its method (Zaqar answers 405): any other is named by
+#: a fixed word (``_OTHER``, ``HTTP``), never exported or kept as it came.
+HTTP_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 _CREDENTIALS = re.compile(r"(?<=://)[^/\s@'\"]+@")
 _QUERY = re.compile(r"\?[^\s'\")\]]*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -274,6 +279,18 @@ def stacktrace(text: str) -> str:
     return "\n".join(kept)
 
 
+def error_event(span: trace.Span, etype: str, text: object,
+                description: str | None = None) -> None:
+    """An error on ``span``: the ``exception`` event of type ``etype`` with
+    the ``message`` of ``text`` (its first line, no URL credentials, paths or
+    queries: SQLAlchemy's messages carry the bound parameters below), and
+    the ERROR status, described by ``description``, else ``etype``."""
+    span.add_event("exception", {"exception.type": etype,
+                                 "exception.message": message(text)})
+    span.set_status(Status(StatusCode.ERROR,
+                           str(etype) if description is None else description))
+
+
 def record_error(span: trace.Span, exc: BaseException) -> None:
     """``span.record_exception`` without what the message may carry.
 
@@ -281,8 +298,6 @@ def record_error(span: trace.Span, exc: BaseException) -> None:
     exception is the one Zaqar's caller sees.
     """
     try:
-        span.add_event("exception", {"exception.type": type(exc).__qualname__,
-                                     "exception.message": message(exc)})
-        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        error_event(span, type(exc).__qualname__, exc, type(exc).__name__)
     except Exception:  # noqa: S110 - the error being recorded matters more
         pass

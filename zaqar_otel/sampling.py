@@ -23,8 +23,8 @@ part. Whole traces come from signed OSProfiler headers, or from
 The decision is written into the parent's sampled flag: an untraced request
 without a parent gets an unsampled stand-in parent, so whatever parent-based
 sampler the TracerProvider has drops every span below it; a traced root gets
-a context marker that ``RequestSampler`` reads. Spans below a request follow
-it and never roll the dice again.
+a context marker that ``request_sampler``'s sampler reads. Spans below a
+request follow it and never roll the dice again.
 """
 
 from __future__ import annotations
@@ -185,6 +185,7 @@ class _RequestRoot(Sampler):
         return f"ZaqarRequestRoot{{{self._ratio.get_description()}}}"
 
 
-def RequestSampler(sample_ratio: float) -> Sampler:  # noqa: N802 - a factory
-    """Parent-based sampler that follows the middleware's decisions."""
+def request_sampler(sample_ratio: float) -> Sampler:
+    """The SDK's parent-based sampler, its roots following the entry's
+    decisions (``decide``), else ``sample_ratio``."""
     return ParentBased(root=_RequestRoot(sample_ratio))

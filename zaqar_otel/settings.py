@@ -72,16 +72,8 @@ class MetricsSettings:
 class Settings:
     enabled: bool
     hmac_keys: tuple[str, ...] = ()
-    trace_wsgi: bool = False
-    trace_message_store: bool = False
-    trace_management_store: bool = False
-    trace_sqlalchemy: bool = False
-    trace_redis: bool = False
-    trace_mongodb: bool = False
-    trace_pooling: bool = False
-    trace_requests: bool = False
-    trace_message_links: bool = False
-    trace_websocket_transport: bool = False
+    #: The ``[profiler] trace_*`` switches that are on (see ``on``).
+    switched_on: frozenset[switches.Switch] = frozenset()
     connection_string: str = ""
     exporter: str = "otlp_http"
     # Keyword arguments for the exporter, only for options set in zaqar.conf.
@@ -109,6 +101,10 @@ class Settings:
     #: One line each: an ``OTEL_*`` value that cannot work, and what is used
     #: instead (the SDK's default). Logged at set-up, reported by ``check``.
     problems: tuple[str, ...] = ()
+
+    def on(self, switch: switches.Switch) -> bool:
+        """Whether ``switch`` (one of ``switches.SWITCHES``) is on."""
+        return switch in self.switched_on
 
 
 # oslo.config names the file of a bad value as a LocationInfo repr.
@@ -141,15 +137,9 @@ def _get(conf: cfg.ConfigOpts, group: str, name: str) -> object:
 def _exporter(value: object, environ: Mapping[str, str]) -> str:
     if value:
         return str(value)
-    # An empty variable counts as unset (OTel specification).
-    name = (environ.get("OTEL_TRACES_EXPORTER") or "").strip().lower() or "otlp"
+    name = _env(environ, "OTEL_TRACES_EXPORTER") or "otlp"
     if name == "otlp":
-        protocol = (
-            (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or "").strip()
-            or (environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "").strip()
-            or "http/protobuf"
-        )
-        return "otlp_grpc" if protocol == "grpc" else "otlp_http"
+        return _otlp_exporter(environ, "TRACES")
     if name in ("console", "none"):
         return name
     raise ConfigError(
@@ -210,6 +200,15 @@ def _env(environ: Mapping[str, str], name: str) -> str:
     return (environ.get(name) or "").strip().lower()
 
 
+def _otlp_exporter(environ: Mapping[str, str], signal: str) -> str:
+    """The OTLP exporter of ``signal`` (``TRACES``, ``METRICS``):
+    ``OTEL_EXPORTER_OTLP_<signal>_PROTOCOL``, else
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``; ``grpc`` or, by default, http/protobuf."""
+    protocol = (_env(environ, f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+                or _env(environ, "OTEL_EXPORTER_OTLP_PROTOCOL"))
+    return "otlp_grpc" if protocol == "grpc" else "otlp_http"
+
+
 class _MetricsOff(Exception):
     """Metrics stay off for this reason (tracing is not affected)."""
 
@@ -226,9 +225,7 @@ def _metrics_exporter(option: object, environ: Mapping[str, str],
     if not name:
         return traces_exporter
     if name == "otlp":
-        protocol = (_env(environ, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-                    or _env(environ, "OTEL_EXPORTER_OTLP_PROTOCOL"))
-        return "otlp_grpc" if protocol == "grpc" else "otlp_http"
+        return _otlp_exporter(environ, "METRICS")
     if name in ("console", "none"):
         return name
     # prometheus and others need a pull endpoint zaqar-otel does not serve.
@@ -497,8 +494,8 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
     get = functools.partial(_get, conf, opts.OTEL_GROUP)
     profiler = functools.partial(_get, conf, opts.PROFILER_GROUP)
     exporter = _exporter(get("exporter"), environ)
-    switched: dict[str, Any] = {switch.attribute: bool(profiler(switch.option))
-                                for switch in switches.SWITCHES}
+    switched_on = frozenset(switch for switch in switches.SWITCHES
+                            if profiler(switch.option))
     problems: list[str] = []
     numbers = sdk_numbers(environ, problems)
     try:
@@ -528,7 +525,7 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
     return Settings(
         enabled=True,
         hmac_keys=_hmac_keys(conf),
-        **switched,
+        switched_on=switched_on,
         connection_string=str(profiler("connection_string") or ""),
         exporter=exporter,
         exporter_args=exporter_args,

@@ -27,7 +27,7 @@ pushed on osprofiler's own stack is the one that maps back to it
 called with no osprofiler profiler on the thread (an untraced request) costs
 one look-up::
 
-    patching.patch(profiler, "trace", direct_trace(TracePoints(tracer)))
+    patches.patch(profiler, "trace", direct_trace(TracePoints(tracer)))
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 from oslo_utils import reflection
 from osprofiler import profiler as osprofiler_profiler
 
@@ -181,19 +181,9 @@ class Notifier:
         span, attach_token = top
         info = payload.get("info") or {}
         if info.get("etype"):
-            # First line only, no URL credentials or queries: SQLAlchemy's
-            # messages carry the bound parameters below.
-            message = redact.message(info.get("message", ""))
-            span.add_event("exception", {"exception.type": info["etype"],
-                                         "exception.message": message})
-            span.set_status(Status(StatusCode.ERROR, str(info["etype"])))
+            redact.error_event(span, info["etype"], info.get("message", ""))
         span.end()
         context.detach(attach_token)
-
-    @property
-    def open_spans(self) -> int:
-        """Trace point spans open in the calling context (for tests)."""
-        return sum(1 for entry in _open.get() if entry is not None)
 
 
 def _without_values(payload: dict[str, Any]) -> dict[str, Any]:
@@ -207,15 +197,6 @@ def _without_values(payload: dict[str, Any]) -> dict[str, Any]:
             cleaned[key] = {k: v for k, v in cleaned[key].items()
                             if k not in ("args", "kwargs", "result", "params")}
     return {**payload, "info": cleaned}
-
-
-def _record_error(span: trace.Span, etype: str, message: str) -> None:
-    """What ``Notifier`` records for osprofiler's stop info of an error."""
-    # First line only, no URL credentials or queries: SQLAlchemy's
-    # messages carry the bound parameters below.
-    span.add_event("exception", {"exception.type": etype,
-                                 "exception.message": redact.message(message)})
-    span.set_status(Status(StatusCode.ERROR, etype))
 
 
 class TracePoints:
@@ -281,7 +262,8 @@ class TracePoints:
             except Exception as exc:
                 # As osprofiler's wrapper reports it: Exceptions only.
                 try:
-                    _record_error(span, reflection.get_class_name(exc), str(exc))
+                    # What Notifier records for osprofiler's stop info.
+                    redact.error_event(span, reflection.get_class_name(exc), exc)
                 except Exception:
                     self._log_failure()
                 raise
@@ -331,7 +313,7 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 def direct_trace(points: TracePoints) -> Callable[[Callable[..., Decorator]],
                                                   Callable[..., Decorator]]:
-    """For ``patching.patch(osprofiler.profiler, "trace", ...)``: osprofiler's
+    """For ``patches.patch(osprofiler.profiler, "trace", ...)``: osprofiler's
     ``trace`` decorator factory, its wrappers made by ``points``."""
 
     def replace(original: Callable[..., Decorator]) -> Callable[..., Decorator]:

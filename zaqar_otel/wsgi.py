@@ -11,9 +11,9 @@ exporter; with ``--preload`` the SDK's span processor restarts its export
 thread in every forked worker.
 """
 
-from zaqar_otel import startup
+from zaqar_otel import instrument
 
-startup.install()
+instrument.install()
 
 from zaqar.transport.wsgi.app import application  # noqa: E402 - after install()
 

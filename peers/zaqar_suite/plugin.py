@@ -5,7 +5,7 @@ sdist with this plugin and says what to do through the environment:
 
 ``ZAQAR_SUITE_MODE``
     ``plain``       Zaqar as released, nothing added (the oracle);
-    ``hook_on``     ``zaqar_otel.startup.install()``, every ``[profiler]``
+    ``hook_on``     ``zaqar_otel.instrument.install()``, every ``[profiler]``
                     ``trace_*`` switch on, spans exported over OTLP/HTTP to
                     ``ZAQAR_SUITE_OTLP_ENDPOINT``, signed headers on every
                     request;
@@ -327,9 +327,9 @@ def pytest_configure(config: Any) -> None:
     import zaqar.transport.websocket.factory  # noqa: F401
 
     if HOOKED:
-        from zaqar_otel import startup
+        from zaqar_otel import instrument
 
-        startup.install()
+        instrument.install()
     _patch_bootstrap()
     if INJECT:
         _patch_wsgi_clients()
@@ -360,9 +360,9 @@ def pytest_runtest_teardown(item: Any) -> None:
 def pytest_unconfigure(config: Any) -> None:
     flushed = None
     if HOOKED:
-        from zaqar_otel import startup
+        from zaqar_otel import instrument
 
-        flushed = startup.shutdown(timeout=60.0)
+        flushed = instrument.shutdown(timeout=60.0)
     RECORD_DIR.mkdir(parents=True, exist_ok=True)
     with open(RECORD_DIR / "injected.jsonl", "w") as out:
         for record in _injected:

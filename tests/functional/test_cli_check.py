@@ -117,7 +117,7 @@ from osprofiler import profiler
 from zaqar_otel.cmd import cli
 original = profiler.trace_cls
 code = cli.main(sys.argv[1:])
-print("RESULT", code, "zaqar_otel.startup" in sys.modules,
+print("RESULT", code, "zaqar_otel.instrument" in sys.modules,
       type(trace.get_tracer_provider()).__name__, profiler.trace_cls is original,
       file=sys.stderr)
 """

@@ -3,7 +3,7 @@
 ``make breadth`` runs this on every Python the package declares. A process
 that ends by returning or ``sys.exit`` (a gunicorn worker's graceful stop,
 a WSGI container unloading the app, a script using the propagator) runs
-``startup.shutdown`` from ``atexit``, which flushes within
+``instrument.shutdown`` from ``atexit``, which flushes within
 ``shutdown_timeout`` by waiting for the SDK's shutdown on a thread of its
 own. Early Python 3.12 releases let no thread start once the interpreter is
 finalizing, not even from ``atexit`` (CPython gh-113964; the OTel SDK's own
@@ -11,7 +11,7 @@ report, opentelemetry-python#4752, names 3.12.0 to 3.12.2): ``Thread.start``
 raises "can't create new thread at interpreter shutdown", the hook's
 traceback is printed and the queued spans are lost. Measured here: 3.10.13,
 3.11.7 and 3.13.0 flush, 3.12.1 does not. The fix belongs to
-``startup._flush`` (on that RuntimeError, flush inline with
+``hook.sdk._flush`` (on that RuntimeError, flush inline with
 ``provider.force_flush(timeout)``, bounded by the same limit); until then
 the test is an expected failure there, strict, so that the fix shows.
 (``zaqar-otel-server`` flushes in its SIGTERM handler, not at exit, and is
@@ -37,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from osprofiler import opts as osprofiler_opts
 from zaqar.conf import profiler as zaqar_profiler
-from zaqar_otel import opts, startup
+from zaqar_otel import instrument, opts
 
 conf = cfg.ConfigOpts()
 osprofiler_opts.set_defaults(conf)
@@ -49,7 +49,7 @@ for name, value in {"enabled": True, "hmac_keys": "exit-key",
     conf.set_override(name, value, group="profiler")
 conf.set_override("endpoint", sys.argv[1], group="opentelemetry")
 conf.set_override("schedule_delay", 60000, group="opentelemetry")  # queued at exit
-assert startup.setup(conf)
+assert instrument.setup(conf)
 caller = SpanContext(0x5EED, 0xCA11, is_remote=True, trace_flags=TraceFlags(1))
 with trace.get_tracer("exit").start_as_current_span(
         "queued-at-exit", context=trace.set_span_in_context(NonRecordingSpan(caller))):

@@ -59,7 +59,8 @@ def test_operation_ids_come_from_what_zaqar_rendered(
         return real_loads(text)
 
     monkeypatch.setattr(operations.json, "loads", loads)
-    operations.capture_rendered()
+    patches = patching.Patches()
+    operations.capture_rendered(patches)
     server = tracer.start_span("server")
     token = context.attach(trace.set_span_in_context(server))
     try:
@@ -69,7 +70,7 @@ def test_operation_ids_come_from_what_zaqar_rendered(
         client.simulate_post("/v2/queues/q/claims")
     finally:
         context.detach(token)
-        patching.unpatch_all()
+        patches.undo()
     spans = {s.attributes["messaging.operation.name"]: s
              for s in exporter.get_finished_spans()}
     assert spans["post"].attributes["zaqar.message.ids"] == ("1", "2")
@@ -88,11 +89,11 @@ def test_a_request_without_trace_headers_is_not_extracted_but_gets_the_same(
     from opentelemetry.instrumentation.wsgi import wsgi_getter
     from opentelemetry.propagators.composite import CompositePropagator
 
-    from zaqar_otel import startup
     from zaqar_otel.entry import wsgi_middleware
+    from zaqar_otel.hook import propagators
     from zaqar_otel.propagation import codec
 
-    textmap = startup._propagator("tracecontext,baggage,osprofiler", ("k",))
+    textmap = propagators.textmap("tracecontext,baggage,osprofiler", ("k",))
     monkeypatch.setattr(propagate, "get_global_textmap", lambda: textmap)
     calls: list[Any] = []
     real_extract = CompositePropagator.extract
@@ -102,9 +103,10 @@ def test_a_request_without_trace_headers_is_not_extracted_but_gets_the_same(
         return real_extract(self, *args, **kwargs)
 
     monkeypatch.setattr(CompositePropagator, "extract", counted)
+    extract = wsgi_middleware.Extractor()
     plain = {"REQUEST_METHOD": "GET", "HTTP_TRACESTATE": "a=b",
              "HTTP_X_TRACE_HMAC": "0"}
-    assert wsgi_middleware.extract(plain) == real_extract(textmap, plain,
+    assert extract(plain) == real_extract(textmap, plain,
                                                           getter=wsgi_getter)
     assert calls == []
     signed = codec.encode("7d4b0e6c-0000-4000-8000-000000000001",
@@ -113,13 +115,13 @@ def test_a_request_without_trace_headers_is_not_extracted_but_gets_the_same(
                     {"HTTP_BAGGAGE": "k=v"},
                     {"HTTP_X_TRACE_INFO": signed["X-Trace-Info"],
                      "HTTP_X_TRACE_HMAC": signed["X-Trace-HMAC"]}):
-        ours = _view(wsgi_middleware.extract(environ))
+        ours = _view(extract(environ))
         assert ours == _view(real_extract(textmap, environ, getter=wsgi_getter))
         assert ours != {}
     assert len(calls) == 3  # ours only: the reference calls the real one
     other = CompositePropagator([*textmap._propagators, _Other()])
     monkeypatch.setattr(propagate, "get_global_textmap", lambda: other)
-    assert wsgi_middleware.extract(plain) == {"other": True}
+    assert extract(plain) == {"other": True}
 
 
 def _view(extracted: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def _run(headers: dict[str, str]) -> dict[str, Any]:
         start_response("200 OK", [])
         return [b"ok"]
 
-    provider = TracerProvider(sampler=sampling.RequestSampler(0.0))
+    provider = TracerProvider(sampler=sampling.request_sampler(0.0))
     middleware = TracingMiddleware(app, Entry(provider.get_tracer("t"), "key"),
                                    lambda method, path: "/v2/queues")
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/queues",
@@ -68,7 +68,7 @@ def _traced(app: Any) -> tuple[TracingMiddleware, Any, dict[str, Any]]:
     )
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=sampling.RequestSampler(0.0))
+    provider = TracerProvider(sampler=sampling.request_sampler(0.0))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     middleware = TracingMiddleware(app, Entry(provider.get_tracer("t"), "key"),
                                    lambda method, path: "/v2/queues")
@@ -202,7 +202,7 @@ def _answering(status: str, fail: bool = False) -> Any:
 
 def test_untraced_requests_are_measured_with_route_and_status() -> None:
     recorded = _Recorded()
-    provider = TracerProvider(sampler=sampling.RequestSampler(0.0))
+    provider = TracerProvider(sampler=sampling.request_sampler(0.0))
     middleware = TracingMiddleware(_answering("201 Created"),
                                    Entry(provider.get_tracer("t"), "key"),
                                    lambda method, path: None, metrics=recorded)

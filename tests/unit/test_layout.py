@@ -31,17 +31,19 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": {"sdk_layout", "settings", "opts", "switches", "export", "sampling",
                 "patching", "redact", "zaqar_otel"},
     "logs": {"settings", "opts", "patching", "redact", "zaqar_otel"},
-    "startup": {"sdk_layout", "backends", "entry", "export", "messaging", "metrics",
-                "logs", "recording",
-                "propagation", "sampling", "settings", "tracepoints", "patching",
-                "redact", "zaqar_otel"},
+    # The start-up hook's internals: set-up, in its small modules.
+    "hook": {"sdk_layout", "backends", "entry", "export", "messaging", "metrics",
+             "logs", "recording", "switches",
+             "propagation", "sampling", "settings", "tracepoints", "patching",
+             "redact", "zaqar_otel"},
     # The faces: what users and entry points name.
-    "zaqar_otel": {"propagation", "startup"},
+    "zaqar_otel": {"propagation", "instrument"},
+    "instrument": {"hook"},
     "bridge": {"propagation"},
-    "wsgi": {"startup"},
-    "distro": {"startup", "switches"},
+    "wsgi": {"instrument"},
+    "distro": {"instrument", "settings", "switches", "propagation"},
     "demo": {"propagation"},
-    "cmd": {"startup", "demo", "settings", "opts", "switches", "redact",
+    "cmd": {"instrument", "demo", "settings", "opts", "switches", "redact",
             "propagation", "export", "metrics", "zaqar_otel"},
 }
 

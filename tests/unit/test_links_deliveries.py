@@ -4,6 +4,7 @@ the lazy listing pass-through, and the delivery span of a webhook."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,9 +16,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from zaqar_otel import patching
 from zaqar_otel.messaging import deliveries, links, operations
 from zaqar_otel.propagation import codec
 from zaqar_otel.propagation.propagator import OSProfilerPropagator
+
+_LOG_FAILURE = patching.FailureLog(logging.getLogger(__name__), "closing an operation")
 
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 
@@ -81,7 +85,7 @@ def test_a_traced_post_saves_its_span_beside_each_message_with_its_ttl(
     operation, tokens = _open(tracer, ("send", "post", SpanKind.PRODUCER))
     links._after_post(store, [{"ttl": 60}, {"ttl": 300}], ["m1", "m2"])
     expected = links.encode(operation.span.get_span_context())
-    operations.close_operation(operation, tokens, 201, None)
+    operations.close_operation(operation, tokens, 201, None, _LOG_FAILURE)
     assert store.saved == {"m1": (expected, 60), "m2": (expected, 300)}
 
 
@@ -99,7 +103,7 @@ def test_a_receive_links_each_producing_span_once_and_loads_each_id_once(
     operation, tokens = _open(tracer, ("receive", "claim", SpanKind.CONSUMER))
     links._link(store, operation, ["m1", "m2", "unknown"])
     links._link(store, operation, ["m1"])  # listed again: no second load
-    operations.close_operation(operation, tokens, 201, None)
+    operations.close_operation(operation, tokens, 201, None, _LOG_FAILURE)
     (received,) = spans.get_finished_spans()
     assert [(lk.context.trace_id, lk.context.span_id) for lk in received.links] == [
         (7, 70)]
@@ -113,7 +117,7 @@ def test_a_failing_store_never_fails_the_operation(tracer: trace.Tracer) -> None
 
     operation, tokens = _open(tracer, ("receive", "claim", SpanKind.CONSUMER))
     links._link(Broken(), operation, ["m1"])  # no exception
-    operations.close_operation(operation, tokens, 201, None)
+    operations.close_operation(operation, tokens, 201, None, _LOG_FAILURE)
 
 
 def test_a_listing_is_passed_through_lazily_and_ids_reported_at_its_end() -> None:

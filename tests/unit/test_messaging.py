@@ -116,7 +116,8 @@ def test_operations_are_measured_from_what_zaqar_rendered() -> None:
     app.add_route("/v2/queues/{queue_name}/messages", Messages())
     app.add_route("/v2/queues/{queue_name}/claims", Claims())
     app.add_route("/v2/queues/{queue_name}/stats", Stats())
-    operations.capture_rendered()
+    patches = patching.Patches()
+    operations.capture_rendered(patches)
     try:
         client = falcon.testing.TestClient(app, headers={"X-Project-ID": "p"})
         client.simulate_post("/v2/queues/q/messages")
@@ -128,7 +129,7 @@ def test_operations_are_measured_from_what_zaqar_rendered() -> None:
         client.simulate_delete("/v2/queues/q/messages", params={"pop": "1"})
         routed = client.simulate_get("/v2/queues/q/messages")
     finally:
-        patching.unpatch_all()
+        patches.undo()
     assert calls == [
         ("send", "post", "q", "p", 201, 3, []),
         ("receive", "claim", "empty", "p", 204, 0, []),
@@ -146,15 +147,16 @@ def test_methods_a_client_makes_up_are_not_kept() -> None:
     are not kept by the per-template memo, HTTP's own are."""
     import falcon.testing
 
-    before = dict(operations._by_template)
+    operation_of = operations.RouteOperations()
+    before = dict(operation_of.kept)
     template = "/v2/queues/{queue_name}/messages"
     for i in range(50):
         req = falcon.testing.create_req(method=f"X{i}" * 1000,
                                         path="/v2/queues/q/messages")
         req.uri_template = template
-        assert operations._operation_of_request(req) is None
+        assert operation_of(req) is None
     req = falcon.testing.create_req(method="POST", path="/v2/queues/q/messages")
     req.uri_template = template
-    assert operations._operation_of_request(req) is not None
-    added = set(operations._by_template) - set(before)
+    assert operation_of(req) is not None
+    added = set(operation_of.kept) - set(before)
     assert added <= {("POST", template)}

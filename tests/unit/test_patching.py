@@ -10,7 +10,7 @@ import pytest
 from zaqar_otel import patching
 
 
-def test_patch_wraps_once_and_unpatch_all_restores() -> None:
+def test_patch_wraps_once_and_undo_restores() -> None:
     target = types.SimpleNamespace(f=lambda: "original")
     calls: list[str] = []
 
@@ -20,10 +20,12 @@ def test_patch_wraps_once_and_unpatch_all_restores() -> None:
             return original()
         return wrapped
 
-    patching.patch(target, "f", wrapper)
-    patching.patch(target, "f", wrapper)  # set-up run twice: no double wrap
+    patches = patching.Patches()
+    patches.patch(target, "f", wrapper)
+    patches.patch(target, "f", wrapper)  # set-up run twice: no double wrap
+    patching.Patches().patch(target, "f", wrapper)  # nor another part's
     assert target.f() == "original" and calls == ["wrapped"]
-    patching.unpatch_all()
+    patches.undo()
     assert target.f() == "original" and calls == ["wrapped"]
 
 

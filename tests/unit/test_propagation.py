@@ -342,3 +342,33 @@ def test_bad_headers_log_once_per_kind_not_a_flood(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2, messages
     assert any("matches no configured key" in m for m in messages)
+
+
+# -- the bridge's face ------------------------------------------------------------
+
+
+def test_the_bridge_module_is_the_api_of_the_three_parts() -> None:
+    """zaqar_otel.bridge names the propagator, the id mapping and the codec;
+    what it documents works through it alone, without the SDK."""
+    import subprocess
+    import sys
+
+    from zaqar_otel import OSProfilerPropagator, bridge
+
+    assert bridge.OSProfilerPropagator is OSProfilerPropagator
+    assert all(hasattr(bridge, name) for name in bridge.__all__)
+    assert bridge.decode is codec.decode and bridge.encode is codec.encode
+    assert bridge.trace_id_from_base_id is idmap.trace_id_from_base_id
+    base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
+    headers = bridge.encode(base_id, parent_id, KEY)
+    info = bridge.decode(headers[bridge.X_TRACE_INFO], headers[bridge.X_TRACE_HMAC],
+                         [KEY])
+    assert info is not None
+    assert info.trace_id == bridge.trace_id_from_base_id(base_id)
+    assert bridge.uuid_from_span_id(info.trace_id, info.span_id)[19:] == parent_id[19:]
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, zaqar_otel.bridge; "
+         "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk',"
+         " 'zaqar.', 'osprofiler'))))"],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

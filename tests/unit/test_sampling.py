@@ -1,4 +1,4 @@
-"""Who gets traced: sampling.decide and RequestSampler with the real SDK."""
+"""Who gets traced: sampling.decide and request_sampler with the real SDK."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from opentelemetry.trace.propagation.tracecontext import (
 )
 
 from zaqar_otel.propagation import codec, propagator
-from zaqar_otel.sampling import RequestSampler, decide, root_decision
+from zaqar_otel.sampling import decide, request_sampler, root_decision
 
 KEY = "key"
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -78,7 +78,7 @@ def test_verified_osprofiler_request_spans_are_recorded() -> None:
     """The SERVER span of a signed request is exported in the caller's trace."""
     ctx, base_id, _ = osprofiler_context()
     decided, _ = pair(ctx, 0.0, False)
-    provider, exporter = recording_provider(RequestSampler(0.0))
+    provider, exporter = recording_provider(request_sampler(0.0))
     provider.get_tracer("t").start_span("GET /v2/queues", context=decided).end()
     (span,) = exporter.get_finished_spans()
     assert span.context.trace_id == uuid.UUID(base_id).int
@@ -108,7 +108,7 @@ def test_sampled_traceparent_alone_does_not_force_tracing() -> None:
 def test_unsampled_traceparent_keeps_the_callers_trace_id() -> None:
     """Spans below an untraced request still carry the caller's trace id."""
     decided, _ = pair(traceparent_context(sampled=True), 0.0, False)
-    provider, exporter = recording_provider(RequestSampler(1.0))
+    provider, exporter = recording_provider(request_sampler(1.0))
     span = provider.get_tracer("t").start_span("GET", context=decided)
     span.end()
     assert not span.is_recording()
@@ -124,7 +124,7 @@ def test_honored_traceparent_is_sampled() -> None:
     """honor_w3c_sampled = true: a sampled traceparent starts a trace."""
     decided, sampled = pair(traceparent_context(sampled=True), 0.0, True)
     assert sampled
-    provider, exporter = recording_provider(RequestSampler(0.0))
+    provider, exporter = recording_provider(request_sampler(0.0))
     provider.get_tracer("t").start_span("GET", context=decided).end()
     (span,) = exporter.get_finished_spans()
     assert span.context.trace_id == TRACE_ID
@@ -193,7 +193,7 @@ def test_ratio_one_without_parent_marks_a_root() -> None:
     assert sampled
     assert root_decision(decided)
     assert not parent_of(decided).is_valid
-    provider, exporter = recording_provider(RequestSampler(0.0))
+    provider, exporter = recording_provider(request_sampler(0.0))
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span("GET", context=decided):
         with tracer.start_as_current_span("redis_message_controller"):
@@ -209,7 +209,7 @@ def test_ratio_zero_without_parent_drops_the_request() -> None:
     assert not root_decision(decided)
     stand_in = parent_of(decided)
     assert stand_in.is_valid and not stand_in.trace_flags.sampled
-    provider, exporter = recording_provider(RequestSampler(1.0))
+    provider, exporter = recording_provider(request_sampler(1.0))
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span("GET", context=decided) as server:
         with tracer.start_as_current_span("child") as child:
@@ -223,7 +223,7 @@ def test_no_parent_decisions_differ_per_request() -> None:
     assert outcomes == {True, False}
 
 
-# -- RequestSampler outside requests -----------------------------------------
+# -- request_sampler outside requests -----------------------------------------
 
 
 @pytest.mark.parametrize(("ratio", "recorded"), [(0.0, False), (1.0, True)])
@@ -231,14 +231,14 @@ def test_request_sampler_uses_ratio_for_spans_outside_requests(
     ratio: float, recorded: bool
 ) -> None:
     """Background work (no request context) is sampled at sample_ratio."""
-    provider, exporter = recording_provider(RequestSampler(ratio))
+    provider, exporter = recording_provider(request_sampler(ratio))
     provider.get_tracer("t").start_span("gc").end()
     assert len(exporter.get_finished_spans()) == int(recorded)
 
 
 def test_request_sampler_ratio_uses_the_trace_id() -> None:
     """Background roots follow TraceIdRatioBased's rule on the trace id."""
-    sampler = RequestSampler(0.5)
+    sampler = request_sampler(0.5)
     low, high = 1, (1 << 64) - 1
     assert sampler.should_sample(None, low, "gc").decision.is_sampled()
     assert not sampler.should_sample(None, high, "gc").decision.is_sampled()
@@ -246,10 +246,10 @@ def test_request_sampler_ratio_uses_the_trace_id() -> None:
 
 def test_request_sampler_follows_a_sampled_local_parent() -> None:
     """Children of a traced span are kept whatever the ratio."""
-    provider, exporter = recording_provider(RequestSampler(0.0))
+    provider, exporter = recording_provider(request_sampler(0.0))
     tracer = provider.get_tracer("t")
     decided, _ = pair(Context(), 1.0, False)
     with tracer.start_as_current_span("root", context=decided):
         tracer.start_span("child").end()
     assert len(exporter.get_finished_spans()) == 2
-    assert "ZaqarRequestRoot" in RequestSampler(0.0).get_description()
+    assert "ZaqarRequestRoot" in request_sampler(0.0).get_description()

@@ -172,7 +172,7 @@ def test_without_the_contribs_semconv_module_the_old_names(
     # Such a layout's server spans: the wsgi instrumentation's own default
     # names, computed for each request.
     kept = InMemorySpanExporter()
-    provider = TracerProvider(sampler=sampling.RequestSampler(1.0))
+    provider = TracerProvider(sampler=sampling.request_sampler(1.0))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     app = wsgi_middleware.TracingMiddleware(
         lambda environ, start: (start("200 OK", []), [b"ok"])[1],
@@ -205,7 +205,7 @@ def test_a_resource_without_the_known_slot_keeps_working_after_a_fork(
     assert caplog.text.count("keeps its parent's service.instance.id") == 1
 
 
-def test_the_entry_point_of_older_installs_still_loads() -> None:
+def test_the_bridge_names_the_propagator_its_entry_point_loads() -> None:
     from importlib.metadata import EntryPoint
 
     from zaqar_otel import OSProfilerPropagator

@@ -11,7 +11,7 @@ from oslo_config import cfg
 from osprofiler import opts as profiler_opts
 from zaqar.conf import profiler as zaqar_profiler
 
-from zaqar_otel import opts
+from zaqar_otel import opts, switches
 from zaqar_otel.settings import (
     SDK_NUMBERS,
     ConfigError,
@@ -99,10 +99,21 @@ def test_profiler_switches_are_passed_through(load_conf: Loader) -> None:
                   "trace_requests = true\ntrace_redis = true\n"
                   "trace_mongodb = true\ntrace_pooling = true\n"
                   "connection_string = redis://localhost:6379\n")
-    assert all((s.trace_wsgi, s.trace_message_store, s.trace_management_store,
-                s.trace_sqlalchemy, s.trace_requests, s.trace_redis,
-                s.trace_mongodb, s.trace_pooling))
+    assert all(s.on(switch) for switch in (
+        switches.WSGI, switches.MESSAGE_STORE, switches.MANAGEMENT_STORE,
+        switches.SQLALCHEMY, switches.REQUESTS, switches.REDIS, switches.MONGODB,
+        switches.POOLING))
     assert s.connection_string == "redis://localhost:6379"
+
+
+def test_each_switch_of_zaqar_otel_has_its_install_step() -> None:
+    """A switch is one row: its option, its setting (``Settings.on``) and
+    its install step, keyed by the switch itself."""
+    from zaqar_otel.backends import instrumentors
+
+    ours = {s for s in switches.SWITCHES if s.owner == switches.OURS}
+    assert ours <= set(instrumentors.STEPS)
+    assert set(instrumentors.STEPS) <= set(switches.SWITCHES)
 
 
 # -- exporter -----------------------------------------------------------------

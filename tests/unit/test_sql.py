@@ -56,8 +56,9 @@ def test_sqlite_begin_is_an_event_of_the_statement_that_follows(tmp_path) -> Non
         tracer_provider=provider, enable_commenter=False,
         skip_dep_check=instrumentors._skip_sqlalchemy_check(SQLAlchemyInstrumentor()))
     unwrap(sa.engine.Engine, "connect")  # as backends.instrumentors does
+    patches = patching.Patches()
     try:
-        sql.name_spans_by_table()
+        sql.name_spans_by_table(patches)
         engine = engines.create_engine(f"sqlite:///{tmp_path}/x.sqlite",
                                        sqlite_fk=True)
         with engine.connect() as conn:
@@ -74,7 +75,7 @@ def test_sqlite_begin_is_an_event_of_the_statement_that_follows(tmp_path) -> Non
         spans = {s.name: s for s in exporter.get_finished_spans()}
     finally:
         SQLAlchemyInstrumentor().uninstrument()
-        patching.unpatch_all()
+        patches.undo()
     assert set(spans) == {"trace point", "INSERT q", "SELECT q"}
     for name in ("INSERT q", "SELECT q"):
         span = spans[name]
@@ -114,7 +115,7 @@ def test_without_a_meter_provider_no_pool_listener_counts_into_nothing(
     )
     from oslo_db.sqlalchemy import engines
 
-    from zaqar_otel import patching, sdk_layout
+    from zaqar_otel import sdk_layout
     from zaqar_otel.backends import instrumentors
 
     assert not sdk_layout.global_meter_provider_set()  # the test process sets none
@@ -135,8 +136,7 @@ def test_without_a_meter_provider_no_pool_listener_counts_into_nothing(
         assert {s.name for s in exporter.get_finished_spans()} == {
             "trace point", "SELECT"}
     finally:
-        undo()
-        patching.unpatch_all()
+        undo()  # the step's own patches too
     assert _tracer_listeners(engine) == dict.fromkeys(_tracer_listeners(engine), 0)
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
 

@@ -82,8 +82,8 @@ def test_without_greenlet_the_step_is_off_with_one_warning_naming_it(
                         lambda _: check(Declares("sqlalchemy < 1.0")))
     monkeypatch.setattr(instrumentors, "deliveries",
                         SimpleNamespace(instrument_notifier=lambda tracer: None))
-    settings = SimpleNamespace(**{s.attribute: s.option == "trace_sqlalchemy"
-                                  for s in instrumentors.switches.SWITCHES})
+    settings = SimpleNamespace(
+        on=lambda switch: switch is instrumentors.switches.SQLALCHEMY)
     tracing = instrumentors.Tracing(provider=None, tracer=None, entry=None)
     with caplog.at_level(logging.WARNING, logger=instrumentors.__name__):
         assert instrumentors.install(settings, tracing) == []
@@ -91,3 +91,7 @@ def test_without_greenlet_the_step_is_off_with_one_warning_naming_it(
     assert "trace_sqlalchemy" in record.getMessage()
     assert "greenlet" in record.getMessage()
     assert not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry
+    # Nor patched: what the step patched before the check is put back.
+    from opentelemetry.instrumentation.sqlalchemy import engine
+
+    assert not hasattr(engine.EngineTracer.__init__, "__zaqar_otel_original__")

@@ -35,7 +35,7 @@ from zaqar_otel import distro
 ZAQAR = metadata.version("zaqar")
 
 # module, attribute path, the leading parameters the hook passes (by
-# position) or reads by name ("a|b": either name): zaqar_otel.startup,
+# position) or reads by name ("a|b": either name): zaqar_otel.hook.zaqar,
 # .entry.websocket, .backends.pooling, .messaging.deliveries / links /
 # operations. links finds a receiving method's queue and project by name.
 QUEUE = "queue|queue_name"  # redis says queue, mongodb queue_name
@@ -106,17 +106,17 @@ def test_notifier_driver_init_takes_anything() -> None:
 SCRIPT = """
 import sys
 from zaqar.transport.middleware import profile
-from zaqar_otel import startup
+from zaqar_otel import instrument
 own = profile.ProfileWSGIMiddleware if hasattr(profile, "ProfileWSGIMiddleware") \\
     else None
 calls = []
-startup.setup = lambda conf: calls.append(conf)
-startup.install()
+instrument.setup = lambda conf: calls.append(conf)
+instrument.install()
 app = object()
 assert profile.install_wsgi_tracer(app, None) is app
 profile.setup("the-conf", "zaqar", "host")
 assert calls == ["the-conf"], calls
-startup.uninstall()
+instrument.teardown()
 assert profile.install_wsgi_tracer.__module__ == "zaqar.transport.middleware.profile"
 print("zaqar's own wsgi tracer" if own else "osprofiler's WsgiMiddleware")
 """

@@ -1,5 +1,7 @@
-"""The instrumentors behind the ``[profiler] trace_*`` switches.
+"""The install steps behind the ``[profiler] trace_*`` switches.
 
+``STEPS`` maps a switch (``switches.REDIS``, the object, not its option's
+name) to its step: what it instruments and patches, and the undo of it.
 Set-up hands down what they trace with (``Tracing``); ``install`` runs the
 step of every switch that is on, in the table's order (``switches``). A
 step whose driver this deployment lacks (ImportError) turns off only that
@@ -15,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 
-from zaqar_otel import redact, sdk_layout, switches
+from zaqar_otel import patching, redact, sdk_layout, switches
 from zaqar_otel.backends import pooling, sql
 from zaqar_otel.entry import lifecycle, websocket
 from zaqar_otel.messaging import deliveries, links
@@ -154,18 +156,19 @@ def _trace_sqlalchemy(tracing: Tracing) -> Callable[[], None]:
 
     instrumentor = SQLAlchemyInstrumentor()
     measured: dict[str, Any] = {}
-    if not sdk_layout.global_meter_provider_set():
-        # Nothing records its connection counters: a no-op provider, and no
-        # pool listeners on every checkout. (A MeterProvider set later,
-        # after Zaqar's engines are made, does not get them.)
-        from opentelemetry.metrics import NoOpMeterProvider
+    with _patching() as patches:
+        if not sdk_layout.global_meter_provider_set():
+            # Nothing records its connection counters: a no-op provider, and
+            # no pool listeners on every checkout. (A MeterProvider set
+            # later, after Zaqar's engines are made, does not get them.)
+            from opentelemetry.metrics import NoOpMeterProvider
 
-        measured["meter_provider"] = NoOpMeterProvider()
-        sql.skip_unmeasured_pool_events()
-    instrumentor.instrument(
-        tracer_provider=tracing.provider, enable_commenter=False,
-        skip_dep_check=_skip_sqlalchemy_check(instrumentor), **measured)
-    sql.name_spans_by_table()
+            measured["meter_provider"] = NoOpMeterProvider()
+            sql.skip_unmeasured_pool_events(patches)
+        instrumentor.instrument(
+            tracer_provider=tracing.provider, enable_commenter=False,
+            skip_dep_check=_skip_sqlalchemy_check(instrumentor), **measured)
+        sql.name_spans_by_table(patches)
     # The instrumentor also makes a "connect" span per Engine.connect().
     # Zaqar's SQL store calls it for every statement (NullPool on
     # SQLite), so half the SQL spans would say only "connect"; a slow
@@ -174,7 +177,12 @@ def _trace_sqlalchemy(tracing: Tracing) -> Callable[[], None]:
     from sqlalchemy.engine import Engine
 
     unwrap(Engine, "connect")
-    return SQLAlchemyInstrumentor().uninstrument
+
+    def undo() -> None:
+        patches.undo()
+        SQLAlchemyInstrumentor().uninstrument()
+
+    return undo
 
 
 class _UserAgentByMode:
@@ -253,44 +261,72 @@ def _trace_requests(tracing: Tracing) -> Callable[[], None]:
 
 
 def _nothing_to_undo() -> None:
-    # These patch through ``patching``, undone by ``patching.unpatch_all``.
     pass
 
 
+@contextlib.contextmanager
+def _patching() -> Iterator[patching.Patches]:
+    """The patches of one step, put back at once if the step fails half-way
+    (a driver missing: ImportError); else ``patches.undo`` is its undo."""
+    patches = patching.Patches()
+    try:
+        yield patches
+    except BaseException:
+        patches.undo()
+        raise
+
+
+def _trace_wsgi(tracing: Tracing) -> Callable[[], None]:
+    # The server span and the messaging middleware go in with Zaqar's WSGI
+    # driver (set-up's hook); here the deliveries of what traced posts sent.
+    with _patching() as patches:
+        deliveries.instrument_notifier(tracing.tracer, patches)
+    return patches.undo
+
+
 def _trace_pooling(tracing: Tracing) -> Callable[[], None]:
-    pooling.instrument_catalog(tracing.tracer)
-    return _nothing_to_undo
+    with _patching() as patches:
+        pooling.instrument_catalog(tracing.tracer, patches)
+    return patches.undo
 
 
 def _trace_message_links(tracing: Tracing) -> Callable[[], None]:
-    links.instrument_stores()
-    return _nothing_to_undo
+    with _patching() as patches:
+        links.instrument_stores(patches)
+    return patches.undo
 
 
 def _trace_websocket(tracing: Tracing) -> Callable[[], None]:
-    websocket.instrument_handler(tracing.entry, tracing.conventions)
-    return _nothing_to_undo
+    with _patching() as patches:
+        websocket.instrument_handler(tracing.entry, patches, tracing.conventions)
+        # The deliveries of what traced posts sent, as for WSGI.
+        deliveries.instrument_notifier(tracing.tracer, patches)
+    return patches.undo
 
 
-#: The step of each switch zaqar-otel installs; Zaqar's own switches
-#: (transport, stores) are applied by Zaqar and set-up's hooks.
-STEPS: dict[str, Callable[[Tracing], Callable[[], None]]] = {
-    "trace_redis": _trace_redis,
-    "trace_mongodb": _trace_mongodb,
-    "trace_sqlalchemy": _trace_sqlalchemy,
-    "trace_requests": _trace_requests,
-    "trace_pooling": _trace_pooling,
-    "trace_message_links": _trace_message_links,
-    "trace_websocket_transport": _trace_websocket,
+Step = Callable[[Tracing], Callable[[], None]]
+
+#: The install step of each switch that has one; the stores' switches are
+#: Zaqar's own (its storage driver loader applies them).
+STEPS: dict[switches.Switch, Step] = {
+    switches.WSGI: _trace_wsgi,
+    switches.REDIS: _trace_redis,
+    switches.MONGODB: _trace_mongodb,
+    switches.SQLALCHEMY: _trace_sqlalchemy,
+    switches.REQUESTS: _trace_requests,
+    switches.POOLING: _trace_pooling,
+    switches.MESSAGE_LINKS: _trace_message_links,
+    switches.WEBSOCKET: _trace_websocket,
 }
 
 
 def install(settings: Any, tracing: Tracing) -> list[Callable[[], None]]:
-    """Run the step of every switch on in ``settings``; their undo functions."""
+    """Run the step of every switch on in ``settings`` (``settings.on``);
+    their undo functions."""
     undo: list[Callable[[], None]] = []
     for switch in switches.SWITCHES:
-        step = STEPS.get(switch.option)
-        if step is None or not getattr(settings, switch.attribute):
+        step = STEPS.get(switch)
+        if step is None or not settings.on(switch):
             continue
         try:
             undo.append(step(tracing))
@@ -303,8 +339,6 @@ def install(settings: Any, tracing: Tracing) -> list[Callable[[], None]]:
         LOG.warning("zaqar-otel: [profiler] %s is on, but %s is not installed: "
                     "that part is not traced; install it or set %s = false",
                     switch.option, missing, switch.option)
-    # Webhook and e-mail deliveries: part of every traced request.
-    deliveries.instrument_notifier(tracing.tracer)
     return undo
 
 

@@ -6,7 +6,7 @@ pool holds the queue. ``instrument_catalog`` wraps
 carrying the pool's name and its URI without credentials, so a slow request
 can be pinned to the pool that served it::
 
-    instrument_catalog(tracer)     # [profiler] trace_pooling = true
+    instrument_catalog(tracer, patches)     # [profiler] trace_pooling = true
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from zaqar_otel.redact import redact_uri
 SPAN_NAME = "zaqar.pool.lookup"
 DEFAULT_POOL = "(default)"
 
-def instrument_catalog(tracer: trace.Tracer) -> None:
+def instrument_catalog(tracer: trace.Tracer, patches: patching.Patches) -> None:
     """Wrap ``Catalog.lookup`` and ``Catalog._init_driver`` (idempotent)."""
     from zaqar.storage import pooling
 
@@ -70,8 +70,8 @@ def instrument_catalog(tracer: trace.Tracer) -> None:
 
         return remembering_init_driver
 
-    patching.patch(pooling.Catalog, "lookup", traced)
-    patching.patch(pooling.Catalog, "_init_driver", remembering)
+    patches.patch(pooling.Catalog, "lookup", traced)
+    patches.patch(pooling.Catalog, "_init_driver", remembering)
 
 
 def _pool_uri(catalog: Any, pool_id: str | None, pool_conf: Any) -> str | None:

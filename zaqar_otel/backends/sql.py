@@ -245,7 +245,7 @@ def _only_measured_pool_events(original: Callable[..., None]) -> Callable[..., N
     return __init__
 
 
-def skip_unmeasured_pool_events() -> bool:
+def skip_unmeasured_pool_events(patches: patching.Patches) -> bool:
     """Make the SQLAlchemy instrumentation register no pool listeners when
     its connection counter is the no-op one (set-up hands it a
     ``NoOpMeterProvider`` when the process has no MeterProvider): they
@@ -268,11 +268,11 @@ def skip_unmeasured_pool_events() -> bool:
         LOG.info("zaqar-otel: this SQLAlchemy instrumentation's EngineTracer "
                  "differs; its connection counters keep their pool listeners")
         return False
-    patching.patch(tracer_class, "__init__", _only_measured_pool_events)
+    patches.patch(tracer_class, "__init__", _only_measured_pool_events)
     return True
 
 
-def name_spans_by_table() -> bool:
+def name_spans_by_table(patches: patching.Patches) -> bool:
     """Make the SQLAlchemy instrumentation name spans by ``span_name``, and
     fold a ``BEGIN`` into the statement span that follows it.
 
@@ -285,7 +285,7 @@ def name_spans_by_table() -> bool:
 
     tracer_class = getattr(engine, "EngineTracer", None)
     if callable(getattr(tracer_class, "_before_cur_exec", None)):
-        patching.patch(tracer_class, "_before_cur_exec", _folding_begin)
+        patches.patch(tracer_class, "_before_cur_exec", _folding_begin)
     else:
         LOG.info("zaqar-otel: this SQLAlchemy instrumentation has no "
                  "EngineTracer._before_cur_exec; SQLite's BEGIN keeps its span")
@@ -293,5 +293,5 @@ def name_spans_by_table() -> bool:
         LOG.info("zaqar-otel: this SQLAlchemy instrumentation has no "
                  "EngineTracer._operation_name; SQL spans keep its own names")
         return False
-    patching.patch(tracer_class, "_operation_name", _by_table)
+    patches.patch(tracer_class, "_operation_name", _by_table)
     return True

@@ -299,7 +299,7 @@ def _what(report: Report, conf: cfg.ConfigOpts, s: settings.Settings) -> None:
     report.section(f"What would be traced ([{opts.PROFILER_GROUP}])")
     for switch in switches.SWITCHES:
         report.line(switch.option,
-                    f"{_on(getattr(s, switch.attribute)):<4} {switch.traces}")
+                    f"{_on(s.on(switch)):<4} {switch.traces}")
     ratio = ("only requests with a signed header" if s.sample_ratio == 0 else
              f"signed requests, and {s.sample_ratio * 100:g}% of the others")
     report.line("sample_ratio", f"{s.sample_ratio:<4} {ratio}")
@@ -310,7 +310,7 @@ def _what(report: Report, conf: cfg.ConfigOpts, s: settings.Settings) -> None:
     if scheme not in ("", "messaging", "otlp"):
         report.line("connection_string",
                     f"{scheme}:// also receives the trace points (osprofiler)")
-    if not s.trace_wsgi:
+    if not s.on(switches.WSGI):
         report.warning(
             f"[{opts.PROFILER_GROUP}] trace_wsgi_transport = false: no request "
             "would be traced; set it to true")
@@ -329,21 +329,21 @@ def _backends(report: Report, conf: cfg.ConfigOpts, s: settings.Settings) -> Non
                           f"{management_store}, pooling {_on(pooling)}")
     stores = f"[drivers] message_store = {message_store}, management_store = " \
              f"{management_store}"
-    for option, family, name in (("trace_redis", "redis", "Redis"),
-                                 ("trace_mongodb", "mongodb", "MongoDB")):
+    for switch, family, name in ((switches.REDIS, "redis", "Redis"),
+                                 (switches.MONGODB, "mongodb", "MongoDB")):
         # With pooling, pools may live on any backend: no verdict.
-        if (getattr(s, option) and not pooling
+        if (s.on(switch) and not pooling
                 and family not in (message_store, management_store)):
             report.warning(
-                f"[{opts.PROFILER_GROUP}] {option} = true, but no store is "
+                f"[{opts.PROFILER_GROUP}] {switch.option} = true, but no store is "
                 f"{name} ({stores}, pooling off): nothing to trace; set it to "
                 "false")
-    if s.trace_sqlalchemy and management_store != "sqlalchemy":
+    if s.on(switches.SQLALCHEMY) and management_store != "sqlalchemy":
         report.warning(
             f"[{opts.PROFILER_GROUP}] trace_sqlalchemy = true, but [drivers] "
             f"management_store = {management_store}: nothing to trace; set it to "
             "false")
-    if s.trace_pooling and not pooling:
+    if s.on(switches.POOLING) and not pooling:
         report.warning(
             f"[{opts.PROFILER_GROUP}] trace_pooling = true, but [DEFAULT] "
             "pooling = false: nothing to trace; set it to false")

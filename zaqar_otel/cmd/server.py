@@ -16,12 +16,12 @@ import signal
 from types import FrameType
 from typing import Any
 
-from zaqar_otel import startup
+from zaqar_otel import instrument
 
 
 def _flush_then_terminate(signum: int, frame: FrameType | None) -> None:
     # Not SystemExit: wsgiref swallows it when it lands inside a request.
-    startup.shutdown()
+    instrument.shutdown()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
@@ -59,7 +59,7 @@ def _named_ours() -> None:
 
 
 def main() -> None:
-    startup.install()
+    instrument.install()
     _named_ours()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         # SIGHUP left ignored (nohup) stays ignored, as for zaqar-server.

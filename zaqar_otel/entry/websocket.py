@@ -12,7 +12,7 @@ process's HTTP semantic-convention mode does (``net.protocol.name``
 without ``OTEL_SEMCONV_STABILITY_OPT_IN``, ``network.protocol.name`` with
 ``http``, both with ``http/dup``)::
 
-    instrument_handler(entry, conventions)   # the process's lifecycle.Entry
+    instrument_handler(entry, patches, conventions)   # the process's Entry
 """
 
 from __future__ import annotations
@@ -130,18 +130,28 @@ def _process(tracer: trace.Tracer, original: Any, handler: Any, req: Any,
         status = 500
         try:
             if resp is not None:
-                status = int(resp._headers.get("status", 200))
+                status = _status_of(resp)
         except Exception:
             log_failure()
         if operation is not None:
             operations.close_operation(*operation, status,
-                                      getattr(resp, "_body", None))
+                                      getattr(resp, "_body", None), log_failure)
         try:
-            span.set_attribute("zaqar.websocket.status", status)
-            if status >= 500:
-                span.set_status(Status(StatusCode.ERROR, f"status {status}"))
+            _note_status(span, status)
         except Exception:
             log_failure()
+
+
+def _status_of(resp: Any) -> int:
+    """The status of Zaqar's websocket answer ``resp``."""
+    return int(resp._headers.get("status", 200))
+
+
+def _note_status(span: trace.Span, status: int) -> None:
+    """The answer's status on the message's span; 5xx is an error."""
+    span.set_attribute("zaqar.websocket.status", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR, f"status {status}"))
 
 
 # The SERVER span of the websocket message being handled in this context.
@@ -172,9 +182,9 @@ def _message_begin(entry: lifecycle.Entry, payload: Any, is_binary: bool,
                        protocol)
 
 
-def instrument_handler(entry: lifecycle.Entry,
+def instrument_handler(entry: lifecycle.Entry, patches: patching.Patches,
                        conventions: sdk_layout.Conventions | None = None) -> None:
-    """Trace every websocket message (idempotent).
+    """Trace every websocket message (idempotent; undone with ``patches``).
 
     ``MessagingProtocol.onMessage`` is the entry: every message Zaqar
     answers, also those it refuses before its API handler (a validation
@@ -224,10 +234,7 @@ def instrument_handler(entry: lifecycle.Entry,
             span = _message_span.get()
             if span is not None:
                 try:
-                    status = int(resp._headers.get("status", 200))
-                    span.set_attribute("zaqar.websocket.status", status)
-                    if status >= 500:
-                        span.set_status(Status(StatusCode.ERROR, f"status {status}"))
+                    _note_status(span, _status_of(resp))
                 except Exception:
                     log_failure()
             return original(self, resp, in_binary)
@@ -264,7 +271,7 @@ def instrument_handler(entry: lifecycle.Entry,
 
         return process_request
 
-    patching.patch(websocket_protocol.MessagingProtocol, "onMessage", traced_message)
-    patching.patch(websocket_protocol.MessagingProtocol, "_send_response",
-                   noting_status)
-    patching.patch(handler.Handler, "process_request", traced)
+    patches.patch(websocket_protocol.MessagingProtocol, "onMessage", traced_message)
+    patches.patch(websocket_protocol.MessagingProtocol, "_send_response",
+                  noting_status)
+    patches.patch(handler.Handler, "process_request", traced)

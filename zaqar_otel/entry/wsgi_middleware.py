@@ -51,11 +51,9 @@ from zaqar_otel.entry import http_attributes
 from zaqar_otel.entry.lifecycle import Entry, end_span
 from zaqar_otel.messaging import operations
 from zaqar_otel.propagation import propagator
+from zaqar_otel.redact import HTTP_METHODS
 
 LOG = logging.getLogger(__name__)
-
-_KNOWN_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 
 RouteOf = Callable[[str, str], str | None]
 #: oslo.middleware's request id (``req-<uuid>``), also the response's
@@ -107,6 +105,7 @@ class TracingMiddleware:
             http = http_attributes.HttpAttributes(sdk_layout.stable_conventions())
         self._http = http
         self._entry = entry  # None: metrics alone, nothing is traced
+        self._extract = Extractor()
         self._metrics = metrics
         self._log_failure = patching.FailureLog(
             LOG, "tracing a request failed; the request goes on untraced")
@@ -180,7 +179,7 @@ class TracingMiddleware:
                 attributes["http.route"] = route
             return _span_name(method, route), attributes
 
-        return self._entry.begin(extract(environ), describe)
+        return self._entry.begin(self._extract(environ), describe)
 
     def _traced(
         self,
@@ -255,34 +254,36 @@ _NEEDS: dict[type, str] = {
     W3CBaggagePropagator: "HTTP_BAGGAGE",
     propagator.OSProfilerPropagator: "HTTP_X_TRACE_INFO",
 }
-_needed: list[tuple[Any, frozenset[str] | None]] = []
-
-
 def _needed_keys(textmap: Any) -> frozenset[str] | None:
     """The environ keys without which ``textmap`` extracts nothing, if it is
     a composite of the default propagators only; else None."""
-    if _needed and _needed[0][0] is textmap:
-        return _needed[0][1]
     parts = sdk_layout.composite_parts(textmap)
-    keys = (frozenset(_NEEDS[type(p)] for p in parts)
+    return (frozenset(_NEEDS[type(p)] for p in parts)
             if parts and all(type(p) in _NEEDS for p in parts) else None)
-    _needed[:] = [(textmap, keys)]
-    return keys
 
 
-def extract(environ: dict[str, Any]) -> Context:
+class Extractor:
     """``propagate.extract`` of a request; a request with none of the headers
     the default propagators read (most untraced requests) skips their work
-    and gets the empty context they would all return."""
-    textmap = propagate.get_global_textmap()
-    keys = _needed_keys(textmap)
-    if keys is not None and environ.keys().isdisjoint(keys):
-        return Context()
-    return textmap.extract(environ, getter=wsgi_getter)
+    and gets the empty context they would all return. What the global
+    propagator needs is worked out once for each propagator set."""
+
+    def __init__(self) -> None:
+        self._needed: tuple[Any, frozenset[str] | None] = (None, None)
+
+    def __call__(self, environ: dict[str, Any]) -> Context:
+        textmap = propagate.get_global_textmap()
+        known, keys = self._needed
+        if known is not textmap:
+            keys = _needed_keys(textmap)
+            self._needed = (textmap, keys)
+        if keys is not None and environ.keys().isdisjoint(keys):
+            return Context()
+        return textmap.extract(environ, getter=wsgi_getter)
 
 
 def _span_name(method: str, route: str | None) -> str:
-    method = method if method in _KNOWN_METHODS else "HTTP"
+    method = method if method in HTTP_METHODS else "HTTP"
     return f"{method} {route}" if route else method
 
 

@@ -10,7 +10,7 @@ party, and a signed header would let it make Zaqar trace its requests. The
 subscriber's URL is exported as its scheme, host and port only
 (``redact.origin``, also the webhook call's ``url.full``)::
 
-    instrument_notifier(tracer)
+    instrument_notifier(tracer, patches)
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _posting_span() -> trace.SpanContext | None:
     return found if found.is_valid and found.trace_flags.sampled else None
 
 
-def instrument_notifier(tracer: trace.Tracer) -> None:
+def instrument_notifier(tracer: trace.Tracer, patches: patching.Patches) -> None:
     """Wrap ``zaqar.notification.notifier.NotifierDriver`` (idempotent)."""
     from zaqar.notification import notifier
 
@@ -133,5 +133,5 @@ def instrument_notifier(tracer: trace.Tracer) -> None:
 
         return _execute
 
-    patching.patch(notifier.NotifierDriver, "__init__", with_tracing_executor)
-    patching.patch(notifier.NotifierDriver, "_execute", remembering_the_post)
+    patches.patch(notifier.NotifierDriver, "__init__", with_tracing_executor)
+    patches.patch(notifier.NotifierDriver, "_execute", remembering_the_post)

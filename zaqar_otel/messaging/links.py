@@ -13,7 +13,7 @@ the consumer to the producer.
 Untraced requests touch nothing: the wrappers return at once when no traced
 operation is open. Enabled by ``[profiler] trace_message_links``::
 
-    instrument_stores()      # wraps the Redis and MongoDB controllers
+    instrument_stores(patches)      # wraps the Redis and MongoDB controllers
 """
 
 from __future__ import annotations
@@ -63,43 +63,64 @@ class LinkStore(Protocol):
 
 #: A link command waits at most this long for Redis, and is never retried.
 LINK_TIMEOUT = 0.25
-_link_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-_link_clients_lock = threading.Lock()
 
 
-def _fail_fast(client: Any) -> Any:
-    """A client on the same Redis as ``client``, without retries and with
-    short timeouts: Zaqar's own answer is ready when a link is written, and
-    must not wait out redis-py's retries (about 4 s) when Redis is gone.
+class Connections:
+    """What the link stores keep from one request to the next (one for the
+    stores ``instrument_stores`` wraps): a fail-fast Redis client per Zaqar
+    pool, and the MongoDB databases whose expiry index exists."""
 
-    Its own small pool, made once per Zaqar pool; a pool of another kind
-    (Sentinel) keeps Zaqar's client.
-    """
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    def __init__(self) -> None:
+        self._redis_lock = threading.Lock()
+        self._redis: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._index_lock = threading.Lock()
+        self._indexed: set[tuple[int, str]] = set()
 
-    pool = client.connection_pool
-    if type(pool) is not redis.ConnectionPool:
-        return client
-    with _link_clients_lock:
-        found = _link_clients.get(pool)
-        if found is None:
-            kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0),
-                      "socket_timeout": LINK_TIMEOUT,
-                      "socket_connect_timeout": LINK_TIMEOUT}
-            found = redis.Redis(connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class, max_connections=16,
-                **kwargs))
-            _link_clients[pool] = found
-        return found
+    def fail_fast(self, client: Any) -> Any:
+        """A client on the same Redis as ``client``, without retries and with
+        short timeouts: Zaqar's own answer is ready when a link is written, and
+        must not wait out redis-py's retries (about 4 s) when Redis is gone.
+
+        Its own small pool, made once per Zaqar pool; a pool of another kind
+        (Sentinel) keeps Zaqar's client.
+        """
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        pool = client.connection_pool
+        if type(pool) is not redis.ConnectionPool:
+            return client
+        with self._redis_lock:
+            found = self._redis.get(pool)
+            if found is None:
+                kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0),
+                          "socket_timeout": LINK_TIMEOUT,
+                          "socket_connect_timeout": LINK_TIMEOUT}
+                found = redis.Redis(connection_pool=redis.ConnectionPool(
+                    connection_class=pool.connection_class, max_connections=16,
+                    **kwargs))
+                self._redis[pool] = found
+            return found
+
+    def indexed(self, database: Any, collection: Any) -> None:
+        """The expiry index on ``collection`` of ``database``, made once."""
+        key = (id(database.client), database.name)
+        if key not in self._indexed:
+            with self._index_lock:
+                collection.create_index("e", expireAfterSeconds=0,
+                                        name="zaqar_otel_expiry")
+                self._indexed.add(key)
 
 
 class RedisLinks:
-    """Keys beside the message keys, expiring with the messages."""
+    """Keys beside the message keys, expiring with the messages.
+
+    :param client: the client to write with (``Connections.fail_fast``).
+    """
 
     def __init__(self, client: Any) -> None:
-        self._client = _fail_fast(client)
+        self._client = client
 
     def save(self, entries: Sequence[tuple[str, int]], value: str) -> None:
         with self._client.pipeline(transaction=False) as pipe:
@@ -114,17 +135,9 @@ class RedisLinks:
 class MongoLinks:
     """Documents in the queue's partition database, removed by a TTL index."""
 
-    _indexed: set[tuple[int, str]] = set()
-    _lock = threading.Lock()
-
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: Any, connections: Connections) -> None:
         self._collection = database[MONGO_COLLECTION]
-        key = (id(database.client), database.name)
-        if key not in self._indexed:
-            with self._lock:
-                self._collection.create_index("e", expireAfterSeconds=0,
-                                              name="zaqar_otel_expiry")
-                self._indexed.add(key)
+        connections.indexed(database, self._collection)
 
     def save(self, entries: Sequence[tuple[str, int]], value: str) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -193,11 +206,11 @@ def _listing(listing: Iterable[Any], done: Callable[[list[str]], None]
             yield item
 
 
-def _wrap(cls: type, name: str, make: Callable[[Callable[..., Any], StoreOf],
-                                                Callable[..., Any]],
+def _wrap(patches: patching.Patches, cls: type, name: str,
+          make: Callable[[Callable[..., Any], StoreOf], Callable[..., Any]],
           store_of: StoreOf) -> None:
-    patching.patch(cls, name,
-                   lambda method: functools.wraps(method)(make(method, store_of)))
+    patches.patch(cls, name,
+                  lambda method: functools.wraps(method)(make(method, store_of)))
 
 
 def _post(original: Callable[..., Any], store_of: StoreOf) -> Callable[..., Any]:
@@ -261,52 +274,51 @@ def _linked(result: Any, done: Callable[[list[str]], None], listing: bool) -> An
     return _listing(result, done) if listing else _collecting(result, done)
 
 
-def _redis_store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
-    return RedisLinks(ctrl._client)
-
-
-def _mongo_messages_store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
-    return MongoLinks(ctrl._collection(queue, project).database)
-
-
-def _mongo_claims_store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
-    return _mongo_messages_store(ctrl.driver.message_controller, queue, project)
-
-
-def _wrap_redis() -> None:
+def _wrap_redis(patches: patching.Patches, connections: Connections) -> None:
     from zaqar.storage.redis import claims, messages
 
-    _wrap_store(messages.MessageController, claims.ClaimController,
-                _redis_store, _redis_store)
+    def store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
+        return RedisLinks(connections.fail_fast(ctrl._client))
+
+    _wrap_store(patches, messages.MessageController, claims.ClaimController,
+                store, store)
 
 
-def _wrap_mongodb() -> None:
+def _wrap_mongodb(patches: patching.Patches, connections: Connections) -> None:
     from zaqar.storage.mongodb import claims, messages
 
-    _wrap_store(messages.MessageController, claims.ClaimController,
-                _mongo_messages_store, _mongo_claims_store)
+    def store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
+        return MongoLinks(ctrl._collection(queue, project).database, connections)
+
+    def claims_store(ctrl: Any, queue: str, project: str | None) -> LinkStore:
+        return store(ctrl.driver.message_controller, queue, project)
+
+    _wrap_store(patches, messages.MessageController, claims.ClaimController,
+                store, claims_store)
     # Its own post (FIFO ordering) bypasses MessageController.post.
-    _wrap(messages.FIFOMessageController, "post", _post, _mongo_messages_store)
+    _wrap(patches, messages.FIFOMessageController, "post", _post, store)
 
 
-def _wrap_store(messages_cls: type, claims_cls: type, store: Any,
-                claims_store: Any) -> None:
-    _wrap(messages_cls, "post", _post, store)
+def _wrap_store(patches: patching.Patches, messages_cls: type, claims_cls: type,
+                store: Any, claims_store: Any) -> None:
+    _wrap(patches, messages_cls, "post", _post, store)
     for name in ("list", "get", "bulk_get", "pop"):
-        _wrap(messages_cls, name, _receiving, store)
-    _wrap(claims_cls, "create", _receiving, claims_store)
+        _wrap(patches, messages_cls, name, _receiving, store)
+    _wrap(patches, claims_cls, "create", _receiving, claims_store)
 
 
-def instrument_stores() -> list[str]:
-    """Wrap the Redis and MongoDB message and claim controllers (idempotent).
+def instrument_stores(patches: patching.Patches) -> list[str]:
+    """Wrap the Redis and MongoDB message and claim controllers (idempotent;
+    undone with ``patches``).
 
     A store whose client library is missing (no pymongo on a Redis-only
     deployment) is left out with one line; returns the stores wrapped.
     """
+    connections = Connections()
     wrapped = []
     for name, wrap in (("redis", _wrap_redis), ("mongodb", _wrap_mongodb)):
         try:
-            wrap()
+            wrap(patches, connections)
             wrapped.append(name)
             continue
         except ImportError as exc:

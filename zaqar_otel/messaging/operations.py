@@ -47,6 +47,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from zaqar_otel import patching
+from zaqar_otel.redact import HTTP_METHODS
 
 LOG = logging.getLogger(__name__)
 
@@ -106,10 +107,10 @@ _rendered: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "zaqar_otel_rendered", default=None)
 
 
-def capture_rendered() -> None:
-    """Keep what ``zaqar.transport.utils.to_json`` renders (undone by
-    ``patching.unpatch_all``): the message dicts, with their ages, of the
-    answer being made, at the cost of a context variable set."""
+def capture_rendered(patches: patching.Patches) -> None:
+    """Keep what ``zaqar.transport.utils.to_json`` renders (undone with
+    ``patches``): the message dicts, with their ages, of the answer being
+    made, at the cost of a context variable set."""
     from zaqar.transport import utils
 
     def keeping(original: Callable[[Any], str]) -> Callable[[Any], str]:
@@ -120,7 +121,7 @@ def capture_rendered() -> None:
 
         return to_json
 
-    patching.patch(utils, "to_json", keeping)
+    patches.patch(utils, "to_json", keeping)
 
 
 def messages_in(rendered: Any) -> list[Any]:
@@ -210,25 +211,27 @@ def _may_pop(found: tuple[str, str, SpanKind], route: str) -> bool:
     return found[1] == "delete" and "{message_id}" not in route
 
 
-# (method, route template) -> operation_of(method, template): every request
-# asks, and falcon has a few dozen templates. Only HTTP's own methods are
-# kept: a client may send any token as its method (a 405 answer).
-_by_template: dict[tuple[str, str | None], tuple[str, str, SpanKind] | None] = {}
-_KEPT_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
-                           "OPTIONS"))
+class RouteOperations:
+    """``operation_of`` a falcon request, kept by (method, route template):
+    every request asks, and falcon has a few dozen templates. Only HTTP's
+    own methods are kept: a client may send any token as its method (a 405
+    answer)."""
 
+    def __init__(self) -> None:
+        self.kept: dict[tuple[str, str | None], tuple[str, str, SpanKind] | None] = {}
 
-def _operation_of_request(req: Any) -> tuple[str, str, SpanKind] | None:
-    key = (req.method, req.uri_template)
-    try:
-        found = _by_template[key]
-    except KeyError:
-        found = operation_of(*key)
-        if key[0] in _KEPT_METHODS:
-            _by_template[key] = found
-    if found is not None and _may_pop(found, key[1] or "") and req.get_param("pop"):
-        return _POP
-    return found
+    def __call__(self, req: Any) -> tuple[str, str, SpanKind] | None:
+        key = (req.method, req.uri_template)
+        try:
+            found = self.kept[key]
+        except KeyError:
+            found = operation_of(*key)
+            if key[0] in HTTP_METHODS:
+                self.kept[key] = found
+        if (found is not None and _may_pop(found, key[1] or "")
+                and req.get_param("pop")):
+            return _POP
+        return found
 
 
 def ids_in(body: Any) -> list[str]:
@@ -273,21 +276,18 @@ def open_operation(tracer: trace.Tracer, found: tuple[str, str, SpanKind],
     return operation, tokens
 
 
-_close_failure = patching.FailureLog(LOG, "ending a messaging operation span failed")
-
-
 def close_operation(operation: Operation, tokens: Any, status: int,
-                    body: Any = None) -> None:
+                    body: Any, log_failure: Callable[[], None]) -> None:
     """Describe the outcome (status, message ids) and end the span.
 
-    Runs on the request thread: it never raises, and the context is put back
-    whatever fails.
+    Runs on the request thread: it never raises (``log_failure`` is called
+    from the ``except`` block), and the context is put back whatever fails.
     """
     try:
         describe(operation.span, status, body)
         operation.span.end()
     except Exception:
-        _close_failure()
+        log_failure()
     finally:
         _current.reset(tokens[1])
         context.detach(tokens[0])
@@ -321,6 +321,7 @@ class MessagingSpans:
         self._metrics = metrics
         self._log_failure = patching.FailureLog(
             LOG, "a messaging operation span failed")
+        self._operation_of = RouteOperations()
 
     def process_resource(self, req: Any, resp: Any, resource: Any,
                          params: dict[str, Any]) -> None:
@@ -332,7 +333,7 @@ class MessagingSpans:
                       and trace.get_current_span().is_recording())
             if not traced and metrics is None:
                 return  # untraced request: nothing to do
-            found = _operation_of_request(req)
+            found = self._operation_of(req)
             if found is None:
                 return
             destination = params.get("queue_name") or params.get("topic_name") or ""
@@ -387,7 +388,7 @@ class MessagingSpans:
         except Exception:
             self._log_failure()
             body = None
-        close_operation(operation, tokens, status, body)
+        close_operation(operation, tokens, status, body, self._log_failure)
 
     def _measure(self, req: Any, measured: Any, status: int, rendered: Any,
                  state: Any) -> None:

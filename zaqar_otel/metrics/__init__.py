@@ -9,7 +9,7 @@
   bounded (``_other`` past ``metrics_max_queues``);
 - :mod:`~zaqar_otel.metrics.pipeline`: the SDK exporter on a timer.
 
-Set-up (``startup``) builds one of each per process::
+Set-up (``zaqar_otel.instrument``) builds one of each per process::
 
     metrics = start(settings.metrics, resource, conventions)  # + running pipeline
     metrics.recorder.request(...)

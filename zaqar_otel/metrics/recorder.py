@@ -46,6 +46,7 @@ from opentelemetry.trace import SpanContext
 from zaqar_otel import sdk_layout
 from zaqar_otel.metrics import instruments
 from zaqar_otel.metrics.cardinality import Destination, Destinations
+from zaqar_otel.redact import HTTP_METHODS
 
 SYSTEM = "zaqar"
 HTTP_DURATION = "http.server.request.duration"
@@ -59,10 +60,6 @@ SETTLED = "zaqar.messaging.settled.messages"
 WAIT = "zaqar.messaging.wait.duration"
 
 OTHER_METHOD = "_OTHER"
-# Methods as the HTTP conventions list them; any other is _OTHER, so a client
-# cannot make series by inventing methods.
-_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 _SCHEMES = {"http": "http", "https": "https"}
 _PROTOCOLS = {"HTTP/1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/2": "2", "HTTP/2.0": "2"}
 
@@ -202,7 +199,8 @@ class Recorder:
             # own series from zero, and its own export thread.
             self._forked()
         method = environ.get("REQUEST_METHOD", "")
-        if method not in _METHODS:
+        if method not in HTTP_METHODS:
+            # A client cannot make series by inventing methods.
             method = OTHER_METHOD
         key = (method, _SCHEMES.get(environ.get("wsgi.url_scheme", "")), route,
                status[:3] if status else "",

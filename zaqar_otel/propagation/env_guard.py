@@ -5,8 +5,9 @@ imported and raises ``ValueError`` for a name no installed package provides
 (a typo such as ``tracecontext,bogus``). oslo.middleware and the
 ``opentelemetry-instrument`` launcher import it, so the process dies before
 any configuration is read. ``guard_environment()`` takes unknown names out
-of the variable, so Zaqar serves with the propagators that exist, and
-remembers them so that set-up logs one ERROR naming the variable and
+of the variable, so Zaqar serves with the propagators that exist, and notes
+them in the environment (``DROPPED_VARIABLE``, which a process a launcher
+execs inherits), so that set-up logs one ERROR naming the variable and
 ``zaqar-otel check`` reports it.
 
 It must run right before that import, not earlier: only then is
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
@@ -38,9 +39,8 @@ GROUP = "opentelemetry_propagator"
 #: What zaqar-otel sets up when the variable is unset.
 DEFAULT = "tracecontext,osprofiler"
 
-_unknown: tuple[str, ...] = ()
-# Where dropped names are noted for the process a launcher execs
-# (``opentelemetry-instrument`` guards in its own process, then execs Zaqar).
+# Where dropped names are noted, for this process and the one a launcher
+# execs (``opentelemetry-instrument`` guards in its own process, then execs Zaqar).
 DROPPED_VARIABLE = "ZAQAR_OTEL_DROPPED_PROPAGATORS"
 _PROPAGATE = "opentelemetry.propagate"
 
@@ -62,15 +62,13 @@ def unknown_in(value: str) -> tuple[str, ...]:
 
 def guard_environment(environ: MutableMapping[str, str] = os.environ) -> None:
     """Drop unknown names from ``$OTEL_PROPAGATORS`` (see the module doc)."""
-    global _unknown
     value = environ.get(VARIABLE)
     if not value:
         return
     found = unknown_in(value)
     if not found:
         return
-    _unknown = tuple(dict.fromkeys((*_unknown, *found)))
-    environ[DROPPED_VARIABLE] = ",".join(unknown())
+    environ[DROPPED_VARIABLE] = ",".join(dict.fromkeys((*unknown(environ), *found)))
     kept = [n for n in names(value) if n not in found]
     if kept:
         environ[VARIABLE] = ",".join(kept)
@@ -80,10 +78,9 @@ def guard_environment(environ: MutableMapping[str, str] = os.environ) -> None:
         del environ[VARIABLE]
 
 
-def unknown() -> tuple[str, ...]:
+def unknown(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
     """Names ``guard_environment`` dropped in this process or a launcher."""
-    noted = names(os.environ.get(DROPPED_VARIABLE) or "")
-    return tuple(dict.fromkeys((*noted, *_unknown)))
+    return tuple(dict.fromkeys(names(environ.get(DROPPED_VARIABLE) or "")))
 
 
 def problem() -> str | None:

@@ -12,7 +12,7 @@ Invariant 8: untrusted text stays inert.
 ``install()`` puts one filter on those loggers: a record keeps the SDK's own
 fixed text with every value of its arguments left out (``...``), and at most
 one such line is written every ``PERIOD`` seconds; the next one says how many
-were left out. ``startup`` installs it with the propagators and removes it at
+were left out. Set-up installs it with the propagators and removes it at
 teardown::
 
     undo = log_guard.install()

@@ -1,14 +1,14 @@
 """``OSProfilerPropagator``: OSProfiler's signed headers as OTel context.
 
 Decodes and verifies incoming ``X-Trace-Info`` / ``X-Trace-HMAC`` headers
-(``headers``) into a remote parent with the mapped ids (``ids``), and signs
+(``codec``) into a remote parent with the mapped ids (``idmap``), and signs
 outgoing ones for the current span. Imports only the OTel API::
 
     from opentelemetry.propagate import set_global_textmap
     from opentelemetry.propagators.composite import CompositePropagator
     from opentelemetry.trace.propagation.tracecontext import (
         TraceContextTextMapPropagator)
-    from zaqar_otel import OSProfilerPropagator
+    from zaqar_otel.bridge import OSProfilerPropagator
 
     set_global_textmap(CompositePropagator([
         TraceContextTextMapPropagator(), OSProfilerPropagator(["KEY"])]))

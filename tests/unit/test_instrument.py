@@ -1,4 +1,5 @@
-"""The start-up hook in a fresh interpreter each (it owns global state)."""
+"""The start-up hook (``zaqar_otel.instrument``) in a fresh interpreter each
+(it owns the process's state)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from oslo_config import cfg
 from osprofiler import opts as osprofiler_opts
 from zaqar.conf import profiler as zaqar_profiler
 from opentelemetry import trace
-from zaqar_otel import opts, startup
+from zaqar_otel import instrument, opts
+
+def enabled():
+    running = instrument.running()
+    return bool(running and running.settings.enabled)
+
+def hmac_keys():
+    running = instrument.running()
+    return running.settings.hmac_keys if enabled() else ()
 
 def conf(**profiler):
     c = cfg.ConfigOpts()
@@ -42,12 +51,12 @@ def run(body: str) -> str:
 
 def test_setup_is_idempotent() -> None:
     out = run("""
-        assert startup.setup(conf()) is True
+        assert instrument.setup(conf()) is True
         provider = trace.get_tracer_provider()
         # A second call, even with another configuration, changes nothing.
-        assert startup.setup(conf(enabled=False)) is True
+        assert instrument.setup(conf(enabled=False)) is True
         assert trace.get_tracer_provider() is provider
-        assert startup.hmac_keys() == ("k1", "k2")
+        assert hmac_keys() == ("k1", "k2")
         print("ok")
     """)
     assert out.count("zaqar-otel: tracing on") == 1 and out.rstrip().endswith("ok")
@@ -58,7 +67,7 @@ def test_an_installed_sdk_provider_is_reused() -> None:
         from opentelemetry.sdk.trace import TracerProvider
         mine = TracerProvider()
         trace.set_tracer_provider(mine)
-        assert startup.setup(conf())
+        assert instrument.setup(conf())
         assert trace.get_tracer_provider() is mine
     """)
 
@@ -70,20 +79,20 @@ def test_disabled_patches_nothing_and_ignores_signed_headers() -> None:
         from zaqar_otel.propagation import codec
         trace_cls = profiler.trace_cls
         before = notifier.get()
-        assert startup.setup(conf(enabled=False)) is False
+        assert instrument.setup(conf(enabled=False)) is False
         assert profiler.trace_cls is trace_cls and notifier.get() is before
         headers = codec.encode("6f1d0c9e-0000-4000-8000-000000000001",
                                 "6f1d0c9e-0000-4000-8000-000000000002", "k1")
         ctx = propagate.extract(headers)
         assert not trace.get_current_span(ctx).get_span_context().is_valid
-        assert startup.hmac_keys() == ()
+        assert hmac_keys() == ()
     """)
 
 
 def test_broken_configuration_logs_one_error_and_stays_off() -> None:
     out = run("""
-        assert startup.setup(conf(hmac_keys="SECRET_KEY")) is False
-        assert not startup.enabled()
+        assert instrument.setup(conf(hmac_keys="SECRET_KEY")) is False
+        assert not enabled()
     """)
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "[profiler] hmac_keys" in errors[0], out
@@ -96,13 +105,13 @@ def test_shutdown_is_bounded_and_runs_once() -> None:
         c.set_override("exporter", "otlp_http", group="opentelemetry")
         # Nothing listens on port 9 of loopback: every export fails.
         c.set_override("endpoint", "http://127.0.0.1:9", group="opentelemetry")
-        assert startup.setup(c)
+        assert instrument.setup(c)
         with trace.get_tracer("t").start_as_current_span("s"):
             pass
         started = time.monotonic()
-        startup.shutdown(timeout=1.0)
+        instrument.shutdown(timeout=1.0)
         assert time.monotonic() - started < 2.0
-        assert startup.shutdown() is True  # already done: no-op
+        assert instrument.shutdown() is True  # already done: no-op
     """)
 
 
@@ -142,27 +151,36 @@ def test_teardown_undoes_everything_and_a_new_setup_takes_the_new_conf() -> None
         from zaqar.transport.middleware import profile
         from zaqar_otel.propagation import codec
 
+        from zaqar.notification.notifier import NotifierDriver
+        from zaqar.transport.websocket.protocol import MessagingProtocol
+
         originals = (profiler.trace_cls, notifier.get(), propagate.get_global_textmap(),
-                     redis.Redis.execute_command, profile.setup)
+                     redis.Redis.execute_command, profile.setup,
+                     NotifierDriver._execute, MessagingProtocol.onMessage)
         def now():
             return (profiler.trace_cls, notifier.get(), propagate.get_global_textmap(),
-                    redis.Redis.execute_command, profile.setup)
+                    redis.Redis.execute_command, profile.setup,
+                    NotifierDriver._execute, MessagingProtocol.onMessage)
 
-        startup.install()
-        assert startup.setup(conf(trace_redis=True)) is True
+        instrument.install()
+        assert instrument.setup(conf(trace_redis=True,
+                                     trace_websocket_transport=True)) is True
         changed = now()
         assert all(a is not b for a, b in zip(changed, originals)), changed
         first = trace.get_tracer_provider()
 
-        assert startup.teardown() is True
+        assert instrument.teardown() is True
         assert now() == originals, now()
-        assert not startup.enabled()
+        assert not enabled()
+        assert instrument.running() is None
 
         # Afresh, with another configuration: Redis now untraced, a new provider.
-        startup.install()
-        assert startup.setup(conf(trace_redis=False, hmac_keys="k3")) is True
-        assert startup.hmac_keys() == ("k3",)
+        instrument.install()
+        assert instrument.setup(conf(trace_redis=False, hmac_keys="k3",
+                                     trace_websocket_transport=False)) is True
+        assert hmac_keys() == ("k3",)
         assert redis.Redis.execute_command is originals[3]
+        assert MessagingProtocol.onMessage is originals[6]  # websocket off
         assert profiler.trace_cls is not originals[0]
         # A signed header under the new key verifies, one under the old does not.
         signed = lambda key: codec.encode("6f1d0c9e-0000-4000-8000-000000000001",
@@ -170,8 +188,8 @@ def test_teardown_undoes_everything_and_a_new_setup_takes_the_new_conf() -> None
         valid = lambda c: trace.get_current_span(c).get_span_context().is_valid
         assert valid(propagate.extract(signed("k3")))
         assert not valid(propagate.extract(signed("k1")))
-        assert startup._state.provider is not first
-        startup.teardown()
+        assert instrument.running().provider is not first
+        instrument.teardown()
         assert now() == originals
         print("ok")
     """)
@@ -182,16 +200,16 @@ def test_metrics_start_with_setup_and_teardown_undoes_them_and_the_log_fields() 
     out = run("""
         import threading
         before = logging.getLogRecordFactory()
-        startup.install()
+        instrument.install()
         assert logging.getLogRecordFactory() is not before
         c = conf(trace_wsgi_transport=False)
         c.set_override("metrics", True, group="opentelemetry")
         c.set_override("metrics_export_interval", 100, group="opentelemetry")
         c.set_override("exporter", "console", group="opentelemetry")
-        assert startup.setup(c)
-        assert startup._state.metrics is not None
+        assert instrument.setup(c)
+        assert instrument.running().metrics is not None
         assert any(t.name == "zaqar-otel-metrics" for t in threading.enumerate())
-        assert startup.teardown() is True
+        assert instrument.teardown() is True
         assert logging.getLogRecordFactory() is before
         assert not any(t.name == "zaqar-otel-metrics" for t in threading.enumerate())
         print("ok")
@@ -203,8 +221,8 @@ def test_a_metrics_problem_is_one_error_and_tracing_stays_on() -> None:
     out = run("""
         import os
         os.environ["OTEL_METRICS_EXPORTER"] = "prometheus"
-        assert startup.setup(conf()) is True
-        assert startup._state.metrics is None
+        assert instrument.setup(conf()) is True
+        assert instrument.running().metrics is None
     """)
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "OTEL_METRICS_EXPORTER='prometheus'" in errors[0], out
@@ -258,13 +276,13 @@ def test_configured_endpoint_passwords_and_header_values_are_masked() -> None:
         c.set_override("endpoint", "http://alice:pa%40ss%2Fw0rd@127.0.0.1:9",
                        group="opentelemetry")
         c.set_override("headers", "api-key=CONFSECRET7", group="opentelemetry")
-        assert startup.setup(c)
+        assert instrument.setup(c)
         for name in ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                      "opentelemetry.util.re"):
             logging.getLogger(name).warning(
                 "quoting %s and %s and %s", "CONFSECRET7", "ENVSECRET9",
                 "http://alice:pa@ss/w0rd@127.0.0.1:9/v1/traces")
-        startup.teardown()
+        instrument.teardown()
     """)
     assert "quoting" in out
     for secret in ("CONFSECRET7", "ENVSECRET9", "pa@ss", "pa%40ss", "w0rd", "alice"):
