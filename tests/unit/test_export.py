@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from zaqar_otel import sdk_layout
+from zaqar_otel._sdk import fast
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.export.otlp_encoding import EncodedSpan
 from zaqar_otel.export.processor import CountingBatchSpanProcessor, DropCounter
@@ -162,11 +163,10 @@ def test_another_sdk_layout_leaves_full_queue_lines_to_the_sdk(
     """Without the known private queue, nothing is counted wrongly and the
     SDK's own 'Queue full' lines are not filtered away."""
     from zaqar_otel import settings
-    from zaqar_otel.export import processor as export
 
     monkeypatch.setattr(sdk_layout, "batch_queue", lambda processor: None)
     conf = settings.Settings(enabled=True, hmac_keys=("k",), exporter="console")
-    processor = export.span_processor(conf)
+    processor = fast.span_processor(conf)
     assert processor is not None and not processor.counts_full_queue
     sdk = logging.getLogger("opentelemetry.sdk._shared_internal")
     record = logging.LogRecord(sdk.name, logging.WARNING, "x", 1,
@@ -184,11 +184,11 @@ def test_the_grpc_span_exporter_takes_the_certificate_as_credentials(
     """[opentelemetry] certificate with otlp_grpc: the SDK's gRPC exporter
     has no certificate_file argument; the file becomes channel credentials."""
     from zaqar_otel import settings as settings_module
-    from zaqar_otel.export import otlp_grpc, processor
+    from zaqar_otel.export import otlp_grpc
 
     pem = tmp_path / "ca.pem"
     pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    made = processor.exporter(settings_module.Settings(
+    made = fast.span_exporter(settings_module.Settings(
         enabled=True, exporter="otlp_grpc",
         exporter_args={"endpoint": "https://collector:4317",
                        "certificate_file": str(pem)}))

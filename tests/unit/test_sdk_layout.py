@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from zaqar_otel import sampling, sdk_layout, settings
+from zaqar_otel._sdk import fast
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.export import otlp_encoding, processor
 from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
@@ -60,7 +61,7 @@ def test_http_export_without_the_sdk_helper_goes_through_the_sdk(
     conf = settings.Settings(enabled=True, hmac_keys=("k",),
                              exporter_args={"endpoint": receiver.traces_url})
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        span_processor = processor.span_processor(conf)
+        span_processor = fast.span_processor(conf)
     assert span_processor is not None
     assert sum("laid out differently" in r.getMessage() for r in caplog.records) == 1
     assert "OTLP/HTTP export encodes with the SDK's encoder" in caplog.text
@@ -86,7 +87,7 @@ def test_grpc_export_without_translate_data_uses_the_sdk_encoder(
             enabled=True, hmac_keys=("k",), exporter="otlp_grpc",
             exporter_args={"endpoint": receiver.endpoint, "insecure": True})
         with caplog.at_level(logging.WARNING, logger=LOGGER):
-            span_processor = processor.span_processor(conf)
+            span_processor = fast.span_processor(conf)
         assert span_processor is not None
         assert "OTLP/gRPC export encodes with the SDK's encoder" in caplog.text
         _export_two(span_processor)
@@ -102,7 +103,7 @@ def test_a_processor_without_the_known_queue_counts_nothing_wrongly(
     conf = settings.Settings(enabled=True, hmac_keys=("k",),
                              exporter_args={"endpoint": receiver.traces_url})
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        span_processor = processor.span_processor(conf)
+        span_processor = fast.span_processor(conf)
     assert span_processor is not None and not span_processor.counts_full_queue
     assert "full queue" in caplog.text
     _export_two(span_processor)
@@ -114,10 +115,10 @@ def test_a_processor_whose_on_end_is_not_known_ends_spans_its_own_way(
         monkeypatch: pytest.MonkeyPatch, receiver: OTLPReceiver) -> None:
     conf = settings.Settings(enabled=True, hmac_keys=("k",),
                              exporter_args={"endpoint": receiver.traces_url})
-    known = processor.span_processor(conf)
+    known = fast.span_processor(conf)
     assert known is not None and known._emits
     monkeypatch.setattr(sdk_layout, "batch_emit", lambda processor: None)
-    span_processor = processor.span_processor(conf)
+    span_processor = fast.span_processor(conf)
     assert span_processor is not None and not span_processor._emits
     _export_two(span_processor)
     assert len(receiver.wait_for(count=2)) == 2

@@ -29,14 +29,12 @@ from typing import Any
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
-    ConsoleSpanExporter,
     SpanExporter,
     SpanExportResult,
 )
 from opentelemetry.trace import Status
 
 from zaqar_otel import patching, redact, sdk_layout
-from zaqar_otel import settings as settings_module
 from zaqar_otel.export.otlp_encoding import EncodedSpan, SpanEncoder, by_field
 
 LOG = logging.getLogger(__name__)
@@ -196,7 +194,12 @@ def byte_bounded(spans: Sequence[Any], max_bytes: int) -> list[list[Any]]:
     return runs
 
 
-class _CountingExporter(SpanExporter):
+class CountingExporter(SpanExporter):
+    """An exporter wrapped: spans scrubbed of error texts (``scrub``),
+    requests bounded in bytes (``byte_bounded``), exported and dropped
+    spans counted in ``drops``. Every span processor's exporter is one,
+    the SDK's ``BatchSpanProcessor``'s included (``zaqar_otel._sdk``)."""
+
     def __init__(self, exporter: SpanExporter, drops: DropCounter,
                  max_bytes: int = 1 << 20) -> None:
         self._exporter = exporter
@@ -281,7 +284,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     def __init__(self, exporter: SpanExporter, drops: DropCounter,
                  max_batch_bytes: int = 1 << 20, max_queue_bytes: int = 8 << 20,
                  **batch_args: int) -> None:
-        counting = _CountingExporter(exporter, drops, max_batch_bytes)
+        counting = CountingExporter(exporter, drops, max_batch_bytes)
         super().__init__(counting, **batch_args)  # type: ignore[arg-type] # ints by name
         self.drops = drops
         # Encoded bytes in the queue (spans encoded as they end): bounded by
@@ -368,49 +371,11 @@ class _QuietSdkDrops(logging.Filter):
         return not str(record.msg).startswith(self.messages)
 
 
-def exporter(conf: settings_module.Settings) -> SpanExporter | None:
-    """The exporter ``[opentelemetry] exporter`` names, or None for ``none``."""
-    args = dict(conf.exporter_args)
-    if conf.exporter == "otlp_http":
-        from opentelemetry.exporter.otlp.proto.http import Compression
-
-        from zaqar_otel.export.otlp_http import OTLPSpanExporter
-
-        if "compression" in args:
-            args["compression"] = Compression(args["compression"])
-        return OTLPSpanExporter(**args)
-    if conf.exporter == "otlp_grpc":
-        import grpc
-
-        from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
-
-        if "compression" in args:
-            args["compression"] = {"gzip": grpc.Compression.Gzip}.get(
-                str(args["compression"]), grpc.Compression.NoCompression)
-        if "certificate_file" in args:
-            # The gRPC exporter takes channel credentials, not a file name
-            # (given one, it raised TypeError and tracing did not start).
-            with open(str(args.pop("certificate_file")), "rb") as pem:
-                args["credentials"] = grpc.ssl_channel_credentials(pem.read())
-        return GrpcExporter(**args)
-    if conf.exporter == "console":
-        return ConsoleSpanExporter()
-    return None
-
-
-def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor | None:
-    """The batch processor feeding ``exporter(conf)``; None if it is ``none``."""
-    chosen = exporter(conf)
-    if chosen is None:
-        return None
-    # An endpoint's user:password must not reach the log lines it is in.
-    destination = redact.userinfo(sdk_layout.exporter_endpoint(chosen)
-                                  or conf.exporter)
-    processor = CountingBatchSpanProcessor(
-        chosen, DropCounter(destination),
-        max_batch_bytes=conf.max_export_batch_bytes,
-        max_queue_bytes=conf.max_queue_bytes, **conf.batch_args)
-    quiet = _SDK_DROP_MESSAGES if processor.counts_full_queue else tuple(
+def quiet_sdk_drop_lines(counts_full_queue: bool) -> None:
+    """Keep the SDK's per-batch failure lines (and its "Queue full" ones,
+    when ``counts_full_queue``) out of the log: ``DropCounter`` says it in
+    two lines an outage."""
+    quiet = _SDK_DROP_MESSAGES if counts_full_queue else tuple(
         m for m in _SDK_DROP_MESSAGES if m != "Queue full")
     for name, messages in ((*((n, quiet) for n in _SDK_LOGGERS),
                             (_SDK_ATTRIBUTES_LOGGER, _SDK_TRUNCATED))):
@@ -418,4 +383,3 @@ def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor
         for old in [f for f in logger.filters if isinstance(f, _QuietSdkDrops)]:
             logger.removeFilter(old)
         logger.addFilter(_QuietSdkDrops(messages))
-    return processor

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
 
-from zaqar_otel import sdk_layout, settings
+from zaqar_otel import _sdk, sdk_layout, settings
 from zaqar_otel.metrics.cardinality import Destinations
-from zaqar_otel.metrics.pipeline import Pipeline, exporter
+from zaqar_otel.metrics.pipeline import Pipeline
 from zaqar_otel.metrics.recorder import Recorder
 
 
@@ -43,7 +43,7 @@ def start(conf: settings.MetricsSettings, resource: Resource,
     recorder = Recorder(
         Destinations(conf.per_queue, conf.per_project, conf.max_queues),
         conf.exemplar_filter, conventions)
-    pipeline = Pipeline(recorder, exporter(conf), resource,
+    pipeline = Pipeline(recorder, _sdk.metric_exporter(conf), resource,
                         conf.export_interval_millis)
     pipeline.start()
     return Metrics(recorder, pipeline)
