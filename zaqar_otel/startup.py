@@ -61,13 +61,13 @@ from zaqar_otel import (
     patching,
     redact,
     sampling,
-    sdk_layout,
     settings,
     tracepoints,
 )
+from zaqar_otel._sdk import layout, resource
 from zaqar_otel.backends import instrumentors
 from zaqar_otel.entry import http_attributes, lifecycle, wsgi_middleware
-from zaqar_otel.export import processor, resource
+from zaqar_otel.export import processor
 from zaqar_otel.messaging import operations
 from zaqar_otel.metrics.spans import SpanCounts
 from zaqar_otel.propagation import env_guard, log_guard, propagator
@@ -87,7 +87,7 @@ class _State:
     drops: processor.DropCounter | None = None  # our span processor's counts
     # The semantic-convention modes (OTEL_SEMCONV_STABILITY_OPT_IN) the
     # instrumentations follow, read once: every name zaqar-otel gives follows.
-    conventions: sdk_layout.Conventions = sdk_layout.OLD_CONVENTIONS
+    conventions: layout.Conventions = layout.OLD_CONVENTIONS
     owns_provider: bool = False
     # What set-up changed outside its own objects, to undo in teardown().
     undo: list[Callable[[], None]] = field(default_factory=list)
@@ -195,7 +195,7 @@ def _start(state: _State, conf: cfg.ConfigOpts) -> None:
             trace.set_tracer_provider(state.provider)
         if len(_made) == 1:
             atexit.register(shutdown)
-    state.conventions = sdk_layout.conventions()
+    state.conventions = layout.conventions()
     LOG.info("zaqar-otel: semantic conventions %s (OTEL_SEMCONV_STABILITY_OPT_IN)",
              state.conventions.describe())
     # The scope is zaqar-otel's, so its version is ours, not Zaqar's.
@@ -420,7 +420,7 @@ def _init_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
         if not traced and recorder is None:
             return
         # Metrics alone (trace_wsgi_transport = false): measured, not traced.
-        conventions = state.conventions if state else sdk_layout.OLD_CONVENTIONS
+        conventions = state.conventions if state else layout.OLD_CONVENTIONS
         driver.app = wsgi_middleware.TracingMiddleware(
             driver.app, entry if traced else None,
             wsgi_middleware.falcon_route_of(falcon_app), metrics=recorder,

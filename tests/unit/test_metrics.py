@@ -190,11 +190,11 @@ def test_request_attributes_follow_the_http_conventions() -> None:
 def test_the_request_duration_follows_the_http_mode(mode: str) -> None:
     """No opt-in: the old http.server.duration (ms, old names), as the wsgi
     instrumentation records it; http: the stable one; http/dup: both."""
-    from zaqar_otel import sdk_layout
+    from zaqar_otel._sdk import layout
 
     old, new = {"default": (True, False), "stable": (False, True),
                 "dup": (True, True)}[mode]
-    rec = Recorder(Destinations(), conventions=sdk_layout.Conventions(
+    rec = Recorder(Destinations(), conventions=layout.Conventions(
         http_old=old, http_new=new))
     rec.request(ENVIRON, ROUTE, "200 OK", 0.004, None, SAMPLED)
     rec.request(ENVIRON, ROUTE, "503 Service Unavailable", 0.01, None, None)

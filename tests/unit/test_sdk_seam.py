@@ -56,15 +56,15 @@ def test_auto_takes_the_stock_path_when_a_span_differs_from_the_sdks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The behavioural check: a fast path that records one thing otherwise
     than the SDK (here, an event's timestamp) is not taken."""
-    from zaqar_otel import recording
+    from zaqar_otel._sdk.fast import recorder
 
-    real = recording.Span.add_event
+    real = recorder.Span.add_event
 
     def off_by_one(self: Any, name: str, attributes: Any = None,
                    timestamp: int | None = None) -> None:
         real(self, name, attributes, None if timestamp is None else timestamp + 1)
 
-    monkeypatch.setattr(recording.Span, "add_event", off_by_one)
+    monkeypatch.setattr(recorder.Span, "add_event", off_by_one)
     path = _sdk.choose(settings.Settings(enabled=True))
     assert not path.fast
     assert path.why.endswith("span 'child' differs from the SDK's")
@@ -72,7 +72,7 @@ def test_auto_takes_the_stock_path_when_a_span_differs_from_the_sdks(
 
 def test_auto_takes_the_stock_path_when_the_encoding_differs(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from zaqar_otel.export import otlp_encoding
+    from zaqar_otel._sdk.fast import otlp_encoding
 
     real = otlp_encoding.SpanEncoder.encode
     monkeypatch.setattr(otlp_encoding.SpanEncoder, "encode",
@@ -95,13 +95,13 @@ def test_the_stock_path_is_the_sdks_own_objects(receiver: OTLPReceiver) -> None:
 
 
 def test_the_fast_path_is_zaqar_otels_recorder() -> None:
-    from zaqar_otel import recording
+    from zaqar_otel._sdk.fast import recorder
 
     conf = settings.Settings(enabled=True, exporter="none")
     provider, drops = _sdk.tracer_provider(conf, _sdk.Path(True, "checked"))
-    assert type(provider) is recording.TracerProvider and drops is None
+    assert type(provider) is recorder.TracerProvider and drops is None
     tracer = provider.get_tracer("t")
-    assert type(tracer.start_span("s")) is recording.Span
+    assert type(tracer.start_span("s")) is recorder.Span
 
 
 def _same_calls(provider: sdk_trace.TracerProvider) -> None:

@@ -23,9 +23,12 @@ Behind it, two paths make the same spans:
 ``[opentelemetry] fast_path`` (``OTEL_ZAQAR_FAST_PATH``) chooses: ``off``
 is the stock path; ``auto`` the fast one only on a tested SDK release whose
 spans, made both ways at start-up, match (``fast.check``). Every read of a
-private of the SDK, the API or the instrumentations lives in this folder:
-``fast/layout.py`` (the fast path's) and ``layout.py`` (what zaqar-otel's
-own code needs from them, each with a fallback).
+private of the SDK, the API or the instrumentations lives in this folder,
+each read in ``layout.py`` with its check and its fallback (the fast
+path's, and what zaqar-otel's own code needs: the semantic-convention
+modes, the instrumentation-suppression key, a composite propagator's
+parts, whether a MeterProvider was set), and ``resource.py`` (the
+Resource's attributes, replaced in a forked worker).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
 
-from zaqar_otel import _sdk, sdk_layout, settings
+from zaqar_otel import _sdk, settings
+from zaqar_otel._sdk import layout
 from zaqar_otel.metrics.cardinality import Destinations
 from zaqar_otel.metrics.pipeline import Pipeline
 from zaqar_otel.metrics.recorder import Recorder
@@ -37,7 +38,7 @@ class Metrics:
 
 
 def start(conf: settings.MetricsSettings, resource: Resource,
-          conventions: sdk_layout.Conventions | None = None) -> Metrics:
+          conventions: layout.Conventions | None = None) -> Metrics:
     """Build the recorder and exporter ``conf`` describes; start exporting.
     ``conventions``: the HTTP names of the request duration (None: stable)."""
     recorder = Recorder(

@@ -37,7 +37,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import zaqar_otel
-from zaqar_otel import redact, sdk_layout
+from zaqar_otel import redact
+from zaqar_otel._sdk import layout
 from zaqar_otel.metrics.recorder import Recorder
 
 LOG = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class Pipeline:
         self.exporter = metric_exporter
         self.resource = resource
         self.interval = interval_millis / 1000
-        destination = (sdk_layout.exporter_endpoint(metric_exporter)
+        destination = (layout.exporter_endpoint(metric_exporter)
                        if metric_exporter is not None else None)
         self._outage = _Outage(redact.userinfo(
             destination or type(metric_exporter).__name__))

@@ -77,10 +77,10 @@ def tracer_provider(conf: settings_module.Settings, **provider_args: Any
                     ) -> tuple[TracerProvider, DropCounter | None]:
     """``recorder.TracerProvider`` with ``span_processor(conf)``; its counts
     (None for ``exporter = none``)."""
-    from zaqar_otel import recording
+    from zaqar_otel._sdk.fast import recorder
 
     # shutdown_on_exit=False: as the stock path's.
-    provider = recording.TracerProvider(shutdown_on_exit=False, **provider_args)
+    provider = recorder.TracerProvider(shutdown_on_exit=False, **provider_args)
     processor = span_processor(conf)
     if processor is None:
         return provider, None
@@ -96,21 +96,22 @@ def span_exporter(conf: settings_module.Settings) -> Any:
 def span_processor(conf: settings_module.Settings) -> Any:
     """The batch processor that encodes spans as they end, feeding
     ``span_exporter(conf)``; None for ``exporter = none``."""
-    from zaqar_otel.export import processor
+    from zaqar_otel._sdk.fast.processor import CountingBatchSpanProcessor
+    from zaqar_otel.export.processor import quiet_sdk_drop_lines
 
     exporter = span_exporter(conf)
     if exporter is None:
         return None
-    made = processor.CountingBatchSpanProcessor(
+    made = CountingBatchSpanProcessor(
         exporter, DropCounter(stock.destination(conf)),
         max_batch_bytes=conf.max_export_batch_bytes,
         max_queue_bytes=conf.max_queue_bytes, **conf.batch_args)
-    processor.quiet_sdk_drop_lines(made.counts_full_queue)
+    quiet_sdk_drop_lines(made.counts_full_queue)
     return made
 
 
 def _exporter_classes() -> tuple[Any, Any]:
-    from zaqar_otel.export import otlp_grpc, otlp_http
+    from zaqar_otel._sdk.fast import otlp_grpc, otlp_http
 
     return otlp_http.OTLPSpanExporter, otlp_grpc.OTLPSpanExporter
 
@@ -124,11 +125,11 @@ def _differs_from_sdk() -> str | None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk import trace as sdk_trace
 
-    from zaqar_otel import recording
-    from zaqar_otel.export.otlp_encoding import SpanEncoder
+    from zaqar_otel._sdk.fast import recorder
+    from zaqar_otel._sdk.fast.otlp_encoding import SpanEncoder
 
     with _quiet(*_PROBE_LOGGERS):  # the limits' lines, which the probe meets
-        ours = _probe_spans(recording.TracerProvider)
+        ours = _probe_spans(recorder.TracerProvider)
         theirs = _probe_spans(sdk_trace.TracerProvider)
     if [s.is_recording() for s in ours[1]] != [s.is_recording() for s in theirs[1]]:
         return "a span is recorded where the SDK's is not, or the reverse"

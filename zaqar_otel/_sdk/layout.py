@@ -1,4 +1,6 @@
-"""Everything zaqar-otel reads of the OTel SDK's private layout, in one place.
+"""Everything zaqar-otel reads of the OTel SDK's private layout, in one place
+(with ``resource.py``'s Resource): only the seam, ``zaqar_otel._sdk``, holds
+these, and zaqar-otel's own code calls the functions here, never a private.
 
 Each look-up checks the layout it expects (the one of SDK 1.45) and returns
 None when it differs, so that every caller can fall back to the SDK's public
@@ -27,29 +29,30 @@ path instead of failing or silently dropping spans:
   request's would find anything in it; without it every request is
   extracted;
 * the SDK ``Span``'s and ``Tracer``'s fields and the ``ParentBased``
-  sampler's delegates, for ``zaqar_otel.recording``'s leaner spans; without
+  sampler's delegates, for ``zaqar_otel._sdk.fast.recorder``'s leaner spans; without
   them every tracer is the SDK's own;
 * the metrics API's stand-in provider (``_ProxyMeterProvider``), to see that
   no MeterProvider was set, so the SQLAlchemy instrumentation's connection
   counters record nothing; without it they keep their listeners.
 * the API's current-context variable (``ContextVarsRuntimeContext``'s
   ``_current_context``) and the context key of the current span
-  (``trace.propagation._SPAN_KEY``), for ``recording``'s tracer to read a
+  (``trace.propagation._SPAN_KEY``), for ``fast.recorder``'s tracer to read a
   parent span in one step; without them, ``get_current_span``;
 * ``SpanContext``'s tuple layout (trace id, span id, is_remote, flags, trace
-  state, is_valid), for ``recording`` to read a parent's fields in one
+  state, is_valid), for ``fast.recorder`` to read a parent's fields in one
   unpacking and build a span's context as one tuple (checked against the
   API's own on probes); without it, ``SpanContext(...)`` and its properties.
 
 Usage::
 
-    parts = sdk_layout.http_parts(exporter)
+    parts = layout.http_parts(exporter)
     if parts is None:
         return super().export(spans)      # the SDK's own encoder
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sized
 from contextvars import ContextVar
@@ -267,7 +270,7 @@ def fast_path_off(what: str) -> None:
                 sdk_version, KNOWN_LAYOUT, what)
 
 
-#: The fields of an SDK span and tracer that ``zaqar_otel.recording`` sets
+#: The fields of an SDK span and tracer that ``zaqar_otel._sdk.fast.recorder`` sets
 #: and reads, exactly (a field more or less: the SDK's own tracers).
 SPAN_FIELDS = frozenset((
     "_attributes", "_context", "_end_time", "_events", "_instrumentation_info",
@@ -286,7 +289,7 @@ _span_layout: list[bool] = []
 
 def span_layout_known() -> bool:
     """Whether a span and a tracer of this SDK have exactly the fields
-    ``zaqar_otel.recording`` was written for (checked once, on a probe)."""
+    ``zaqar_otel._sdk.fast.recorder`` was written for (checked once, on a probe)."""
     if not _span_layout:
         try:
             from opentelemetry.sdk import trace as sdk_trace
@@ -294,7 +297,7 @@ def span_layout_known() -> bool:
 
             probe = sdk_trace.TracerProvider(sampler=sampling.ALWAYS_ON,
                                              shutdown_on_exit=False)
-            tracer = probe.get_tracer("zaqar_otel.sdk_layout")
+            tracer = probe.get_tracer("zaqar_otel._sdk.layout")
             span = tracer.start_span("probe")
             known = (type(tracer) is sdk_trace.Tracer
                      and isinstance(span, sdk_trace.Span)
@@ -420,6 +423,22 @@ def suppression_slot() -> tuple[ContextVar[Any], tuple[str, str]] | None:
         return variable, keys
     except (AttributeError, ImportError, TypeError):
         return None
+
+
+def _suppressing() -> Callable[[Any], Any]:
+    from opentelemetry.context import set_value
+
+    try:
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as key
+    except ImportError:  # the plain key, which is_instrumentation_enabled reads too
+        key = "suppress_instrumentation"
+    return functools.partial(set_value, key, True)
+
+
+#: ``suppressed(context)``: ``context`` with instrumentation suppressed, as
+#: the instrumentations' ``suppress_instrumentation()`` sets it (the API's
+#: private context key), without attaching it.
+suppressed = _suppressing()
 
 
 def local_span_context_maker() -> Callable[[int, int, Any, Any], Any] | None:
