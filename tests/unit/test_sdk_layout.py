@@ -334,3 +334,43 @@ def test_an_untraced_request_calls_past_a_wrapper_and_a_traced_one_through_it(
     assert Client.execute_command.__name__ == "execute_command"
     undo()
     assert Client.__dict__["execute_command"] is wrapper
+
+
+def test_an_on_end_that_hands_spans_elsewhere_is_not_taken_as_emit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """batch_emit is seen on a probe of what BatchSpanProcessor.on_end does,
+    not by its text: an on_end that no longer hands a sampled span to emit
+    (or hands it an unsampled one) leaves the processor its own on_end."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    conf = settings.Settings(enabled=True, hmac_keys=("k",), exporter="console")
+    layout._on_end_emits.cache_clear()
+    monkeypatch.setattr(BatchSpanProcessor, "on_end",
+                        lambda self, span: self._batch_processor.emit(span))
+    assert not layout._on_end_emits()  # the unsampled one emitted too
+    layout._on_end_emits.cache_clear()
+    monkeypatch.setattr(BatchSpanProcessor, "on_end", lambda self, span: None)
+    made = fast.span_processor(conf)
+    assert made is not None and not made._emits
+    made.shutdown()
+    monkeypatch.undo()
+    layout._on_end_emits.cache_clear()
+    made = fast.span_processor(conf)
+    assert made is not None and made._emits
+    made.shutdown()
+
+
+def test_osprofilers_thread_local_is_read_directly_only_when_get_reads_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from osprofiler import profiler
+
+    from zaqar_otel import tracepoints
+
+    tracepoints._profiler_lookup.cache_clear()
+    try:
+        assert tracepoints._profiler_lookup() is not profiler.get
+        tracepoints._profiler_lookup.cache_clear()
+        monkeypatch.setattr(profiler, "get", lambda: None)  # keeps it elsewhere
+        assert tracepoints._profiler_lookup() is profiler.get
+    finally:
+        tracepoints._profiler_lookup.cache_clear()

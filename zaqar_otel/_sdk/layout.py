@@ -9,7 +9,7 @@ path instead of failing or silently dropping spans:
 * ``BatchSpanProcessor``'s queue (``_batch_processor._queue``), to count
   spans dropped from a full queue; without it the SDK logs those itself;
   and its ``_batch_processor.emit``, what its ``on_end`` comes to for a
-  sampled span (read from its source); without it, its ``on_end``;
+  sampled span (seen on a probe); without it, its ``on_end``;
 * the OTLP/HTTP exporter's parts (``_metrics``, ``_client``,
   ``_max_request_size``, ``_shutdown`` and ``_common``'s size check), for
   the exporter that encodes with ``otlp_encoding``; without them it exports
@@ -73,24 +73,47 @@ def batch_queue(processor: Any) -> Sized | None:
 
 def batch_emit(processor: Any) -> Callable[[Any], None] | None:
     """What ``BatchSpanProcessor.on_end`` hands a sampled span to (its batch
-    processor's ``emit``), or None: then its own ``on_end``."""
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
+    processor's ``emit``), or None: then its own ``on_end``. Seen by what
+    the SDK's ``on_end`` does (``_on_end_emits``), not by its text."""
     emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
-    on_end = getattr(BatchSpanProcessor, "on_end", None)
-    if not callable(emit) or on_end is None or "_batch_processor.emit(span)" not in (
-            _source(on_end)):
+    if not callable(emit) or not _on_end_emits():
         return None
     return emit  # type: ignore[no-any-return]
 
 
-def _source(function: Any) -> str:
-    import inspect
+@functools.cache
+def _on_end_emits() -> bool:
+    """Whether the SDK's ``BatchSpanProcessor.on_end``, on a probe, hands a
+    sampled span to its batch processor's ``emit`` exactly once, as it is,
+    and an unsampled one to nothing (checked once)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
 
+    class Nowhere(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    probe = BatchSpanProcessor(Nowhere(), schedule_delay_millis=3_600_000)
     try:
-        return inspect.getsource(function)
-    except (OSError, TypeError):
-        return ""
+        handed: list[Any] = []
+        batch = getattr(probe, "_batch_processor", None)
+        if batch is None:
+            return False
+        batch.emit = handed.append  # this probe's only
+        spans = [ReadableSpan("probe", trace.SpanContext(
+            1, 2, False, trace.TraceFlags(flags))) for flags in (1, 0)]
+        for span in spans:
+            BatchSpanProcessor.on_end(probe, span)
+        return len(handed) == 1 and handed[0] is spans[0]
+    except Exception:
+        return False
+    finally:
+        probe.shutdown()
 
 
 def batch_max_queue_size(processor: Any) -> int | None:
@@ -314,23 +337,19 @@ def span_layout_known() -> bool:
     return _span_layout[0]
 
 
-def _nothing(*args: Any, **kwargs: Any) -> None:
-    pass
+def quiet_processor(cls: type) -> bool:
+    """Whether a span processor of ``cls`` does nothing when a span starts
+    and when it is ending: its ``on_start`` and ``_on_ending`` are the SDK's
+    ``SpanProcessor``'s or ``BatchSpanProcessor``'s, which are empty in the
+    releases the fast path runs on (``fast.check`` gates on them). Known by
+    which functions they are, not by their text."""
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-
-def does_nothing(function: Any) -> bool:
-    """Whether ``function``'s body is empty (``pass`` or a docstring), as the
-    SDK's ``SpanProcessor.on_start`` and ``BatchSpanProcessor._on_ending``."""
-    if getattr(function, "__code__", None) is None:
-        return False
-    # By instruction, not bytes: a docstring moves None to another constant.
-    return _steps(function) == _steps(_nothing)
-
-
-def _steps(function: Any) -> list[tuple[str, Any]]:
-    import dis
-
-    return [(step.opname, step.argval) for step in dis.get_instructions(function)]
+    return (getattr(cls, "on_start", None) in (SpanProcessor.on_start,
+                                                BatchSpanProcessor.on_start)
+            and getattr(cls, "_on_ending", None) in (
+                SpanProcessor._on_ending, BatchSpanProcessor._on_ending))
 
 
 def follows_parent(sampler: Any) -> bool:

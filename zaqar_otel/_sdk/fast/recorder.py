@@ -378,8 +378,7 @@ class SpanProcessors(sdk_trace.SynchronousMultiSpanProcessor):
 
 
 def _quiet(cls: type) -> bool:
-    return (layout.does_nothing(getattr(cls, "on_start", None))
-            and layout.does_nothing(getattr(cls, "_on_ending", None)))
+    return layout.quiet_processor(cls)
 
 
 class TracerProvider(sdk_trace.TracerProvider):
