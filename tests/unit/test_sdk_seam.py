@@ -88,9 +88,33 @@ def test_the_stock_path_is_the_sdks_own_objects(receiver: OTLPReceiver) -> None:
     provider, drops = _sdk.tracer_provider(conf, _sdk.Path(False, "off"))
     assert type(provider) is sdk_trace.TracerProvider
     processors = provider._active_span_processor._span_processors
-    assert [type(p) for p in processors] == [BatchSpanProcessor]
-    assert type(processors[0].span_exporter) is CountingExporter
+    assert [type(p) for p in processors] == [stock.GuardedSpanProcessor]
+    assert type(processors[0].processor) is BatchSpanProcessor
+    assert type(processors[0].processor.span_exporter) is CountingExporter
     assert drops is not None
+    provider.shutdown()
+
+
+def test_the_stock_processors_failures_never_reach_the_request(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The SDK's on_end runs inside span.end() and does not catch: a failure
+    there is logged once and counted, never raised into the request."""
+    from zaqar_otel.export.processor import DropCounter
+
+    class Broken(BatchSpanProcessor):
+        def on_end(self, span: Any) -> None:
+            raise RuntimeError("broken")
+
+    drops = DropCounter("test")
+    broken = Broken(CountingExporter(stock.ConsoleSpanExporter(), drops))
+    provider = sdk_trace.TracerProvider()
+    provider.add_span_processor(stock.GuardedSpanProcessor(broken, drops))
+    tracer = provider.get_tracer("t")
+    for _ in range(3):
+        tracer.start_span("s").end()
+    assert drops.by_type["processor_failed"] == 3
+    assert sum("handing a span to the exporter failed" in r.getMessage()
+               for r in caplog.records) == 1
     provider.shutdown()
 
 

@@ -2,7 +2,9 @@
 
 The SDK's ``TracerProvider`` and ``BatchSpanProcessor``, and its OTLP
 exporters wrapped in ``export.processor.CountingExporter`` (error texts
-redacted, requests bounded in bytes, exported and dropped spans counted).
+redacted, requests bounded in bytes, exported and dropped spans counted);
+the processor guarded so that its failures never reach a request
+(``GuardedSpanProcessor``).
 What the SDK logs about a full queue is left to it (only the fast path's
 processor counts those). Also the exporters both paths share: the metric
 exporter, and the arguments zaqar.conf's options come to for the SDK's
@@ -13,25 +15,65 @@ exporters::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
 )
 
-from zaqar_otel import redact
+from zaqar_otel import patching, redact
 from zaqar_otel import settings as settings_module
 from zaqar_otel.export.processor import (
+    PROCESSOR_FAILED,
     CountingExporter,
     DropCounter,
     quiet_sdk_drop_lines,
 )
+
+LOG = logging.getLogger(__name__)
+
+
+class GuardedSpanProcessor(SpanProcessor):
+    """A span processor whose failures never reach the request: ``on_start``
+    and ``on_end`` run on the request thread, inside ``start_span`` and
+    ``span.end()``, where the SDK does not catch. A failure is logged once
+    and the span counted as dropped (invariant 6)."""
+
+    def __init__(self, processor: SpanProcessor, drops: DropCounter) -> None:
+        self.processor = processor
+        self.drops = drops
+        self._log_failure = patching.FailureLog(
+            LOG, "handing a span to the exporter failed; the span is dropped")
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            self.processor.on_start(span, parent_context=parent_context)
+        except Exception:
+            self._log_failure()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            self.processor.on_end(span)
+        except Exception:
+            self._log_failure()
+            try:
+                self.drops.dropped(1, "the span processor failed", PROCESSOR_FAILED)
+            except Exception:  # noqa: S110 - nothing more can be done here
+                pass
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.processor.force_flush(timeout_millis)
 
 
 def otlp_args(exporter: str, args: Mapping[str, object]) -> dict[str, Any]:
@@ -104,9 +146,9 @@ def tracer_provider(conf: settings_module.Settings, **provider_args: Any
     if exporter is None:
         return provider, None
     drops = DropCounter(destination(conf))
-    provider.add_span_processor(BatchSpanProcessor(
+    provider.add_span_processor(GuardedSpanProcessor(BatchSpanProcessor(
         CountingExporter(exporter, drops, conf.max_export_batch_bytes),
-        **conf.batch_args))  # type: ignore[arg-type] # ints by name
+        **conf.batch_args), drops))  # type: ignore[arg-type] # ints by name
     quiet_sdk_drop_lines(counts_full_queue=False)
     return provider, drops
 
