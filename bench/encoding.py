@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel.export import resource
-from zaqar_otel.export.otlp_encoding import SpanEncoder
+from zaqar_otel._sdk import resource
+from zaqar_otel._sdk.fast.otlp_encoding import SpanEncoder
 
 BATCH = 512
 ANCHOR = "SDK encoder (encode_spans + serialize)"

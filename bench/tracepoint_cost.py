@@ -17,7 +17,7 @@ The SDK cases run on a TracerProvider with a BatchSpanProcessor to a no-op
 exporter, and again with the SDK's OTLP/HTTP exporter to a receiver in a
 child process (osprofiler's driver always builds its own OTLP/HTTP exporter,
 so it is measured that way, against the same receiver); the bridge also with
-zaqar-otel's OTLP/HTTP exporter (``zaqar_otel.export.otlp_http``), as deployed.
+zaqar-otel's OTLP/HTTP exporter (``zaqar_otel._sdk.fast.otlp_http``), as deployed.
 Every traced call makes one child span of an open parent. Cases alternate in
 rounds; after each timing the processors are flushed, so export work does
 not spill into the next case; the receiver's count shows whether spans were dropped.
@@ -49,7 +49,7 @@ from osprofiler.drivers import otlp
 
 from bench.zaqar_cost import ReceiverProcess
 from zaqar_otel import tracepoints
-from zaqar_otel.export import otlp_http
+from zaqar_otel._sdk.fast import otlp_http
 
 KEY = "zaqar-otel-bench-key"
 NAME = "redis_message_controller"

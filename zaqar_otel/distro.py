@@ -32,7 +32,6 @@ from opentelemetry.instrumentation.environment_variables import (
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
-from opentelemetry.sdk._configuration import _BaseConfigurator
 from opentelemetry.sdk.environment_variables import OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT
 
 from zaqar_otel import instrument, settings, switches
@@ -72,10 +71,14 @@ class ZaqarOtelDistro(BaseDistro):
         super().load_instrumentor(entry_point, **kwargs)
 
 
-class ZaqarOtelConfigurator(_BaseConfigurator):
-    """Defers the SDK to ``instrument.setup(conf)`` at Zaqar's start-up."""
+class ZaqarOtelConfigurator:
+    """Defers the SDK to ``instrument.setup(conf)`` at Zaqar's start-up.
 
-    def _configure(self, **kwargs: Any) -> None:
+    ``opentelemetry-instrument`` calls ``configure(**kwargs)`` on the
+    configurator its entry point names; this one has nothing to configure
+    then, so it needs nothing of the SDK's private ``_BaseConfigurator``."""
+
+    def configure(self, **kwargs: Any) -> None:
         pass
 
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.context import (
-    _SUPPRESS_INSTRUMENTATION_KEY,
     Context,
     create_key,
     get_value,
@@ -54,6 +53,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
+from zaqar_otel._sdk import layout
 from zaqar_otel.propagation import propagator
 
 _ROOT_DECISION = create_key("zaqar_otel.request_root_sampled")
@@ -96,7 +96,7 @@ class Decision:
 _STAND_IN = trace.SpanContext(_IDS.generate_trace_id(), _IDS.generate_span_id(),
                               is_remote=False)
 _NO_PARENT = trace.set_span_in_context(trace.NonRecordingSpan(_STAND_IN), Context())
-_NO_PARENT_UNTRACED = set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, _NO_PARENT)
+_NO_PARENT_UNTRACED = layout.suppressed(_NO_PARENT)
 _NOT_SAMPLED = Decision(_NO_PARENT, False)
 
 
@@ -146,7 +146,7 @@ def untraced(parent: Context) -> Context:
     spans they would start (and drop) for every command and statement."""
     if parent is _NO_PARENT:
         return _NO_PARENT_UNTRACED  # made once
-    return set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, parent)
+    return layout.suppressed(parent)
 
 
 def traced_root(context: Context | None = None) -> Context:

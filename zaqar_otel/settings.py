@@ -101,6 +101,10 @@ class Settings:
     #: One line each: an ``OTEL_*`` value that cannot work, and what is used
     #: instead (the SDK's default). Logged at set-up, reported by ``check``.
     problems: tuple[str, ...] = ()
+    #: ``[opentelemetry] fast_path``: ``auto`` or ``off`` (``zaqar_otel._sdk``
+    #: decides what ``auto`` comes to), and the setting it comes from.
+    fast_path: str = "auto"
+    fast_path_source: str = "default"
 
     def on(self, switch: switches.Switch) -> bool:
         """Whether ``switch`` (one of ``switches.SWITCHES``) is on."""
@@ -207,6 +211,22 @@ def _otlp_exporter(environ: Mapping[str, str], signal: str) -> str:
     protocol = (_env(environ, f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
                 or _env(environ, "OTEL_EXPORTER_OTLP_PROTOCOL"))
     return "otlp_grpc" if protocol == "grpc" else "otlp_http"
+
+
+def _fast_path(option: object, environ: Mapping[str, str],
+               problems: list[str]) -> tuple[str, str]:
+    """``[opentelemetry] fast_path``, else its variable, else ``auto``; and
+    where it comes from."""
+    if option:
+        return str(option), f"[{opts.OTEL_GROUP}] fast_path"
+    value = _env(environ, opts.FAST_PATH_VARIABLE)
+    if not value:
+        return "auto", "default"
+    if value not in opts.FAST_PATH_CHOICES:
+        problems.append(f"{opts.FAST_PATH_VARIABLE}={value!r} is not one of "
+                        f"{', '.join(opts.FAST_PATH_CHOICES)}; auto is used")
+        return "auto", "default"
+    return value, opts.FAST_PATH_VARIABLE
 
 
 class _MetricsOff(Exception):
@@ -522,6 +542,7 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
         if key not in batch_args and read.explicit:
             default = next(n.default for n in SDK_NUMBERS if n.variable == variable)
             batch_args[key] = int(read.value if read.value is not None else default)
+    fast_path, fast_path_source = _fast_path(get("fast_path"), environ, problems)
     return Settings(
         enabled=True,
         hmac_keys=_hmac_keys(conf),
@@ -535,6 +556,8 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
         max_export_batch_bytes=int(str(get("max_export_batch_bytes"))),
         max_queue_bytes=int(str(get("max_queue_bytes"))),
         problems=tuple(problems),
+        fast_path=fast_path,
+        fast_path_source=fast_path_source,
         sample_ratio=float(get("sample_ratio")),  # type: ignore[arg-type]
         honor_w3c_sampled=bool(get("honor_w3c_sampled")),
         shutdown_timeout=float(get("shutdown_timeout")),  # type: ignore[arg-type]

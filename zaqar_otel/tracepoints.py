@@ -280,14 +280,33 @@ class TracePoints:
         return wrapper
 
 
+@functools.cache
 def _profiler_lookup() -> Callable[[], Any]:
     """``osprofiler.profiler.get``: its thread-local read directly when it
-    keeps one where 4.x does (a Python call less per traced method)."""
+    keeps one where 4.x does (a Python call less per traced method), seen
+    on a probe: with a profiler set in that thread-local and without, the
+    direct read and ``get()`` give the same."""
+    get = osprofiler_profiler.get
     local = vars(osprofiler_profiler).get("__local_ctx")
-    if (local is None or not isinstance(local, threading.local)
-            or osprofiler_profiler.get.__code__.co_names != ("getattr", "__local_ctx")):
-        return osprofiler_profiler.get
-    return functools.partial(getattr, local, "profiler", None)
+    if local is None or not isinstance(local, threading.local):
+        return get
+    read = functools.partial(getattr, local, "profiler", None)
+    missing = object()
+    kept = getattr(local, "profiler", missing)
+    probe = object()
+    try:
+        local.profiler = probe
+        same = get() is probe and read() is probe
+        del local.profiler
+        same = same and get() is None and read() is None
+    except Exception:
+        same = False
+    finally:
+        if kept is not missing:
+            local.profiler = kept
+        elif hasattr(local, "profiler"):
+            del local.profiler
+    return read if same else get
 
 
 def _push(prof: Any, name: str, span: trace.Span) -> bool:

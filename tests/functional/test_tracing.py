@@ -87,6 +87,60 @@ def test_profiled_session_redis_and_sql(
             assert "orders" not in str(s.attributes), s
 
 
+def _shape(session: ProfiledSession, server: ZaqarServer) -> list[str]:
+    """The session's spans with what differs from run to run (ids, the
+    server's port and directory, times) left out: name, kind, parent's name, attributes,
+    status, events and links, sorted."""
+    by_id = {s.span_id: s for s in session.spans}
+
+    def plain(value: object) -> str:
+        text = re.sub(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?"
+                      r"[0-9a-f]{12}|[0-9a-f]{24}", "<id>", str(value))
+        return text.replace(str(server.dir), "<dir>").replace(
+            str(server.port), "<port>")
+
+    shapes = []
+    for span in session.spans:
+        parent = by_id.get(span.parent_span_id or 0)
+        shapes.append(repr((
+            span.name, span.kind, parent.name if parent else None, span.scope,
+            sorted((k, plain(v)) for k, v in span.attributes.items()
+                   if k not in _PER_RUN),
+            span.status_code, plain(span.status_message),
+            [(name, sorted(attributes)) for name, attributes in span.events],
+            [sorted(attributes) for _, _, attributes in span.links])))
+    return sorted(shapes)
+
+
+#: Attributes whose values differ from one run to the next: the client's
+#: port and the messages' ages.
+_PER_RUN = frozenset(("net.peer.port", "client.port", "net.sock.peer.port",
+                      "messaging.message.age"))
+
+
+def test_the_fast_path_and_the_sdks_own_make_the_same_spans(
+        receiver: OTLPReceiver) -> None:
+    """[opentelemetry] fast_path = auto (the fast path, on this SDK) and
+    off (the SDK's own objects): the same profiled session makes the same
+    spans (names, parents, kinds, attributes, status, events, links), one
+    well-formed tree each. Each run has a Redis of its own: Zaqar's Lua
+    scripts are loaded by its first run only."""
+    shapes = {}
+    for fast_path in ("auto", "off"):
+        extra = tracing(receiver, otel={"fast_path": fast_path})
+        with RedisServer() as redis, ZaqarServer(
+                redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
+            session = ProfiledSession(server, receiver, "orders")
+            log = server.log_text()
+        path = "fast" if fast_path == "auto" else "stock"
+        assert f"spans take the {path} (" in log, log
+        assert " ERROR " not in log and "Traceback" not in log, log
+        assert_well_formed(session, "redis_message_controller")
+        shapes[fast_path] = _shape(session, server)
+        receiver.clear()
+    assert shapes["auto"] == shapes["off"]
+
+
 # -- (b) MongoDB wire for both stores -----------------------------------------
 
 

@@ -263,6 +263,24 @@ def test_check_otel_sdk_disabled(run: Run, conf_file: Callable[..., str],
     assert "off (OTEL_SDK_DISABLED=true): nothing would be traced" in out
 
 
+def test_check_says_which_path_spans_take_and_why(
+        run: Run, conf_file: Callable[..., str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_ZAQAR_FAST_PATH", raising=False)
+    code, out, _ = run("check", "--config-file", conf_file(traced(
+        "exporter = console\n")))
+    assert code == 0
+    line = next(x for x in out.splitlines() if "fast_path" in x)
+    assert "auto spans take the fast (opentelemetry-sdk 1.45." in line
+    assert "a tested release; its spans match the SDK's) path" in line
+    monkeypatch.setenv("OTEL_ZAQAR_FAST_PATH", "off")
+    code, out, _ = run("check", "--config-file", conf_file(traced(
+        "exporter = console\n")))
+    assert code == 0
+    assert ("off  spans take the stock (OTEL_ZAQAR_FAST_PATH=off) path"
+            in out)
+
+
 def test_check_unknown_exporter_names_the_option(
         run: Run, conf_file: Callable[..., str]) -> None:
     path = conf_file(traced("exporter = jaeger\n"))

@@ -152,7 +152,7 @@ def test_the_environment_requests_reads_per_request_is_read_once(
     the exporter's session gets the same settings as with trust_env."""
     import requests
 
-    from zaqar_otel.export.otlp_http import OTLPSpanExporter, read_environment_once
+    from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter, read_environment_once
 
     netrc = tmp_path / "netrc"
     netrc.write_text("machine collector.example login u password p\n")
@@ -171,17 +171,17 @@ def test_the_environment_requests_reads_per_request_is_read_once(
     prepared = session.prepare_request(requests.Request("POST", url))
     assert prepared.headers.get("Authorization") == trusting.prepare_request(
         requests.Request("POST", url)).headers.get("Authorization")
-    from zaqar_otel import sdk_layout
+    from zaqar_otel._sdk import layout
 
     # Given a session, every SDK the range admits posts through it.
     given = requests.Session()
     exporter = OTLPSpanExporter(endpoint=url, session=given)
-    assert sdk_layout.http_session(exporter) is given and not given.trust_env
+    assert layout.http_session(exporter) is given and not given.trust_env
     assert given.merge_environment_settings(url, {}, None, None, None) == expected
     # Without one, SDK 1.45.0 posts through urllib3 (no session, nothing
     # read per request) and 1.45.1+ through a session of its own.
     exporter = OTLPSpanExporter(endpoint=url)
-    made = sdk_layout.http_session(exporter)
+    made = layout.http_session(exporter)
     transport = type(exporter._client._transport).__name__
     if transport == "Urllib3HTTPTransport":
         assert made is None

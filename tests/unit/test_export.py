@@ -14,10 +14,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from zaqar_otel import sdk_layout
+from zaqar_otel._sdk import fast, layout
+from zaqar_otel._sdk.fast.otlp_encoding import EncodedSpan
+from zaqar_otel._sdk.fast.processor import CountingBatchSpanProcessor
 from zaqar_otel.demo.receiver import OTLPReceiver
-from zaqar_otel.export.otlp_encoding import EncodedSpan
-from zaqar_otel.export.processor import CountingBatchSpanProcessor, DropCounter
+from zaqar_otel.export.processor import DropCounter
 
 
 class Collector(SpanExporter):
@@ -162,11 +163,10 @@ def test_another_sdk_layout_leaves_full_queue_lines_to_the_sdk(
     """Without the known private queue, nothing is counted wrongly and the
     SDK's own 'Queue full' lines are not filtered away."""
     from zaqar_otel import settings
-    from zaqar_otel.export import processor as export
 
-    monkeypatch.setattr(sdk_layout, "batch_queue", lambda processor: None)
+    monkeypatch.setattr(layout, "batch_queue", lambda processor: None)
     conf = settings.Settings(enabled=True, hmac_keys=("k",), exporter="console")
-    processor = export.span_processor(conf)
+    processor = fast.span_processor(conf)
     assert processor is not None and not processor.counts_full_queue
     sdk = logging.getLogger("opentelemetry.sdk._shared_internal")
     record = logging.LogRecord(sdk.name, logging.WARNING, "x", 1,
@@ -184,11 +184,11 @@ def test_the_grpc_span_exporter_takes_the_certificate_as_credentials(
     """[opentelemetry] certificate with otlp_grpc: the SDK's gRPC exporter
     has no certificate_file argument; the file becomes channel credentials."""
     from zaqar_otel import settings as settings_module
-    from zaqar_otel.export import otlp_grpc, processor
+    from zaqar_otel._sdk.fast import otlp_grpc
 
     pem = tmp_path / "ca.pem"
     pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    made = processor.exporter(settings_module.Settings(
+    made = fast.span_exporter(settings_module.Settings(
         enabled=True, exporter="otlp_grpc",
         exporter_args={"endpoint": "https://collector:4317",
                        "certificate_file": str(pem)}))
@@ -198,7 +198,7 @@ def test_the_grpc_span_exporter_takes_the_certificate_as_credentials(
 
 def _otlp_processor(receiver: OTLPReceiver,
                     drops: DropCounter) -> CountingBatchSpanProcessor:
-    from zaqar_otel.export.otlp_http import OTLPSpanExporter
+    from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
 
     return CountingBatchSpanProcessor(
         OTLPSpanExporter(endpoint=receiver.traces_url), drops,
@@ -222,7 +222,7 @@ def test_spans_are_scrubbed_and_encoded_as_they_end(receiver: OTLPReceiver) -> N
     status_only = tracer.start_span("status only")  # an error text, no event
     status_only.set_status(Status(StatusCode.ERROR, f"GET /?token={token}"))
     status_only.end()
-    queue = sdk_layout.batch_queue(processor)
+    queue = layout.batch_queue(processor)
     assert queue is not None and len(queue) == 3
     assert all(type(piece) is EncodedSpan for piece in queue)  # type: ignore[attr-defined]
     assert processor.force_flush()
@@ -265,7 +265,7 @@ def test_a_full_queue_of_encoded_spans_counts_each_dropped_span(
         receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     """A collector that does not answer: the queue fills, each span beyond
     it is counted, and none of them is encoded for nothing."""
-    from zaqar_otel.export.otlp_http import OTLPSpanExporter
+    from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
 
     receiver.mode = "hang"
     drops = DropCounter("test")
@@ -285,7 +285,7 @@ def test_a_full_queue_of_encoded_spans_counts_each_dropped_span(
     provider.add_span_processor(processor)
     _spans(provider, 1)  # taken by the worker, whose export hangs
     deadline = time.monotonic() + 5
-    while len(sdk_layout.batch_queue(processor) or ()) and time.monotonic() < deadline:
+    while len(layout.batch_queue(processor) or ()) and time.monotonic() < deadline:
         time.sleep(0.01)
     _spans(provider, 20)  # 4 fit in the queue
     assert drops.total == 16
@@ -312,7 +312,7 @@ def test_other_exporters_get_the_spans_themselves() -> None:
 def test_export_requests_are_bounded_in_bytes() -> None:
     """Runs of at most max_bytes encoded bytes, in order; a span larger than
     that alone in its own."""
-    from zaqar_otel.export.otlp_encoding import EncodedSpan
+    from zaqar_otel._sdk.fast.otlp_encoding import EncodedSpan
     from zaqar_otel.export.processor import byte_bounded
 
     pieces = [EncodedSpan(b"x" * size, None, None)  # type: ignore[arg-type]
@@ -343,7 +343,7 @@ def test_the_queue_is_bounded_in_bytes_too(receiver: OTLPReceiver) -> None:
     once exported, the bytes are free again."""
     from opentelemetry.sdk.trace import SpanLimits
 
-    from zaqar_otel.export.otlp_http import OTLPSpanExporter
+    from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
 
     receiver.mode = "hang"
     drops = DropCounter("test")
@@ -374,11 +374,11 @@ def test_resource_attributes_that_are_not_utf8_are_made_so_once(
 
     from opentelemetry.exporter.otlp.proto.common._internal import _encode_resource
 
-    from zaqar_otel.export import resource
+    from zaqar_otel._sdk import resource
 
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES",
                        os.fsdecode(b"deployment.environment=eu\xff,team=q"))
-    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export.resource"):
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel._sdk.resource"):
         made = resource.for_process("zaqar")
     assert made.attributes["deployment.environment"] == "eu\ufffd"
     assert made.attributes["team"] == "q"
@@ -391,7 +391,7 @@ def test_a_span_too_large_for_the_collector_alone_is_the_only_one_dropped() -> N
     ones is dropped and counted, every other span of its batch arrives."""
     from opentelemetry.sdk.trace import SpanLimits
 
-    from zaqar_otel.export.otlp_http import OTLPSpanExporter
+    from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
 
     with OTLPReceiver(max_request_bytes=8192) as receiver:
         drops = DropCounter("test")

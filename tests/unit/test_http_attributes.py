@@ -17,7 +17,7 @@ from opentelemetry.instrumentation.wsgi import (
 )
 from opentelemetry.sdk.trace import TracerProvider
 
-from zaqar_otel import sdk_layout
+from zaqar_otel._sdk import layout
 from zaqar_otel.entry import http_attributes
 
 CHOICES: dict[str, list[Any]] = {
@@ -45,9 +45,9 @@ MODES = {
 }
 
 
-def conventions(mode: str) -> sdk_layout.Conventions:
+def conventions(mode: str) -> layout.Conventions:
     stability, old, new = MODES[mode]
-    return sdk_layout.Conventions(http_old=old, http_new=new, http_mode=stability)
+    return layout.Conventions(http_old=old, http_new=new, http_mode=stability)
 
 
 def instrumentation(environ: dict[str, Any], mode: str = "stable") -> dict[str, Any]:

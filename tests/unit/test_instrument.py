@@ -120,7 +120,7 @@ def test_a_forked_worker_gets_its_own_instance_id(monkeypatch) -> None:
     new pid itself. An operator's own service.instance.id is kept."""
     import os
 
-    from zaqar_otel.export.resource import SERVICE_INSTANCE_ID, for_process
+    from zaqar_otel._sdk.resource import SERVICE_INSTANCE_ID, for_process
 
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
     resource = for_process("zaqar")

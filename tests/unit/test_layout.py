@@ -17,23 +17,26 @@ ALLOWED: dict[str, set[str]] = {
     "switches": set(),
     "patching": set(),
     "redact": set(),
-    "sdk_layout": set(),
-    "recording": {"sdk_layout"},
     "opts": {"switches"},
     "settings": {"opts", "propagation", "switches"},
-    "sampling": {"propagation"},
-    "tracepoints": {"sdk_layout", "propagation", "patching", "redact"},
+    # What every exported span goes through, whichever path made it: the SDK's
+    # public interfaces only.
+    "export": {"redact"},
+    # The seam: the SDK's objects (the stock path and the fast one), and
+    # every read of a private of the SDK, the API or the instrumentations.
+    "_sdk": {"export", "settings", "patching", "redact", "zaqar_otel"},
+    "sampling": {"_sdk", "propagation"},
+    "tracepoints": {"_sdk", "propagation", "patching", "redact"},
     "messaging": {"propagation", "sampling", "patching", "redact"},
-    "entry": {"sdk_layout", "messaging", "propagation", "sampling", "tracepoints",
+    "entry": {"_sdk", "messaging", "propagation", "sampling", "tracepoints",
               "patching", "redact"},
-    "export": {"sdk_layout", "settings", "patching", "redact", "zaqar_otel"},
-    "backends": {"sdk_layout", "entry", "messaging", "switches", "patching", "redact"},
-    "metrics": {"sdk_layout", "settings", "opts", "switches", "export", "sampling",
+    "backends": {"_sdk", "entry", "messaging", "switches", "patching", "redact"},
+    "metrics": {"_sdk", "settings", "opts", "switches", "export", "sampling",
                 "patching", "redact", "zaqar_otel"},
     "logs": {"settings", "opts", "patching", "redact", "zaqar_otel"},
     # The start-up hook's internals: set-up, in its small modules.
-    "hook": {"sdk_layout", "backends", "entry", "export", "messaging", "metrics",
-             "logs", "recording", "switches",
+    "hook": {"_sdk", "backends", "entry", "export", "messaging", "metrics",
+             "logs", "switches",
              "propagation", "sampling", "settings", "tracepoints", "patching",
              "redact", "zaqar_otel"},
     # The faces: what users and entry points name.
@@ -43,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     "wsgi": {"instrument"},
     "distro": {"instrument", "settings", "switches", "propagation"},
     "demo": {"propagation"},
-    "cmd": {"instrument", "demo", "settings", "opts", "switches", "redact",
+    "cmd": {"_sdk", "instrument", "demo", "settings", "opts", "switches", "redact",
             "propagation", "export", "metrics", "zaqar_otel"},
 }
 
@@ -114,3 +117,39 @@ def test_no_part_imports_the_tests_or_pytest() -> None:
         tree = ast.parse(path.read_text(), str(path))
         assert not _imports_of("tests", tree), path
         assert not _imports_of("pytest", tree), path
+
+
+def _private_otel_imports(tree: ast.AST) -> list[str]:
+    """``opentelemetry`` modules or names imported whose path has a part
+    starting with an underscore (the SDK's, the API's or an
+    instrumentation's privates)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "opentelemetry"):
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("opentelemetry")]
+        else:
+            continue
+        found += [n for n in names if any(part.startswith("_") and part != "__version__"
+                                          for part in n.split("."))]
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if _part(p) != "_sdk"],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_seam_imports_an_opentelemetry_private(path: Path) -> None:
+    """Every private of the SDK, the API or the instrumentations zaqar-otel
+    reads lives in zaqar_otel/_sdk/ (docs/design.md lists them)."""
+    tree = ast.parse(path.read_text(), str(path))
+    assert not _private_otel_imports(tree), path.relative_to(PACKAGE)
+
+
+def test_the_seam_check_finds_a_private_import() -> None:
+    tree = ast.parse("from opentelemetry.sdk._configuration import _BaseConfigurator\n"
+                     "from opentelemetry.trace import SpanKind\n"
+                     "import opentelemetry.context._x\n")
+    assert _private_otel_imports(tree) == [
+        "opentelemetry.sdk._configuration._BaseConfigurator",
+        "opentelemetry.context._x"]

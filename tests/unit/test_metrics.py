@@ -19,8 +19,9 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from zaqar_otel import _sdk
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedPoint, decode_metrics_request
-from zaqar_otel.metrics import instruments, pipeline, recorder
+from zaqar_otel.metrics import instruments, recorder
 from zaqar_otel.metrics.cardinality import OTHER, Destinations
 from zaqar_otel.metrics.pipeline import Pipeline
 from zaqar_otel.metrics.recorder import Recorder
@@ -189,11 +190,11 @@ def test_request_attributes_follow_the_http_conventions() -> None:
 def test_the_request_duration_follows_the_http_mode(mode: str) -> None:
     """No opt-in: the old http.server.duration (ms, old names), as the wsgi
     instrumentation records it; http: the stable one; http/dup: both."""
-    from zaqar_otel import sdk_layout
+    from zaqar_otel._sdk import layout
 
     old, new = {"default": (True, False), "stable": (False, True),
                 "dup": (True, True)}[mode]
-    rec = Recorder(Destinations(), conventions=sdk_layout.Conventions(
+    rec = Recorder(Destinations(), conventions=layout.Conventions(
         http_old=old, http_new=new))
     rec.request(ENVIRON, ROUTE, "200 OK", 0.004, None, SAMPLED)
     rec.request(ENVIRON, ROUTE, "503 Service Unavailable", 0.01, None, None)
@@ -277,8 +278,8 @@ def test_the_pipeline_exports_on_its_timer_to_v1_metrics() -> None:
     with OTLPReceiver() as rx:
         rec = Recorder(Destinations())
         conf = _settings(rx.metrics_url, export_interval_millis=100)
-        flow = Pipeline(rec, pipeline.exporter(conf), Resource({"service.name": "z"}),
-                        conf.export_interval_millis)
+        flow = Pipeline(rec, _sdk.metric_exporter(conf),
+                        Resource({"service.name": "z"}), conf.export_interval_millis)
         flow.start()
         try:
             rec.request(ENVIRON, ROUTE, "200 OK", 0.004, None, SAMPLED)
@@ -297,7 +298,7 @@ def test_a_down_collector_costs_one_line_and_a_bounded_shutdown(
     rec = Recorder(Destinations())
     # Nothing listens on port 9 of loopback.
     conf = _settings("http://127.0.0.1:9/v1/metrics")
-    flow = Pipeline(rec, pipeline.exporter(conf), Resource({}), 60_000)
+    flow = Pipeline(rec, _sdk.metric_exporter(conf), Resource({}), 60_000)
     rec.request(ENVIRON, ROUTE, "200 OK", 0.004, None, None)
     with caplog.at_level(logging.WARNING, logger="zaqar_otel.metrics.pipeline"):
         assert flow.export() is False
@@ -318,10 +319,10 @@ def test_the_grpc_exporter_takes_the_certificate_as_credentials(tmp_path: Any) -
 
     pem = tmp_path / "ca.pem"
     pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    made = pipeline.exporter(MetricsSettings(
+    made = _sdk.metric_exporter(MetricsSettings(
         exporter="otlp_grpc", exporter_args={"endpoint": "https://c:4317",
                                              "certificate_file": str(pem),
                                              "compression": "gzip"}))
     assert isinstance(made, OTLPMetricExporter)
     made.shutdown()
-    assert pipeline.exporter(MetricsSettings(exporter="none")) is None
+    assert _sdk.metric_exporter(MetricsSettings(exporter="none")) is None

@@ -25,11 +25,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import NonRecordingSpan, TraceFlags, TraceState
 
-from zaqar_otel import recording
+from zaqar_otel._sdk.fast import otlp_encoding, recorder
+from zaqar_otel._sdk.fast.otlp_encoding import SpanEncoder
+from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
 from zaqar_otel.demo.receiver import OTLPReceiver, decode_request
-from zaqar_otel.export import otlp_encoding
-from zaqar_otel.export.otlp_encoding import SpanEncoder
-from zaqar_otel.export.otlp_http import OTLPSpanExporter
 
 
 def _provider(kept: InMemorySpanExporter, resource: dict[str, Any],
@@ -97,12 +96,12 @@ def _record(specs: list[dict[str, Any]], providers: list[TracerProvider]) -> Non
 
 
 @pytest.mark.parametrize("provider_class", [TracerProvider,
-                                            recording.TracerProvider])
+                                            recorder.TracerProvider])
 @settings(max_examples=300, deadline=None)
 @given(st.lists(span_specs(), min_size=1, max_size=8))
 def test_same_bytes_as_the_sdk_encoder(provider_class: type[TracerProvider],
                                        specs: list[dict[str, Any]]) -> None:
-    """Any span the SDK records, or zaqar_otel.recording's provider: ids,
+    """Any span the SDK records, or zaqar_otel._sdk.fast.recorder's provider: ids,
     parents (local and remote), trace state, kinds, every attribute type,
     events, links, status, dropped counts, several resources and scopes.
     Out-of-range ints are dropped by both, the span kept."""
@@ -157,7 +156,7 @@ def test_attribute_sets_kept_from_one_batch_do_not_mix_types() -> None:
     other types (True and 1, 0.0 and -0.0, (True,) and (1,)) each encode as
     themselves, in one batch and the next."""
     kept = InMemorySpanExporter()
-    tracer = _provider(kept, {}, recording.TracerProvider).get_tracer("t")
+    tracer = _provider(kept, {}, recorder.TracerProvider).get_tracer("t")
     for value in (True, 1, True, 0.0, -0.0, 0.0, (True,), (1,), (True,), "1", 1):
         tracer.start_span("s", attributes={"a": "same", "v": value}).end()
     encoder = SpanEncoder()
@@ -309,7 +308,7 @@ def test_an_oversized_batch_is_split_and_a_span_too_large_alone_is_refused(
 
 @pytest.mark.parametrize("early", [False, True], ids=["spans", "encoded at end"])
 def test_the_grpc_exporter_sends_what_a_collector_decodes(early: bool) -> None:
-    from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
+    from zaqar_otel._sdk.fast.otlp_grpc import OTLPSpanExporter as GrpcExporter
 
     with OTLPReceiver(protocol="grpc") as receiver:
         exporter = GrpcExporter(endpoint=receiver.endpoint, insecure=True)
@@ -332,7 +331,7 @@ def test_an_unexportable_attribute_is_dropped_and_logged_once(
     for _ in range(5):
         tracer.start_span("s", attributes={"huge": 1 << 70, "ok": 1}).end()
     encoder = SpanEncoder()
-    with caplog.at_level(logging.WARNING, logger="zaqar_otel.export.otlp_encoding"):
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel._sdk.fast.otlp_encoding"):
         spans = decode_request(encoder.encode(kept.get_finished_spans()))
         encoder.encode(kept.get_finished_spans())
     assert [s.attributes for s in spans] == [{"ok": 1}] * 5
@@ -368,7 +367,7 @@ def test_a_request_the_collector_refuses_as_too_large_is_split(protocol: str) ->
     """A receiver that refuses requests over 8 KiB (413; gRPC
     RESOURCE_EXHAUSTED): 20 spans of 1 KB arrive, in several requests; a
     span of 16 KB alone is refused and counted, not retried."""
-    from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
+    from zaqar_otel._sdk.fast.otlp_grpc import OTLPSpanExporter as GrpcExporter
 
     with OTLPReceiver(protocol, max_request_bytes=8192) as receiver:  # type: ignore[arg-type]
         exporter: Any = (OTLPSpanExporter(endpoint=receiver.traces_url)

@@ -1,4 +1,4 @@
-"""zaqar_otel.recording's spans against the SDK's: the same operations on a
+"""zaqar_otel._sdk.fast.recorder's spans against the SDK's: the same operations on a
 span of each kind must leave the same span, field by field and byte for byte
 through the SDK's OTLP encoder, whatever the limits, values and parents."""
 
@@ -25,8 +25,9 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import NonRecordingSpan, TraceFlags, TraceState
 
-from zaqar_otel import recording, sdk_layout
-from zaqar_otel.export.otlp_encoding import SpanEncoder
+from zaqar_otel._sdk import layout
+from zaqar_otel._sdk.fast import recorder
+from zaqar_otel._sdk.fast.otlp_encoding import SpanEncoder
 
 
 class CountingIds(IdGenerator):
@@ -51,7 +52,7 @@ def _pair(limits: dict[str, int | None],
           sampler: Callable[[], sampling.Sampler] | None = None,
           ) -> list[tuple[sdk_trace.TracerProvider, InMemorySpanExporter]]:
     out = []
-    for cls in (sdk_trace.TracerProvider, recording.TracerProvider):
+    for cls in (sdk_trace.TracerProvider, recorder.TracerProvider):
         kept = InMemorySpanExporter()
         provider = cls(resource=Resource({"service.name": "s"}),
                        sampler=sampler() if sampler else
@@ -211,7 +212,7 @@ def test_the_same_operations_make_the_same_span(
     finally:
         logging.disable(logging.NOTSET)
     (sdk_span, sdk_kept), (our_span, our_kept) = spans
-    assert type(our_span) is (recording.Span if isinstance(sdk_span, sdk_trace.Span)
+    assert type(our_span) is (recorder.Span if isinstance(sdk_span, sdk_trace.Span)
                               else type(sdk_span))
     assert not sdk_span.is_recording() and not our_span.is_recording()
     assert sdk_span.get_span_context() == our_span.get_span_context()
@@ -226,6 +227,8 @@ def test_the_same_operations_make_the_same_span(
             assert SpanEncoder().encode(our_kept) == SpanEncoder().encode(sdk_kept)
         except (ValueError, TypeError, UnicodeEncodeError):
             pass  # a value the SDK's encoder refuses: both refuse it
+        finally:
+            logging.disable(logging.NOTSET)  # the tests after this one log
 
 
 class _Decide(sampling.Sampler):
@@ -267,9 +270,9 @@ def test_processors_get_the_ended_span_and_it_refuses_changes(
         caplog: pytest.LogCaptureFixture) -> None:
     (_, _), (provider, kept) = _pair({})
     tracer = provider.get_tracer("t")
-    assert type(tracer) is recording.Tracer
+    assert type(tracer) is recorder.Tracer
     span = tracer.start_span("s", attributes={"a": 1})
-    assert type(span) is recording.Span
+    assert type(span) is recorder.Span
     span.end()
     (ended,) = kept.get_finished_spans()
     assert ended is span
@@ -309,12 +312,12 @@ def test_every_processor_is_called_as_by_the_sdk() -> None:
     call they get from the SDK."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = recording.TracerProvider(shutdown_on_exit=False)
+    provider = recorder.TracerProvider(shutdown_on_exit=False)
     kept = InMemorySpanExporter()
     batch = BatchSpanProcessor(kept, schedule_delay_millis=600_000)
     provider.add_span_processor(batch)
     processors = provider._active_span_processor
-    assert isinstance(processors, recording.SpanProcessors)
+    assert isinstance(processors, recorder.SpanProcessors)
     assert processors.quiet_one is batch
     tracer = provider.get_tracer("t")
     tracer.start_span("one").end()
@@ -326,7 +329,7 @@ def test_every_processor_is_called_as_by_the_sdk() -> None:
     assert [s.name for s in kept.get_finished_spans()] == ["one", "two"]
     assert watching.calls == ["start two", "ending two", "end two"]
 
-    alone = recording.TracerProvider(shutdown_on_exit=False)
+    alone = recorder.TracerProvider(shutdown_on_exit=False)
     only = _Watching()
     alone.add_span_processor(only)
     assert alone._active_span_processor.quiet_one is None  # type: ignore[attr-defined]
@@ -335,31 +338,37 @@ def test_every_processor_is_called_as_by_the_sdk() -> None:
     batch.shutdown()
 
 
-def test_empty_steps_are_told_from_real_ones() -> None:
+def test_quiet_processors_are_the_sdks_empty_steps() -> None:
+    """A processor whose on_start and _on_ending are the SDK's own (empty
+    in the tested releases) is quiet; one that overrides either is not."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    assert sdk_layout.does_nothing(sdk_trace.SpanProcessor.on_start)  # a docstring
-    assert sdk_layout.does_nothing(BatchSpanProcessor._on_ending)  # pass
-    assert not sdk_layout.does_nothing(_Watching.on_start)
-    assert not sdk_layout.does_nothing(sdk_trace.SpanProcessor)
-    assert not sdk_layout.does_nothing(lambda: print())
+    class Ending(BatchSpanProcessor):
+        def _on_ending(self, span: Any) -> None:
+            pass
+
+    assert layout.quiet_processor(BatchSpanProcessor)
+    assert layout.quiet_processor(sdk_trace.SpanProcessor)
+    assert not layout.quiet_processor(_Watching)
+    assert not layout.quiet_processor(Ending)
+    assert not layout.quiet_processor(object)
 
 
 def test_an_sdk_laid_out_otherwise_keeps_its_own_tracers(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sdk_layout, "_span_layout", [False])
-    provider = recording.TracerProvider(shutdown_on_exit=False)
+    monkeypatch.setattr(layout, "_span_layout", [False])
+    provider = recorder.TracerProvider(shutdown_on_exit=False)
     assert type(provider.get_tracer("t")) is sdk_trace.Tracer
 
 
 def test_this_sdk_is_the_layout_recording_was_written_for() -> None:
-    """On a new SDK release this fails first: check recording.Span against
-    the SDK's Span.__init__, then update sdk_layout.SPAN_FIELDS."""
-    assert sdk_layout.span_layout_known()
-    assert sdk_layout.follows_parent(sampling.ParentBased(sampling.ALWAYS_OFF))
-    assert not sdk_layout.follows_parent(sampling.ParentBased(
+    """On a new SDK release this fails first: check recorder.Span against
+    the SDK's Span.__init__, then update layout.SPAN_FIELDS."""
+    assert layout.span_layout_known()
+    assert layout.follows_parent(sampling.ParentBased(sampling.ALWAYS_OFF))
+    assert not layout.follows_parent(sampling.ParentBased(
         sampling.ALWAYS_ON, local_parent_not_sampled=sampling.ALWAYS_ON))
-    assert not sdk_layout.follows_parent(sampling.ALWAYS_ON)
+    assert not layout.follows_parent(sampling.ALWAYS_ON)
 
 
 def test_an_event_without_attributes_is_the_sdks() -> None:
@@ -393,11 +402,11 @@ def test_a_parent_in_the_current_context_is_the_sdks(
     calls when sdk_layout does not know its layout) and the span context made
     for the child (one tuple, or SpanContext(...)) are the SDK's."""
     if not fast_lookups:
-        monkeypatch.setattr(recording, "_CURRENT_SPAN", None)
-        monkeypatch.setattr(recording, "_LOCAL_CONTEXT", None)
+        monkeypatch.setattr(recorder, "_CURRENT_SPAN", None)
+        monkeypatch.setattr(recorder, "_LOCAL_CONTEXT", None)
     else:
-        assert recording._CURRENT_SPAN is not None
-        assert recording._LOCAL_CONTEXT is not None
+        assert recorder._CURRENT_SPAN is not None
+        assert recorder._LOCAL_CONTEXT is not None
     out, parents = [], []
     for provider, kept in _pair({}):
         tracer = provider.get_tracer("t")
@@ -437,7 +446,7 @@ def test_a_parent_in_the_current_context_is_the_sdks(
         assert finished[1]["parent"] is None
 
 
-@pytest.mark.parametrize("provider_class", [recording.TracerProvider,
+@pytest.mark.parametrize("provider_class", [recorder.TracerProvider,
                                             sdk_trace.TracerProvider],
                          ids=["ours", "the SDK's"])
 def test_the_default_length_limit_cuts_every_value(provider_class: type) -> None:

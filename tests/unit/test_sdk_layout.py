@@ -16,13 +16,15 @@ from opentelemetry.exporter.otlp.proto.http import _common
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import sampling, sdk_layout, settings
+from zaqar_otel import sampling, settings
+from zaqar_otel._sdk import fast, layout
+from zaqar_otel._sdk.fast import otlp_encoding
+from zaqar_otel._sdk.fast.otlp_grpc import OTLPSpanExporter as GrpcExporter
+from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter as HttpExporter
+from zaqar_otel._sdk.fast.processor import CountingBatchSpanProcessor
 from zaqar_otel.demo.receiver import OTLPReceiver
-from zaqar_otel.export import otlp_encoding, processor
-from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
-from zaqar_otel.export.otlp_http import OTLPSpanExporter as HttpExporter
 
-LOGGER = sdk_layout.__name__
+LOGGER = layout.__name__
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def our_encoder_unused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(otlp_encoding.SpanEncoder, "encode", refuse)
 
 
-def _export_two(span_processor: processor.CountingBatchSpanProcessor) -> None:
+def _export_two(span_processor: CountingBatchSpanProcessor) -> None:
     provider = TracerProvider()
     provider.add_span_processor(span_processor)
     tracer = provider.get_tracer("t")
@@ -46,9 +48,9 @@ def _export_two(span_processor: processor.CountingBatchSpanProcessor) -> None:
 def test_the_known_layout_is_found() -> None:
     """The sanity half: on this SDK every look-up succeeds."""
     exporter = HttpExporter(endpoint="http://127.0.0.1:9/v1/traces")
-    assert sdk_layout.http_parts(exporter) is not None
-    assert sdk_layout.grpc_translates(GrpcExporter)
-    assert sdk_layout.exporter_endpoint(exporter) == "http://127.0.0.1:9/v1/traces"
+    assert layout.http_parts(exporter) is not None
+    assert layout.grpc_translates(GrpcExporter)
+    assert layout.exporter_endpoint(exporter) == "http://127.0.0.1:9/v1/traces"
 
 
 def test_http_export_without_the_sdk_helper_goes_through_the_sdk(
@@ -60,7 +62,7 @@ def test_http_export_without_the_sdk_helper_goes_through_the_sdk(
     conf = settings.Settings(enabled=True, hmac_keys=("k",),
                              exporter_args={"endpoint": receiver.traces_url})
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        span_processor = processor.span_processor(conf)
+        span_processor = fast.span_processor(conf)
     assert span_processor is not None
     assert sum("laid out differently" in r.getMessage() for r in caplog.records) == 1
     assert "OTLP/HTTP export encodes with the SDK's encoder" in caplog.text
@@ -73,7 +75,7 @@ def test_http_export_without_the_sdk_helper_goes_through_the_sdk(
 def test_http_exporter_missing_a_private_part_is_detected() -> None:
     exporter = HttpExporter(endpoint="http://127.0.0.1:9/v1/traces")
     del exporter._client
-    assert sdk_layout.http_parts(exporter) is None
+    assert layout.http_parts(exporter) is None
 
 
 def test_grpc_export_without_translate_data_uses_the_sdk_encoder(
@@ -86,7 +88,7 @@ def test_grpc_export_without_translate_data_uses_the_sdk_encoder(
             enabled=True, hmac_keys=("k",), exporter="otlp_grpc",
             exporter_args={"endpoint": receiver.endpoint, "insecure": True})
         with caplog.at_level(logging.WARNING, logger=LOGGER):
-            span_processor = processor.span_processor(conf)
+            span_processor = fast.span_processor(conf)
         assert span_processor is not None
         assert "OTLP/gRPC export encodes with the SDK's encoder" in caplog.text
         _export_two(span_processor)
@@ -98,11 +100,11 @@ def test_grpc_export_without_translate_data_uses_the_sdk_encoder(
 def test_a_processor_without_the_known_queue_counts_nothing_wrongly(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         receiver: OTLPReceiver) -> None:
-    monkeypatch.setattr(sdk_layout, "batch_queue", lambda processor: None)
+    monkeypatch.setattr(layout, "batch_queue", lambda processor: None)
     conf = settings.Settings(enabled=True, hmac_keys=("k",),
                              exporter_args={"endpoint": receiver.traces_url})
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        span_processor = processor.span_processor(conf)
+        span_processor = fast.span_processor(conf)
     assert span_processor is not None and not span_processor.counts_full_queue
     assert "full queue" in caplog.text
     _export_two(span_processor)
@@ -114,10 +116,10 @@ def test_a_processor_whose_on_end_is_not_known_ends_spans_its_own_way(
         monkeypatch: pytest.MonkeyPatch, receiver: OTLPReceiver) -> None:
     conf = settings.Settings(enabled=True, hmac_keys=("k",),
                              exporter_args={"endpoint": receiver.traces_url})
-    known = processor.span_processor(conf)
+    known = fast.span_processor(conf)
     assert known is not None and known._emits
-    monkeypatch.setattr(sdk_layout, "batch_emit", lambda processor: None)
-    span_processor = processor.span_processor(conf)
+    monkeypatch.setattr(layout, "batch_emit", lambda processor: None)
+    span_processor = fast.span_processor(conf)
     assert span_processor is not None and not span_processor._emits
     _export_two(span_processor)
     assert len(receiver.wait_for(count=2)) == 2
@@ -144,7 +146,7 @@ def test_conventions_are_the_instrumentations_modes(
         monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
     else:
         monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
-    found = sdk_layout.conventions()
+    found = layout.conventions()
     assert found.describe() == described
     http = stability._get_opentelemetry_stability_opt_in_mode(
         _semconv._OpenTelemetryStabilitySignalType.HTTP)
@@ -165,9 +167,9 @@ def test_without_the_contribs_semconv_module_the_old_names(
     # A contrib whose private module no longer has what is read:
     monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation._semconv",
                         types.ModuleType("_semconv"))
-    found = sdk_layout.conventions()
-    assert found is sdk_layout.OLD_CONVENTIONS and found.http_mode is None
-    assert sdk_layout.stable_conventions() is sdk_layout.STABLE_CONVENTIONS
+    found = layout.conventions()
+    assert found is layout.OLD_CONVENTIONS and found.http_mode is None
+    assert layout.stable_conventions() is layout.STABLE_CONVENTIONS
     monkeypatch.undo()
     # Such a layout's server spans: the wsgi instrumentation's own default
     # names, computed for each request.
@@ -192,9 +194,9 @@ def test_without_the_contribs_semconv_module_the_old_names(
 
 def test_a_resource_without_the_known_slot_keeps_working_after_a_fork(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from zaqar_otel.export import resource
+    from zaqar_otel._sdk import resource
 
-    monkeypatch.setattr(sdk_layout, "resource_attributes_replaceable",
+    monkeypatch.setattr(layout, "resource_attributes_replaceable",
                         lambda r: False)
     made = resource.for_process("zaqar")
     before = made.attributes[resource.SERVICE_INSTANCE_ID]
@@ -220,20 +222,20 @@ def test_another_runtime_context_reads_the_current_span_through_the_api(
     from opentelemetry import context as context_api
     from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
-    assert sdk_layout.current_context_slot() is not None
+    assert layout.current_context_slot() is not None
 
     class OwnRuntime(ContextVarsRuntimeContext):
         """A runtime context of a process's own (OTEL_PYTHON_CONTEXT)."""
 
     monkeypatch.setattr(context_api, "_RUNTIME_CONTEXT", OwnRuntime())
-    assert sdk_layout.current_context_slot() is None
+    assert layout.current_context_slot() is None
 
 
 def test_a_span_context_laid_out_otherwise_is_made_by_the_api(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import opentelemetry.trace as trace_api
 
-    make = sdk_layout.local_span_context_maker()
+    make = layout.local_span_context_maker()
     assert make is not None
     made = make(1, 2, None, None)
     assert made == trace_api.SpanContext(1, 2, False) and made.is_valid
@@ -249,14 +251,14 @@ def test_a_span_context_laid_out_otherwise_is_made_by_the_api(
             return tuple.__new__(cls, (*base, "more"))
 
     monkeypatch.setattr(trace_api, "SpanContext", Wider)
-    assert sdk_layout.local_span_context_maker() is None
+    assert layout.local_span_context_maker() is None
 
 
 def test_the_grpc_stub_is_wrapped_where_this_sdk_makes_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """This SDK makes its gRPC stub where ours wraps it (to split refused
     requests); without that method the look-up says so."""
-    assert sdk_layout.grpc_stub_made_here(GrpcExporter)
+    assert layout.grpc_stub_made_here(GrpcExporter)
     with OTLPReceiver(protocol="grpc") as receiver:
         exporter = GrpcExporter(endpoint=receiver.endpoint, insecure=True)
         assert type(exporter._client).__name__ == "_SplittingStub"
@@ -264,7 +266,7 @@ def test_the_grpc_stub_is_wrapped_where_this_sdk_makes_it(
     for cls in (GrpcExporter, grpc_sdk.OTLPSpanExporter, grpc_mixin.OTLPExporterMixin):
         if "_initialize_channel_and_stub" in vars(cls):
             monkeypatch.delattr(cls, "_initialize_channel_and_stub")
-    assert not sdk_layout.grpc_stub_made_here(GrpcExporter)
+    assert not layout.grpc_stub_made_here(GrpcExporter)
 
 def test_the_suppression_check_in_one_step_is_the_apis(
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,7 +276,7 @@ def test_the_suppression_check_in_one_step_is_the_apis(
     from opentelemetry import context as context_api
     from opentelemetry.instrumentation import utils
 
-    slot = sdk_layout.suppression_slot()
+    slot = layout.suppression_slot()
     assert slot is not None
     variable, keys = slot
     for key in (None, *keys, "another"):
@@ -289,7 +291,7 @@ def test_the_suppression_check_in_one_step_is_the_apis(
             context_api.detach(token)
     monkeypatch.setattr(utils, "is_instrumentation_enabled",
                         lambda: not context_api.get_value("another"))
-    assert sdk_layout.suppression_slot() is None
+    assert layout.suppression_slot() is None
 
 
 def test_an_untraced_request_calls_past_a_wrapper_and_a_traced_one_through_it(
@@ -332,3 +334,43 @@ def test_an_untraced_request_calls_past_a_wrapper_and_a_traced_one_through_it(
     assert Client.execute_command.__name__ == "execute_command"
     undo()
     assert Client.__dict__["execute_command"] is wrapper
+
+
+def test_an_on_end_that_hands_spans_elsewhere_is_not_taken_as_emit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """batch_emit is seen on a probe of what BatchSpanProcessor.on_end does,
+    not by its text: an on_end that no longer hands a sampled span to emit
+    (or hands it an unsampled one) leaves the processor its own on_end."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    conf = settings.Settings(enabled=True, hmac_keys=("k",), exporter="console")
+    layout._on_end_emits.cache_clear()
+    monkeypatch.setattr(BatchSpanProcessor, "on_end",
+                        lambda self, span: self._batch_processor.emit(span))
+    assert not layout._on_end_emits()  # the unsampled one emitted too
+    layout._on_end_emits.cache_clear()
+    monkeypatch.setattr(BatchSpanProcessor, "on_end", lambda self, span: None)
+    made = fast.span_processor(conf)
+    assert made is not None and not made._emits
+    made.shutdown()
+    monkeypatch.undo()
+    layout._on_end_emits.cache_clear()
+    made = fast.span_processor(conf)
+    assert made is not None and made._emits
+    made.shutdown()
+
+
+def test_osprofilers_thread_local_is_read_directly_only_when_get_reads_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from osprofiler import profiler
+
+    from zaqar_otel import tracepoints
+
+    tracepoints._profiler_lookup.cache_clear()
+    try:
+        assert tracepoints._profiler_lookup() is not profiler.get
+        tracepoints._profiler_lookup.cache_clear()
+        monkeypatch.setattr(profiler, "get", lambda: None)  # keeps it elsewhere
+        assert tracepoints._profiler_lookup() is profiler.get
+    finally:
+        tracepoints._profiler_lookup.cache_clear()

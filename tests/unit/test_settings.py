@@ -566,3 +566,36 @@ def test_a_service_name_that_is_not_utf8_is_made_one(load_conf: Loader) -> None:
     assert s.service_name == "zaqar-eu\ufffd"
     assert len(s.problems) == 1 and "OTEL_SERVICE_NAME" in s.problems[0]
     assert load_conf(ON, {"OTEL_SERVICE_NAME": "zaqar-eu"}).service_name is None
+
+
+# -- fast_path ----------------------------------------------------------------
+
+
+def test_fast_path_is_auto_unless_the_option_or_its_variable_says_off(
+        load_conf: Loader) -> None:
+    loaded = load_conf(otel())
+    assert (loaded.fast_path, loaded.fast_path_source) == ("auto", "default")
+    loaded = load_conf(otel(), {"OTEL_ZAQAR_FAST_PATH": "OFF "})
+    assert (loaded.fast_path, loaded.fast_path_source) == (
+        "off", "OTEL_ZAQAR_FAST_PATH")
+    # The option wins over the variable, as every option does.
+    loaded = load_conf(otel(fast_path="auto"), {"OTEL_ZAQAR_FAST_PATH": "off"})
+    assert (loaded.fast_path, loaded.fast_path_source) == (
+        "auto", "[opentelemetry] fast_path")
+    loaded = load_conf(otel(fast_path="off"))
+    assert (loaded.fast_path, loaded.fast_path_source) == (
+        "off", "[opentelemetry] fast_path")
+
+
+def test_a_fast_path_variable_that_is_neither_is_a_problem_and_auto_is_used(
+        load_conf: Loader) -> None:
+    loaded = load_conf(otel(), {"OTEL_ZAQAR_FAST_PATH": "fast"})
+    assert loaded.fast_path == "auto"
+    assert loaded.problems == (
+        "OTEL_ZAQAR_FAST_PATH='fast' is not one of auto, off; auto is used",)
+
+
+def test_a_fast_path_option_that_is_neither_names_the_option(
+        load_conf: Loader) -> None:
+    with pytest.raises(ConfigError, match=r"\[opentelemetry\] fast_path"):
+        load_conf(otel(fast_path="on"))

@@ -11,9 +11,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.unit.test_export import Collector, _spans
+from zaqar_otel._sdk.fast.processor import CountingBatchSpanProcessor
 from zaqar_otel.demo.receiver import ReceivedPoint, decode_metrics_request
 from zaqar_otel.export import processor
-from zaqar_otel.export.processor import CountingBatchSpanProcessor, DropCounter
+from zaqar_otel.export.processor import DropCounter
 from zaqar_otel.metrics import spans as span_metrics
 from zaqar_otel.metrics.cardinality import Destinations
 from zaqar_otel.metrics.pipeline import Pipeline

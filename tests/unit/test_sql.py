@@ -115,10 +115,10 @@ def test_without_a_meter_provider_no_pool_listener_counts_into_nothing(
     )
     from oslo_db.sqlalchemy import engines
 
-    from zaqar_otel import sdk_layout
+    from zaqar_otel._sdk import layout
     from zaqar_otel.backends import instrumentors
 
-    assert not sdk_layout.global_meter_provider_set()  # the test process sets none
+    assert not layout.global_meter_provider_set()  # the test process sets none
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

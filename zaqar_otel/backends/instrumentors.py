@@ -24,7 +24,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 
-from zaqar_otel import patching, redact, sdk_layout, switches
+from zaqar_otel import patching, redact, switches
+from zaqar_otel._sdk import layout
 from zaqar_otel.backends import pooling, sql
 from zaqar_otel.entry import lifecycle, websocket
 from zaqar_otel.messaging import deliveries, links
@@ -41,7 +42,7 @@ class Tracing:
     entry: lifecycle.Entry
     #: The semantic-convention modes the instrumentations follow (set-up read
     #: them once): the names zaqar-otel's hooks set follow them too.
-    conventions: sdk_layout.Conventions = sdk_layout.OLD_CONVENTIONS
+    conventions: layout.Conventions = layout.OLD_CONVENTIONS
 
 
 def _redis() -> Any:
@@ -74,8 +75,8 @@ def skip_when_suppressed(*methods: tuple[type, str]) -> Callable[[], None]:
     itself would do after its own steps (about 4 k instructions a Redis
     command). Other requests go through the wrapper as before. A method
     that is not such a wrapper, or a context the API keeps otherwise
-    (``sdk_layout.suppression_slot``), is left alone. Returns the undo."""
-    slot = sdk_layout.suppression_slot()
+    (``layout.suppression_slot``), is left alone. Returns the undo."""
+    slot = layout.suppression_slot()
     if slot is None:
         return _nothing_to_undo
     variable, keys = slot
@@ -157,7 +158,7 @@ def _trace_sqlalchemy(tracing: Tracing) -> Callable[[], None]:
     instrumentor = SQLAlchemyInstrumentor()
     measured: dict[str, Any] = {}
     with _patching() as patches:
-        if not sdk_layout.global_meter_provider_set():
+        if not layout.global_meter_provider_set():
             # Nothing records its connection counters: a no-op provider, and
             # no pool listeners on every checkout. (A MeterProvider set
             # later, after Zaqar's engines are made, does not get them.)

@@ -18,7 +18,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from zaqar_otel import patching, redact, sdk_layout
+from zaqar_otel import patching, redact
+from zaqar_otel._sdk import layout
 from zaqar_otel.redact import redact_uri
 
 SPAN_NAME = "zaqar.pool.lookup"
@@ -29,7 +30,7 @@ def instrument_catalog(tracer: trace.Tracer, patches: patching.Patches) -> None:
     from zaqar.storage import pooling
 
     # Another layout: an empty dict, nothing suppressed, every lookup a span.
-    slot = sdk_layout.suppression_slot()
+    slot = layout.suppression_slot()
     get: Callable[[], Any] = slot[0].get if slot else dict
     first, second = slot[1] if slot else ("", "")
 

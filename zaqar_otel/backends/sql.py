@@ -34,7 +34,8 @@ from collections.abc import Callable
 from time import time_ns
 from typing import Any
 
-from zaqar_otel import patching, sdk_layout
+from zaqar_otel import patching
+from zaqar_otel._sdk import layout
 
 LOG = logging.getLogger(__name__)
 
@@ -199,11 +200,11 @@ def _folding_begin(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _enabled_check() -> Callable[[], bool]:
     """``is_instrumentation_enabled``, read in one step where the API's
-    layout is known (``sdk_layout.suppression_slot``): an untraced request
+    layout is known (``layout.suppression_slot``): an untraced request
     asks it for every statement."""
     from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
-    slot = sdk_layout.suppression_slot()
+    slot = layout.suppression_slot()
     if slot is None:
         return is_instrumentation_enabled
     get, (first, second) = slot[0].get, slot[1]

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from oslo_config import cfg
 
-from zaqar_otel import opts, redact, settings, switches
+from zaqar_otel import _sdk, opts, redact, settings, switches
 from zaqar_otel.propagation import env_guard
 
 DEFAULT_TIMEOUT = 3.0
@@ -376,6 +376,9 @@ def _headers(s: settings.Settings,
 def _where(report: Report, s: settings.Settings, environ: Mapping[str, str],
            timeout: float) -> None:
     report.section(f"Where spans would go ([{opts.OTEL_GROUP}])")
+    # The fast path, or the SDK's own ([opentelemetry] fast_path), and why.
+    report.line("fast_path", f"{s.fast_path:<4} spans take the "
+                f"{_sdk.choose(s).describe()} path")
     if s.exporter == "console":
         report.line("exporter", "console: spans printed on the server's stdout")
         return

@@ -26,7 +26,7 @@ dup           both
 A query string can hold anything a client put there, so no mode exports it.
 The Host header's host goes to ``server.address`` (stable) / ``net.host.name``
 (old) alone, its port to ``server.port`` / ``net.host.port``. The mode is
-the one set-up read (``sdk_layout.conventions()``), handed in::
+the one set-up read (``layout.conventions()``), handed in::
 
     http = HttpAttributes(conventions)
     attributes = http.request(environ)          # for start_span
@@ -51,7 +51,7 @@ from opentelemetry.instrumentation.wsgi import (
 )
 from opentelemetry.util.http import redact_url
 
-from zaqar_otel import sdk_layout
+from zaqar_otel._sdk import layout
 
 #: Query strings can carry anything a client put there; never exported.
 DROPPED = ("url.query",)
@@ -72,7 +72,7 @@ class HttpAttributes:
     """The server span's HTTP attributes in one semantic-convention mode,
     with what repeats kept (see the module)."""
 
-    def __init__(self, conventions: sdk_layout.Conventions) -> None:
+    def __init__(self, conventions: layout.Conventions) -> None:
         mode = conventions.http_mode
         self.conventions = conventions
         self._args: dict[str, Any] = (
@@ -83,7 +83,7 @@ class HttpAttributes:
         self._by_request: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._by_status: dict[str, tuple[tuple[str, Any], ...]] = {}
         if mode is None:
-            sdk_layout.fast_path_off("server spans carry the wsgi "
+            layout.fast_path_off("server spans carry the wsgi "
                                      "instrumentation's default HTTP attribute "
                                      "names, computed for each request")
 

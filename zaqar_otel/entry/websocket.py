@@ -30,7 +30,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from osprofiler import profiler
 
-from zaqar_otel import patching, redact, sdk_layout
+from zaqar_otel import patching, redact
+from zaqar_otel._sdk import layout
 from zaqar_otel.entry import lifecycle
 from zaqar_otel.messaging import operations
 
@@ -79,7 +80,7 @@ _PROTOCOL_NEW = {"network.protocol.name": "websocket"}
 _PROTOCOL_OLD = {"net.protocol.name": "websocket"}
 
 
-def protocol_attributes(conventions: sdk_layout.Conventions) -> dict[str, str]:
+def protocol_attributes(conventions: layout.Conventions) -> dict[str, str]:
     """The websocket span's protocol attribute(s) in ``conventions``' HTTP mode."""
     return {**(_PROTOCOL_OLD if conventions.http_old else {}),
             **(_PROTOCOL_NEW if conventions.http_new else {})}
@@ -183,7 +184,7 @@ def _message_begin(entry: lifecycle.Entry, payload: Any, is_binary: bool,
 
 
 def instrument_handler(entry: lifecycle.Entry, patches: patching.Patches,
-                       conventions: sdk_layout.Conventions | None = None) -> None:
+                       conventions: layout.Conventions | None = None) -> None:
     """Trace every websocket message (idempotent; undone with ``patches``).
 
     ``MessagingProtocol.onMessage`` is the entry: every message Zaqar

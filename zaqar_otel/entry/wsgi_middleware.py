@@ -46,7 +46,8 @@ from opentelemetry.instrumentation.wsgi import wsgi_getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from osprofiler import profiler
 
-from zaqar_otel import patching, redact, sdk_layout
+from zaqar_otel import patching, redact
+from zaqar_otel._sdk import layout
 from zaqar_otel.entry import http_attributes
 from zaqar_otel.entry.lifecycle import Entry, end_span
 from zaqar_otel.messaging import operations
@@ -102,7 +103,7 @@ class TracingMiddleware:
         self._app = app
         self._route_of = route_of
         if http is None and entry is not None:
-            http = http_attributes.HttpAttributes(sdk_layout.stable_conventions())
+            http = http_attributes.HttpAttributes(layout.stable_conventions())
         self._http = http
         self._entry = entry  # None: metrics alone, nothing is traced
         self._extract = Extractor()
@@ -257,7 +258,7 @@ _NEEDS: dict[type, str] = {
 def _needed_keys(textmap: Any) -> frozenset[str] | None:
     """The environ keys without which ``textmap`` extracts nothing, if it is
     a composite of the default propagators only; else None."""
-    parts = sdk_layout.composite_parts(textmap)
+    parts = layout.composite_parts(textmap)
     return (frozenset(_NEEDS[type(p)] for p in parts)
             if parts and all(type(p) in _NEEDS for p in parts) else None)
 

@@ -1,7 +1,7 @@
-"""Export: from an ended span to the collector.
+"""Export: what every ended span goes through on its way to the collector,
+whichever path made it (``zaqar_otel._sdk`` builds the processor and the
+exporter):
 
-* ``processor``: the batch span processor that counts what it drops;
-* ``otlp_encoding``: a faster byte-for-byte equal OTLP protobuf encoder;
-* ``otlp_http`` / ``otlp_grpc``: the SDK's exporters with that encoder;
-* ``resource``: the Resource of every span the process exports.
+* ``processor``: ``CountingExporter`` around the exporter (error texts
+  scrubbed, requests bounded in bytes, drops counted by ``DropCounter``).
 """

@@ -1,15 +1,18 @@
-"""The export path: exporter and span processor; spans scrubbed, drops counted.
+"""What zaqar-otel does to every exported span, whichever path made it:
+error texts scrubbed, requests bounded in bytes, drops counted.
 
 When the collector is down or slow, spans are dropped, either when an export
 fails or when the span queue is full. The SDK logs each failed batch (a
 warning and an error every few seconds) and each full queue; an operator
-needs one line when dropping starts and one when it stops, with the count::
+needs one line when dropping starts and one when it stops, with the count.
+``CountingExporter`` wraps the exporter of either path's batch processor
+(``zaqar_otel._sdk``), with the SDK's public interfaces only::
 
-    processor = span_processor(settings)       # None for exporter = none
-    provider.add_span_processor(processor)
+    drops = DropCounter("http://collector:4318/v1/traces")
+    processor = BatchSpanProcessor(CountingExporter(exporter, drops))
     ...
-    processor.drops.total                      # spans dropped so far
-    processor.drops.by_type                    # the same, by error.type
+    drops.total                                # spans dropped so far
+    drops.by_type                              # the same, by error.type
 
 With ``[opentelemetry] metrics`` on, the metrics pipeline exports every
 counter of the process (``drop_counters()``) as ``zaqar_otel.spans.dropped``
@@ -27,17 +30,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 
-from zaqar_otel import patching, redact, sdk_layout
-from zaqar_otel import settings as settings_module
-from zaqar_otel.export.otlp_encoding import EncodedSpan, SpanEncoder, by_field
+from zaqar_otel import redact
 
 LOG = logging.getLogger(__name__)
 
@@ -141,15 +137,9 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
     an exception message may quote SQL parameters, URLs with tokens or
     credentials. Spans without error text pass unchanged, at no cost.
     """
-    if by_field(type(span)) and not span._events and not getattr(
-            span._status, "_description", None):
-        return span  # nothing to scrub, seen without the properties' calls
     status = span.status
     description = status.description
-    # An SDK span without events keeps them as an empty list or tuple: no
-    # copy of it to look through (a span of another kind: its property).
-    events = getattr(span, "_events", True)
-    has_exception = bool(events) and any(e.name == "exception" for e in span.events)
+    has_exception = any(e.name == "exception" for e in span.events)
     if not has_exception and (not description or
                               redact.message(description) == description):
         return span
@@ -163,10 +153,19 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
         end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 
 
-def encoded_size(span: ReadableSpan | EncodedSpan) -> int:
+class Encoded:
+    """A span encoded as it ended, which an exporter takes in place of the
+    span (the fast path's ``EncodedSpan``): ``field`` holds its bytes, and
+    it was scrubbed before it was encoded."""
+
+    __slots__ = ()
+    field: bytes
+
+
+def encoded_size(span: ReadableSpan | Encoded) -> int:
     """The bytes ``span`` takes in an export request: exact for a span
     encoded as it ended, else an estimate from its strings (the SDK's path)."""
-    if isinstance(span, EncodedSpan):
+    if isinstance(span, Encoded):
         return len(span.field)
     size = 96 + len(span.name or "")
     for attributes in (span.attributes, *(e.attributes for e in span.events),
@@ -196,7 +195,12 @@ def byte_bounded(spans: Sequence[Any], max_bytes: int) -> list[list[Any]]:
     return runs
 
 
-class _CountingExporter(SpanExporter):
+class CountingExporter(SpanExporter):
+    """An exporter wrapped: spans scrubbed of error texts (``scrub``),
+    requests bounded in bytes (``byte_bounded``), exported and dropped
+    spans counted in ``drops``. Every span processor's exporter is one,
+    the SDK's ``BatchSpanProcessor``'s included (``zaqar_otel._sdk``)."""
+
     def __init__(self, exporter: SpanExporter, drops: DropCounter,
                  max_bytes: int = 1 << 20) -> None:
         self._exporter = exporter
@@ -209,14 +213,14 @@ class _CountingExporter(SpanExporter):
         if self.released is not None:
             try:
                 self.released(sum(len(span.field) for span in spans
-                                  if isinstance(span, EncodedSpan)))
+                                  if isinstance(span, Encoded)))
             except Exception:  # noqa: S110 - counting only; never fail an export
                 pass
         try:
             # A span encoded as it ended was scrubbed then. Requests bounded
             # in bytes: one client's oversized spans never make a batch the
             # collector refuses (invariant 7).
-            runs = byte_bounded([span if type(span) is EncodedSpan else scrub(span)
+            runs = byte_bounded([span if isinstance(span, Encoded) else scrub(span)
                                  for span in spans], self._max_bytes)
         except Exception as exc:
             self._drops.dropped(len(spans), f"export raised {type(exc).__name__}",
@@ -260,105 +264,6 @@ class _CountingExporter(SpanExporter):
         return self._exporter.force_flush(timeout_millis)
 
 
-class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """``BatchSpanProcessor`` whose dropped spans are counted in ``drops``.
-
-    ``on_end`` runs on the request thread, inside ``span.end()``, and the SDK
-    does not catch there: nothing it does may raise. A full queue is seen
-    through the SDK's private queue when its layout is the one known
-    (``counts_full_queue``); otherwise the SDK's own "Queue full" lines are
-    left to say it.
-
-    Given an exporter with an ``early_encoder`` (zaqar-otel's OTLP ones),
-    ``on_end`` scrubs and encodes the span there and queues the encoded
-    piece (``encodes_at_end``). The encoding then costs the request that made
-    the span, about 35 k instructions a span, instead of the export thread,
-    which encoded a batch of 512 in one go while requests waited for the
-    GIL at each of their database calls: the export's own latency tail. The
-    queue holds a few hundred bytes a span instead of the span's objects.
-    """
-
-    def __init__(self, exporter: SpanExporter, drops: DropCounter,
-                 max_batch_bytes: int = 1 << 20, max_queue_bytes: int = 8 << 20,
-                 **batch_args: int) -> None:
-        counting = _CountingExporter(exporter, drops, max_batch_bytes)
-        super().__init__(counting, **batch_args)  # type: ignore[arg-type] # ints by name
-        self.drops = drops
-        # Encoded bytes in the queue (spans encoded as they end): bounded by
-        # max_queue_bytes besides the SDK's count, so that oversized spans
-        # cannot grow memory while the collector does not answer.
-        self.max_queue_bytes = max_queue_bytes
-        self.queued_bytes = 0
-        self._bytes_lock = threading.Lock()
-        counting.released = self._released
-        if hasattr(os, "register_at_fork"):
-            # The SDK empties the queue in a forked child: so do the bytes.
-            forget = weakref.WeakMethod(self._forget_bytes)
-            os.register_at_fork(after_in_child=lambda: (f := forget()) and f())
-        self._max_queue = (batch_args.get("max_queue_size")
-                           or sdk_layout.batch_max_queue_size(self) or 0)
-        self._queue = sdk_layout.batch_queue(self)
-        self.counts_full_queue = self._max_queue > 0 and self._queue is not None
-        # What BatchSpanProcessor.on_end comes to, without its steps.
-        self._emits = sdk_layout.batch_emit(self) is not None
-        encoder = getattr(exporter, "early_encoder", None)
-        self._encoder = (encoder if self._emits and isinstance(encoder, SpanEncoder)
-                         else None)
-        self.encodes_at_end = self._encoder is not None
-        if not self.counts_full_queue:
-            sdk_layout.fast_path_off("spans dropped from a full queue are "
-                                     "logged by the SDK, not counted")
-        self._log_failure = patching.FailureLog(
-            LOG, "handing a span to the exporter failed; the span is dropped")
-
-    def on_end(self, span: ReadableSpan) -> None:
-        try:
-            # An SDK-laid-out span (otlp_encoding.by_field) read by field:
-            # three property calls less a span.
-            context = span._context if by_field(type(span)) else span.context
-            if context is None or not context.trace_flags & 1:
-                return  # recorded, not sampled: the SDK's processor drops it too
-            # The SDK's deque (counts_full_queue): its len() cannot fail.
-            if self.counts_full_queue and len(self._queue) >= self._max_queue:  # type: ignore[arg-type]
-                # The SDK's emit would drop it: not encoded, not handed over.
-                self.drops.dropped(1, "the span queue is full", QUEUE_FULL)
-                return
-            if self._encoder is not None:
-                piece: Any = self._encoder.encoded(scrub(span))  # opaque to the queue
-                size = len(piece.field)
-                with self._bytes_lock:
-                    full = self.queued_bytes + size > self.max_queue_bytes
-                    if not full:
-                        self.queued_bytes += size
-                if full:
-                    self.drops.dropped(1, "the span queue is full (bytes)",
-                                       QUEUE_FULL)
-                    return
-                self._batch_processor.emit(piece)
-            elif self._emits:
-                self._batch_processor.emit(span)
-            else:
-                super().on_end(span)
-        except Exception:
-            self._log_failure()
-            try:
-                self.drops.dropped(1, "the span processor failed",
-                                   PROCESSOR_FAILED)
-            except Exception:  # noqa: S110 - nothing more can be done here
-                pass
-
-
-    def _released(self, size: int) -> None:
-        with self._bytes_lock:
-            self.queued_bytes = max(0, self.queued_bytes - size)
-            if self._queue is not None and not len(self._queue):
-                self.queued_bytes = 0  # no drift: an empty queue holds nothing
-
-    def _forget_bytes(self) -> None:
-        self._bytes_lock = threading.Lock()
-        self.queued_bytes = 0
-
-
 class _QuietSdkDrops(logging.Filter):
     def __init__(self, messages: tuple[str, ...]) -> None:
         super().__init__()
@@ -368,49 +273,11 @@ class _QuietSdkDrops(logging.Filter):
         return not str(record.msg).startswith(self.messages)
 
 
-def exporter(conf: settings_module.Settings) -> SpanExporter | None:
-    """The exporter ``[opentelemetry] exporter`` names, or None for ``none``."""
-    args = dict(conf.exporter_args)
-    if conf.exporter == "otlp_http":
-        from opentelemetry.exporter.otlp.proto.http import Compression
-
-        from zaqar_otel.export.otlp_http import OTLPSpanExporter
-
-        if "compression" in args:
-            args["compression"] = Compression(args["compression"])
-        return OTLPSpanExporter(**args)
-    if conf.exporter == "otlp_grpc":
-        import grpc
-
-        from zaqar_otel.export.otlp_grpc import OTLPSpanExporter as GrpcExporter
-
-        if "compression" in args:
-            args["compression"] = {"gzip": grpc.Compression.Gzip}.get(
-                str(args["compression"]), grpc.Compression.NoCompression)
-        if "certificate_file" in args:
-            # The gRPC exporter takes channel credentials, not a file name
-            # (given one, it raised TypeError and tracing did not start).
-            with open(str(args.pop("certificate_file")), "rb") as pem:
-                args["credentials"] = grpc.ssl_channel_credentials(pem.read())
-        return GrpcExporter(**args)
-    if conf.exporter == "console":
-        return ConsoleSpanExporter()
-    return None
-
-
-def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor | None:
-    """The batch processor feeding ``exporter(conf)``; None if it is ``none``."""
-    chosen = exporter(conf)
-    if chosen is None:
-        return None
-    # An endpoint's user:password must not reach the log lines it is in.
-    destination = redact.userinfo(sdk_layout.exporter_endpoint(chosen)
-                                  or conf.exporter)
-    processor = CountingBatchSpanProcessor(
-        chosen, DropCounter(destination),
-        max_batch_bytes=conf.max_export_batch_bytes,
-        max_queue_bytes=conf.max_queue_bytes, **conf.batch_args)
-    quiet = _SDK_DROP_MESSAGES if processor.counts_full_queue else tuple(
+def quiet_sdk_drop_lines(counts_full_queue: bool) -> None:
+    """Keep the SDK's per-batch failure lines (and its "Queue full" ones,
+    when ``counts_full_queue``) out of the log: ``DropCounter`` says it in
+    two lines an outage."""
+    quiet = _SDK_DROP_MESSAGES if counts_full_queue else tuple(
         m for m in _SDK_DROP_MESSAGES if m != "Queue full")
     for name, messages in ((*((n, quiet) for n in _SDK_LOGGERS),
                             (_SDK_ATTRIBUTES_LOGGER, _SDK_TRUNCATED))):
@@ -418,4 +285,3 @@ def span_processor(conf: settings_module.Settings) -> CountingBatchSpanProcessor
         for old in [f for f in logger.filters if isinstance(f, _QuietSdkDrops)]:
             logger.removeFilter(old)
         logger.addFilter(_QuietSdkDrops(messages))
-    return processor

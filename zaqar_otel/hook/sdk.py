@@ -16,8 +16,9 @@ import time
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
-from zaqar_otel import metrics, recording, sampling, settings, tracepoints
-from zaqar_otel.export import processor, resource
+from zaqar_otel import _sdk, metrics, sampling, settings, tracepoints
+from zaqar_otel._sdk import resource
+from zaqar_otel.export import processor
 from zaqar_otel.hook.state import Running
 from zaqar_otel.metrics.spans import SpanCounts
 
@@ -26,22 +27,18 @@ LOG = logging.getLogger(__name__)
 
 def _provider(conf: settings.Settings
               ) -> tuple[TracerProvider, processor.DropCounter | None]:
-    # shutdown_on_exit=False: the SDK's own atexit hook waits for the
-    # exporter's full timeout when the collector is down; ours is bounded.
-    provider = recording.TracerProvider(
+    # The fast path or the SDK's own ([opentelemetry] fast_path), behind
+    # one seam: the same spans either way.
+    path = _sdk.choose(conf)
+    LOG.info("zaqar-otel: spans take the %s path", path.describe())
+    return _sdk.tracer_provider(
+        conf, path,
         resource=resource.for_process(conf.service_name),
         sampler=sampling.request_sampler(conf.sample_ratio),
         id_generator=tracepoints.OSProfilerIdGenerator(),
         # Every limit given (zaqar.conf, then OTEL_*, checked by settings):
         # SpanLimits then reads no variable, and fails on none.
-        span_limits=SpanLimits(**conf.span_limits),
-        shutdown_on_exit=False,
-    )
-    span_processor = processor.span_processor(conf)
-    if span_processor is not None:
-        provider.add_span_processor(span_processor)
-        return provider, span_processor.drops
-    return provider, None
+        span_limits=SpanLimits(**conf.span_limits))
 
 
 def _start_metrics(state: Running) -> None:

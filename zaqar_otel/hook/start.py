@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from oslo_config import cfg
 
 import zaqar_otel
-from zaqar_otel import logs, patching, redact, sdk_layout, settings, switches
+from zaqar_otel import logs, patching, redact, settings, switches
+from zaqar_otel._sdk import layout
 from zaqar_otel.backends import instrumentors
 from zaqar_otel.entry import lifecycle
 from zaqar_otel.hook import osprofiler, propagators, sdk, zaqar
@@ -116,7 +117,7 @@ def _start(hook: Hook, state: Running, conf: cfg.ConfigOpts) -> None:
             trace.set_tracer_provider(state.provider)
         if len(hook.made) == 1:
             atexit.register(shutdown, hook)
-    state.conventions = sdk_layout.conventions()
+    state.conventions = layout.conventions()
     LOG.info("zaqar-otel: semantic conventions %s (OTEL_SEMCONV_STABILITY_OPT_IN)",
              state.conventions.describe())
     # The scope is zaqar-otel's, so its version is ours, not Zaqar's.

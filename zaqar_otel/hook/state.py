@@ -21,7 +21,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from zaqar_otel import metrics, patching, sdk_layout, settings
+from zaqar_otel import metrics, patching, settings
+from zaqar_otel._sdk import layout
 from zaqar_otel.entry import lifecycle
 from zaqar_otel.export import processor
 
@@ -38,7 +39,7 @@ class Running:
     drops: processor.DropCounter | None = None  # our span processor's counts
     # The semantic-convention modes (OTEL_SEMCONV_STABILITY_OPT_IN) the
     # instrumentations follow, read once: every name zaqar-otel gives follows.
-    conventions: sdk_layout.Conventions = sdk_layout.OLD_CONVENTIONS
+    conventions: layout.Conventions = layout.OLD_CONVENTIONS
     owns_provider: bool = False
     # What set-up changed outside its own objects, to undo in teardown().
     undo: list[Callable[[], None]] = field(default_factory=list)

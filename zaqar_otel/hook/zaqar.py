@@ -26,7 +26,8 @@ from typing import Any
 
 from oslo_config import cfg
 
-from zaqar_otel import sdk_layout, switches
+from zaqar_otel import switches
+from zaqar_otel._sdk import layout
 from zaqar_otel.entry import http_attributes, wsgi_middleware
 from zaqar_otel.hook.state import Hook
 from zaqar_otel.messaging import operations
@@ -81,7 +82,7 @@ def _init_middleware(hook: Hook, original: Callable[..., Any]) -> Callable[..., 
         if not traced and recorder is None:
             return
         # Metrics alone (trace_wsgi_transport = false): measured, not traced.
-        conventions = running.conventions if running else sdk_layout.OLD_CONVENTIONS
+        conventions = running.conventions if running else layout.OLD_CONVENTIONS
         driver.app = wsgi_middleware.TracingMiddleware(
             driver.app, entry if traced else None,
             wsgi_middleware.falcon_route_of(falcon_app), metrics=recorder,

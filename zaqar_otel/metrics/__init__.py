@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
 
-from zaqar_otel import sdk_layout, settings
+from zaqar_otel import _sdk, settings
+from zaqar_otel._sdk import layout
 from zaqar_otel.metrics.cardinality import Destinations
-from zaqar_otel.metrics.pipeline import Pipeline, exporter
+from zaqar_otel.metrics.pipeline import Pipeline
 from zaqar_otel.metrics.recorder import Recorder
 
 
@@ -37,13 +38,13 @@ class Metrics:
 
 
 def start(conf: settings.MetricsSettings, resource: Resource,
-          conventions: sdk_layout.Conventions | None = None) -> Metrics:
+          conventions: layout.Conventions | None = None) -> Metrics:
     """Build the recorder and exporter ``conf`` describes; start exporting.
     ``conventions``: the HTTP names of the request duration (None: stable)."""
     recorder = Recorder(
         Destinations(conf.per_queue, conf.per_project, conf.max_queues),
         conf.exemplar_filter, conventions)
-    pipeline = Pipeline(recorder, exporter(conf), resource,
+    pipeline = Pipeline(recorder, _sdk.metric_exporter(conf), resource,
                         conf.export_interval_millis)
     pipeline.start()
     return Metrics(recorder, pipeline)

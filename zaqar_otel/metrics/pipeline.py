@@ -11,7 +11,8 @@ export is logged once when failing starts and once when it stops; the
 points are not lost (cumulative: the next export carries them). A worker
 forked after set-up starts its own thread when it first records::
 
-    pipeline = Pipeline(recorder, exporter(settings.metrics), resource, 60000)
+    pipeline = Pipeline(recorder, _sdk.metric_exporter(settings.metrics),
+                        resource, 60000)
     pipeline.start()
     ...
     pipeline.shutdown(timeout=5.0)         # a last export, bounded
@@ -22,11 +23,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Protocol
 
 from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
     Metric,
     MetricExporter,
     MetricExportResult,
@@ -38,7 +37,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import zaqar_otel
-from zaqar_otel import redact, sdk_layout, settings
+from zaqar_otel import redact
+from zaqar_otel._sdk import layout
 from zaqar_otel.metrics.recorder import Recorder
 
 LOG = logging.getLogger(__name__)
@@ -50,37 +50,6 @@ class Source(Protocol):
     """Metrics read at each export besides the recorder's (``spans.SpanCounts``)."""
 
     def collect(self, now_ns: int) -> list[Metric]: ...
-
-
-def exporter(conf: settings.MetricsSettings) -> MetricExporter | None:
-    """The SDK's metric exporter ``conf`` names, or None for ``none``."""
-    args = dict(conf.exporter_args)
-    if conf.exporter == "otlp_http":
-        from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter,
-        )
-
-        if "compression" in args:
-            args["compression"] = Compression(args["compression"])
-        return OTLPMetricExporter(**args)  # type: ignore[call-overload]
-    if conf.exporter == "otlp_grpc":
-        import grpc
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcExporter,
-        )
-
-        if "compression" in args:
-            args["compression"] = {"gzip": grpc.Compression.Gzip}.get(
-                str(args["compression"]), grpc.Compression.NoCompression)
-        if "certificate_file" in args:
-            # The gRPC exporter takes channel credentials, not a file name.
-            pem = Path(str(args.pop("certificate_file"))).read_bytes()
-            args["credentials"] = grpc.ssl_channel_credentials(pem)
-        return GrpcExporter(**args)  # type: ignore[arg-type]
-    if conf.exporter == "console":
-        return ConsoleMetricExporter()
-    return None
 
 
 class _Outage:
@@ -115,7 +84,7 @@ class Pipeline:
         self.exporter = metric_exporter
         self.resource = resource
         self.interval = interval_millis / 1000
-        destination = (sdk_layout.exporter_endpoint(metric_exporter)
+        destination = (layout.exporter_endpoint(metric_exporter)
                        if metric_exporter is not None else None)
         self._outage = _Outage(redact.userinfo(
             destination or type(metric_exporter).__name__))

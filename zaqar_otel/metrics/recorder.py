@@ -43,7 +43,7 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import Metric
 from opentelemetry.trace import SpanContext
 
-from zaqar_otel import sdk_layout
+from zaqar_otel._sdk import layout
 from zaqar_otel.metrics import instruments
 from zaqar_otel.metrics.cardinality import Destination, Destinations
 from zaqar_otel.redact import HTTP_METHODS
@@ -141,10 +141,10 @@ class Recorder:
 
     def __init__(self, destinations: Destinations,
                  exemplar_filter: str = instruments.TRACE_BASED,
-                 conventions: sdk_layout.Conventions | None = None) -> None:
+                 conventions: layout.Conventions | None = None) -> None:
         self.destinations = destinations
         boundaries = instruments.DURATION_BOUNDARIES
-        conventions = conventions or sdk_layout.STABLE_CONVENTIONS
+        conventions = conventions or layout.STABLE_CONVENTIONS
         # (histogram, factor from seconds): one each for the stable and the
         # old names, as the mode asks (both: http/dup).
         durations: list[tuple[instruments.Histogram, float]] = []

@@ -45,6 +45,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceFlags, TraceState
 
+from zaqar_otel.export.processor import Encoded
+
 LOG = logging.getLogger(__name__)
 
 # SpanFlags (fixed32): the parent's is_remote is known (0x100); it is remote (0x200).
@@ -200,7 +202,7 @@ _Q = struct.Struct("<Q")
 _DEFAULT_TRACE_STATE = SpanContext(1, 1, False).trace_state
 
 
-class EncodedSpan:
+class EncodedSpan(Encoded):
     """A span encoded as it ended (``SpanEncoder.encoded``): its field of a
     ``ScopeSpans`` message, and the resource and scope it is grouped by."""
 

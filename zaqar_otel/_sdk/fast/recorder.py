@@ -14,7 +14,7 @@ that takes the short way where the outcome is the same:
   calls (roots, and any other sampler, ask the sampler as the SDK does);
 * the parent is read from the current context in one step, its fields in
   one unpacking, and the child's ``SpanContext`` built as one tuple, where
-  ``sdk_layout`` finds the API laid out for it (``current_context_slot``,
+  ``_sdk.layout`` finds the API laid out for it (``current_context_slot``,
   ``local_span_context_maker``); the sampling ``Decision`` (an Enum, each
   member read a look-up) is compared by identity first;
 * attributes live in a plain dict while every key is a non-empty ``str``,
@@ -35,7 +35,7 @@ Everything a processor, exporter or the encoder reads is the SDK's
 ``ReadableSpan`` view, the same values (``tests/unit/test_recording.py``
 checks spans of both kinds field by field and byte for byte through the
 SDK's OTLP encoder). Where the SDK is laid out otherwise than this was
-written for (``sdk_layout.span_layout_known``), every tracer is the SDK's::
+written for (``layout.span_layout_known``), every tracer is the SDK's::
 
     provider = TracerProvider(resource=..., sampler=..., id_generator=...)
     tracer = provider.get_tracer("zaqar_otel", version)
@@ -59,7 +59,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util import types
 
-from zaqar_otel import sdk_layout
+from zaqar_otel._sdk import layout
 
 LOG = logging.getLogger(__name__)
 _SDK_LOG = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own lines
@@ -76,18 +76,18 @@ _RECORD_AND_SAMPLE = sampling.Decision.RECORD_AND_SAMPLE
 _DROP = sampling.Decision.DROP
 # The API's current Context and the current span's key in it, and a maker of
 # a local span's SpanContext in one step, where the API is laid out for them
-# (sdk_layout); else None, and the API's own calls.
-_CURRENT_SPAN = sdk_layout.current_context_slot()
-_LOCAL_CONTEXT = sdk_layout.local_span_context_maker()
+# (``_sdk.layout``); else None, and the API's own calls.
+_CURRENT_SPAN = layout.current_context_slot()
+_LOCAL_CONTEXT = layout.local_span_context_maker()
 
 
 class Span(sdk_trace.Span):
     """The SDK's ``Span``, recorded with fewer steps (see the module)."""
 
     # Not the SDK's __init__: Tracer.start_span sets every field the SDK's
-    # own __init__ sets (sdk_layout.span_layout_known checks the list).
+    # own __init__ sets (layout.span_layout_known checks the list).
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover
-        raise TypeError("zaqar_otel.recording.Span is made by its Tracer")
+        raise TypeError("zaqar_otel._sdk.fast.recorder.Span is made by its Tracer")
 
     # -- attributes ---------------------------------------------------------
 
@@ -250,7 +250,7 @@ class Tracer(sdk_trace.Tracer):
         links = links or ()
         valid = False
         if parent is not None:
-            if _LOCAL_CONTEXT is not None:  # the tuple sdk_layout checked
+            if _LOCAL_CONTEXT is not None:  # the tuple layout checked
                 trace_id, _, _, flags, parent_state, valid = parent
             else:
                 trace_id, flags = parent.trace_id, parent.trace_flags
@@ -327,7 +327,7 @@ class Tracer(sdk_trace.Tracer):
     def _follows_parent(self) -> bool:
         follows = self.__dict__.get("_zaqar_otel_follows_parent")
         if follows is None or follows[0] is not self.sampler:
-            follows = (self.sampler, sdk_layout.follows_parent(self.sampler))
+            follows = (self.sampler, layout.follows_parent(self.sampler))
             self.__dict__["_zaqar_otel_follows_parent"] = follows
         return bool(follows[1])
 
@@ -378,8 +378,7 @@ class SpanProcessors(sdk_trace.SynchronousMultiSpanProcessor):
 
 
 def _quiet(cls: type) -> bool:
-    return (sdk_layout.does_nothing(getattr(cls, "on_start", None))
-            and sdk_layout.does_nothing(getattr(cls, "_on_ending", None)))
+    return layout.quiet_processor(cls)
 
 
 class TracerProvider(sdk_trace.TracerProvider):
@@ -389,13 +388,13 @@ class TracerProvider(sdk_trace.TracerProvider):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # active_span_processor is the SDK's fourth positional parameter.
         if (len(args) < 4 and kwargs.get("active_span_processor") is None
-                and sdk_layout.span_layout_known()):
+                and layout.span_layout_known()):
             kwargs["active_span_processor"] = SpanProcessors()
         super().__init__(*args, **kwargs)
 
     def get_tracer(self, *args: Any, **kwargs: Any) -> trace_api.Tracer:
         tracer = super().get_tracer(*args, **kwargs)
-        if type(tracer) is sdk_trace.Tracer and sdk_layout.span_layout_known():
+        if type(tracer) is sdk_trace.Tracer and layout.span_layout_known():
             # Same object, kept in the provider's cache: only the class of its
             # start_span changes, every field stays the SDK's.
             tracer.__class__ = Tracer

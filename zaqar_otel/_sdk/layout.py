@@ -1,4 +1,6 @@
-"""Everything zaqar-otel reads of the OTel SDK's private layout, in one place.
+"""Everything zaqar-otel reads of the OTel SDK's private layout, in one place
+(with ``resource.py``'s Resource): only the seam, ``zaqar_otel._sdk``, holds
+these, and zaqar-otel's own code calls the functions here, never a private.
 
 Each look-up checks the layout it expects (the one of SDK 1.45) and returns
 None when it differs, so that every caller can fall back to the SDK's public
@@ -7,7 +9,7 @@ path instead of failing or silently dropping spans:
 * ``BatchSpanProcessor``'s queue (``_batch_processor._queue``), to count
   spans dropped from a full queue; without it the SDK logs those itself;
   and its ``_batch_processor.emit``, what its ``on_end`` comes to for a
-  sampled span (read from its source); without it, its ``on_end``;
+  sampled span (seen on a probe); without it, its ``on_end``;
 * the OTLP/HTTP exporter's parts (``_metrics``, ``_client``,
   ``_max_request_size``, ``_shutdown`` and ``_common``'s size check), for
   the exporter that encodes with ``otlp_encoding``; without them it exports
@@ -27,29 +29,30 @@ path instead of failing or silently dropping spans:
   request's would find anything in it; without it every request is
   extracted;
 * the SDK ``Span``'s and ``Tracer``'s fields and the ``ParentBased``
-  sampler's delegates, for ``zaqar_otel.recording``'s leaner spans; without
+  sampler's delegates, for ``zaqar_otel._sdk.fast.recorder``'s leaner spans; without
   them every tracer is the SDK's own;
 * the metrics API's stand-in provider (``_ProxyMeterProvider``), to see that
   no MeterProvider was set, so the SQLAlchemy instrumentation's connection
   counters record nothing; without it they keep their listeners.
 * the API's current-context variable (``ContextVarsRuntimeContext``'s
   ``_current_context``) and the context key of the current span
-  (``trace.propagation._SPAN_KEY``), for ``recording``'s tracer to read a
+  (``trace.propagation._SPAN_KEY``), for ``fast.recorder``'s tracer to read a
   parent span in one step; without them, ``get_current_span``;
 * ``SpanContext``'s tuple layout (trace id, span id, is_remote, flags, trace
-  state, is_valid), for ``recording`` to read a parent's fields in one
+  state, is_valid), for ``fast.recorder`` to read a parent's fields in one
   unpacking and build a span's context as one tuple (checked against the
   API's own on probes); without it, ``SpanContext(...)`` and its properties.
 
 Usage::
 
-    parts = sdk_layout.http_parts(exporter)
+    parts = layout.http_parts(exporter)
     if parts is None:
         return super().export(spans)      # the SDK's own encoder
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sized
 from contextvars import ContextVar
@@ -70,24 +73,47 @@ def batch_queue(processor: Any) -> Sized | None:
 
 def batch_emit(processor: Any) -> Callable[[Any], None] | None:
     """What ``BatchSpanProcessor.on_end`` hands a sampled span to (its batch
-    processor's ``emit``), or None: then its own ``on_end``."""
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
+    processor's ``emit``), or None: then its own ``on_end``. Seen by what
+    the SDK's ``on_end`` does (``_on_end_emits``), not by its text."""
     emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
-    on_end = getattr(BatchSpanProcessor, "on_end", None)
-    if not callable(emit) or on_end is None or "_batch_processor.emit(span)" not in (
-            _source(on_end)):
+    if not callable(emit) or not _on_end_emits():
         return None
     return emit  # type: ignore[no-any-return]
 
 
-def _source(function: Any) -> str:
-    import inspect
+@functools.cache
+def _on_end_emits() -> bool:
+    """Whether the SDK's ``BatchSpanProcessor.on_end``, on a probe, hands a
+    sampled span to its batch processor's ``emit`` exactly once, as it is,
+    and an unsampled one to nothing (checked once)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
 
+    class Nowhere(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    probe = BatchSpanProcessor(Nowhere(), schedule_delay_millis=3_600_000)
     try:
-        return inspect.getsource(function)
-    except (OSError, TypeError):
-        return ""
+        handed: list[Any] = []
+        batch = getattr(probe, "_batch_processor", None)
+        if batch is None:
+            return False
+        batch.emit = handed.append  # this probe's only
+        spans = [ReadableSpan("probe", trace.SpanContext(
+            1, 2, False, trace.TraceFlags(flags))) for flags in (1, 0)]
+        for span in spans:
+            BatchSpanProcessor.on_end(probe, span)
+        return len(handed) == 1 and handed[0] is spans[0]
+    except Exception:
+        return False
+    finally:
+        probe.shutdown()
 
 
 def batch_max_queue_size(processor: Any) -> int | None:
@@ -267,7 +293,7 @@ def fast_path_off(what: str) -> None:
                 sdk_version, KNOWN_LAYOUT, what)
 
 
-#: The fields of an SDK span and tracer that ``zaqar_otel.recording`` sets
+#: The fields of an SDK span and tracer that ``zaqar_otel._sdk.fast.recorder`` sets
 #: and reads, exactly (a field more or less: the SDK's own tracers).
 SPAN_FIELDS = frozenset((
     "_attributes", "_context", "_end_time", "_events", "_instrumentation_info",
@@ -286,7 +312,7 @@ _span_layout: list[bool] = []
 
 def span_layout_known() -> bool:
     """Whether a span and a tracer of this SDK have exactly the fields
-    ``zaqar_otel.recording`` was written for (checked once, on a probe)."""
+    ``zaqar_otel._sdk.fast.recorder`` was written for (checked once, on a probe)."""
     if not _span_layout:
         try:
             from opentelemetry.sdk import trace as sdk_trace
@@ -294,7 +320,7 @@ def span_layout_known() -> bool:
 
             probe = sdk_trace.TracerProvider(sampler=sampling.ALWAYS_ON,
                                              shutdown_on_exit=False)
-            tracer = probe.get_tracer("zaqar_otel.sdk_layout")
+            tracer = probe.get_tracer("zaqar_otel._sdk.layout")
             span = tracer.start_span("probe")
             known = (type(tracer) is sdk_trace.Tracer
                      and isinstance(span, sdk_trace.Span)
@@ -311,23 +337,19 @@ def span_layout_known() -> bool:
     return _span_layout[0]
 
 
-def _nothing(*args: Any, **kwargs: Any) -> None:
-    pass
+def quiet_processor(cls: type) -> bool:
+    """Whether a span processor of ``cls`` does nothing when a span starts
+    and when it is ending: its ``on_start`` and ``_on_ending`` are the SDK's
+    ``SpanProcessor``'s or ``BatchSpanProcessor``'s, which are empty in the
+    releases the fast path runs on (``fast.check`` gates on them). Known by
+    which functions they are, not by their text."""
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-
-def does_nothing(function: Any) -> bool:
-    """Whether ``function``'s body is empty (``pass`` or a docstring), as the
-    SDK's ``SpanProcessor.on_start`` and ``BatchSpanProcessor._on_ending``."""
-    if getattr(function, "__code__", None) is None:
-        return False
-    # By instruction, not bytes: a docstring moves None to another constant.
-    return _steps(function) == _steps(_nothing)
-
-
-def _steps(function: Any) -> list[tuple[str, Any]]:
-    import dis
-
-    return [(step.opname, step.argval) for step in dis.get_instructions(function)]
+    return (getattr(cls, "on_start", None) in (SpanProcessor.on_start,
+                                                BatchSpanProcessor.on_start)
+            and getattr(cls, "_on_ending", None) in (
+                SpanProcessor._on_ending, BatchSpanProcessor._on_ending))
 
 
 def follows_parent(sampler: Any) -> bool:
@@ -420,6 +442,22 @@ def suppression_slot() -> tuple[ContextVar[Any], tuple[str, str]] | None:
         return variable, keys
     except (AttributeError, ImportError, TypeError):
         return None
+
+
+def _suppressing() -> Callable[[Any], Any]:
+    from opentelemetry.context import set_value
+
+    try:
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as key
+    except ImportError:  # the plain key, which is_instrumentation_enabled reads too
+        key = "suppress_instrumentation"
+    return functools.partial(set_value, key, True)
+
+
+#: ``suppressed(context)``: ``context`` with instrumentation suppressed, as
+#: the instrumentations' ``suppress_instrumentation()`` sets it (the API's
+#: private context key), without attaching it.
+suppressed = _suppressing()
 
 
 def local_span_context_maker() -> Callable[[int, int, Any, Any], Any] | None:

@@ -26,8 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 
-from zaqar_otel import sdk_layout
-from zaqar_otel.export.otlp_encoding import (
+from zaqar_otel._sdk import layout
+from zaqar_otel._sdk.fast.otlp_encoding import (
     EXPORT_PAUSE,
     EXPORT_PAUSE_EVERY,
     EncodedSpan,
@@ -120,7 +120,7 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
     def _initialize_channel_and_stub(self, *args: Any, **kwargs: Any) -> Any:
         # The SDK's (re)connection, then its stub wrapped; called by the
         # SDK's __init__ and again after UNAVAILABLE. An SDK that makes its
-        # stub elsewhere (sdk_layout.grpc_stub_made_here) never calls this:
+        # stub elsewhere (layout.grpc_stub_made_here) never calls this:
         # its own retries then, said once at __init__.
         made = super()._initialize_channel_and_stub(  # type: ignore[misc]
             *args, **kwargs)
@@ -133,15 +133,15 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
         super().__init__(*args, **kwargs)
         self._encoder: SpanEncoder | None = SpanEncoder(
             pause_every=EXPORT_PAUSE_EVERY, pause=EXPORT_PAUSE)
-        if not sdk_layout.grpc_translates(type(self)):
+        if not layout.grpc_translates(type(self)):
             # This SDK no longer calls _translate_data: its own encoder runs.
             self._encoder = None
         self.early_encoder = self._encoder
         if self._encoder is None:
-            sdk_layout.fast_path_off("OTLP/gRPC export encodes with the SDK's "
+            layout.fast_path_off("OTLP/gRPC export encodes with the SDK's "
                                      "encoder")
         if not isinstance(getattr(self, "_client", None), _SplittingStub):
-            sdk_layout.fast_path_off("a request the collector refuses as too "
+            layout.fast_path_off("a request the collector refuses as too "
                                      "large is retried by the SDK, not split")
 
     def _translate_data(

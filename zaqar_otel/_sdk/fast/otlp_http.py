@@ -4,7 +4,7 @@ Everything but the encoding is the SDK's: endpoint, TLS, headers,
 compression, retries, timeout, size limit and the exporter's own metrics.
 Only ``export`` is replaced, with the SDK's ``export`` (1.45) step for step
 and ``SpanEncoder.encode`` where it calls ``encode_spans``. On an SDK laid
-out differently (``sdk_layout``), the SDK's own ``export`` runs::
+out differently (``_sdk.layout``), the SDK's own ``export`` runs::
 
     exporter = OTLPSpanExporter(endpoint="http://collector:4318/v1/traces")
 """
@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
-from zaqar_otel import sdk_layout
-from zaqar_otel.export.otlp_encoding import (
+from zaqar_otel._sdk import layout
+from zaqar_otel._sdk.fast.otlp_encoding import (
     EXPORT_PAUSE,
     EXPORT_PAUSE_EVERY,
     EncodedSpan,
@@ -80,13 +80,13 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._encoder = SpanEncoder(pause_every=EXPORT_PAUSE_EVERY, pause=EXPORT_PAUSE)
-        self._parts = sdk_layout.http_parts(self)
+        self._parts = layout.http_parts(self)
         self.early_encoder = self._encoder
         if self._parts is None:
             self.early_encoder = None  # the SDK's export takes spans only
-            sdk_layout.fast_path_off("OTLP/HTTP export encodes with the SDK's "
+            layout.fast_path_off("OTLP/HTTP export encodes with the SDK's "
                                      "encoder")
-        session = sdk_layout.http_session(self)
+        session = layout.http_session(self)
         if session is not None:
             read_environment_once(session, self._endpoint)
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Reso
 from opentelemetry.util.types import Attributes
 
 import zaqar_otel
-from zaqar_otel import sdk_layout
+from zaqar_otel._sdk import layout
 
 DEFAULT_SERVICE_NAME = "zaqar"
 LOG = logging.getLogger(__name__)
@@ -106,14 +106,14 @@ class _ProcessResource(Resource):
         self._pid = os.getpid()
         self._hash_value = super().__hash__()
         self._fork_lock = threading.Lock()
-        self._replaceable = sdk_layout.resource_attributes_replaceable(self)
+        self._replaceable = layout.resource_attributes_replaceable(self)
 
     def _this_process(self) -> None:
         with self._fork_lock:
             if self._pid == os.getpid():
                 return
             if not self._replaceable:
-                sdk_layout.fast_path_off("a forked worker keeps its parent's "
+                layout.fast_path_off("a forked worker keeps its parent's "
                                          "service.instance.id")
                 self._pid = os.getpid()
                 self._hash_value = super().__hash__()
