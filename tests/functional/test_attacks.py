@@ -1,6 +1,6 @@
 """Issue 16: attacks not tried before, against a real zaqar-otel-server.
 
-Every ``trace_*`` switch is on (``tests.tracing_support.tracing``), the
+Every ``trace_*`` switch is on (``harness.tracing.tracing``), the
 backends are real processes of our own, and each fault is applied to plain
 Zaqar (``zaqar-server`` without the hook) in the same way where the claim is
 "the answer is what Zaqar would have given" (invariant 6).
@@ -43,14 +43,10 @@ from typing import Any
 
 import pytest
 
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
-from tests.websocket_client import exchange
-from zaqar_otel.demo.processes import (
-    MongoServer,
-    RedisServer,
-    WebhookSubscriber,
-    free_port,
-)
+from harness.servers import MongoServer
+from harness.tracing import KEY, OTEL_SERVER, tracing
+from harness.websocket import exchange
+from zaqar_otel.demo.processes import RedisServer, WebhookSubscriber, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.demo.zaqar_server import (

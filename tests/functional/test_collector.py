@@ -41,13 +41,9 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from tests.backends_support import (
-    COLLECTOR_CONFIG,
-    Collector,
-    Jaeger,
-    binary,
-    metric_values,
-)
+from harness.backends import COLLECTOR_CONFIG, Collector, Jaeger, metric_values
+from harness.servers import binary
+from harness.tracing import to_collector
 from zaqar_otel.demo.processes import HOST, RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
@@ -204,14 +200,7 @@ def traffic() -> Iterator[Traffic]:
             "DEFAULT": {"debug": "true", "logging_context_format_string":
                         "%(levelname)s %(name)s [trace %(otel_trace_id)s "
                         "span %(otel_span_id)s] %(message)s"},
-            "profiler": {"enabled": "true", "hmac_keys": KEY,
-                         "trace_wsgi_transport": "true",
-                         "trace_message_store": "true", "trace_redis": "true",
-                         "trace_management_store": "true",
-                         "trace_sqlalchemy": "true"},
-            "opentelemetry": {"exporter": "otlp_http",
-                              "endpoint": collector.otlp_http,
-                              "schedule_delay": "200", "sample_ratio": "1.0"},
+            **to_collector(collector.otlp_http, KEY),
             # Redis down: fail at once (503), not after 10 s of retries.
             "drivers:message_store:redis": {"max_reconnect_attempts": "1",
                                             "reconnect_sleep": "0.01"},

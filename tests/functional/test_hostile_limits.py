@@ -33,13 +33,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.tracing import KEY, OTEL_SERVER, tracing
 from tests.functional.test_attacks import (
     Relay,
     websocket_server,
     ws_exchange,
     ws_request,
 )
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql

@@ -29,9 +29,10 @@ from typing import Any
 import pytest
 import redis as redis_client
 
-from tests import tracing_support
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
-from zaqar_otel.demo.processes import MongoServer, RedisServer, free_port
+from harness import tracing as harness_tracing
+from harness.servers import MongoServer
+from harness.tracing import KEY, OTEL_SERVER, tracing
+from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.demo.zaqar_server import (
@@ -305,7 +306,7 @@ def exported(request: pytest.FixtureRequest) -> Iterator[Exported]:
                 yield run_session(mongo(mongo_server.url), rx, otel)
         else:
             sql = request.param.split(",")[0].removeprefix("redis+")
-            sql_url = tracing_support.sql_url(sql)  # skips without the server
+            sql_url = harness_tracing.sql_url(sql)  # skips without the server
             with RedisServer() as redis_server:
                 yield run_session(redis_sql(redis_server.url, sql_url), rx, otel)
 
@@ -336,7 +337,7 @@ def test_no_pool_credentials_in_exports(sql: str, receiver: OTLPReceiver) -> Non
             client.execute_command("ACL", "SETUSER", "zaqar", "on", ">" + password,
                                    "~*", "&*", "+@all")
         uri = f"redis://zaqar:{password}@127.0.0.1:{redis_server.port}/0"
-        catalog = redis_sql("redis://unused", tracing_support.sql_url(sql))
+        catalog = redis_sql("redis://unused", harness_tracing.sql_url(sql))
         deployment = pooled([Pool("pool-a", redis_server.url + "/0")], catalog)
         with ZaqarServer(deployment, command=OTEL_SERVER,
                          extra=tracing(receiver)) as server:

@@ -1,6 +1,6 @@
 """The scale-out collector tier, as shipped, on loopback.
 
-2 ``zaqar-otel-server`` processes and a client service (tests/scale_out_support.py)
+2 ``zaqar-otel-server`` processes and a client service (harness/scale_out.py)
 → 2 gateways (``config/otel-collector-gateway.yaml``: load_balancing by trace
 id) → 2 samplers (``config/otel-collector.yaml``, decision_wait 3 s through
 ``OTELCOL_DECISION_WAIT``) → Jaeger v2. Every trace has its client span sent
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.scale_out_support import (
+from harness.scale_out import (
     CLIENT_SERVICE,
     SLOW_MS,
     ClientService,

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.tracing import tracing
 from tests.functional.test_attacks import Relay, signed
-from tests.tracing_support import tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, decode_request
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql

@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 import pytest
 
+from harness.tracing import OTEL_SERVER
 from tests.functional.test_attacks import (
     Probe,
     Relay,
@@ -34,7 +35,6 @@ from tests.functional.test_attacks import (
     signed_stats,
     traced_extra,
 )
-from tests.tracing_support import OTEL_SERVER
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql

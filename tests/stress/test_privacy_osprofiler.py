@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from harness.tracing import KEY, osprofiler_driver
 from tests.functional.test_privacy import (
     SIGNED_URL_SECRET,
     PrivateSession,
@@ -22,7 +23,6 @@ from tests.functional.test_privacy import (
     privacy_config,
     signed_headers,
 )
-from tests.tracing_support import KEY, osprofiler_driver
 from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
