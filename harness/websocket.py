@@ -1,17 +1,30 @@
 """A websocket client for Zaqar's websocket API (autobahn, which Zaqar ships).
 
 ``exchange(port, requests)`` sends each request (``{"action", "headers",
-"body"}``) in turn on one connection and returns the responses.
+"body"}``, as ``request()`` makes one) in turn on one connection and returns
+the responses; ``traced_server`` is zaqar-otel-server with its websocket
+transport traced, and ``canary`` a signed action that flushes what was
+exported before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
+
+from harness.clients import signed
+from harness.tracing import EVERYTHING, OTEL_SERVER, tracing
+from zaqar_otel.demo.processes import RedisServer
+from zaqar_otel.demo.receiver import OTLPReceiver
+from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
+
+__all__ = ["canary", "exchange", "request", "traced_server"]
 
 
 async def _exchange(port: int, requests: Sequence[dict[str, Any]],
@@ -57,3 +70,35 @@ def exchange(port: int, requests: Sequence[dict[str, Any]],
     ``handshake``: headers of the connection's HTTP upgrade request.
     """
     return asyncio.run(_exchange(port, requests, timeout, handshake or {}))
+
+
+def request(action: str, body: dict[str, Any],
+            headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One websocket request of a fresh client of the tests' project."""
+    return {"action": action, "body": body,
+            "headers": {"Client-ID": str(uuid.uuid4()),
+                        "X-Project-ID": "test-project", **(headers or {})}}
+
+
+@contextlib.contextmanager
+def traced_server(receiver: OTLPReceiver, ratio: float) -> Iterator[ZaqarServer]:
+    """zaqar-otel-server on its own Redis, websocket transport on, every
+    switch on (``EVERYTHING``), unsigned requests traced at ``ratio`` and a
+    caller's sampled flag not honoured."""
+    extra = tracing(receiver, profiler=EVERYTHING,
+                    otel={"sample_ratio": str(ratio), "honor_w3c_sampled": "false"})
+    with RedisServer() as redis_server, ZaqarServer(
+            redis_sql(redis_server.url), command=OTEL_SERVER, extra=extra,
+            websocket=True) as server:
+        yield server
+
+
+def canary(server: ZaqarServer, receiver: OTLPReceiver,
+           queue: str = "attack") -> int:
+    """A signed action; once its span is here, so is everything before it."""
+    headers, trace_id = signed()
+    (resp,) = exchange(server.port, [request(
+        "queue_get_stats", {"queue_name": queue}, headers)], timeout=30.0)
+    assert resp["headers"]["status"] == 200, resp
+    receiver.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER")
+    return trace_id

@@ -33,17 +33,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.tracing import KEY, OTEL_SERVER, tracing
-from tests.functional.test_attacks import (
-    Relay,
-    websocket_server,
-    ws_exchange,
-    ws_request,
-)
+from harness import websocket
+from harness.clients import signed
+from harness.faults import Relay
+from harness.tracing import OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
-from zaqar_otel.propagation import codec
 
 pytestmark = pytest.mark.functional
 
@@ -53,12 +49,6 @@ LENGTH_LIMIT = 8192  # the default attribute_value_length_limit
 QUEUE = "limits"
 STATS = f"/v2/queues/{QUEUE}/stats"
 ZAQAR_OTEL = str(Path(sys.executable).parent / "zaqar-otel")
-
-
-def signed() -> tuple[dict[str, str], int]:
-    """Fresh OSProfiler headers (a new trace) and that trace's id."""
-    base_id = str(uuid.uuid4())
-    return codec.encode(base_id, str(uuid.uuid4()), KEY), uuid.UUID(base_id).int
 
 
 def oversized() -> dict[str, str]:
@@ -187,19 +177,19 @@ def test_megabyte_websocket_actions_lose_no_signed_span() -> None:
     400) beside 40 signed ones, every request traced, to a receiver that
     refuses requests over 4 MiB: all 40 signed server spans arrive (before:
     0 of 40), none named or tagged with the action's text."""
-    requests = [ws_request("queue_create", {"queue_name": QUEUE})]
+    requests = [websocket.request("queue_create", {"queue_name": QUEUE})]
     trace_ids = []
     for n in range(60):
         if n % 3 == 2:
-            requests.append(ws_request("x" * (3 << 20) + str(n), {}))
+            requests.append(websocket.request("x" * (3 << 20) + str(n), {}))
         else:
             headers, trace_id = signed()
             trace_ids.append(trace_id)
-            requests.append(ws_request("queue_get_stats", {"queue_name": QUEUE},
+            requests.append(websocket.request("queue_get_stats", {"queue_name": QUEUE},
                                        headers))
     with OTLPReceiver(max_request_bytes=COLLECTOR_LIMIT) as receiver, \
-            websocket_server(receiver, ratio=1.0) as server:
-        responses = ws_exchange(server.port, requests, timeout=120)
+            websocket.traced_server(receiver, ratio=1.0) as server:
+        responses = websocket.exchange(server.port, requests, timeout=120)
         got = arrived(receiver, trace_ids)
         spans = receiver.spans()
     statuses = [r["headers"]["status"] for r in responses]

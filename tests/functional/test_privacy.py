@@ -19,7 +19,6 @@ osprofiler's own OTLP driver and records how much leaks there.
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import pytest
 import redis as redis_client
 
 from harness import tracing as harness_tracing
+from harness.leaks import leaked, where_leaked
 from harness.servers import MongoServer
 from harness.tracing import KEY, OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer, free_port
@@ -194,42 +194,6 @@ class PrivateSession:
         self.call("POST", f"{q}/purge", {"resource_types": ["messages"]})
         self.call("DELETE", f"{q}/subscriptions/{sub_id}")
         self.call("DELETE", q)
-
-
-def leaked(raw: list[bytes], secrets: set[str]) -> set[str]:
-    """The secrets found in exported bytes, as hex, uuid or base64 text."""
-    blob = b"\n".join(raw).lower()
-    found = set()
-    for secret in secrets:
-        forms = {secret.lower()}
-        try:
-            forms.add(str(uuid.UUID(secret)))
-        except ValueError:
-            pass
-        forms.add(base64.b64encode(secret.encode()).decode().lower())
-        if any(form.encode() in blob for form in forms):
-            found.add(secret)
-    return found
-
-
-def where_leaked(raw: list[bytes], found: set[str], width: int = 120) -> list[str]:
-    """The exported bytes around each leaked secret, for the failure report."""
-    blob = b"\n".join(raw)
-    lines = []
-    for secret in sorted(found):
-        forms = [secret, base64.b64encode(secret.encode()).decode()]
-        try:
-            forms.append(str(uuid.UUID(secret)))
-        except ValueError:
-            pass
-        for form in forms:
-            at, shown = blob.lower().find(form.lower().encode()), 0
-            while at >= 0 and shown < 3:
-                context = blob[max(0, at - width):at + len(form) + width]
-                lines.append(f"{secret}: ...{context!r}...")
-                at = blob.lower().find(form.lower().encode(), at + len(form))
-                shown += 1
-    return lines
 
 
 def signed_headers() -> Callable[[], dict[str, str]]:

@@ -22,7 +22,6 @@ A few hundred requests (signed, unsigned, errors, slow) at 6 at a time, then:
 from __future__ import annotations
 
 import collections
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from harness.scale_out import (
     warm_up,
     zaqar_pair,
 )
+from harness.stats import binomial_bounds
 from zaqar_otel.demo.processes import RedisServer
 
 pytestmark = pytest.mark.functional
@@ -113,21 +113,6 @@ def _expected_kept(s: Sent) -> bool | None:
     if AMBIGUOUS[0] <= s.seconds <= AMBIGUOUS[1]:
         return None
     return s.seconds > SLOW_MS / 1000
-
-
-def binomial_bounds(n: int, p: float, alpha: float = 1e-6) -> tuple[int, int]:
-    """The counts outside of which Binomial(n, p) falls with probability at
-    most ``alpha``."""
-    pmf = [math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1)]
-    low, tail = 0, 0.0
-    while tail + pmf[low] <= alpha / 2:
-        tail += pmf[low]
-        low += 1
-    high, tail = n, 0.0
-    while tail + pmf[high] <= alpha / 2:
-        tail += pmf[high]
-        high -= 1
-    return low, high
 
 
 def test_every_request_was_served(run: Run) -> None:

@@ -14,12 +14,12 @@ from collections import Counter
 
 import pytest
 
+from harness.leaks import leaked
 from harness.tracing import KEY, osprofiler_driver
 from tests.functional.test_privacy import (
     SIGNED_URL_SECRET,
     PrivateSession,
     flush,
-    leaked,
     privacy_config,
     signed_headers,
 )
