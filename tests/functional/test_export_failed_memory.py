@@ -3,7 +3,7 @@
 alive in the server are the queue and at most the batch in flight; none
 are left in reference cycles for the garbage collector. The long run
 (100k requests, black hole and hanging collector) is
-tests/stress/test_attacks_long.py; what was found is in docs/faults.md.
+tests/stress/test_export_failed_memory_long.py; what was found is in docs/faults.md.
 """
 
 from __future__ import annotations

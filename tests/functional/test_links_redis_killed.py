@@ -5,7 +5,7 @@ same fault beside zaqar-otel-server.
 
 No message lost or duplicated, the answers those of plain Zaqar, and a
 link write or read cut by the kill changes no answer and delays none. The
-20 s outage (Zaqar answers 503) is in tests/stress/test_attacks_long.py;
+20 s outage (Zaqar answers 503) is in tests/stress/test_links_redis_killed_long.py;
 what was found is in docs/faults.md.
 """
 
@@ -40,7 +40,7 @@ def test_redis_sigkilled_under_load_answers_like_plain_zaqar_and_loses_nothing(
     """A 3 s outage, shorter than Zaqar's and redis-py's retries most of the
     time: the requests in flight wait and then succeed on both sides, bar a
     list now and then (``sigkill_compared``); the 20 s outage that makes
-    Zaqar answer 503 is in tests/stress/test_attacks_long.py."""
+    Zaqar answer 503 is in tests/stress/test_links_redis_killed_long.py."""
     _, report = sigkill_compared(receiver, outage=3.0)
     print("\n" + report)
 

@@ -1,4 +1,7 @@
-"""The test infrastructure itself: OTLP receiver, tree checks, real servers."""
+"""The test harness itself (``harness/``) and the demo parts it builds on: the
+OTLP receiver (``zaqar_otel.demo.receiver``), the tree checks
+(``harness.tracing``, ``zaqar_otel.demo.tree``), real servers
+(``zaqar_otel.demo.processes``, ``harness.servers``)."""
 
 from __future__ import annotations
 
