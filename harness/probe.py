@@ -4,6 +4,7 @@
 :class:`Probe` writes it and gives the server environment that loads it,
 and ``Probe.read(server)`` signals the server and returns its line: spans
 alive, in the export queue, outside it, and the allocator's block count.
+``rss_kib(pid)`` is any process's resident memory, now and at its peak.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from zaqar_otel.demo.zaqar_server import ZaqarServer
 
-__all__ = ["PROBE", "Probe"]
+__all__ = ["PROBE", "Probe", "rss_kib"]
 
 # A sitecustomize for the server process (on its PYTHONPATH): SIGUSR1 writes
 # one JSON line about the spans alive in it to $ZAQAR_OTEL_PROBE_OUT.
@@ -81,3 +82,13 @@ class Probe:
             assert time.monotonic() < deadline, "the probe did not answer"
             time.sleep(0.05)
         return json.loads(self.out.read_text().splitlines()[-1])
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of ``pid``, in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields

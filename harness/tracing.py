@@ -289,3 +289,17 @@ def assert_one_tree(
             + render_tree(spans)
         )
     return roots[0]
+
+
+def arrived(receiver: OTLPReceiver, trace_ids: list[int],
+            timeout: float = 30.0) -> list[ReceivedSpan]:
+    """The server spans of ``trace_ids`` received within ``timeout``."""
+    wanted = set(trace_ids)
+
+    def mine(s: ReceivedSpan) -> bool:
+        return s.kind == "SERVER" and s.trace_id in wanted
+
+    try:
+        return receiver.wait_for(mine, count=len(wanted), timeout=timeout)
+    except AssertionError:
+        return [s for s in receiver.spans() if mine(s)]
