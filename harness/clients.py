@@ -56,12 +56,16 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-def signed_stats(server: ZaqarServer, queue: str, requests: int) -> None:
-    """``requests`` signed stats requests of ``queue``, each answered 200."""
+def signed_stats(server: ZaqarServer, queue: str, requests: int) -> list[int]:
+    """``requests`` signed stats requests of ``queue``, each answered 200;
+    their trace ids."""
+    trace_ids = []
     for _ in range(requests):
-        headers, _ = signed()
+        headers, trace_id = signed()
+        trace_ids.append(trace_id)
         assert server.request("GET", f"/v2/queues/{queue}/stats",
                               headers=headers)[0] == 200
+    return trace_ids
 
 
 @dataclass(frozen=True)

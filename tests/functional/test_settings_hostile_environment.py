@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.clients import signed
+from harness.clients import signed, signed_stats
 from harness.tracing import OTEL_SERVER, arrived, tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
@@ -40,11 +40,7 @@ def test_a_zero_export_timeout_is_one_line_and_the_default(
     with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
                      extra=tracing(receiver), env=env) as server:
         assert server.request("PUT", f"/v2/queues/{QUEUE}")[0] == 201
-        trace_ids = []
-        for _ in range(3):
-            headers, trace_id = signed()
-            trace_ids.append(trace_id)
-            assert server.request("GET", STATS, headers=headers)[0] == 200
+        trace_ids = signed_stats(server, QUEUE, 3)
         got = arrived(receiver, trace_ids, timeout=15)
         log = server.log_text()
     print(f"\n{len(got)} of 3 signed server spans arrived")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness.clients import signed
+from harness.clients import signed_stats
 from harness.tracing import OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
@@ -19,7 +19,6 @@ from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redi
 pytestmark = pytest.mark.functional
 
 QUEUE = "limits"
-STATS = f"/v2/queues/{QUEUE}/stats"
 
 
 def test_sighup_flushes_queued_spans_then_ends_the_server_as_zaqars(
@@ -34,11 +33,7 @@ def test_sighup_flushes_queued_spans_then_ends_the_server_as_zaqars(
     extra = tracing(receiver, otel={"schedule_delay": "60000"})
     with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=extra) as server:
         assert server.request("PUT", f"/v2/queues/{QUEUE}")[0] == 201
-        trace_ids = []
-        for _ in range(20):
-            headers, trace_id = signed()
-            trace_ids.append(trace_id)
-            assert server.request("GET", STATS, headers=headers)[0] == 200
+        trace_ids = signed_stats(server, QUEUE, 20)
         time.sleep(0.2)
         assert receiver.spans() == []
         assert server.proc is not None
