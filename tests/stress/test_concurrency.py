@@ -34,7 +34,7 @@ from harness.tracing import (
     osprofiler_driver,
     tracing,
 )
-from tests.functional.test_privacy import flush
+from tests.functional.test_redact_client_data import flush
 from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
