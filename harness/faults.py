@@ -286,6 +286,7 @@ def sigkill_under_load(receiver: OTLPReceiver, outage: float) -> list[Side]:
             time.sleep(1.5)
             phase[0] = "down"
             for side in sides:
+                assert side.redis.pid is not None
                 os.kill(side.redis.pid, signal.SIGKILL)
             for side in sides:
                 side.redis.stop(grace=0)  # reaps it; port and data dir are kept
@@ -319,7 +320,7 @@ def check_sigkill(sides: list[Side]) -> tuple[str, list[tuple[str, int, Any]]]:
         side.lost = sorted(acked - set(side.have))
         side.duplicated = sorted(n for n, c in side.have.items() if c > 1)
         failed_but_stored = sorted(failed & set(side.have))
-        by_phase = Counter()
+        by_phase: Counter[str] = Counter()
         for (at, _, status, _), count in side.outcomes.items():
             by_phase[f"{at} {status}"] += count
         report.append(

@@ -214,9 +214,10 @@ def canary(server: ZaqarServer, receiver: OTLPReceiver, clear: bool = True) -> i
     every span of an earlier request is too. Returns the canary's trace id.
     """
     headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
-    trace_id = idmap.trace_id_from_base_id(
-        codec.decode(headers[codec.X_TRACE_INFO], headers[codec.X_TRACE_HMAC],
-                      [KEY]).base_id)
+    info = codec.decode(headers[codec.X_TRACE_INFO], headers[codec.X_TRACE_HMAC],
+                        [KEY])
+    assert info is not None
+    trace_id = idmap.trace_id_from_base_id(info.base_id)
     assert server.request("GET", "/v2/queues", headers=headers)[0] == 200
     receiver.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER")
     if clear:
