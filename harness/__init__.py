@@ -18,8 +18,10 @@ Real servers on loopback and what drives them, in one place:
 - :mod:`harness.websocket`: a websocket client for Zaqar's websocket API;
 - :mod:`harness.faults`: a TCP relay that forwards, refuses, swallows or
   cuts; Redis killed under load;
-- :mod:`harness.probe`: the spans alive in a server process, on a signal;
+- :mod:`harness.probe`: the spans alive in a server process, on a signal,
+  and a process's resident memory;
 - :mod:`harness.stats`: bounds for counts drawn at a ratio;
+- :mod:`harness.leaks`: secrets found in exported bytes or log lines;
 - :mod:`harness.browser`: headless chromium for the pages the project renders.
 
 The harness imports the product (mostly :mod:`zaqar_otel.demo`, whose
