@@ -114,6 +114,26 @@ def whole_in_jaeger(jaeger: Any, trace_id: str, route: str, timeout: float = 90.
                          f"{timeout:.0f}s: {count} spans")
 
 
+def assert_one_jaeger_tree(
+        trace: dict[str, Any],
+) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, str | None]]:
+    """Zaqar's and Keystone's spans (Jaeger's ``/api/traces`` form), one
+    tree, nothing Jaeger would warn of: each span id once, every parent in
+    the trace. Returns each process's service, the spans by id and each
+    span's parent id (None: a root)."""
+    spans = trace["spans"]
+    service = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+    assert set(service.values()) == {"zaqar", KEYSTONE_SERVICE}
+    assert [s["warnings"] for s in spans if s.get("warnings")] == []
+    by_id = {s["spanID"]: s for s in spans}
+    assert len(by_id) == len(spans)
+    parent = {s["spanID"]: next((r["spanID"] for r in s["references"]
+                                 if r["refType"] == "CHILD_OF"), None)
+              for s in spans}
+    assert all(p in by_id for p in parent.values() if p is not None)
+    return service, by_id, parent
+
+
 class Stack:
     def __init__(self) -> None:
         self._exit = contextlib.ExitStack()

@@ -27,6 +27,7 @@ from peers.keystone.stack import (
     KEYSTONE_SERVICE,
     REQUESTS_SCOPE,
     Stack,
+    assert_one_jaeger_tree,
     require_stack,
     tags,
     whole_in_jaeger,
@@ -58,16 +59,8 @@ def test_the_cli_trace_kept_whole_through_the_collector(
     trace_id = uuid.UUID(result.trace_id).hex
     trace = whole_in_jaeger(jaeger, trace_id, route)
     spans = trace["spans"]
-    service = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
     # Zaqar's and Keystone's spans, one tree, nothing Jaeger would warn of.
-    assert set(service.values()) == {"zaqar", KEYSTONE_SERVICE}
-    assert [s["warnings"] for s in spans if s.get("warnings")] == []
-    by_id = {s["spanID"]: s for s in spans}
-    assert len(by_id) == len(spans)
-    parent = {s["spanID"]: next((r["spanID"] for r in s["references"]
-                                 if r["refType"] == "CHILD_OF"), None)
-              for s in spans}
-    assert all(p in by_id for p in parent.values() if p is not None)
+    service, by_id, parent = assert_one_jaeger_tree(trace)
     roots = [by_id[sid] for sid, p in parent.items() if p is None]
     assert sorted(s["operationName"] for s in roots
                   if service[s["processID"]] == KEYSTONE_SERVICE) == sorted(

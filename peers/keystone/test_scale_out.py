@@ -29,6 +29,7 @@ from peers.keystone.stack import (
     KEYSTONE_SERVICE,
     REQUESTS_SCOPE,
     Stack,
+    assert_one_jaeger_tree,
     require_stack,
     tags,
     whole_in_jaeger,
@@ -66,15 +67,7 @@ def test_each_command_trace_is_whole_across_both_gateways(
         trace_ids.append(trace_id)
         trace = whole_in_jaeger(t.jaeger, trace_id, route)
         spans = trace["spans"]
-        service = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
-        assert set(service.values()) == {"zaqar", KEYSTONE_SERVICE}
-        assert [s["warnings"] for s in spans if s.get("warnings")] == []
-        by_id = {s["spanID"]: s for s in spans}
-        assert len(by_id) == len(spans)
-        parent = {s["spanID"]: next((r["spanID"] for r in s["references"]
-                                     if r["refType"] == "CHILD_OF"), None)
-                  for s in spans}
-        assert all(p in by_id for p in parent.values() if p is not None)
+        service, _, parent = assert_one_jaeger_tree(trace)
         zaqar_roots = [s for s in spans if parent[s["spanID"]] is None
                        and service[s["processID"]] == "zaqar"]
         assert [s["operationName"] for s in zaqar_roots] == [route]
