@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check zaqar_otel tests peers bench
+	$(VENV)/bin/ruff check zaqar_otel harness tests peers bench
 	$(VENV)/bin/mypy
 
 stress: $(STAMP)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import flushing, zaqar_cost
+from harness.receivers import ReceiverProcess
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
@@ -90,7 +91,7 @@ def _control(option: str, pid: int) -> None:
                    capture_output=True, timeout=120)
 
 
-def _spans(receiver: zaqar_cost.ReceiverProcess, case: str) -> int:
+def _spans(receiver: ReceiverProcess, case: str) -> int:
     """Spans the receiver got so far from the server of ``case``."""
     with _receiver_lock:  # one question and its answer at a time
         stats = receiver.stats()
@@ -102,7 +103,7 @@ def _spans(receiver: zaqar_cost.ReceiverProcess, case: str) -> int:
 _receiver_lock = threading.Lock()
 
 
-def count(case: str, receiver: zaqar_cost.ReceiverProcess, mixes_per_thread: int = 6,
+def count(case: str, receiver: ReceiverProcess, mixes_per_thread: int = 6,
           warmup_mixes: int = 2, profiler_options: dict[str, str] | None = None,
           ) -> Count:
     """Instructions the server of ``case`` executes for the measured mixes
@@ -147,7 +148,7 @@ def count(case: str, receiver: zaqar_cost.ReceiverProcess, mixes_per_thread: int
 
 def measure(cases: Sequence[str] = tuple(zaqar_cost.CASES), jobs: int = 2,
             **kwargs: Any) -> dict[str, Count]:
-    with zaqar_cost.ReceiverProcess() as receiver, ThreadPoolExecutor(jobs) as pool:
+    with ReceiverProcess() as receiver, ThreadPoolExecutor(jobs) as pool:
         futures = {case: pool.submit(count, case, receiver, **kwargs)
                    for case in cases}
         return {case: future.result() for case, future in futures.items()}

@@ -16,7 +16,7 @@ metrics on (every second), so that the spans dropped at that load are read
 as an operator reads them: ``zaqar_otel.spans.dropped`` by ``error.type``.
 Every request carries the same signed OSProfiler headers (wrk sends fixed
 headers): one trace id for the whole run, which changes nothing of the cost
-per request. The receiver (``zaqar_cost.ReceiverProcess``, a child process
+per request. The receiver (``harness.receivers.ReceiverProcess``, a child process
 that decodes after the rounds) counts the spans that arrived.
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``); ``make bench`` skips
@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from bench import zaqar_cost
+from harness.receivers import ReceiverProcess
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec
@@ -153,7 +154,7 @@ def servers(receiver_port: int, cases: Sequence[str]
 def measure(rounds: int = 3, seconds: float = 10.0, warmup: float = 2.0,
             cases: Sequence[str] = tuple(CASES)) -> dict[str, Result]:
     results = {case: Result() for case in cases}
-    with zaqar_cost.ReceiverProcess() as receiver, \
+    with ReceiverProcess() as receiver, \
             servers(receiver.port, cases) as running:
         headers = {case: _headers(case) for case in cases}
         for case, server in running.items():

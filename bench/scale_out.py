@@ -8,7 +8,7 @@ run); ``make scale-out`` runs every part, or one:
     python -m bench.scale_out faults    # a sampler, a gateway killed; Jaeger stopped
     python -m bench.scale_out capacity  # spans per CPU-second, memory per trace
 
-Every process runs on 127.0.0.1 (tests/scale_out_support.py); every run is
+Every process runs on 127.0.0.1 (harness/scale_out.py); every run is
 bounded in requests and time. Results print as JSON, one object per part.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.scale_out_support import (
+from harness.scale_out import (
     ClientService,
     Sent,
     Tier,
@@ -404,8 +404,8 @@ def _measure(t: Tier, target: Any, rate: float, seconds: float,
 
 
 def _read_one(collector: Any) -> dict[str, float]:
-    from tests.scale_out_support import _read
-    return _read(collector.telemetry())
+    from harness.scale_out import read_counts
+    return read_counts(collector.telemetry())
 
 
 def capacity(args: argparse.Namespace) -> dict[str, Any]:

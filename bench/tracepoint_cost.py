@@ -47,7 +47,7 @@ from osprofiler import notifier, profiler
 from osprofiler import opts as osprofiler_opts  # noqa: F401 - registers options
 from osprofiler.drivers import otlp
 
-from bench.zaqar_cost import ReceiverProcess
+from harness.receivers import ReceiverProcess
 from zaqar_otel import tracepoints
 from zaqar_otel._sdk.fast import otlp_http
 

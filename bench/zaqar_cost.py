@@ -43,8 +43,6 @@ import http.client
 import json
 import re
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -56,7 +54,8 @@ from typing import Any
 import psutil
 
 from bench import flushing
-from tests.tracing_support import ALL_TRACING, osprofiler_driver
+from harness.receivers import ReceiverProcess
+from harness.tracing import ALL_TRACING, osprofiler_driver
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec
@@ -148,87 +147,6 @@ def config(kind: str, case: str, receiver_port: int,
     # name is "<prefix>-Zaqar-Zaqar-server".
     return {**osprofiler_driver(receiver_port, KEY, trace_sqlalchemy="true"),
             "profiler_otlp": {"service_name_prefix": service_name(kind, case)}}
-
-
-# -- the OTLP receiver, in a child process ---------------------------------------
-
-
-def _receiver_main() -> None:
-    """Child process: an OTLP receiver that keeps counts, not spans.
-
-    Prints its port, then answers each line on stdin with the JSON totals
-    per service name; ends when stdin closes. Each export is answered as
-    soon as its body is read, and decoded only when totals are asked for
-    (after the rounds): decoding a batch in Python takes a core for tens of
-    milliseconds, and on a machine of two cores that would be charged to
-    the servers' latency (a collector elsewhere costs them nothing).
-    """
-    from zaqar_otel.demo import receiver as receiver_module
-    from zaqar_otel.demo.receiver import OTLPReceiver
-    from zaqar_otel.metrics import spans as span_metrics
-
-    decode = receiver_module.decode_request
-    receiver_module.decode_request = lambda body: []  # type: ignore[assignment]
-    totals: dict[str, dict[str, Any]] = {}
-
-    def drain(rx: OTLPReceiver) -> None:
-        # Swap the list under the receiver's own lock: nothing is lost
-        # between reading and clearing.
-        with rx._cond:
-            bodies, rx.raw = rx.raw, []
-        for body in bodies:
-            for s in decode(body):
-                t = totals.setdefault(
-                    str(s.resource.get("service.name")),
-                    {"spans": 0, "server": 0, "error": 0, "errors_by_name": {}})
-                t["spans"] += 1
-                t["server"] += s.kind == "SERVER"
-                if s.status_code == "ERROR" or s.attributes.get("error"):
-                    t["error"] += 1
-                    what = s.name + " " + s.status_message[:80]
-                    t["errors_by_name"][what] = t["errors_by_name"].get(what, 0) + 1
-
-    with OTLPReceiver() as rx:
-        print(rx.port, flush=True)
-        for _ in sys.stdin:
-            drain(rx)
-            # zaqar-otel's own count of the spans it dropped, when its
-            # metrics are on (bench.saturation): the newest value per type.
-            for p in rx.latest(span_metrics.DROPPED):
-                t = totals.setdefault(
-                    str(p.resource.get("service.name")),
-                    {"spans": 0, "server": 0, "error": 0, "errors_by_name": {}})
-                t.setdefault("dropped", {})[str(p.attributes.get("error.type"))] = (
-                    int(p.value))
-            print(json.dumps(totals), flush=True)
-
-
-class ReceiverProcess:
-    """``_receiver_main`` in a child process; ``stats()`` -> totals."""
-
-    def __enter__(self) -> ReceiverProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c",
-             "from bench.zaqar_cost import _receiver_main; _receiver_main()"],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
-        return self
-
-    def stats(self) -> dict[str, dict[str, Any]]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("stats\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 # -- the load generator -----------------------------------------------------------

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from zaqar_otel.demo.processes import MongoServer, RedisServer
+from harness.servers import MongoServer
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 
 # Everything the tests start listens on loopback; a proxy from the

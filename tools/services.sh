@@ -3,10 +3,10 @@
 #   MariaDB    127.0.0.1:3306  root with an empty password, database `test`
 #   PostgreSQL 127.0.0.1:5432  user postgres, trust auth on loopback, database `test`
 #   Redis      127.0.0.1:6379  no persistence (Zaqar's own test_pools_new hard-codes it)
-# and installs Debian's chromium (no server: tests/browser.py runs it headless
+# and installs Debian's chromium (no server: harness/browser.py runs it headless
 # for the HTML pages the project renders) and prometheus (no server either:
 # tests start their own on loopback, scraping the collector).
-# (tests/servers.py holds the URLs the tests use; without these servers the
+# (harness/servers.py holds the URLs the tests use; without these servers the
 # tests that need them skip, or fail when $CI is set.)
 #
 # Installs what is missing from Debian's packages (needs root and apt-get),

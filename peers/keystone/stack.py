@@ -25,13 +25,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.servers import unavailable
+from harness.tracing import KEY, OTEL_SERVER, tracing
 from peers.keystone.keystone_process import (
     DOMAIN,
+    KEYSTONE_VERSION,
     CliResult,
     KeystoneServer,
+    keystone_venv,
+    keystone_venv_ready,
     openstack,
 )
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
@@ -71,20 +75,63 @@ def keystone_profiler(receiver: OTLPReceiver) -> dict[str, str]:
     }
 
 
-class CollectorReceiver:
-    """A collector's OTLP/HTTP receiver where a Stack expects its own
-    receiver: the ``port`` and ``endpoint`` it reads, nothing to start or
-    stop (the tests that send through a collector own it)."""
+def require_stack() -> None:
+    """Skip (fail under $CI) without Keystone's venv or the openstack CLI."""
+    if not keystone_venv_ready():
+        unavailable(
+            f"Keystone {KEYSTONE_VERSION}'s venv (.cache/{keystone_venv().name}) "
+            "is not installed: run `make peer-keystone` or `tox -e peer-keystone`")
+    if not openstack_bin().exists():
+        unavailable("the openstack CLI is not installed in this venv: "
+                    "pip install python-openstackclient (or make peer-keystone)")
 
-    def __init__(self, collector: Any) -> None:
-        self.port = collector.port
-        self.endpoint = collector.otlp_http
 
-    def __enter__(self) -> CollectorReceiver:
-        return self
+def tags(span: dict[str, Any]) -> dict[str, Any]:
+    """A Jaeger span's tags as a dict."""
+    return {t["key"]: t["value"] for t in span["tags"]}
 
-    def __exit__(self, *exc: object) -> None:
-        pass
+
+def whole_in_jaeger(jaeger: Any, trace_id: str, route: str, timeout: float = 90.0,
+                    quiet: float = 3.0) -> dict[str, Any]:
+    """The trace (Jaeger's ``/api/traces`` form) once Zaqar's server span
+    ``route`` is in, every keystonemiddleware call has Keystone's span under
+    it, and ``quiet`` seconds passed without news (Keystone exports every
+    5 s, osprofiler's driver's default; a sampling collector decides later)."""
+    deadline = time.monotonic() + timeout
+    count, trace = -1, None
+    while time.monotonic() < deadline:
+        trace = jaeger.trace(trace_id)
+        spans = trace["spans"] if trace else []
+        parents = {r["spanID"] for s in spans for r in s["references"]}
+        calls = [s["spanID"] for s in spans
+                 if tags(s).get("otel.scope.name") == REQUESTS_SCOPE]
+        if (trace and any(s["operationName"] == route for s in spans) and calls
+                and all(c in parents for c in calls) and len(spans) == count):
+            return trace
+        count = len(spans)
+        time.sleep(quiet)
+    raise AssertionError(f"trace {trace_id} not whole in Jaeger after "
+                         f"{timeout:.0f}s: {count} spans")
+
+
+def assert_one_jaeger_tree(
+        trace: dict[str, Any],
+) -> tuple[dict[str, str], dict[str, dict[str, Any]], dict[str, str | None]]:
+    """Zaqar's and Keystone's spans (Jaeger's ``/api/traces`` form), one
+    tree, nothing Jaeger would warn of: each span id once, every parent in
+    the trace. Returns each process's service, the spans by id and each
+    span's parent id (None: a root)."""
+    spans = trace["spans"]
+    service = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+    assert set(service.values()) == {"zaqar", KEYSTONE_SERVICE}
+    assert [s["warnings"] for s in spans if s.get("warnings")] == []
+    by_id = {s["spanID"]: s for s in spans}
+    assert len(by_id) == len(spans)
+    parent = {s["spanID"]: next((r["spanID"] for r in s["references"]
+                                 if r["refType"] == "CHILD_OF"), None)
+              for s in spans}
+    assert all(p in by_id for p in parent.values() if p is not None)
+    return service, by_id, parent
 
 
 class Stack:

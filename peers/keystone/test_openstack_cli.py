@@ -15,17 +15,12 @@ fails instead when ``CI`` is set.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from peers.keystone.keystone_process import (
-    KEYSTONE_VERSION,
-    keystone_venv,
-    keystone_venv_ready,
-)
+from harness.tracing import assert_one_tree
 from peers.keystone.stack import (
     COMMANDS,
     KEYSTONE_SERVICE,
@@ -33,9 +28,8 @@ from peers.keystone.stack import (
     REQUESTS_SCOPE,
     Stack,
     detail,
-    openstack_bin,
+    require_stack,
 )
-from tests.tracing_support import assert_one_tree
 from zaqar_otel.demo.receiver import ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
 
@@ -44,21 +38,9 @@ CLI_KEYSTONE_CALLS = {"WSGI_GET_/v3", "WSGI_POST_/v3/auth/tokens"}
 MARKER = "marker-" + uuid.uuid4().hex
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    if not keystone_venv_ready():
-        _unavailable(
-            f"Keystone {KEYSTONE_VERSION}'s venv (.cache/{keystone_venv().name}) "
-            "is not installed: run `make peer-keystone` or `tox -e peer-keystone`")
-    if not openstack_bin().exists():
-        _unavailable("the openstack CLI is not installed in this venv: "
-                     "pip install python-openstackclient (or make peer-keystone)")
+    require_stack()
     with Stack() as running:
         yield running
 

@@ -15,87 +15,37 @@ import html
 import json
 import os
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from harness.backends import Jaeger
+from harness.browser import open_page
+from harness.receivers import BackendReceiver
 from peers.keystone import stack as stack_module
-from peers.keystone.keystone_process import (
-    KEYSTONE_VERSION,
-    keystone_venv,
-    keystone_venv_ready,
+from peers.keystone.stack import (
+    COMMANDS,
+    KEYSTONE_SERVICE,
+    Stack,
+    require_stack,
+    whole_in_jaeger,
 )
-from peers.keystone.stack import COMMANDS, KEYSTONE_SERVICE, REQUESTS_SCOPE, Stack
-from tests.backends_support import Jaeger
-from tests.browser import open_page
 from zaqar_otel.cmd import cli, trace
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
-class _JaegerReceiver:
-    """Where the stack sends spans: Jaeger's OTLP/HTTP receiver (what the
-    stack reads of its receiver: ``port`` and ``endpoint``)."""
-
-    def __init__(self, jaeger: Jaeger) -> None:
-        self.port = jaeger.http_port
-        self.endpoint = jaeger.otlp_http
-
-    def __enter__(self) -> _JaegerReceiver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def jaeger_stack() -> Iterator[tuple[Jaeger, Stack]]:
-    if not keystone_venv_ready():
-        _unavailable(
-            f"Keystone {KEYSTONE_VERSION}'s venv (.cache/{keystone_venv().name}) "
-            "is not installed: run `make peer-keystone` or `tox -e peer-keystone`")
-    if not stack_module.openstack_bin().exists():
-        _unavailable("the openstack CLI is not installed in this venv: "
-                     "pip install python-openstackclient (or make peer-keystone)")
+    require_stack()
     keystone_profiler = stack_module.keystone_profiler
     with Jaeger() as jaeger, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(stack_module, "OTLPReceiver", lambda: _JaegerReceiver(jaeger))
+        patch.setattr(stack_module, "OTLPReceiver", lambda: BackendReceiver(jaeger))
         # Keystone's SQL too, as an operator's osprofiler set-up has it.
         patch.setattr(stack_module, "keystone_profiler", lambda receiver: {
             **keystone_profiler(receiver), "trace_sqlalchemy": "true"})
         with Stack() as running:
             yield jaeger, running
-
-
-def _complete(jaeger: Jaeger, trace_id: int, route: str,
-              timeout: float = 60.0) -> list[dict[str, Any]]:
-    """The trace's spans in Jaeger once Zaqar's server span is in, every
-    keystonemiddleware call has Keystone's span under it (Keystone exports
-    every 5 s, osprofiler's driver's default) and 2 s passed without news."""
-    deadline = time.monotonic() + timeout
-    count, spans = -1, []
-    while time.monotonic() < deadline:
-        found = jaeger.trace(f"{trace_id:032x}")
-        spans = found["spans"] if found else []
-        parents = {r["spanID"] for s in spans for r in s["references"]}
-        tags = [{t["key"]: t["value"] for t in s["tags"]} for s in spans]
-        calls = [s["spanID"] for s, t in zip(spans, tags, strict=True)
-                 if t.get("otel.scope.name") == REQUESTS_SCOPE]
-        if (any(s["operationName"] == route for s in spans) and calls
-                and all(c in parents for c in calls) and len(spans) == count):
-            return spans
-        count = len(spans)
-        time.sleep(2.0)
-    raise AssertionError(f"trace {trace_id:032x} incomplete in Jaeger after "
-                         f"{timeout:.0f}s: {count} spans")
 
 
 @pytest.mark.parametrize(("args", "route"), [COMMANDS[0], COMMANDS[2]],
@@ -109,7 +59,8 @@ def test_the_cli_trace_shown_from_jaeger(
     base_id = result.trace_id
     assert base_id, result.stderr
     trace_id = uuid.UUID(base_id).int
-    spans = _complete(jaeger, trace_id, route)
+    spans = whole_in_jaeger(jaeger, f"{trace_id:032x}", route, timeout=60.0,
+                            quiet=2.0)["spans"]
     names = {s["operationName"] for s in spans}
 
     assert cli.main(["trace", "show", base_id, "--jaeger", jaeger.url,

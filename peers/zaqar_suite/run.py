@@ -217,7 +217,8 @@ def _child_env(tree: Path, record: Path, mode: str) -> dict[str, str]:
 def run_mode(letter: str, tree: Path, results: Path, pytest_args: list[str],
              timeout: float, overrides: list[str], name: str = "") -> dict[str, Any]:
     """Run mode ``letter`` into ``results/<name or letter>/``."""
-    from zaqar_otel.demo.processes import MongoServer, RedisServer
+    from harness.servers import MongoServer
+    from zaqar_otel.demo.processes import RedisServer
     from zaqar_otel.demo.receiver import OTLPReceiver
 
     record = results / (name or letter)

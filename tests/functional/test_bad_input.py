@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.tracing_support import KEY, OTEL_SERVER, canary, tracing
+from harness.tracing import KEY, OTEL_SERVER, canary, tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree

@@ -24,7 +24,6 @@ ones absent; the collector's own metrics give the per-policy counts.
 from __future__ import annotations
 
 import collections
-import math
 import os
 import re
 import secrets
@@ -41,13 +40,10 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from tests.backends_support import (
-    COLLECTOR_CONFIG,
-    Collector,
-    Jaeger,
-    binary,
-    metric_values,
-)
+from harness.backends import COLLECTOR_CONFIG, Collector, Jaeger, metric_values
+from harness.servers import binary
+from harness.stats import binomial_bounds
+from harness.tracing import to_collector
 from zaqar_otel.demo.processes import HOST, RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
@@ -204,14 +200,7 @@ def traffic() -> Iterator[Traffic]:
             "DEFAULT": {"debug": "true", "logging_context_format_string":
                         "%(levelname)s %(name)s [trace %(otel_trace_id)s "
                         "span %(otel_span_id)s] %(message)s"},
-            "profiler": {"enabled": "true", "hmac_keys": KEY,
-                         "trace_wsgi_transport": "true",
-                         "trace_message_store": "true", "trace_redis": "true",
-                         "trace_management_store": "true",
-                         "trace_sqlalchemy": "true"},
-            "opentelemetry": {"exporter": "otlp_http",
-                              "endpoint": collector.otlp_http,
-                              "schedule_delay": "200", "sample_ratio": "1.0"},
+            **to_collector(collector.otlp_http, KEY),
             # Redis down: fail at once (503), not after 10 s of retries.
             "drivers:message_store:redis": {"max_reconnect_attempts": "1",
                                             "reconnect_sleep": "0.01"},
@@ -320,21 +309,6 @@ def test_slow_traces_are_kept_whole(traffic: Traffic) -> None:
         server = next(s for s in trace["spans"] if _tags(s)["span.kind"] == "server")
         assert server["duration"] > SLOW_MS * 1000  # microseconds
         assert _tags(server)["zaqar_otel.trace_origin"] == "sample_ratio"
-
-
-def binomial_bounds(n: int, p: float, alpha: float = 1e-6) -> tuple[int, int]:
-    """The counts outside of which Binomial(n, p) falls with probability at
-    most ``alpha`` (alpha / 2 each side)."""
-    pmf = [math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1)]
-    low, tail = 0, 0.0
-    while tail + pmf[low] <= alpha / 2:
-        tail += pmf[low]
-        low += 1
-    high, tail = n, 0.0
-    while tail + pmf[high] <= alpha / 2:
-        tail += pmf[high]
-        high -= 1
-    return low, high
 
 
 def test_the_baseline_share_of_the_rest_each_kept_whole_each_dropped_absent(

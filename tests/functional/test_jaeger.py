@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.backends_support import Jaeger
+from harness.backends import Jaeger
 from zaqar_otel.demo.processes import call
 
 pytestmark = [pytest.mark.functional, pytest.mark.backends]

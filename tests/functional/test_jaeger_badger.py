@@ -4,7 +4,7 @@ Jaeger runs the shipped ``collector/jaeger/config-badger.yaml`` (its data
 directory and addresses through the ``JAEGER_*`` variables it reads), behind
 the shipped single collector (``config/otel-collector.yaml``, decision_wait
 2 s), with zaqar-otel-server and a client service sending real requests
-(tests/scale_out_support.py). Jaeger is restarted (SIGTERM, then started on
+(harness/scale_out.py). Jaeger is restarted (SIGTERM, then started on
 the same directory) while requests keep coming: every trace it held before
 is still there, whole, and the traces decided while it was down arrive once
 it is back (the collector's queue and retry).
@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.backends_support import Collector
-from tests.scale_out_support import (
-    BadgerJaeger,
+from harness.backends import BadgerJaeger, Collector
+from harness.scale_out import (
     ClientService,
     Sent,
     Tier,

@@ -6,15 +6,10 @@ import uuid
 
 import pytest
 
-from tests.tracing_support import (
-    KEY,
-    OTEL_SERVER,
-    ProfiledSession,
-    canary,
-    tracing,
-)
+from harness.servers import MongoServer
+from harness.tracing import KEY, OTEL_SERVER, ProfiledSession, canary, tracing
 from zaqar_otel.demo.client import profiled, zaqar_client
-from zaqar_otel.demo.processes import MongoServer, RedisServer, WebhookSubscriber
+from zaqar_otel.demo.processes import RedisServer, WebhookSubscriber
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.demo.zaqar_server import ZaqarServer, mongo, redis_sql

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
+from harness.tracing import KEY, OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedPoint
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql

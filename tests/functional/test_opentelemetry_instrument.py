@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.tracing_support import (
+from harness.tracing import (
     KEY,
     REDIS_SCOPE,
     SQLALCHEMY_SCOPE,

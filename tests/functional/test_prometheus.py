@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.backends_support import Collector, Jaeger, Prometheus
+from harness.backends import Collector, Jaeger, Prometheus
 from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
 from zaqar_otel.demo.processes import HOST, RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql

@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 
-from tests.tracing_support import (
+from harness.tracing import (
     KEY,
     OTEL_SERVER,
     assert_one_tree,
@@ -33,7 +33,7 @@ from tests.tracing_support import (
     osprofiler_driver,
     tracing,
 )
-from tests.websocket_client import exchange
+from harness.websocket import exchange
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql

@@ -1,6 +1,6 @@
 """The scale-out collector tier, as shipped, on loopback.
 
-2 ``zaqar-otel-server`` processes and a client service (tests/scale_out_support.py)
+2 ``zaqar-otel-server`` processes and a client service (harness/scale_out.py)
 → 2 gateways (``config/otel-collector-gateway.yaml``: load_balancing by trace
 id) → 2 samplers (``config/otel-collector.yaml``, decision_wait 3 s through
 ``OTELCOL_DECISION_WAIT``) → Jaeger v2. Every trace has its client span sent
@@ -22,7 +22,6 @@ A few hundred requests (signed, unsigned, errors, slow) at 6 at a time, then:
 from __future__ import annotations
 
 import collections
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.scale_out_support import (
+from harness.scale_out import (
     CLIENT_SERVICE,
     SLOW_MS,
     ClientService,
@@ -44,6 +43,7 @@ from tests.scale_out_support import (
     warm_up,
     zaqar_pair,
 )
+from harness.stats import binomial_bounds
 from zaqar_otel.demo.processes import RedisServer
 
 pytestmark = [pytest.mark.functional, pytest.mark.backends]
@@ -113,21 +113,6 @@ def _expected_kept(s: Sent) -> bool | None:
     if AMBIGUOUS[0] <= s.seconds <= AMBIGUOUS[1]:
         return None
     return s.seconds > SLOW_MS / 1000
-
-
-def binomial_bounds(n: int, p: float, alpha: float = 1e-6) -> tuple[int, int]:
-    """The counts outside of which Binomial(n, p) falls with probability at
-    most ``alpha``."""
-    pmf = [math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1)]
-    low, tail = 0, 0.0
-    while tail + pmf[low] <= alpha / 2:
-        tail += pmf[low]
-        low += 1
-    high, tail = n, 0.0
-    while tail + pmf[high] <= alpha / 2:
-        tail += pmf[high]
-        high -= 1
-    return low, high
 
 
 def test_every_request_was_served(run: Run) -> None:

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from tests.tracing_support import (
+from harness.servers import MongoServer
+from harness.tracing import (
     KEY,
     OTEL_SERVER,
     PYMONGO_SCOPE,
@@ -30,9 +31,9 @@ from tests.tracing_support import (
     sql_url,
     tracing,
 )
-from tests.websocket_client import exchange
+from harness.websocket import exchange
 from zaqar_otel.demo.client import profiled, zaqar_client
-from zaqar_otel.demo.processes import MongoServer, RedisServer, WebhookSubscriber
+from zaqar_otel.demo.processes import RedisServer, WebhookSubscriber
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.demo.zaqar_server import ZaqarServer, mongo, redis_sql

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.backends_support import Jaeger
-from tests.browser import open_page
-from tests.tracing_support import ALL_TRACING, KEY, OTEL_SERVER
-from tests.websocket_client import exchange
+from harness.backends import Jaeger
+from harness.browser import open_page
+from harness.tracing import ALL_TRACING, KEY, OTEL_SERVER
+from harness.websocket import exchange
 from zaqar_otel.cmd import cli, trace
 from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
 from zaqar_otel.demo.processes import RedisServer

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from tests.tracing_support import (
+from harness.servers import MongoServer
+from harness.tracing import (
     KEY,
     OTEL_GUNICORN,
     OTEL_SERVER,
@@ -33,7 +34,7 @@ from tests.tracing_support import (
     tracing,
 )
 from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
-from zaqar_otel.demo.processes import MongoServer, RedisServer, free_port
+from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.demo.zaqar_server import Pool, ZaqarServer, mongo, pooled, redis_sql

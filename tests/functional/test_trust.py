@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tracing_support import KEY, OTEL_GUNICORN, OTEL_SERVER, canary, tracing
+from harness.tracing import KEY, OTEL_GUNICORN, OTEL_SERVER, canary, tracing
 from zaqar_otel.demo.client import profiled, zaqar_client
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver

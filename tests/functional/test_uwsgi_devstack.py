@@ -31,7 +31,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,8 +38,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.test_attacks import Relay, signed
-from tests.tracing_support import tracing
+from harness.clients import Answers, signed_requests
+from harness.faults import Relay
+from harness.tracing import tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, decode_request
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
@@ -99,35 +99,12 @@ def collector(kind: str, receiver: OTLPReceiver) -> Iterator[str]:
             receiver.mode = "ok"
 
 
-def _requests(server: ZaqarServer) -> tuple[dict[int, int], Counter[int]]:
-    """REQUESTS signed stats requests from CLIENTS threads: {trace id: status}
-    (-1: no answer within 30 s) and the statuses."""
-    done: dict[int, int] = {}
-    lock = threading.Lock()
-    todo = list(range(REQUESTS))
-
-    def client() -> None:
-        while True:
-            with lock:
-                if not todo:
-                    return
-                todo.pop()
-            headers, trace_id = signed()
-            headers["X-Test-Trace"] = f"{trace_id:032x}"
-            try:
-                status = server.request("GET", "/v2/queues/devstack/stats",
-                                        headers=headers, timeout=30)[0]
-            except OSError:
-                status = -1
-            with lock:
-                done[trace_id] = status
-
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(REQUESTS * 30 / CLIENTS + 30)
-    return done, Counter(done.values())
+def _signed_stats(server: ZaqarServer) -> Answers:
+    """REQUESTS signed stats requests from CLIENTS threads, each carrying its
+    trace id in the header the request log prints."""
+    return signed_requests(server, "/v2/queues/devstack/stats", REQUESTS, CLIENTS,
+                           join_timeout=REQUESTS * 30 / CLIENTS + 30,
+                           trace_header="X-Test-Trace")
 
 
 def _wait_loaded(server: ZaqarServer, timeout: float = 90) -> None:
@@ -184,7 +161,8 @@ def test_devstack_uwsgi_workers_answer_export_and_stop(
             # after the fork; ping answered once one of them had.
             _wait_loaded(server)
             assert server.request("PUT", "/v2/queues/devstack")[0] == 201
-            answers, statuses = _requests(server)
+            sent = _signed_stats(server)
+            answers, statuses = sent.by_trace(), sent.statuses
             if kind == "healthy":
                 with contextlib.suppress(AssertionError):  # counted below
                     receiver.wait_for(lambda s: s.kind == "SERVER"
@@ -194,7 +172,8 @@ def test_devstack_uwsgi_workers_answer_export_and_stop(
             assert server.proc is not None
             processes = _children(server.proc.pid)
             # Spans queued in every worker; then the signal.
-            last, last_statuses = _requests(server)
+            again = _signed_stats(server)
+            last, last_statuses = again.by_trace(), again.statuses
             started = time.monotonic()
             server.proc.send_signal(signum)
             try:

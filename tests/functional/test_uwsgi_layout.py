@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tracing_support import ProfiledSession, assert_well_formed, tracing
+from harness.tracing import ProfiledSession, assert_well_formed, tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql

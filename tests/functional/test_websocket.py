@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.tracing_support import KEY, OTEL_SERVER, assert_one_tree, tracing
-from tests.websocket_client import exchange
+from harness.tracing import KEY, OTEL_SERVER, assert_one_tree, tracing
+from harness.websocket import exchange
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.tree import render_tree

@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import sqlalchemy as sa
 
-from tests.servers import require_mariadb, require_postgres
+from harness.servers import MongoServer, require_mariadb, require_postgres
 from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
-from zaqar_otel.demo.processes import MongoServer, RedisServer
+from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.zaqar_server import (
     GUNICORN_COMMAND,
     Pool,

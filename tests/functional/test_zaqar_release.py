@@ -21,7 +21,7 @@ from importlib import metadata
 import pytest
 from packaging.version import Version
 
-from tests.tracing_support import KEY, OTEL_SERVER, SQLALCHEMY_SCOPE, tracing
+from harness.tracing import KEY, OTEL_SERVER, SQLALCHEMY_SCOPE, tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql

@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 
-from tests.functional.test_privacy import flush
-from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV
-from tests.tracing_support import (
+from harness.tracing import (
     KEY,
     OTEL_SERVER,
     assert_one_tree,
     osprofiler_driver,
     tracing,
 )
+from tests.functional.test_redact_client_data import flush
+from tests.stress.test_privacy_osprofiler import OSPROFILER_ENV
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
 from zaqar_otel.demo.tree import by_trace

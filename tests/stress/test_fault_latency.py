@@ -1,9 +1,9 @@
 """A down collector's cost per request, measured: the 5 % comparison.
 
 zaqar-otel-server exporting to a healthy, a hanging and a refusing collector
-(the same three as ``tests/functional/test_faults.py``), each answering
-``ZAQAR_OTEL_LATENCY_REQUESTS`` signed requests (default 1000) in
-alternated batches. Prints the medians side by side and whether the down
+(the same three as ``tests/functional/test_export_collector_faults.py``),
+each answering ``ZAQAR_OTEL_LATENCY_REQUESTS`` signed requests (default
+1000) in alternated batches. Prints the medians side by side and whether the down
 collectors stay within 5 % of the healthy one; asserts only that every
 answer was right (timings on a shared machine are a measurement, not a
 verdict).
@@ -15,7 +15,11 @@ import os
 
 import pytest
 
-from tests.functional.test_faults import latency_table, measure, three_collectors
+from tests.functional.test_export_collector_faults import (
+    latency_table,
+    measure,
+    three_collectors,
+)
 from zaqar_otel.demo.processes import RedisServer
 
 REQUESTS = int(os.environ.get("ZAQAR_OTEL_LATENCY_REQUESTS", "1000"))

@@ -1,7 +1,7 @@
 """For the record: the privacy session against osprofiler's own OTLP driver.
 
-The session of ``tests/functional/test_privacy.py`` (every v2 request type,
-each place a client can put data holding a marker) against plain
+The session of ``tests/functional/test_redact_client_data.py`` (every v2
+request type, each place a client can put data holding a marker) against plain
 ``zaqar-server`` with ``[profiler] connection_string = otlp://...``, the
 anchor zaqar-otel replaces. Prints how many markers reach the exported
 bytes, by kind, without asserting: osprofiler exports call args.
@@ -14,15 +14,15 @@ from collections import Counter
 
 import pytest
 
-from tests.functional.test_privacy import (
+from harness.leaks import leaked
+from harness.tracing import KEY, osprofiler_driver
+from tests.functional.test_redact_client_data import (
     SIGNED_URL_SECRET,
     PrivateSession,
     flush,
-    leaked,
     privacy_config,
     signed_headers,
 )
-from tests.tracing_support import KEY, osprofiler_driver
 from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql

@@ -7,7 +7,6 @@ The collectors probed here are the test receiver or closed ports, all on
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -30,27 +29,8 @@ EXPECTED = (
 )
 
 Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No OTEL_* or OSPROFILER_* variable of the machine reaches a test."""
-    for name in list(os.environ):
-        if name.startswith(("OTEL_", "OSPROFILER_")):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    """main(argv) -> (exit status, stdout, stderr)."""
-
-    def _run(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return _run
+# No OTEL_* or OSPROFILER_* variable of the machine (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture

@@ -3,36 +3,19 @@ and ``demo --otlp-endpoint`` at a closed port, refused before anything starts.""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from zaqar_otel.cmd import cli, demo
+from zaqar_otel.cmd import demo
 from zaqar_otel.demo.processes import free_port
 from zaqar_otel.propagation import codec, idmap
 
 Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OTEL_", "OSPROFILER_")):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def _run(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return _run
+# No OTEL_* or OSPROFILER_* variable of the machine (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def _headers(out: str) -> dict[str, str]:

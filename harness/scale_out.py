@@ -4,7 +4,7 @@ Services → gateways (``config/otel-collector-gateway.yaml``: OTLP in →
 memory_limiter → load_balancing by trace id) → samplers (the shipped
 ``config/otel-collector.yaml``: tail sampling) → Jaeger v2. Every process is
 the project's otelcol-zaqar or Jaeger binary (``make backends``) on
-127.0.0.1, free ports, temp dirs, stopped by pid (tests/backends_support.py).
+127.0.0.1, free ports, temp dirs, stopped by pid (:mod:`harness.backends`).
 
 The traffic: 2 ``zaqar-otel-server`` processes, each exporting to its own
 gateway, and a client service (a Python OTel SDK service, as any
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import random
 import threading
 import time
@@ -37,28 +36,31 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
-from tests.backends_support import COLLECTOR_CONFIG, Collector, Jaeger, metric_values
-from zaqar_otel.demo.processes import HOST, RedisServer, free_port
+from harness.backends import (
+    COLLECTOR_CONFIG,
+    Collector,
+    Gateway,
+    Jaeger,
+    counter,
+    distinct_ports,
+    metric_values,
+)
+from harness.tracing import to_collector
+from zaqar_otel.demo.processes import HOST, RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 __all__ = [
-    "BADGER_CONFIG",
     "CLIENT_SERVICE",
-    "BadgerJaeger",
-    "GATEWAY_CONFIG",
     "KINDS",
     "SLOW_MS",
     "ClientService",
     "Counts",
-    "Gateway",
     "Sent",
     "Tier",
     "analyse",
     "baseline_keeps",
-    "distinct_ports",
     "expected_kept",
     "is_whole",
     "latency",
@@ -69,9 +71,6 @@ __all__ = [
     "zaqar_pair",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
-GATEWAY_CONFIG = REPO / "config" / "otel-collector-gateway.yaml"
-BADGER_CONFIG = REPO / "collector" / "jaeger" / "config-badger.yaml"
 KEY = "scale-out-key"
 CLIENT_SERVICE = "scale-out-client"
 KINDS = ("requested", "unsigned", "error", "slow")
@@ -83,26 +82,8 @@ SLOW_WORK = 1.2  # seconds the client works inside a "slow" span
 
 # -- the tier -----------------------------------------------------------------
 
-class Gateway(Collector):
-    """otelcol-zaqar running ``config/otel-collector-gateway.yaml``,
-    routing to ``samplers`` (``host:port`` of their OTLP gRPC receivers)."""
-
-    name = "otelcol-gateway"
-
-    def __init__(self, samplers: Sequence[str],
-                 env: Mapping[str, str] | None = None) -> None:
-        super().__init__("unused:4317", config=GATEWAY_CONFIG, env={
-            "OTELCOL_SAMPLERS": "[" + ", ".join(samplers) + "]", **(env or {})})
-
-
 def sampler_address(sampler: Collector) -> str:
     return f"{HOST}:{sampler.grpc_port}"
-
-
-def counter(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of ``name`` whose labels include ``labels``."""
-    return sum(v for found, v in metric_values(text, name)
-               if all(found.get(k) == want for k, want in labels.items()))
 
 
 @dataclasses.dataclass
@@ -147,7 +128,7 @@ _COUNTERS = {
 }
 
 
-def _read(text: str) -> dict[str, float]:
+def read_counts(text: str) -> dict[str, float]:
     found = {key: counter(text, name) for key, name in _COUNTERS.items()}
     # The sampler's spans kept / dropped by its decisions.
     found["spans_kept"] = counter(
@@ -164,8 +145,10 @@ class Tier:
     gateways: list[Gateway]
 
     def counts(self) -> Counts:
-        per_sampler = [_read(s.telemetry()) if s.running else {} for s in self.samplers]
-        per_gateway = [_read(g.telemetry()) if g.running else {} for g in self.gateways]
+        per_sampler = [read_counts(s.telemetry()) if s.running else {}
+                       for s in self.samplers]
+        per_gateway = [read_counts(g.telemetry()) if g.running else {}
+                       for g in self.gateways]
         policies: dict[tuple[str, str], float] = {}
         for sampler in self.samplers:
             if not sampler.running:
@@ -201,26 +184,6 @@ class Tier:
             time.sleep(0.5)
 
 
-_PORTS = ("port", "grpc_port", "http_port", "query_grpc_port", "health_port",
-          "prometheus_port", "telemetry_port", "zpages_port")
-
-
-def distinct_ports(*servers: object) -> None:
-    """Give each of ``servers``' ports that another one (or the same server)
-    already has a new free port: ``free_port()`` may hand out the same port
-    twice when asked many times in a row."""
-    used: set[int] = set()
-    for server in servers:
-        for attr in _PORTS:
-            port = getattr(server, attr, None)
-            if port is None:
-                continue
-            while port in used:
-                port = free_port()
-            setattr(server, attr, port)
-            used.add(port)
-
-
 @contextlib.contextmanager
 def tier(samplers: int = 2, gateways: int = 2,
          decision_wait: str | None = "3s") -> Iterator[Tier]:
@@ -252,44 +215,12 @@ def zaqar_pair(redis: RedisServer, gateways: Sequence[Collector],
         servers = []
         for i in range(processes):
             gateway = gateways[i % len(gateways)]
-            extra = {
-                "profiler": {"enabled": "true", "hmac_keys": KEY,
-                             "trace_wsgi_transport": "true",
-                             "trace_message_store": "true", "trace_redis": "true",
-                             "trace_management_store": "true",
-                             "trace_sqlalchemy": "true"},
-                "opentelemetry": {"exporter": "otlp_http",
-                                  "endpoint": gateway.otlp_http,
-                                  "schedule_delay": "200", "sample_ratio": "1.0",
-                                  "metrics": "true",
-                                  "metrics_export_interval": "500"},
-            }
+            extra = to_collector(gateway.otlp_http, KEY, metrics="true",
+                                 metrics_export_interval="500")
             servers.append(stack.enter_context(ZaqarServer(
                 redis_sql(redis.url), extra=extra,
                 command=("{bin}/zaqar-otel-server", "--config-file", "{config}"))))
         yield servers
-
-
-class BadgerJaeger(Jaeger):
-    """Jaeger v2 running the shipped ``collector/jaeger/config-badger.yaml``
-    (Badger on a local disk, in this server's temp dir: kept across
-    ``stop()`` / ``start()``)."""
-
-    name = "jaeger-badger"
-
-    def _prepare(self) -> None:
-        (self.dir / "badger").mkdir(exist_ok=True)
-
-    def _argv(self) -> list[str]:
-        return [self.executable, "--config", str(BADGER_CONFIG)]
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ,
-                "JAEGER_BADGER_DIR": str(self.dir / "badger"),
-                "JAEGER_QUERY_HTTP_ENDPOINT": f"{HOST}:{self.port}",
-                "JAEGER_QUERY_GRPC_ENDPOINT": f"{HOST}:{self.query_grpc_port}",
-                "JAEGER_OTLP_GRPC_ENDPOINT": self.otlp_grpc,
-                "JAEGER_OTLP_HTTP_ENDPOINT": f"{HOST}:{self.http_port}"}
 
 
 # -- the client service ----------------------------------------------------------
@@ -462,7 +393,7 @@ def plan(traces: int, requested: float = 0.1, errors: float = 0.05,
     n_req, n_err = round(traces * requested), round(traces * errors)
     kinds = ["requested"] * n_req + ["error"] * n_err + ["slow"] * slow
     kinds += ["unsigned"] * (traces - len(kinds))
-    random.Random(seed).shuffle(kinds)
+    random.Random(seed).shuffle(kinds)  # noqa: S311 - a test plan, not a secret
     return kinds
 
 

@@ -1,17 +1,15 @@
-"""Issue 16, the long runs: memory against collectors that never answer, and
-a Redis outage longer than Zaqar's own retries.
+"""Invariant 7's "memory stays bounded" (``export/``), the long run of
+tests/functional/test_export_failed_memory.py: memory against collectors
+that never answer.
 
-* ``ZAQAR_OTEL_MEMORY_REQUESTS`` (default 10000) signed requests to each of
-  four zaqar-otel-servers, alternated in batches: exporter ``none``, a
-  healthy collector, a black hole (accepts, never reads nor answers) and a
-  hanging collector (reads, never answers). RSS is sampled along the way;
-  at the end a probe in each server (``tests.functional.test_attacks.PROBE``)
-  counts the spans alive, those in the span queue and those outside it, and
-  what the cyclic GC then frees. ~550 requests/s on one client thread: 10k
-  per collector takes ~75 s, 100k ~12 min (docs/faults.md has both).
-* Redis SIGKILLed under load for 20 s, longer than Zaqar's and redis-py's
-  retries, so Zaqar answers 503: the traced server's answers are kinds
-  plain Zaqar gives, nothing acknowledged is lost.
+``ZAQAR_OTEL_MEMORY_REQUESTS`` (default 10000) signed requests to each of
+four zaqar-otel-servers, alternated in batches: exporter ``none``, a
+healthy collector, a black hole (accepts, never reads nor answers) and a
+hanging collector (reads, never answers). RSS is sampled along the way;
+at the end a probe in each server (``harness.probe.PROBE``)
+counts the spans alive, those in the span queue and those outside it, and
+what the cyclic GC then frees. ~550 requests/s on one client thread: 10k
+per collector takes ~75 s, 100k ~12 min (docs/faults.md has both).
 """
 
 from __future__ import annotations
@@ -27,14 +25,10 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.functional.test_attacks import (
-    Probe,
-    Relay,
-    sigkill_compared,
-    signed_stats,
-    traced_extra,
-)
-from tests.tracing_support import OTEL_SERVER
+from harness.clients import signed_stats
+from harness.faults import Relay
+from harness.probe import Probe
+from harness.tracing import OTEL_SERVER, traced_extra
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
@@ -124,19 +118,3 @@ def test_memory_against_collectors_that_never_answer(
     for t in targets:
         assert t.found["outside"] <= 512 + 64, (t.name, t.found)
         assert t.found["alive_after_collect"] == t.found["alive"], (t.name, t.found)
-
-
-def test_redis_outage_longer_than_zaqars_retries(
-    receiver: OTLPReceiver, capsys: pytest.CaptureFixture[str],
-) -> None:
-    """A 20 s outage: requests in flight and new ones fail (503) after
-    Zaqar's retries, on both sides alike; after the restart both serve
-    again and every acknowledged post is stored once."""
-    sides, report = sigkill_compared(receiver, outage=20.0)
-    with capsys.disabled():
-        print("\n" + report)
-    for side in sides:
-        assert any(status >= 500 for (_, _, status, _) in side.outcomes), (
-            f"{side.name}: no request failed during the outage")
-        assert any(at == "after" and status < 300
-                   for (at, _, status, _) in side.outcomes), side.name

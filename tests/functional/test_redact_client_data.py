@@ -19,7 +19,6 @@ osprofiler's own OTLP driver and records how much leaks there.
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,9 +28,11 @@ from typing import Any
 import pytest
 import redis as redis_client
 
-from tests import tracing_support
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
-from zaqar_otel.demo.processes import MongoServer, RedisServer, free_port
+from harness import tracing as harness_tracing
+from harness.leaks import leaked, where_leaked
+from harness.servers import MongoServer
+from harness.tracing import KEY, OTEL_SERVER, tracing
+from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.demo.zaqar_server import (
@@ -195,42 +196,6 @@ class PrivateSession:
         self.call("DELETE", q)
 
 
-def leaked(raw: list[bytes], secrets: set[str]) -> set[str]:
-    """The secrets found in exported bytes, as hex, uuid or base64 text."""
-    blob = b"\n".join(raw).lower()
-    found = set()
-    for secret in secrets:
-        forms = {secret.lower()}
-        try:
-            forms.add(str(uuid.UUID(secret)))
-        except ValueError:
-            pass
-        forms.add(base64.b64encode(secret.encode()).decode().lower())
-        if any(form.encode() in blob for form in forms):
-            found.add(secret)
-    return found
-
-
-def where_leaked(raw: list[bytes], found: set[str], width: int = 120) -> list[str]:
-    """The exported bytes around each leaked secret, for the failure report."""
-    blob = b"\n".join(raw)
-    lines = []
-    for secret in sorted(found):
-        forms = [secret, base64.b64encode(secret.encode()).decode()]
-        try:
-            forms.append(str(uuid.UUID(secret)))
-        except ValueError:
-            pass
-        for form in forms:
-            at, shown = blob.lower().find(form.lower().encode()), 0
-            while at >= 0 and shown < 3:
-                context = blob[max(0, at - width):at + len(form) + width]
-                lines.append(f"{secret}: ...{context!r}...")
-                at = blob.lower().find(form.lower().encode(), at + len(form))
-                shown += 1
-    return lines
-
-
 def signed_headers() -> Callable[[], dict[str, str]]:
     """OSProfiler headers: one trace, each request a child of one caller."""
     base_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -305,7 +270,7 @@ def exported(request: pytest.FixtureRequest) -> Iterator[Exported]:
                 yield run_session(mongo(mongo_server.url), rx, otel)
         else:
             sql = request.param.split(",")[0].removeprefix("redis+")
-            sql_url = tracing_support.sql_url(sql)  # skips without the server
+            sql_url = harness_tracing.sql_url(sql)  # skips without the server
             with RedisServer() as redis_server:
                 yield run_session(redis_sql(redis_server.url, sql_url), rx, otel)
 
@@ -336,7 +301,7 @@ def test_no_pool_credentials_in_exports(sql: str, receiver: OTLPReceiver) -> Non
             client.execute_command("ACL", "SETUSER", "zaqar", "on", ">" + password,
                                    "~*", "&*", "+@all")
         uri = f"redis://zaqar:{password}@127.0.0.1:{redis_server.port}/0"
-        catalog = redis_sql("redis://unused", tracing_support.sql_url(sql))
+        catalog = redis_sql("redis://unused", harness_tracing.sql_url(sql))
         deployment = pooled([Pool("pool-a", redis_server.url + "/0")], catalog)
         with ZaqarServer(deployment, command=OTEL_SERVER,
                          extra=tracing(receiver)) as server:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
+from harness.tracing import KEY, OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer, free_port
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.tree import render_tree

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import _unavailable
+from harness.servers import unavailable
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking",
@@ -38,7 +38,7 @@ def chromium() -> str:
     """The chromium program; skip (fail under $CI) without it."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        _unavailable("chromium is not installed (apt-get install chromium; "
+        unavailable("chromium is not installed (apt-get install chromium; "
                      "tools/services.sh installs it)")
     assert found is not None
     return found
@@ -46,7 +46,7 @@ def chromium() -> str:
 
 def _run(args: list[str], what: str) -> str:
     with tempfile.TemporaryDirectory(prefix="zaqar-otel-chromium-") as profile:
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603 - our own argv
             [chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
             capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert done.returncode == 0, f"chromium {what}: {done.stderr[-2000:]}"

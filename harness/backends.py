@@ -1,8 +1,10 @@
-"""Jaeger v2 and the project's collector (otelcol-zaqar) as real processes.
+"""Jaeger v2, the project's collector (otelcol-zaqar) and Prometheus as real
+processes.
 
-Both are Go binaries that ``make backends`` builds once into ``.cache/bin``
-(collector/build.mk). Without them a test is skipped, saying which make
-target builds them; with $CI set it fails (tests/servers.py).
+Jaeger and the collector are Go binaries that ``make backends`` builds once
+into ``.cache/bin`` (collector/build.mk). Without them a test is skipped,
+saying which make target builds them; with $CI set it fails
+(:func:`harness.servers.unavailable`).
 
 Each server listens on 127.0.0.1 only, on free ports, keeps its files in a
 temp dir and is stopped by its pid (:class:`ServerProcess`). Jaeger keeps
@@ -10,7 +12,10 @@ traces in memory; the tests read its query API, what the Jaeger UI renders:
 ``/api/traces/{id}`` (with each span's ``warnings``) and
 ``/api/v3/traces/{id}``. The collector runs the shipped
 ``config/otel-collector.yaml`` unchanged, its addresses set through the
-``OTELCOL_*`` variables the file reads.
+``OTELCOL_*`` variables the file reads; a :class:`Gateway` runs the
+scale-out tier's ``config/otel-collector-gateway.yaml``, a
+:class:`BadgerJaeger` the shipped Badger configuration. The scale-out tier
+built of them, and its traffic, are :mod:`harness.scale_out`.
 """
 
 from __future__ import annotations
@@ -20,62 +25,33 @@ import re
 import shutil
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.servers import _unavailable
+from harness.servers import REPO, binary, unavailable
 from zaqar_otel.demo.processes import HOST, ServerProcess, call, free_port
 
 __all__ = [
+    "BADGER_CONFIG",
     "COLLECTOR_CONFIG",
+    "GATEWAY_CONFIG",
+    "BadgerJaeger",
     "Collector",
+    "Gateway",
     "Jaeger",
     "Prometheus",
-    "binary",
+    "counter",
+    "distinct_ports",
     "metric_values",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = REPO / ".cache" / "bin"
 COLLECTOR_CONFIG = REPO / "config" / "otel-collector.yaml"
+GATEWAY_CONFIG = REPO / "config" / "otel-collector-gateway.yaml"
+BADGER_CONFIG = REPO / "collector" / "jaeger" / "config-badger.yaml"
 PROMETHEUS_CONFIG = REPO / "collector" / "prometheus.yml"
-
-
-# .ci/run builds the binaries beside the first test steps and writes the
-# build's pid here; the tests that need them run last (tests/conftest.py)
-# and wait for that build rather than skip.
-BUILDING = REPO / ".cache" / "backends-build.pid"
-BUILD_WAIT = 45 * 60.0  # a cold build (Go's caches empty) takes ~30 min
-
-
-def binary(name: str, target: str) -> str:
-    """``.cache/bin/NAME``; skip (fail under CI) when it is not built.
-
-    While a build that .ci/run started is still running, wait for it (up
-    to BUILD_WAIT) instead.
-    """
-    path = BIN / name
-    deadline = time.monotonic() + BUILD_WAIT
-    while not os.access(path, os.X_OK) and _building() \
-            and time.monotonic() < deadline:
-        time.sleep(2.0)
-    if not os.access(path, os.X_OK):
-        _unavailable(f"{name} is not built: run `make {target}` "
-                     "(Go and the Go module proxy; collector/build.mk)")
-    return str(path)
-
-
-def _building() -> bool:
-    """Whether the build whose pid .ci/run recorded is still running."""
-    try:
-        pid = int(BUILDING.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def _get(port: int, path: str, timeout: float = 10.0) -> tuple[int, Any]:
@@ -221,6 +197,28 @@ exporters:
         return {t["traceID"] for t in body["data"]}
 
 
+class BadgerJaeger(Jaeger):
+    """Jaeger v2 running the shipped ``collector/jaeger/config-badger.yaml``
+    (Badger on a local disk, in this server's temp dir: kept across
+    ``stop()`` / ``start()``)."""
+
+    name = "jaeger-badger"
+
+    def _prepare(self) -> None:
+        (self.dir / "badger").mkdir(exist_ok=True)
+
+    def _argv(self) -> list[str]:
+        return [self.executable, "--config", str(BADGER_CONFIG)]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ,
+                "JAEGER_BADGER_DIR": str(self.dir / "badger"),
+                "JAEGER_QUERY_HTTP_ENDPOINT": f"{HOST}:{self.port}",
+                "JAEGER_QUERY_GRPC_ENDPOINT": f"{HOST}:{self.query_grpc_port}",
+                "JAEGER_OTLP_GRPC_ENDPOINT": self.otlp_grpc,
+                "JAEGER_OTLP_HTTP_ENDPOINT": f"{HOST}:{self.http_port}"}
+
+
 class Collector(ServerProcess):
     """otelcol-zaqar (``.cache/bin/otelcol-zaqar``) running the shipped
     ``config/otel-collector.yaml``, exporting to ``jaeger`` (host:port of an
@@ -296,6 +294,38 @@ class Collector(ServerProcess):
         return str(body)
 
 
+class Gateway(Collector):
+    """otelcol-zaqar running ``config/otel-collector-gateway.yaml``,
+    routing to ``samplers`` (``host:port`` of their OTLP gRPC receivers)."""
+
+    name = "otelcol-gateway"
+
+    def __init__(self, samplers: Sequence[str],
+                 env: Mapping[str, str] | None = None) -> None:
+        super().__init__("unused:4317", config=GATEWAY_CONFIG, env={
+            "OTELCOL_SAMPLERS": "[" + ", ".join(samplers) + "]", **(env or {})})
+
+
+_PORTS = ("port", "grpc_port", "http_port", "query_grpc_port", "health_port",
+          "prometheus_port", "telemetry_port", "zpages_port")
+
+
+def distinct_ports(*servers: object) -> None:
+    """Give each of ``servers``' ports that another one (or the same server)
+    already has a new free port: ``free_port()`` may hand out the same port
+    twice when asked many times in a row."""
+    used: set[int] = set()
+    for server in servers:
+        for attr in _PORTS:
+            port = getattr(server, attr, None)
+            if port is None:
+                continue
+            while port in used:
+                port = free_port()
+            setattr(server, attr, port)
+            used.add(port)
+
+
 class Prometheus(ServerProcess):
     """Debian's ``prometheus`` (tools/services.sh installs it) with exemplar
     storage on, running ``collector/prometheus.yml`` with its scrape target
@@ -310,7 +340,7 @@ class Prometheus(ServerProcess):
         self.target, self.interval = target, interval
         found = shutil.which("prometheus")
         if found is None:
-            _unavailable("prometheus is not installed: tools/services.sh "
+            unavailable("prometheus is not installed: tools/services.sh "
                          "installs Debian's package")
         self.executable = str(found)
 
@@ -354,3 +384,9 @@ def metric_values(text: str, name: str) -> list[tuple[dict[str, str], float]]:
         if metric in (name, f"{name}_total"):
             found.append((dict(_LABEL.findall(labels or "")), float(value)))
     return found
+
+
+def counter(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for found, v in metric_values(text, name)
+               if all(found.get(k) == want for k, want in labels.items()))

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.tracing_support import ALL_TRACING, KEY, OTEL_SERVER
+from harness.tracing import ALL_TRACING, KEY, OTEL_SERVER
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql

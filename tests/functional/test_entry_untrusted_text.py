@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.tracing_support import OTEL_SERVER, tracing
-from tests.websocket_client import exchange
+from harness.tracing import OTEL_SERVER, tracing
+from harness.websocket import exchange
 from zaqar_otel.demo.processes import RedisServer, call
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.demo.zaqar_server import ZAQAR_SERVER_COMMAND, ZaqarServer, redis_sql

@@ -1,4 +1,7 @@
-"""The test infrastructure itself: OTLP receiver, tree checks, real servers."""
+"""The test harness itself (``harness/``) and the demo parts it builds on: the
+OTLP receiver (``zaqar_otel.demo.receiver``), the tree checks
+(``harness.tracing``, ``zaqar_otel.demo.tree``), real servers
+(``zaqar_otel.demo.processes``, ``harness.servers``)."""
 
 from __future__ import annotations
 
@@ -31,10 +34,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from tests.servers import require_service
-from tests.tracing_support import assert_one_tree
+from harness.servers import MongoServer, require_service
+from harness.tracing import assert_one_tree
 from zaqar_otel.demo.processes import (
-    MongoServer,
     RedisServer,
     free_port,
     service_reachable,
@@ -414,26 +416,6 @@ def test_mongo_insert_find_and_update() -> None:
         pid = server.pid
     assert pid and not alive(pid)
     assert started < 15, f"SecantusDB took {started:.1f}s to start"
-
-
-def test_zaqar_suite_flake_needs_every_rerun_to_pass(tmp_path: Path) -> None:
-    from peers.zaqar_suite import compare, run
-
-    failed = compare.Outcome(compare.FAILED, "AssertionError: 0.02 not greater than 1")
-    diffs = {"m.T::race": failed, "m.T::broken": failed, "m.T::gone": failed}
-    passed = compare.Outcome(compare.PASSED)
-    reruns = [{"m.T::race": passed, "m.T::broken": passed, "m.T::gone": passed},
-              {"m.T::race": passed, "m.T::broken": failed}]
-    # Failing in one rerun, or missing from one, is not a flake.
-    assert compare.flaky(diffs, reruns) == {"m.T::race": failed}
-    assert compare.flaky(diffs, []) == {}
-
-    (tmp_path / "zaqar" / "tests").mkdir(parents=True)
-    (tmp_path / "zaqar" / "tests" / "test_claims.py").write_text("")
-    assert (run._node_id(tmp_path, "zaqar.tests.test_claims.TestClaims::test_lifecycle")
-            == "zaqar/tests/test_claims.py::TestClaims::test_lifecycle")
-    with pytest.raises(run.HarnessError):
-        run._node_id(tmp_path, "zaqar.tests.test_nothing.T::test")
 
 
 def test_breadth_ci_runs_the_corners_only_while_its_inputs_are_unchanged(

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from tests.tracing_support import KEY, OTEL_SERVER, tracing
+from harness.tracing import KEY, OTEL_SERVER, tracing
 from zaqar_otel.demo.client import profiled, zaqar_client
 from zaqar_otel.demo.processes import RedisServer, WebhookSubscriber
 from zaqar_otel.demo.receiver import OTLPReceiver

@@ -21,7 +21,7 @@ from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 
-from tests.tracing_support import ALL_TRACING, KEY, OTEL_SERVER
+from harness.tracing import ALL_TRACING, KEY, OTEL_SERVER
 from zaqar_otel.demo.processes import RedisServer, free_port, render_conf
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 from zaqar_otel.propagation import codec
