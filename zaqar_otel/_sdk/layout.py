@@ -98,7 +98,12 @@ def _on_end_emits() -> bool:
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    probe = BatchSpanProcessor(Nowhere(), schedule_delay_millis=3_600_000)
+    # Every argument given: the SDK then reads no OTEL_BSP_* variable, so an
+    # invalid one is reported once, by settings, not again by this probe.
+    probe = BatchSpanProcessor(Nowhere(), max_queue_size=4,
+                               schedule_delay_millis=3_600_000,
+                               max_export_batch_size=4,
+                               export_timeout_millis=1_000)
     try:
         handed: list[Any] = []
         batch = getattr(probe, "_batch_processor", None)
