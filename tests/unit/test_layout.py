@@ -194,3 +194,63 @@ def test_the_product_harness_tests_peers_and_bench_keep_to_their_own(
         for top in sorted(_top_levels(tree) & NEVER[tree_name]):
             wrong.append(f"{path.relative_to(REPO)} imports {top}")
     assert not wrong, "\n".join(wrong)
+
+
+_IMPORT_EVERYTHING = r"""
+import importlib, json, logging, pkgutil, sys
+from zaqar_otel._sdk import layout
+
+probes = ("current_context_slot", "local_span_context_maker", "span_layout_known",
+          "suppression_slot", "quiet_processor", "follows_parent", "conventions",
+          "stable_conventions", "global_meter_provider_set")
+called = []
+for name in probes:
+    real = getattr(layout, name)
+    def counted(*a, _n=name, _r=real, **k):
+        called.append(_n)
+        return _r(*a, **k)
+    setattr(layout, name, counted)
+records = []
+handler = logging.Handler(logging.DEBUG)
+handler.emit = lambda record: records.append(f"{record.name}: {record.getMessage()}")
+logging.getLogger().addHandler(handler)
+logging.getLogger().setLevel(logging.DEBUG)
+factory = logging.getLogRecordFactory()
+from opentelemetry import propagate, trace
+textmap = propagate.get_global_textmap()
+import zaqar_otel
+imported, skipped = [], []
+for info in pkgutil.walk_packages(zaqar_otel.__path__, "zaqar_otel."):
+    if info.name == "zaqar_otel.wsgi":  # the WSGI entry point: import is its job
+        continue
+    try:
+        importlib.import_module(info.name)
+        imported.append(info.name)
+    except ImportError as exc:  # an optional extra (demo) not installed
+        skipped.append(f"{info.name}: {exc}")
+print(json.dumps({
+    "imported": imported, "skipped": skipped, "probes": called,
+    "logged": [r for r in records if not r.startswith("asyncio")],
+    "factory_changed": logging.getLogRecordFactory() is not factory,
+    "textmap_changed": propagate.get_global_textmap() is not textmap,
+    "provider": type(trace.get_tracer_provider()).__name__}))
+"""
+
+
+def test_importing_every_module_changes_nothing() -> None:
+    """Import has no side effects: importing every module of the package
+    (but ``zaqar_otel.wsgi``, the WSGI servers' entry point) runs no probe
+    of the SDK's layout (set-up runs them), logs nothing, and changes no
+    global of logging or OpenTelemetry."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _IMPORT_EVERYTHING],
+                          capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(found["imported"]) > 60, found
+    assert found["probes"] == [], found["probes"]
+    assert found["logged"] == [], found["logged"]
+    assert not found["factory_changed"] and not found["textmap_changed"]
+    assert found["provider"] == "ProxyTracerProvider"

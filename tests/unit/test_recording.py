@@ -404,7 +404,9 @@ def test_a_parent_in_the_current_context_is_the_sdks(
     if not fast_lookups:
         monkeypatch.setattr(recorder, "_CURRENT_SPAN", None)
         monkeypatch.setattr(recorder, "_LOCAL_CONTEXT", None)
+        monkeypatch.setattr(recorder, "_layout_read", True)
     else:
+        recorder._read_layout()
         assert recorder._CURRENT_SPAN is not None
         assert recorder._LOCAL_CONTEXT is not None
     out, parents = [], []

@@ -180,7 +180,6 @@ def _fields_known() -> bool:
         return False
 
 
-_FIELDS_KNOWN = _fields_known()
 _by_field_classes: dict[type, bool] = {}
 
 
@@ -189,7 +188,8 @@ def by_field(cls: type) -> bool:
     ``_context``, ``_status``, ``_events`` and the rest are the SDK's."""
     known = _by_field_classes.get(cls)
     if known is None:
-        known = _FIELDS_KNOWN and issubclass(cls, ReadableSpan) and all(
+        # Probed for each new class (a handful a process), not at import.
+        known = _fields_known() and issubclass(cls, ReadableSpan) and all(
             getattr(cls, p, None) is vars(ReadableSpan)[p] for p in _PROPERTIES)
         _by_field_classes[cls] = known
     return known

@@ -76,9 +76,20 @@ _RECORD_AND_SAMPLE = sampling.Decision.RECORD_AND_SAMPLE
 _DROP = sampling.Decision.DROP
 # The API's current Context and the current span's key in it, and a maker of
 # a local span's SpanContext in one step, where the API is laid out for them
-# (``_sdk.layout``); else None, and the API's own calls.
-_CURRENT_SPAN = layout.current_context_slot()
-_LOCAL_CONTEXT = layout.local_span_context_maker()
+# (``_sdk.layout``); else None, and the API's own calls. Probed when the first
+# TracerProvider is made (``_read_layout``), not at import: until then the
+# API's own calls.
+_CURRENT_SPAN: Any = None
+_LOCAL_CONTEXT: Any = None
+_layout_read = False
+
+
+def _read_layout() -> None:
+    global _CURRENT_SPAN, _LOCAL_CONTEXT, _layout_read  # noqa: PLW0603 - read once
+    if not _layout_read:
+        _CURRENT_SPAN = layout.current_context_slot()
+        _LOCAL_CONTEXT = layout.local_span_context_maker()
+        _layout_read = True
 
 
 class Span(sdk_trace.Span):
@@ -386,6 +397,7 @@ class TracerProvider(sdk_trace.TracerProvider):
     processors are ``SpanProcessors`` unless it is given others."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _read_layout()
         # active_span_processor is the SDK's fourth positional parameter.
         if (len(args) < 4 and kwargs.get("active_span_processor") is None
                 and layout.span_layout_known()):
