@@ -9,8 +9,11 @@ the URI with its password. Only what is safe is kept.
 An endpoint's password may hold any character (``@``, ``/``, ``?``, a space),
 so what looks like a URL's user and password runs to the last ``@`` before
 the next URL; and the values an operator set in the environment's
-``OTEL_EXPORTER_OTLP_*`` endpoints and headers are remembered
-(``remember_environment``) and masked wherever they appear, in any form.
+``OTEL_EXPORTER_OTLP_*`` endpoints and headers are kept in a ``Secrets``
+(``remember_environment``) and masked wherever they appear, in any form, in
+the lines the ``Secrets``' owner logs or prints (``Secrets.mask``,
+``hide_logged_secrets``). The process's ``Secrets`` belongs to set-up
+(``hook.state.Hook``); this module keeps none.
 """
 
 from __future__ import annotations
@@ -57,7 +60,6 @@ HEADER_VARIABLES = tuple(f"OTEL_EXPORTER_OTLP{s}_HEADERS"
                          for s in ("", "_TRACES", "_METRICS", "_LOGS"))
 #: Shorter remembered values are not masked (they would garble any text).
 MIN_SECRET = 4
-_remembered: dict[str, None] = {}
 
 
 def redact_uri(uri: str) -> str:
@@ -91,12 +93,12 @@ def origin(url: str) -> str:
     return f"{scheme}://{host.lower()}" + (f":{port}" if port else "")
 
 
-def _forms(secret: str) -> set[str]:
+def _forms(secret: str, shortest: int) -> set[str]:
     """``secret`` as a line may quote it: raw, percent-encoded or decoded,
-    as repr or JSON escape it."""
+    as repr or JSON escape it; no form shorter than ``shortest``."""
     forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
              unquote(secret), repr(secret)[1:-1], json.dumps(secret)[1:-1]}
-    return {f for f in forms if len(f) >= MIN_SECRET}
+    return {f for f in forms if len(f) >= shortest}
 
 
 def credentials(url: str) -> tuple[str, ...]:
@@ -110,34 +112,45 @@ def credentials(url: str) -> tuple[str, ...]:
     return (info, info.partition(":")[2]) if info else ()
 
 
-def remember(*secrets: str) -> None:
-    """Mask ``secrets`` (and their encoded forms) in every ``userinfo`` text."""
-    for secret in secrets:
-        for form in _forms(secret):
-            _remembered[form] = None
+class Secrets:
+    """Values never shown (endpoint passwords, header values), masked in
+    every form a line may quote them by ``mask``."""
 
+    def __init__(self) -> None:
+        self._forms: dict[str, None] = {}  # insertion-ordered, no duplicates
 
-def remember_environment(environ: Mapping[str, str] = os.environ) -> None:
-    """Remember the user:password of the ``OTEL_EXPORTER_OTLP_*`` endpoints
-    and the values of the ``*_HEADERS`` variables."""
-    for name in ENDPOINT_VARIABLES:
-        remember(*credentials(environ.get(name) or ""))
-    for name in HEADER_VARIABLES:
-        for item in (environ.get(name) or "").split(","):
-            key, sep, value = item.partition("=")
-            if sep:
-                remember(value.strip())
+    def remember(self, *secrets: str, shortest: int = MIN_SECRET) -> None:
+        """Mask ``secrets`` (and their encoded forms) from now on; a form
+        shorter than ``shortest`` would mask ordinary text, and is not."""
+        for secret in secrets:
+            for form in _forms(secret, shortest):
+                self._forms[form] = None
+
+    def remember_environment(self, environ: Mapping[str, str] = os.environ) -> None:
+        """Remember the user:password of the ``OTEL_EXPORTER_OTLP_*``
+        endpoints and the values of the ``*_HEADERS`` variables."""
+        for name in ENDPOINT_VARIABLES:
+            self.remember(*credentials(environ.get(name) or ""))
+        for name in HEADER_VARIABLES:
+            for item in (environ.get(name) or "").split(","):
+                key, sep, value = item.partition("=")
+                if sep:
+                    self.remember(value.strip())
+
+    def mask(self, text: str) -> str:
+        """``userinfo(text)`` with every remembered secret masked too."""
+        for secret in sorted(self._forms, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return userinfo(text)
 
 
 def userinfo(text: str) -> str:
     """``text`` with the user and password of every URL in it masked, and
-    every remembered secret: ``http://alice:P@ss/w?rd@host`` ->
+    ``http://alice:P@ss/w?rd@host`` ->
     ``http://***@host``, for log lines and command output that name an
     endpoint. What runs from ``://`` to the last ``@`` before the next URL is
     masked: a password may hold any character; a line that names an address
     after a URL loses a little more than the password."""
-    for secret in sorted(_remembered, key=len, reverse=True):
-        text = text.replace(secret, "***")
     out: list[str] = []
     done = 0
     while (found := _SCHEME.search(text, done)) is not None:
@@ -156,13 +169,14 @@ def userinfo(text: str) -> str:
 
 
 class _Masked(logging.Filter):
-    """A record of the OTel SDK as ``userinfo`` masks it, its traceback too:
+    """A record of the OTel SDK as ``Secrets.mask`` masks it, its traceback too:
     the exporters quote their endpoint URL ("Invalid URL 'http://alice:...'")
     and the header parser a malformed ``OTEL_EXPORTER_OTLP_HEADERS`` item
     (``values``: its arguments are replaced by ``***``)."""
 
-    def __init__(self, values: bool = False) -> None:
+    def __init__(self, secrets: Secrets, values: bool = False) -> None:
         super().__init__()
+        self.secrets = secrets
         self.values = values
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -171,10 +185,11 @@ class _Masked(logging.Filter):
                 record.msg = str(record.msg).replace("%(", "%%(")
                 count = len(record.args) if isinstance(record.args, tuple) else 1
                 record.args = ("***",) * count
-            record.msg, record.args = userinfo(record.getMessage()), ()
+            record.msg, record.args = self.secrets.mask(record.getMessage()), ()
             if record.exc_info and record.exc_info[1] is not None:
                 text = "".join(traceback.format_exception(*record.exc_info))
-                record.exc_info, record.exc_text = None, userinfo(text.rstrip())
+                record.exc_info = None
+                record.exc_text = self.secrets.mask(text.rstrip())
         except Exception:  # noqa: S110 - a log line must never fail
             pass
         return True
@@ -198,14 +213,15 @@ SECRET_LOGGERS = tuple(f"opentelemetry.{name}" for name in (
 ))
 
 
-def hide_logged_secrets() -> Callable[[], None]:
-    """Put the masking filter on ``SECRET_LOGGERS``; returns its undo."""
+def hide_logged_secrets(secrets: Secrets) -> Callable[[], None]:
+    """Put the filter masking ``secrets`` on ``SECRET_LOGGERS``; returns its
+    undo."""
     added: list[tuple[logging.Logger, _Masked]] = []
     for name in SECRET_LOGGERS:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, _Masked)]:
             logger.removeFilter(old)
-        masked = _Masked(values=name.endswith("util.re"))
+        masked = _Masked(secrets, values=name.endswith("util.re"))
         logger.addFilter(masked)
         added.append((logger, masked))
 

@@ -192,15 +192,12 @@ class Report:
     out: Callable[[str], None] = functools.partial(print, flush=True)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    #: Values never printed (HMAC keys, header values), masked wherever
-    #: they would appear; URL credentials are masked too.
-    secrets: set[str] = field(default_factory=set)
+    #: Values never printed (HMAC keys, endpoint passwords, header values),
+    #: masked wherever they would appear; URL credentials are masked too.
+    secrets: redact.Secrets = field(default_factory=redact.Secrets)
 
     def say(self, text: str) -> None:
-        text = redact.userinfo(text)
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        self.out(text)
+        self.out(self.secrets.mask(text))
 
     def section(self, title: str) -> None:
         self.say("")
@@ -249,8 +246,8 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
     report = Report() if out is None else Report(out)
     # The environment's endpoint passwords and header values, masked in every
     # line (whatever characters they hold), also in the SDK's own warnings.
-    redact.remember_environment(environ)
-    redact.hide_logged_secrets()
+    report.secrets.remember_environment(environ)
+    redact.hide_logged_secrets(report.secrets)
     report.say("Configuration")
     files = [*conf.config_file, *(f"{d}/*.conf" for d in conf.config_dir)]
     report.line("files", ", ".join(files))
@@ -264,7 +261,7 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
     if not loaded.enabled:
         report.line("tracing", f"off ({loaded.off_because}): nothing would be traced")
         return report.finish()
-    report.secrets.update(k for k in loaded.hmac_keys if len(k) >= 3)
+    report.secrets.remember(*loaded.hmac_keys, shortest=3)
     keys = len(loaded.hmac_keys)
     report.line("tracing", f"on, {keys} HMAC key{'' if keys == 1 else 's'} "
                            f"in [{opts.PROFILER_GROUP}] hmac_keys")
@@ -391,7 +388,7 @@ def _where(report: Report, s: settings.Settings, environ: Mapping[str, str],
     report.line("exporter", s.exporter)
     report.line("endpoint", f"{endpoint.url}  (from {endpoint.source})")
     headers, described = _headers(s, environ)
-    report.secrets.update(v for v in headers.values() if len(v) >= 3)
+    report.secrets.remember(*headers.values(), shortest=3)
     report.line("headers", described)
     errors = len(report.errors)
     cafile = _certificate(report, s, environ, endpoint.url)

@@ -49,7 +49,7 @@ def setup(hook: Hook, conf: cfg.ConfigOpts) -> bool:
             return hook.running.settings.enabled
         # The OTEL_EXPORTER_OTLP_* passwords and header values, masked in
         # every line that could quote them, whatever characters they hold.
-        redact.remember_environment()
+        hook.secrets.remember_environment()
         if env_guard.problem():
             LOG.error("zaqar-otel: %s", env_guard.problem())
         # Errors are logged outside the except blocks: oslo.log would append
@@ -62,9 +62,9 @@ def setup(hook: Hook, conf: cfg.ConfigOpts) -> bool:
         # zaqar.conf's endpoint password and header values, likewise.
         for args in (loaded.exporter_args,
                      loaded.metrics.exporter_args if loaded.metrics else {}):
-            redact.remember(*redact.credentials(str(args.get("endpoint") or "")))
+            hook.secrets.remember(*redact.credentials(str(args.get("endpoint") or "")))
             found = args.get("headers")
-            redact.remember(*(found.values() if isinstance(found, dict) else ()))
+            hook.secrets.remember(*(found.values() if isinstance(found, dict) else ()))
         hook.running = Running(loaded)
         for line in loaded.problems:
             LOG.warning("zaqar-otel: %s", line)
@@ -78,7 +78,7 @@ def setup(hook: Hook, conf: cfg.ConfigOpts) -> bool:
                 problem = f"could not start it: {exc}"
             hook.running = Running(settings.Settings(enabled=False))
         if problem is not None:
-            LOG.error("zaqar-otel: tracing is off: %s", redact.userinfo(problem))
+            LOG.error("zaqar-otel: tracing is off: %s", hook.secrets.mask(problem))
         else:
             LOG.info("zaqar-otel: [profiler] enabled = false, nothing is traced")
         return False
@@ -102,7 +102,7 @@ def _unusable_endpoint(loaded: settings.Settings) -> str | None:
 
 def _start(hook: Hook, state: Running, conf: cfg.ConfigOpts) -> None:
     # The SDK's exporters quote a malformed OTEL_EXPORTER_OTLP_HEADERS item.
-    state.undo.append(redact.hide_logged_secrets())
+    state.undo.append(redact.hide_logged_secrets(hook.secrets))
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider) and current not in hook.made:
         LOG.info("zaqar-otel: using the TracerProvider already installed")

@@ -21,7 +21,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from zaqar_otel import metrics, patching, settings
+from zaqar_otel import metrics, patching, redact, settings
 from zaqar_otel._sdk import layout
 from zaqar_otel.entry import lifecycle
 from zaqar_otel.export import processor
@@ -56,6 +56,9 @@ class Hook:
         self.patches = patching.Patches()
         #: What ``install`` changed beyond patches (the log record factory).
         self.installed: list[Callable[[], None]] = []
+        #: The endpoint passwords and header values set-up has read: masked
+        #: in every line set-up logs and the SDK's exporters log.
+        self.secrets = redact.Secrets()
         #: Providers set-up built, so that a set-up after ``teardown`` builds
         #: its own instead of taking a shut-down one for the operator's.
         self.made: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
