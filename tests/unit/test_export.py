@@ -410,3 +410,64 @@ def test_a_span_too_large_for_the_collector_alone_is_the_only_one_dropped() -> N
         provider.shutdown()
     assert names == {f"s{i}" for i in range(30)} - {"s10"}
     assert drops.total == 1
+
+
+
+def _ended(*names: str) -> list[ReadableSpan]:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+
+    kept = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    for name in names:
+        provider.get_tracer("t").start_span(name).end()
+    return list(kept.get_finished_spans())
+
+
+def test_a_plain_http_collector_restarted_between_exports_gets_the_next_batch(
+        ) -> None:
+    """The fast path posts to a plain http:// collector over one kept-alive
+    connection (not the SDK's requests session: a tenth of its cost); a
+    collector restarted between two exports closed that connection, and the
+    next export is delivered all the same."""
+    from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
+
+    with OTLPReceiver() as first:
+        port = first.port
+        exporter = OTLPSpanExporter(endpoint=first.traces_url)
+        assert layout.http_session(exporter) is None  # not the session's
+        for name in ("one", "two"):  # the second reuses the connection
+            assert exporter.export(_ended(name)) is SpanExportResult.SUCCESS
+        assert {s.name for s in first.wait_for(count=2)} == {"one", "two"}
+    with OTLPReceiver(port=port) as second:
+        assert exporter.export(_ended("three")) is SpanExportResult.SUCCESS
+        assert [s.name for s in second.wait_for(count=1)] == ["three"]
+    exporter.shutdown()
+
+
+@pytest.mark.parametrize("endpoint,environ", [
+    ("https://127.0.0.1:1/v1/traces", {}),
+    ("http://alice:pw@127.0.0.1:1/v1/traces", {}),
+    ("http://collector.example:4318/v1/traces",
+     {"HTTP_PROXY": "http://127.0.0.1:3128", "NO_PROXY": ""}),
+    ("http://127.0.0.1:1/v1/traces",
+     {"OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER": "x"}),
+], ids=["https", "userinfo", "proxy", "credential-provider"])
+def test_what_the_session_adds_keeps_the_session(
+        monkeypatch: pytest.MonkeyPatch, endpoint: str,
+        environ: dict[str, str]) -> None:
+    """TLS, a proxy from the environment, credentials in the URL or an
+    operator's credential provider: the SDK's requests session posts, as
+    without zaqar-otel; a plain http:// endpoint otherwise does not."""
+    from zaqar_otel._sdk.fast import http_transport
+
+    plain = "http://collector.example:4318/v1/traces"
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    assert http_transport.for_endpoint(plain) is not None
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert http_transport.for_endpoint(endpoint) is None

@@ -179,6 +179,22 @@ def http_session(exporter: Any) -> Any | None:
     return session if isinstance(session, requests.Session) else None
 
 
+def replace_http_transport(exporter: Any, transport: Any) -> bool:
+    """Post the SDK OTLP/HTTP exporter's requests through ``transport``
+    (closing the session's); False, and nothing changed, if its client has
+    no transport of the SDK's interface."""
+    try:
+        from opentelemetry.exporter.http.transport._base import BaseHTTPTransport
+    except ImportError:
+        return False
+    client: Any = getattr(exporter, "_client", None)
+    if not isinstance(getattr(client, "_transport", None), BaseHTTPTransport):
+        return False
+    old, client._transport = client._transport, transport
+    old.close()
+    return True
+
+
 def grpc_translates(exporter_class: type) -> bool:
     """Whether the SDK's OTLP/gRPC exporter encodes through ``_translate_data``."""
     return any(callable(vars(base).get("_translate_data"))

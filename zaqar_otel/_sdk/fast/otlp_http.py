@@ -1,6 +1,7 @@
 """The SDK's OTLP/HTTP span exporter, encoding with ``otlp_encoding``.
 
-Everything but the encoding is the SDK's: endpoint, TLS, headers,
+Everything but the encoding (and, for a plain ``http://`` collector, the
+transport: ``http_transport``) is the SDK's: endpoint, TLS, headers,
 compression, retries, timeout, size limit and the exporter's own metrics.
 Only ``export`` is replaced, with the SDK's ``export`` (1.45) step for step
 and ``SpanEncoder.encode`` where it calls ``encode_spans``. On an SDK laid
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
 from zaqar_otel._sdk import layout
+from zaqar_otel._sdk.fast import http_transport
 from zaqar_otel._sdk.fast.otlp_encoding import (
     EXPORT_PAUSE,
     EXPORT_PAUSE_EVERY,
@@ -87,7 +89,15 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
             layout.fast_path_off("OTLP/HTTP export encodes with the SDK's "
                                      "encoder")
         session = layout.http_session(self)
-        if session is not None:
+        if session is None:
+            return
+        # A plain http:// collector: a kept-alive connection in place of the
+        # SDK's own session (http_transport); else the session (the SDK's,
+        # or one given: "session" is its eighth parameter), its environment
+        # read once.
+        given = kwargs.get("session") is not None or len(args) >= 8
+        connection = None if given else http_transport.for_endpoint(self._endpoint)
+        if connection is None or not layout.replace_http_transport(self, connection):
             read_environment_once(session, self._endpoint)
 
     def export(self, spans: Sequence[ReadableSpan | EncodedSpan]  # type: ignore[override]
