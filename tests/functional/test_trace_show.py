@@ -217,8 +217,8 @@ def test_a_5000_span_trace_renders_in_seconds(
     """Each view of a 5,000-span trace (fetched from Jaeger and rendered)
     within VIEW_BOUND seconds, chromium's load of its page (--dump-dom, then
     the screenshot: two starts of chromium) within PAGE_BOUND; the times are
-    printed. Bounds for a loaded 2-core machine: a view took 0.6-3 s there,
-    the page 13-15 s (the README's figures)."""
+    printed. Bounds for a loaded 2-core machine: a view took 0.6-3.1 s
+    there, the page 13-29 s (the README's figures)."""
     from opentelemetry import trace as api
 
     made: list[int] = []
