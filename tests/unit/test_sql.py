@@ -73,6 +73,32 @@ def test_stable_operation_and_table_from_the_statement_object() -> None:
         "SELECT", "s.t")
 
 
+def test_a_span_the_instrumentation_started_gets_the_stable_names() -> None:
+    """Where the instrumentation's own ``_before_cur_exec`` made the span (its
+    commenter on), its ``db.operation.name`` (the span's name) is corrected
+    on the span; a span without the stable names is left as it is."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from zaqar.storage.sqlalchemy import tables
+
+    from zaqar_otel.backends.sql import _stable_operation_on_span
+
+    context = type("Context", (), {
+        "compiled": tables.Queues.insert().values(name="q").compile()})()
+    tracer = TracerProvider().get_tracer("test")
+    stable = tracer.start_span("INSERT Queues", attributes={
+        "db.operation.name": "INSERT Queues", "db.query.text": "INSERT ..."})
+    old = tracer.start_span("INSERT Queues", attributes={
+        "db.operation": "INSERT Queues"})
+    for span in (stable, old):
+        _stable_operation_on_span(span, context)
+        span.end()
+    assert dict(stable.attributes) == {  # type: ignore[attr-defined]
+        "db.operation.name": "INSERT", "db.collection.name": "Queues",
+        "db.query.text": "INSERT ..."}
+    assert dict(old.attributes) == {  # type: ignore[attr-defined]
+        "db.operation": "INSERT Queues"}
+
+
 def test_sqlite_begin_is_an_event_of_the_statement_that_follows(tmp_path) -> None:
     """oslo.db's SQLite engine, as Zaqar's management store makes it: the
     BEGIN before each transaction's first statement makes no span of its
