@@ -76,7 +76,9 @@ MUST = {
     "redis": ({"db.system", "db.statement", "net.peer.name", "net.peer.port"},
               {"db.system.name", "db.query.text", "server.address",
                "server.port"}),
-    "sql": ({"db.system", "db.statement"}, {"db.system.name", "db.query.text"}),
+    "sql": ({"db.system", "db.statement", "db.operation"},
+            {"db.system.name", "db.query.text", "db.operation.name",
+             "db.collection.name"}),
     "sql-network": ({"net.peer.name", "net.peer.port"},
                     {"server.address", "server.port"}),
     "mongodb": ({"db.system", "db.name", "net.peer.name"},
@@ -166,6 +168,7 @@ def test_redis_sql_and_webhook_spans_and_metrics_follow_the_mode(
         _must(statements, "sql-network", mode, tree)
     # Named by operation and table in every mode.
     assert "INSERT Queues" in {s.name for s in statements}, tree
+    _sql_operation_names(statements, mode, tree)
     _check_names([deliver, call], mode, render_tree([deliver, call]))
     _must([call], "webhook", mode, render_tree([deliver, call]))
     # The HTTP metric: the mode's name, unit and attributes.
@@ -183,6 +186,30 @@ def test_redis_sql_and_webhook_spans_and_metrics_follow_the_mode(
         else:
             assert p.unit == "s" and "http.request.method" in names, p
             assert not names & OLD_NAMES, (p.metric, names)
+
+
+def _sql_operation_names(statements: list[ReceivedSpan], mode: str,
+                         tree: str) -> None:
+    """The old ``db.operation`` is the span's name (``INSERT Queues``), as
+    it always was; the stable ``db.operation.name`` is the operation alone
+    (``INSERT``) and ``db.collection.name`` the table, the span named
+    ``{db.operation.name} {db.collection.name}``."""
+    _, old, new = MODES[mode]
+    for span in statements:
+        attributes = span.attributes
+        if old:
+            assert attributes["db.operation"] == span.name, (span.name, attributes)
+        if new:
+            operation = attributes["db.operation.name"]
+            table = attributes.get("db.collection.name")
+            assert span.name == (f"{operation} {table}" if table else operation), (
+                span.name, attributes)
+    if new:
+        inserts = [s.attributes for s in statements if s.name == "INSERT Queues"]
+        assert all(a["db.operation.name"] == "INSERT"
+                   and a["db.collection.name"] == "Queues" for a in inserts), tree
+        # Each statement Zaqar's SQL store makes names its table.
+        assert all("db.collection.name" in s.attributes for s in statements), tree
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from harness.backends import Jaeger
-from harness.browser import open_page
+from harness.browser import assert_drawn, open_page
 from harness.tracing import ALL_TRACING, KEY, OTEL_SERVER
 from harness.websocket import exchange
 from zaqar_otel.cmd import cli, trace
@@ -35,6 +35,11 @@ pytestmark = [pytest.mark.functional, pytest.mark.backends]
 
 # Screenshots are kept here when set (CI keeps them as artifacts).
 SHOTS = os.environ.get("ZAQAR_OTEL_SCREENSHOTS")
+# A 5,000-span trace: each view fetched and rendered within VIEW_BOUND
+# seconds, its page loaded by chromium within PAGE_BOUND ("in seconds"; the
+# measured times, on a loaded 2-core machine, are in the README).
+VIEW_BOUND = 15.0
+PAGE_BOUND = 60.0
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -103,9 +108,8 @@ def _check_every_view(capsys: pytest.CaptureFixture[str], jaeger: Jaeger,
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), (
         "the page loads nothing")
     shown = open_page(page, tmp_path)
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shown.screenshot, Path(SHOTS) / shown.screenshot.name)
+    _keep(shown.screenshot)
+    assert_drawn(shown.screenshot)
     cells = [html.unescape(c) for c in
              re.findall(r'<td class="name[^"]*" title="[^"]*">(.*?)</td>', shown.dom)]
     assert cells[0] == "total" and set(cells[1:]) == names
@@ -119,6 +123,13 @@ def _check_every_view(capsys: pytest.CaptureFixture[str], jaeger: Jaeger,
                         filtered.dom)
     assert 0 < len(hidden) < len(spans), "the filter hid the other spans"
     return report
+
+
+def _keep(screenshot: Path) -> None:
+    """Copied where ZAQAR_OTEL_SCREENSHOTS names, when it is set."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, Path(SHOTS) / screenshot.name)
 
 
 def _zaqar_conf(jaeger: Jaeger) -> dict[str, dict[str, str]]:
@@ -203,7 +214,11 @@ def _export(jaeger: Jaeger, build: Any, service: str) -> None:
 
 def test_a_5000_span_trace_renders_in_seconds(
         jaeger: Jaeger, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Measured, not asserted: the time of each view is printed."""
+    """Each view of a 5,000-span trace (fetched from Jaeger and rendered)
+    within VIEW_BOUND seconds, chromium's load of its page (--dump-dom, then
+    the screenshot: two starts of chromium) within PAGE_BOUND; the times are
+    printed. Bounds for a loaded 2-core machine: a view took 0.6-3.1 s
+    there, the page 13-29 s (the README's figures)."""
     from opentelemetry import trace as api
 
     made: list[int] = []
@@ -238,10 +253,16 @@ def test_a_5000_span_trace_renders_in_seconds(
     started = time.monotonic()
     shown = open_page(tmp_path / "large.html", tmp_path)
     timings["chromium"] = time.monotonic() - started
-    assert shown.dom.count('<tr class="span') == 5001
     with capsys.disabled():
         print("\n5,000 spans, fetch + render: " + ", ".join(
             f"{view} {seconds:.2f} s" for view, seconds in timings.items()))
+    assert shown.dom.count('<tr class="span') == 5001
+    _keep(shown.screenshot)
+    assert_drawn(shown.screenshot)
+    slow = {view: round(seconds, 2) for view, seconds in timings.items()
+            if seconds > (PAGE_BOUND if view == "chromium" else VIEW_BOUND)}
+    assert not slow, (
+        f"{slow}: slower than {VIEW_BOUND} s a view, {PAGE_BOUND} s the page")
 
 
 def test_not_found_arriving_truncated_and_hostile_names(

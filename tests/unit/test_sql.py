@@ -27,6 +27,78 @@ def test_span_name(statement: object, name: str) -> None:
     assert span_name(statement, "sqlite") == name
 
 
+def test_stable_operation_and_table_from_the_statement_object() -> None:
+    """``db.operation.name`` and ``db.collection.name`` (the stable database
+    conventions) come from the SQLAlchemy object a statement was compiled
+    from, as Zaqar's SQL store builds them; a join, a subquery or a text
+    statement names no table, a text statement no operation."""
+    import sqlalchemy as sa
+    from zaqar.storage.sqlalchemy import tables
+
+    from zaqar_otel.backends.sql import construct_names
+
+    engine = sa.create_engine("sqlite://")
+    tables.metadata.create_all(engine)
+    seen: list[tuple[str, tuple[str | None, str | None]]] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def before(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        seen.append((statement.split()[0], construct_names(context)))
+
+    queues = tables.Queues
+    subquery = sa.select(queues.c.id).subquery()
+    with engine.begin() as conn:
+        for statement in (
+                queues.insert().values(project="p", name="q", metadata=b"{}"),
+                sa.select(queues.c.metadata).where(queues.c.name == "q"),
+                sa.select(sa.func.count("*")).where(queues.c.project == "p"),
+                queues.update().where(queues.c.name == "q").values(metadata=b""),
+                sa.select(queues.c.name, tables.Pools.c.name).join_from(
+                    queues, tables.Pools, queues.c.name == tables.Pools.c.name),
+                sa.select(subquery.c.id),
+                queues.delete().where(queues.c.name == "q"),
+                sa.text("SELECT 1")):
+            conn.execute(statement)
+    assert seen == [("INSERT", ("INSERT", "Queues")),
+                    ("SELECT", ("SELECT", "Queues")),
+                    ("SELECT", ("SELECT", "Queues")),
+                    ("UPDATE", ("UPDATE", "Queues")),
+                    ("SELECT", ("SELECT", None)),
+                    ("SELECT", ("SELECT", None)),
+                    ("DELETE", ("DELETE", "Queues")),
+                    ("SELECT", (None, None))]
+    schema = sa.Table("t", sa.MetaData(), sa.Column("a", sa.Integer), schema="s")
+    compiled = sa.select(schema.c.a).compile()
+    assert construct_names(type("Context", (), {"compiled": compiled})()) == (
+        "SELECT", "s.t")
+
+
+def test_a_span_the_instrumentation_started_gets_the_stable_names() -> None:
+    """Where the instrumentation's own ``_before_cur_exec`` made the span (its
+    commenter on), its ``db.operation.name`` (the span's name) is corrected
+    on the span; a span without the stable names is left as it is."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from zaqar.storage.sqlalchemy import tables
+
+    from zaqar_otel.backends.sql import _stable_operation_on_span
+
+    context = type("Context", (), {
+        "compiled": tables.Queues.insert().values(name="q").compile()})()
+    tracer = TracerProvider().get_tracer("test")
+    stable = tracer.start_span("INSERT Queues", attributes={
+        "db.operation.name": "INSERT Queues", "db.query.text": "INSERT ..."})
+    old = tracer.start_span("INSERT Queues", attributes={
+        "db.operation": "INSERT Queues"})
+    for span in (stable, old):
+        _stable_operation_on_span(span, context)
+        span.end()
+    assert dict(stable.attributes) == {  # type: ignore[attr-defined]
+        "db.operation.name": "INSERT", "db.collection.name": "Queues",
+        "db.query.text": "INSERT ..."}
+    assert dict(old.attributes) == {  # type: ignore[attr-defined]
+        "db.operation": "INSERT Queues"}
+
+
 def test_sqlite_begin_is_an_event_of_the_statement_that_follows(tmp_path) -> None:
     """oslo.db's SQLite engine, as Zaqar's management store makes it: the
     BEGIN before each transaction's first statement makes no span of its

@@ -23,6 +23,17 @@ span of its own.
 The statement spans themselves take fewer steps than the instrumentation's
 (``_statement_span``): an engine URL's attributes are read once, a
 statement's names and attributes once per statement text, the same span.
+
+Under the stable database conventions (``OTEL_SEMCONV_STABILITY_OPT_IN``
+``database`` or ``database/dup``) the instrumentation would put the span's
+name in ``db.operation.name`` too. The stable SQL conventions give
+``db.operation.name`` and ``db.collection.name`` only from a higher-level
+API naming one operation and one table, never parsed from the query text;
+SQLAlchemy's statement objects are that API (``insert(Queues)``), so
+``construct_names`` reads them from the object the statement was compiled
+from: ``INSERT`` and ``Queues``, no collection for a SELECT of several
+tables, neither for a text statement. The old ``db.operation`` (no opt-in,
+or ``/dup``) keeps the span's name, as before.
 """
 
 from __future__ import annotations
@@ -90,6 +101,57 @@ def _by_table(original: Callable[..., str]) -> Callable[..., str]:
     return _operation_name
 
 
+#: The stable names of an SQL operation and its table.
+DB_OPERATION_NAME = "db.operation.name"
+DB_COLLECTION_NAME = "db.collection.name"
+
+
+_OPERATIONS = (("is_insert", "INSERT"), ("is_update", "UPDATE"),
+               ("is_delete", "DELETE"), ("is_select", "SELECT"))
+
+
+def construct_names(context: Any) -> tuple[str | None, str | None]:
+    """(operation, table) of the SQLAlchemy statement object the executed
+    statement was compiled from (``context.compiled.statement``): ``INSERT``,
+    ``UPDATE``, ``DELETE`` with their table, ``SELECT`` with its one table
+    (None for a join, a subquery or no table); (None, None) for a text
+    statement or DDL. A table in a schema is ``schema.table``."""
+    construct = getattr(getattr(context, "compiled", None), "statement", None)
+    if construct is None:
+        return None, None
+    operation = next((word for flag, word in _OPERATIONS
+                      if getattr(construct, flag, False) is True), None)
+    if operation is None:
+        return None, None
+    if operation == "SELECT":
+        froms = getattr(construct, "get_final_froms", None)
+        found: Any = froms() if callable(froms) else ()
+        table = found[0] if len(found) == 1 else None
+    else:
+        table = getattr(construct, "table", None)
+    name = getattr(table, "fullname", None)  # Table / TableClause, not an alias
+    return operation, name if isinstance(name, str) and name else None
+
+
+def stable_operation(attributes: dict[str, Any], context: Any) -> None:
+    """Where the instrumentation gave ``db.operation.name`` (the stable
+    database conventions), make it the operation alone and add
+    ``db.collection.name``; the old names are left as they are."""
+    if DB_OPERATION_NAME not in attributes:
+        return
+    try:
+        operation, table = construct_names(context)
+    except Exception:
+        _log_operation_failure()
+        operation = table = None
+    if operation is None:
+        del attributes[DB_OPERATION_NAME]
+    else:
+        attributes[DB_OPERATION_NAME] = operation
+    if table is not None:
+        attributes[DB_COLLECTION_NAME] = table
+
+
 BEGIN = "BEGIN"  # what oslo.db executes on SQLite
 # (id of the SQLAlchemy Connection, when) of a BEGIN not shown yet.
 _pending_begin: contextvars.ContextVar[tuple[int, int] | None] = (
@@ -152,6 +214,7 @@ def _statement_span(engine_module: Any) -> Callable[..., Any] | None:
             set_statement(span_attrs, statement, db_mode)
             set_system(span_attrs, self.vendor, db_mode)
             set_operation(span_attrs, name, db_mode)
+            stable_operation(span_attrs, context)
             if key is not None:
                 if len(by_statement) >= _NAMES_MAX:
                     by_statement.clear()
@@ -183,6 +246,7 @@ def _folding_begin(original: Callable[..., Any]) -> Callable[..., Any]:
         else:
             result = original(self, conn, cursor, statement, params, context,
                               executemany)
+            _stable_operation_on_span(getattr(context, "_otel_span", None), context)
         pending = _pending_begin.get()
         if pending is not None:
             _pending_begin.set(None)
@@ -196,6 +260,23 @@ def _folding_begin(original: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return _before_cur_exec
+
+
+def _stable_operation_on_span(span: Any, context: Any) -> None:
+    """``stable_operation`` on a span the instrumentation's own
+    ``_before_cur_exec`` started (its commenter on, or a release whose
+    helpers ``_statement_span`` lacks); an operation not known keeps the
+    instrumentation's value (an attribute cannot be removed)."""
+    try:
+        given = getattr(span, "attributes", None) if span is not None else None
+        if not given or DB_OPERATION_NAME not in given or not span.is_recording():
+            return
+        names = {DB_OPERATION_NAME: given[DB_OPERATION_NAME]}
+        stable_operation(names, context)
+        for key, value in names.items():
+            span.set_attribute(key, value)
+    except Exception:
+        _log_operation_failure()
 
 
 def _enabled_check() -> Callable[[], bool]:
@@ -217,6 +298,8 @@ def _enabled_check() -> Callable[[], bool]:
 
 
 _log_begin_failure = patching.FailureLog(LOG, "noting a BEGIN on its statement failed")
+_log_operation_failure = patching.FailureLog(
+    LOG, "naming an SQL span's operation and table failed")
 
 
 #: The pool events the instrumentation counts connections on
