@@ -20,14 +20,19 @@ exemplars), as in the shipped files (60 s, 5 s, 30 s).
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from harness.backends import Collector, Jaeger, Prometheus
+from harness.servers import REPO, unavailable
 from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
 from zaqar_otel.demo.processes import HOST, RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
@@ -170,3 +175,24 @@ def test_exemplars_resolve_to_traces_in_jaeger(run: Run, histogram: str) -> None
     names = sorted({spans[e].split(" ")[0] for e in found})
     print(f"\n{histogram}: {len(found)} exemplars, {len(traces)} traces, "
           f"each span in Jaeger ({', '.join(names)})")
+
+
+def test_the_compose_files_pin_the_prometheus_run_here() -> None:
+    """collector/compose*.yaml's prom/prometheus image is the release these
+    tests ran (Debian's package: its version without the +ds suffix)."""
+    found = shutil.which("prometheus")
+    if found is None:
+        unavailable("prometheus is not installed: tools/services.sh installs "
+                    "Debian's package")
+    proc = subprocess.run([str(found), "--version"], capture_output=True,
+                          text=True, timeout=30, check=False)
+    version = re.search(r"version (\d+\.\d+\.\d+)", proc.stdout + proc.stderr)
+    assert version, proc.stdout + proc.stderr
+    tags = {}
+    for path in sorted((REPO / "collector").glob("compose*.yaml")):
+        services = yaml.safe_load(path.read_text()).get("services") or {}
+        for name, service in services.items():
+            image, _, tag = str(service.get("image", "")).rpartition(":")
+            if image == "prom/prometheus":
+                tags[f"{path.name} {name}"] = tag
+    assert tags and set(tags.values()) == {f"v{version.group(1)}"}, tags
