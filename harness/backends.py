@@ -167,7 +167,8 @@ exporters:
 
     def trace_v3(self, trace_id: str) -> list[dict[str, Any]]:
         """``/api/v3/traces/{id}``: OTLP JSON spans (with their resource's
-        attributes under ``"resource"``), [] if unknown."""
+        attributes under ``"resource"``, their scope under ``"scope"``), []
+        if unknown."""
         status, body = _get(self.port, f"/api/v3/traces/{trace_id}")
         if status == 404:
             return []
@@ -176,7 +177,8 @@ exporters:
         for rs in body["result"]["resourceSpans"]:
             resource = {a["key"]: a["value"] for a in rs["resource"]["attributes"]}
             for ss in rs["scopeSpans"]:
-                spans += [{**span, "resource": resource} for span in ss["spans"]]
+                spans += [{**span, "resource": resource, "scope": ss.get("scope", {})}
+                          for span in ss["spans"]]
         return spans
 
     def wait_trace(self, trace_id: str, spans: int = 1,

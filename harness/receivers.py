@@ -4,20 +4,31 @@
   counts per service, not spans (what the benchmarks read: decoding in the
   measuring process would be charged to the servers measured);
 - :class:`BackendReceiver`: a collector's or Jaeger's OTLP/HTTP receiver
-  where code expects a receiver of ours (its ``port`` and ``endpoint``).
+  where code expects a receiver of ours (its ``port`` and ``endpoint``);
+- :class:`TeeReceiver`: our receiver in front of a backend's OTLP/HTTP
+  receiver: each trace export goes on to the backend as received, and is
+  kept (decoded) only when the backend accepted it, so what the backend
+  shows can be compared span by span with what our receiver decoded.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from harness.servers import REPO
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceResponse,
+)
 
-__all__ = ["BackendReceiver", "ReceiverProcess", "counting_main"]
+from harness.servers import REPO
+from zaqar_otel.demo.receiver import OTLPReceiver
+
+__all__ = ["BackendReceiver", "ReceiverProcess", "TeeReceiver", "counting_main"]
 
 
 def counting_main() -> None:
@@ -114,3 +125,53 @@ class BackendReceiver:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+class TeeReceiver(OTLPReceiver):
+    """An OTLP/HTTP receiver of ours that passes every trace export on to
+    ``backend`` (an OTLP/HTTP base URL: Jaeger's or a collector's), as its
+    body arrived (inflated), and answers what the backend answered: its
+    spans are kept only when the backend took the request. ``forwarded``
+    counts the requests the backend accepted, ``rejected_spans`` the spans
+    it said it rejected (OTLP partial success). Metric exports are answered
+    here and not passed on (Jaeger has no metrics pipeline)."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__("http")
+        parts = urlsplit(backend)
+        assert parts.hostname and parts.port, backend
+        self.backend = (parts.hostname, parts.port)
+        self.forwarded = 0
+        self.rejected_spans = 0
+        self.failures: list[str] = []
+
+    def _handle_one(self, body: bytes, alive: Callable[[], bool],
+                    expired: Callable[[], bool],
+                    signal: Literal["traces", "metrics"]) -> bool | None:
+        if signal == "traces" and not self._forward(body):
+            return False
+        return super()._handle_one(body, alive, expired, signal)
+
+    def _forward(self, body: bytes) -> bool:
+        # http.client: never through a proxy from the environment.
+        conn = http.client.HTTPConnection(*self.backend, timeout=10)
+        try:
+            conn.request("POST", "/v1/traces", body=body,
+                         headers={"Content-Type": "application/x-protobuf"})
+            answer = conn.getresponse()
+            raw = answer.read()
+        except OSError as exc:
+            with self._cond:
+                self.failures.append(str(exc))
+            return False
+        finally:
+            conn.close()
+        if answer.status != 200:
+            with self._cond:
+                self.failures.append(f"{answer.status}: {raw[:200]!r}")
+            return False
+        reply = ExportTraceServiceResponse.FromString(raw)
+        with self._cond:
+            self.forwarded += 1
+            self.rejected_spans += reply.partial_success.rejected_spans
+        return True

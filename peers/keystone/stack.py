@@ -97,21 +97,34 @@ def whole_in_jaeger(jaeger: Any, trace_id: str, route: str, timeout: float = 90.
     ``route`` is in, every keystonemiddleware call has Keystone's span under
     it, and ``quiet`` seconds passed without news (Keystone exports every
     5 s, osprofiler's driver's default; a sampling collector decides later)."""
+    return all_whole_in_jaeger(jaeger, {trace_id: route}, timeout, quiet)[trace_id]
+
+
+def all_whole_in_jaeger(jaeger: Any, routes: dict[str, str], timeout: float = 90.0,
+                        quiet: float = 3.0) -> dict[str, dict[str, Any]]:
+    """:func:`whole_in_jaeger` for several traces at once (trace id -> the
+    route of Zaqar's server span in it), waited for together: the traces
+    by id."""
     deadline = time.monotonic() + timeout
-    count, trace = -1, None
+    counts: dict[str, int] = dict.fromkeys(routes, -1)
     while time.monotonic() < deadline:
-        trace = jaeger.trace(trace_id)
-        spans = trace["spans"] if trace else []
-        parents = {r["spanID"] for s in spans for r in s["references"]}
-        calls = [s["spanID"] for s in spans
-                 if tags(s).get("otel.scope.name") == REQUESTS_SCOPE]
-        if (trace and any(s["operationName"] == route for s in spans) and calls
-                and all(c in parents for c in calls) and len(spans) == count):
-            return trace
-        count = len(spans)
+        traces: dict[str, dict[str, Any]] = {}
+        for trace_id, route in routes.items():
+            trace = jaeger.trace(trace_id)
+            spans = trace["spans"] if trace else []
+            parents = {r["spanID"] for s in spans for r in s["references"]}
+            calls = [s["spanID"] for s in spans
+                     if tags(s).get("otel.scope.name") == REQUESTS_SCOPE]
+            if (trace and any(s["operationName"] == route for s in spans) and calls
+                    and all(c in parents for c in calls)
+                    and len(spans) == counts[trace_id]):
+                traces[trace_id] = trace
+            counts[trace_id] = len(spans)
+        if len(traces) == len(routes):
+            return traces
         time.sleep(quiet)
-    raise AssertionError(f"trace {trace_id} not whole in Jaeger after "
-                         f"{timeout:.0f}s: {count} spans")
+    raise AssertionError(f"traces not whole in Jaeger after {timeout:.0f}s "
+                         f"(spans so far, by trace id): {counts}")
 
 
 def assert_one_jaeger_tree(

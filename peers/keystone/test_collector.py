@@ -8,29 +8,34 @@ found in Jaeger by the ``Trace ID`` the CLI printed, is kept by the
 "requested" policy and kept whole: the CLI's Keystone calls, Zaqar's request,
 and Keystone's spans under keystonemiddleware's calls, which reach the
 collector from another process on their own schedule. Zero warnings in
-Jaeger. Needs Keystone's venv and the CLI (``make peer-keystone``), Jaeger and
-the collector (``make backends``); skips without them, fails when ``CI`` is set.
+Jaeger. Every command of ``COMMANDS`` (queue create, list, message post,
+claim create, queue delete) runs first, then their traces are awaited
+together: one decision wait for the five, not one each. Needs Keystone's
+venv and the CLI (``make peer-keystone``), Jaeger and the collector
+(``make backends``); skips without them, fails when ``CI`` is set.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from harness.backends import Collector, Jaeger, metric_values
 from harness.receivers import BackendReceiver
 from peers.keystone import stack as stack_module
+from peers.keystone.keystone_process import CliResult
 from peers.keystone.stack import (
     COMMANDS,
     KEYSTONE_SERVICE,
     REQUESTS_SCOPE,
     Stack,
+    all_whole_in_jaeger,
     assert_one_jaeger_tree,
     require_stack,
     tags,
-    whole_in_jaeger,
 )
 
 # The CLI's own calls to Keystone: version discovery, then the token.
@@ -48,16 +53,32 @@ def tier() -> Iterator[tuple[Jaeger, Collector, Stack]]:
             yield jaeger, collector, running
 
 
-@pytest.mark.parametrize(("args", "route"), [COMMANDS[0], COMMANDS[2]],
-                         ids=["queue create", "message post"])
-def test_the_cli_trace_kept_whole_through_the_collector(
-        tier: tuple[Jaeger, Collector, Stack], args: list[str], route: str) -> None:
+@pytest.fixture(scope="module")
+def commands(tier: tuple[Jaeger, Collector, Stack]) -> dict[str, tuple[
+        CliResult, dict[str, Any]]]:
+    """Each command of ``COMMANDS``, run in order (each needs the one before
+    it: the queue, its message, the claim), by its route: the CLI's result
+    and the trace Jaeger holds under the Trace ID it printed, once whole."""
     jaeger, _, stack = tier
-    result = stack.cli(args)
-    assert result.returncode == 0, result.stderr
-    assert result.trace_id, result.stderr
-    trace_id = uuid.UUID(result.trace_id).hex
-    trace = whole_in_jaeger(jaeger, trace_id, route)
+    results: dict[str, CliResult] = {}
+    for args, route in COMMANDS:
+        result = stack.cli(args)
+        assert result.returncode == 0, result.stderr
+        assert result.trace_id, result.stderr
+        results[route] = result
+    traces = all_whole_in_jaeger(jaeger, {
+        uuid.UUID(r.trace_id).hex: route for route, r in results.items()})
+    return {route: (r, traces[uuid.UUID(r.trace_id).hex])
+            for route, r in results.items()}
+
+
+@pytest.mark.parametrize(("args", "route"), COMMANDS,
+                         ids=[" ".join(a[1:3]) for a, _ in COMMANDS])
+def test_the_cli_trace_kept_whole_through_the_collector(
+        commands: dict[str, tuple[CliResult, dict[str, Any]]],
+        args: list[str], route: str) -> None:
+    result, trace = commands[route]
+    assert trace["traceID"] == uuid.UUID(result.trace_id).hex
     spans = trace["spans"]
     # Zaqar's and Keystone's spans, one tree, nothing Jaeger would warn of.
     service, by_id, parent = assert_one_jaeger_tree(trace)
@@ -76,10 +97,17 @@ def test_the_cli_trace_kept_whole_through_the_collector(
         below = [s for s in spans if parent[s["spanID"]] == call["spanID"]]
         assert [(service[s["processID"]], tags(s)["span.kind"])
                 for s in below] == [(KEYSTONE_SERVICE, "server")]
+    # The message's own spans, where the command moves messages.
+    kinds = {tags(s)["span.kind"] for s in spans}
+    assert ("producer" in kinds) == ("post" in args)
+    assert ("consumer" in kinds) == ("claim" in args)
+    print(f"\n{' '.join(args[1:3])}: {len(spans)} spans "
+          f"({sum(service[s['processID']] == 'zaqar' for s in spans)} Zaqar's)")
 
 
 def test_the_requested_policy_kept_every_command(
-        tier: tuple[Jaeger, Collector, Stack]) -> None:
+        tier: tuple[Jaeger, Collector, Stack],
+        commands: dict[str, tuple[CliResult, dict[str, Any]]]) -> None:
     """An unprofiled command is not traced at all; the collector's
     "requested" policy voted for each profiled command's trace."""
     jaeger, collector, stack = tier
@@ -88,8 +116,8 @@ def test_the_requested_policy_kept_every_command(
     votes = {labels["policy"]: value for labels, value in metric_values(
         collector.telemetry(), "otelcol_processor_tail_sampling_count_traces_sampled")
         if labels.get("sampled") == "true"}
-    # The two commands above (this test runs after them).
-    assert votes.get("requested", 0) >= 2
+    # The profiled commands, nothing else.
+    assert votes.get("requested", 0) == len(commands) == len(COMMANDS)
     # What Jaeger holds of Zaqar: requested traces only (sample_ratio is 0,
     # so Zaqar exported nothing else).
     for trace_id in jaeger.trace_ids("zaqar"):

@@ -5,8 +5,10 @@ otelcol-zaqar running ``config/otel-collector.yaml``; Debian's prometheus
 (exemplar storage on) scrapes the collector's prometheus exporter as
 ``collector/prometheus.yml`` says (its target and interval set for the
 test: 1 s); traces go on to Jaeger. The series are there under the names
-the README documents, with the counts of what was sent, and the exemplars on
-the duration histograms name traces that Jaeger holds.
+the README documents (the HTTP duration under both its stable name and the
+old one of the default mode), with the counts of what was sent, and the
+exemplars on every duration histogram (HTTP, messaging operation, wait) name
+spans of traces that Jaeger holds.
 
 A cumulative point carries the exemplars of its own export interval only,
 and the collector's prometheus exporter serves each series' latest point: so
@@ -18,14 +20,19 @@ exemplars), as in the shipped files (60 s, 5 s, 30 s).
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from harness.backends import Collector, Jaeger, Prometheus
+from harness.servers import REPO, unavailable
 from zaqar_otel.demo.client import producer_consumer_session, profiled, zaqar_client
 from zaqar_otel.demo.processes import HOST, RedisServer
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
@@ -75,8 +82,10 @@ def run() -> Iterator[Run]:
                               "metrics_export_interval": "6000"},
         }
         started = time.time()
-        # The stable HTTP conventions: the names the README documents.
-        env = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}
+        # Both HTTP conventions (http/dup): the stable names the README
+        # documents, and the old duration in ms, as the default mode (no
+        # opt-in) exports it (the same instrument: metrics/recorder.py).
+        env = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}
         with ZaqarServer(redis_sql(redis.url), extra=extra, env=env, command=(
                 "{bin}/zaqar-otel-server", "--config-file", "{config}")) as zaqar:
             client = zaqar_client(zaqar.url)
@@ -93,6 +102,8 @@ def run() -> Iterator[Run]:
                         2 * SESSIONS)
             _wait_value(prometheus, 'sum(http_server_request_duration_seconds_count'
                         '{http_route="/v2/queues"})', UNSIGNED)
+            _wait_value(prometheus, 'sum(http_server_duration_milliseconds_count'
+                        '{http_route="/v2/queues"})', UNSIGNED)
             yield Run(jaeger, prometheus, traced, started)
 
 
@@ -108,10 +119,18 @@ def test_the_documented_series_with_what_was_sent(run: Run) -> None:
                          f'{{messaging_destination_name="{queue}",'
                          'messaging_operation_name="claim"})')
         assert (sent, deleted, claimed) == (2, 2, 2), queue
-    routes = {s["http_route"] for s in prometheus.api(
-        "series", **{"match[]": "http_server_request_duration_seconds_bucket"})}
-    assert {"/v2/queues/{queue_name}", "/v2/queues/{queue_name}/messages",
-            "/v2/queues/{queue_name}/claims", "/v2/queues"} <= routes
+    for name, method in (
+            ("http_server_request_duration_seconds", "http_request_method"),
+            ("http_server_duration_milliseconds", "http_method")):
+        series = prometheus.api("series", **{"match[]": f"{name}_bucket"})
+        assert {"/v2/queues/{queue_name}", "/v2/queues/{queue_name}/messages",
+                "/v2/queues/{queue_name}/claims", "/v2/queues"} <= {
+            s["http_route"] for s in series}, name
+        assert {s[method] for s in series} == {"PUT", "POST", "GET", "DELETE"}
+    # The same requests under both names (the old one in ms).
+    seconds = _value(prometheus, "sum(http_server_request_duration_seconds_count)")
+    assert seconds == _value(prometheus,
+                             "sum(http_server_duration_milliseconds_count)")
     posts = _value(prometheus, "sum(messaging_client_operation_duration_seconds_count"
                    '{messaging_operation_name="post"})')
     assert posts == SESSIONS
@@ -122,22 +141,58 @@ def test_the_documented_series_with_what_was_sent(run: Run) -> None:
     assert len({s["instance"] for s in series}) == 1
 
 
-def test_exemplars_resolve_to_traces_in_jaeger(run: Run) -> None:
-    def exemplars() -> set[str]:
+# The duration histograms (the README's table), each as Prometheus names it.
+HISTOGRAMS = ["http_server_request_duration_seconds",
+              "http_server_duration_milliseconds",
+              "messaging_client_operation_duration_seconds",
+              "zaqar_messaging_wait_duration_seconds"]
+
+
+@pytest.mark.parametrize("histogram", HISTOGRAMS)
+def test_exemplars_resolve_to_traces_in_jaeger(run: Run, histogram: str) -> None:
+    def exemplars() -> list[tuple[str, str]]:
         found = run.prometheus.api(
-            "query_exemplars", query="http_server_request_duration_seconds_bucket",
+            "query_exemplars", query=f"{histogram}_bucket",
             start=f"{run.started:.3f}", end=f"{time.time() + 1:.3f}")
-        return {e["labels"]["trace_id"] for series in found
-                for e in series["exemplars"]}
+        return [(e["labels"]["trace_id"], e["labels"]["span_id"])
+                for series in found for e in series["exemplars"]]
 
     # The export after the requests, then a scrape: bounded.
     deadline = time.monotonic() + 30
-    while not (traces := exemplars()) and time.monotonic() < deadline:
+    while not (found := exemplars()) and time.monotonic() < deadline:
         time.sleep(0.5)
     # Only signed requests are traced (sample_ratio 0): each exemplar is one
     # of their traces, which the "requested" policy keeps.
+    traces = {trace_id for trace_id, _ in found}
     assert traces and traces <= set(run.traced), (traces, run.traced)
+    spans: dict[tuple[str, str], str] = {}
     for trace_id in traces:
         trace = run.jaeger.wait_trace(trace_id, timeout=60)
         assert {p["serviceName"] for p in trace["processes"].values()} == {"zaqar"}
-    print(f"\n{len(traces)} exemplars' traces, each in Jaeger")
+        spans |= {(trace_id, s["spanID"]): s["operationName"] for s in trace["spans"]}
+    # Each exemplar names a span of its trace, the request's or operation's.
+    assert all(e in spans for e in found), (found, spans)
+    names = sorted({spans[e].split(" ")[0] for e in found})
+    print(f"\n{histogram}: {len(found)} exemplars, {len(traces)} traces, "
+          f"each span in Jaeger ({', '.join(names)})")
+
+
+def test_the_compose_files_pin_the_prometheus_run_here() -> None:
+    """collector/compose*.yaml's prom/prometheus image is the release these
+    tests ran (Debian's package: its version without the +ds suffix)."""
+    found = shutil.which("prometheus")
+    if found is None:
+        unavailable("prometheus is not installed: tools/services.sh installs "
+                    "Debian's package")
+    proc = subprocess.run([str(found), "--version"], capture_output=True,
+                          text=True, timeout=30, check=False)
+    version = re.search(r"version (\d+\.\d+\.\d+)", proc.stdout + proc.stderr)
+    assert version, proc.stdout + proc.stderr
+    tags = {}
+    for path in sorted((REPO / "collector").glob("compose*.yaml")):
+        services = yaml.safe_load(path.read_text()).get("services") or {}
+        for name, service in services.items():
+            image, _, tag = str(service.get("image", "")).rpartition(":")
+            if image == "prom/prometheus":
+                tags[f"{path.name} {name}"] = tag
+    assert tags and set(tags.values()) == {f"v{version.group(1)}"}, tags

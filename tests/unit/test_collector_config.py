@@ -419,6 +419,57 @@ def test_images_are_pinned(compose: dict[str, Any], service: str) -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{image}: not a version tag"
 
 
+# -- the images are the releases built and tested here -------------------------------
+
+BUILDER_CONFIG = ROOT / "collector" / "builder-config.yaml"
+JAEGER_GO_MOD = ROOT / "collector" / "jaeger" / "go.mod"
+COMPOSE_FILES = sorted((ROOT / "collector").glob("compose*.yaml"))
+CONTRIB = "github.com/open-telemetry/opentelemetry-collector-contrib/"
+
+
+def _images(name: str) -> list[tuple[str, str]]:
+    """(compose file, tag) of every service running image ``name``."""
+    found = []
+    for path in COMPOSE_FILES:
+        services = yaml.safe_load(path.read_text()).get("services") or {}
+        for service in services.values():
+            image, _, tag = str(service.get("image", "")).rpartition(":")
+            if image == name:
+                found.append((path.name, tag))
+    return found
+
+
+def test_collector_images_are_the_release_built_here() -> None:
+    """otel/opentelemetry-collector-contrib in the compose files is the
+    release of the contrib modules otelcol-zaqar is built from (`make
+    collector`), which the tests ran the shipped configuration with."""
+    manifest = yaml.safe_load(BUILDER_CONFIG.read_text())
+    modules = [entry["gomod"] for section in manifest.values()
+               if isinstance(section, list) for entry in section
+               if isinstance(entry, dict) and "gomod" in entry]
+    contrib = {gomod.split()[1] for gomod in modules if gomod.startswith(CONTRIB)}
+    [release] = contrib  # one release for every contrib module
+    images = _images("otel/opentelemetry-collector-contrib")
+    assert len(images) >= 3  # compose.yaml's, and the gateway and sampler
+    assert {tag for _, tag in images} == {release.removeprefix("v")}, images
+
+
+def test_jaeger_images_are_the_release_built_here() -> None:
+    """jaegertracing/jaeger in the compose files is the Jaeger v2 release of
+    the Go module `make jaeger` builds (collector/jaeger/go.mod). Jaeger tags
+    each release twice, v1.N.P for the Go module and v2.(N-63).P for the v2
+    binary and images: v1.63.0 / v2.0.0 first, v1.74.0 / v2.11.0 (its
+    CHANGELOG.md), v1.75.0 / v2.12.0."""
+    required = re.search(r"^\s*github\.com/jaegertracing/jaeger (v1\.(\d+)\.(\d+))\b",
+                         JAEGER_GO_MOD.read_text(), re.M)
+    assert required, "collector/jaeger/go.mod requires no jaegertracing/jaeger"
+    minor, patch = int(required.group(2)), int(required.group(3))
+    images = _images("jaegertracing/jaeger")
+    assert len(images) >= 2  # compose.yaml's and compose-scale-out.yaml's
+    assert {tag for _, tag in images} == {f"2.{minor - 63}.{patch}"}, (
+        required.group(1), images)
+
+
 # -- the metrics pipeline: zaqar-otel's metrics to Prometheus ----------------------
 
 
