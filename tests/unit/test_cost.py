@@ -271,5 +271,13 @@ def test_statement_spans_are_the_instrumentations(
         seen.append([(s.name, s.kind, list((s.attributes or {}).items()),
                       s.parent is not None) for s in spans])
         exporter.clear()
-    assert seen[0] == seen[1] == seen[2] == seen[3]
+    assert seen[0] == seen[3]
+    # The stable db.operation.name comes from the SQLAlchemy statement
+    # object, never parsed from the text (backends/sql.py): a statement
+    # executed without one, as here, has none; every other field is the
+    # instrumentation's.
+    expected = seen[0] if modes[0] == "DEFAULT" else [
+        (name, kind, [(k, v) for k, v in attributes if k != "db.operation.name"],
+         parented) for name, kind, attributes, parented in seen[0]]
+    assert seen[1] == seen[2] == expected
     assert all(parented for *_, parented in seen[0])
