@@ -197,8 +197,9 @@ def test_memory_against_a_black_hole_stays_bounded(
     only the server span (so that each span is one of those): against a
     collector that accepts and never answers, the queue fills by its byte
     bound, and the server's RSS exceeds the healthy case's by at most that
-    bound twice (the queue, and the batch being exported) and some slack
-    (before: +332 MiB by the issue's run)."""
+    bound twice (the queue, and the batch being exported) and the 9 MiB of
+    the small-span case: the 25 MiB docs/faults.md promises (before: +332
+    MiB by the issue's run; after: +5.8 to +8.8 MiB)."""
     requests = 1500
     found: dict[str, dict[str, int]] = {}
     drops: dict[str, list[str]] = {}
@@ -232,7 +233,7 @@ def test_memory_against_a_black_hole_stays_bounded(
     excess = (found["black hole"]["VmRSS"] - found["healthy"]["VmRSS"]) / 1024
     print(f"\nRSS KiB after {requests} oversized requests: {found}; "
           f"black hole - healthy = {excess:+.1f} MiB; drop lines {drops}")
-    assert excess <= 2 * 8 + 16, found  # 2 x max_queue_bytes + slack, MiB
+    assert excess <= 2 * 8 + 9, found  # 2 x max_queue_bytes + 9 MiB, as documented
     assert any("(bytes)" in line for line in drops["black hole"]), drops
 
 
