@@ -201,9 +201,9 @@ def test_memory_against_a_black_hole_stays_bounded(
     bound twice (the queue, and the batch being exported) and the 9 MiB of
     the small-span case: the 25 MiB docs/faults.md promises (before: +332
     MiB by the issue's run; after: +5.2 to +9.1 MiB fast, +8.2 to +12.4 MiB
-    stock). On either path: the
-    stock path's queue is bounded in bytes by its guard (the SDK's own
-    counts spans), from an estimate of each span's size."""
+    stock). On either path: the stock path's queue is bounded in bytes by
+    its guard (the SDK's own counts spans), from an estimate of each span's
+    size."""
     requests = 1500
     found: dict[str, dict[str, int]] = {}
     drops: dict[str, list[str]] = {}
