@@ -116,3 +116,41 @@ def test_environment_passwords_and_headers_never_reach_a_line(
                 log = server.wait_for_log("zaqar-otel: dropping spans", timeout=20)
         assert _leaks(log, password, HEADER_SECRET) == [], log
         assert "alice" not in log
+
+
+@pytest.mark.parametrize("exporter", ["otlp_http", "otlp_grpc"])
+def test_configured_header_values_never_reach_a_line(
+        tmp_path: Path, redis: RedisServer, exporter: str) -> None:
+    """``[opentelemetry] headers`` from zaqar.conf (an API key of a hosted
+    collector): with the collector down, neither the server's log ("dropping
+    spans", "exporting metrics ... failed", the SDK's own lines) nor
+    ``zaqar-otel check`` holds the value; malformed, the option is refused
+    and named, the value not shown."""
+    port = free_port()  # nothing listens: every export fails
+    secret = "KEY-" + uuid.uuid4().hex
+    otel = {"exporter": exporter, "endpoint": f"http://127.0.0.1:{port}",
+            "headers": f"api-key={secret},x-tenant=t1", "schedule_delay": "50",
+            "timeout": "1", "metrics": "true", "metrics_export_interval": "200"}
+    if exporter == "otlp_grpc":
+        otel["insecure"] = "true"
+    out = _check(tmp_path, {"profiler": {**ALL_TRACING}, "opentelemetry": otel}, {})
+    assert _leaks(out, secret) == [], out
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra={"profiler": {**ALL_TRACING}, "opentelemetry": otel}
+                     ) as server:
+        for n in range(3):
+            headers = codec.encode(str(uuid.uuid4()), str(uuid.uuid4()), KEY)
+            assert server.request("PUT", f"/v2/queues/h{n}", headers=headers)[0] == 201
+        server.wait_for_log("zaqar-otel: exporting metrics to", timeout=20)
+        log = server.wait_for_log("zaqar-otel: dropping spans", timeout=20)
+    assert _leaks(log, secret) == [], log
+    # Malformed: refused, tracing off, the option named.
+    broken = {**otel, "headers": f"api-key={secret},broken"}
+    out = _check(tmp_path, {"profiler": {**ALL_TRACING}, "opentelemetry": broken}, {})
+    assert "[opentelemetry] headers" in out and _leaks(out, secret) == [], out
+    with ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER,
+                     extra={"profiler": {**ALL_TRACING}, "opentelemetry": broken}
+                     ) as server:
+        assert server.request("PUT", "/v2/queues/h")[0] == 201
+        log = server.wait_for_log("tracing is off")
+    assert "[opentelemetry] headers" in log and _leaks(log, secret) == [], log

@@ -3,12 +3,11 @@
 The SDK's ``TracerProvider`` and ``BatchSpanProcessor``, and its OTLP
 exporters wrapped in ``export.processor.CountingExporter`` (error texts
 redacted, requests bounded in bytes, exported and dropped spans counted);
-the processor guarded so that its failures never reach a request
-(``GuardedSpanProcessor``).
-What the SDK logs about a full queue is left to it (only the fast path's
-processor counts those). Also the exporters both paths share: the metric
-exporter, and the arguments zaqar.conf's options come to for the SDK's
-exporters::
+the processor guarded so that its failures never reach a request, and its
+queue bounded in bytes as well as spans (``GuardedSpanProcessor``, through
+the processor's and the exporter's public calls only). Also the exporters
+both paths share: the metric exporter, and the arguments zaqar.conf's
+options come to for the SDK's exporters::
 
     provider, drops = tracer_provider(settings, resource=..., sampler=...)
 """
@@ -16,7 +15,10 @@ exporters::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +35,52 @@ from zaqar_otel import patching, redact
 from zaqar_otel import settings as settings_module
 from zaqar_otel.export.processor import (
     PROCESSOR_FAILED,
+    QUEUE_FULL,
     CountingExporter,
     DropCounter,
+    encoded_size,
     quiet_sdk_drop_lines,
 )
 
 LOG = logging.getLogger(__name__)
+
+#: The SDK BatchSpanProcessor's default queue length (OTEL_BSP_MAX_QUEUE_SIZE).
+_SDK_MAX_QUEUE_SIZE = 2048
 
 
 class GuardedSpanProcessor(SpanProcessor):
     """A span processor whose failures never reach the request: ``on_start``
     and ``on_end`` run on the request thread, inside ``start_span`` and
     ``span.end()``, where the SDK does not catch. A failure is logged once
-    and the span counted as dropped (invariant 6)."""
+    and the span counted as dropped (invariant 6).
 
-    def __init__(self, processor: SpanProcessor, drops: DropCounter) -> None:
+    Given ``max_queue_bytes`` (and the ``max_queue_size`` the batch
+    processor was given), the spans handed to a batch processor and not yet
+    taken by its exporter (``counting``'s ``taken`` calls) are bounded in
+    bytes (``encoded_size``, an estimate of the span's) as well as spans: a
+    span beyond either is dropped here and counted, so the SDK's own queue,
+    which holds no more than was handed over, is never full and the memory
+    it holds stays within the bound against a collector that never
+    answers."""
+
+    def __init__(self, processor: SpanProcessor, drops: DropCounter,
+                 counting: CountingExporter | None = None,
+                 max_queue_size: int = 0, max_queue_bytes: int = 0) -> None:
         self.processor = processor
         self.drops = drops
         self._log_failure = patching.FailureLog(
             LOG, "handing a span to the exporter failed; the span is dropped")
+        self.max_queue_size = max_queue_size if counting is not None else 0
+        self.max_queue_bytes = max_queue_bytes
+        self.queued = 0
+        self.queued_bytes = 0
+        self._lock = threading.Lock()
+        if self.max_queue_size:
+            counting.taken = self._taken  # type: ignore[union-attr]
+            if hasattr(os, "register_at_fork"):
+                # The SDK empties its queue in a forked child: so do the counts.
+                forget = weakref.WeakMethod(self._forget)
+                os.register_at_fork(after_in_child=lambda: (f := forget()) and f())
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
@@ -61,6 +90,8 @@ class GuardedSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
+            if self.max_queue_size and not self._admit(span):
+                return
             self.processor.on_end(span)
         except Exception:
             self._log_failure()
@@ -68,6 +99,37 @@ class GuardedSpanProcessor(SpanProcessor):
                 self.drops.dropped(1, "the span processor failed", PROCESSOR_FAILED)
             except Exception:  # noqa: S110 - nothing more can be done here
                 pass
+
+    def _admit(self, span: ReadableSpan) -> bool:
+        """Whether ``span`` fits the bounds (counted then); a span the batch
+        processor drops itself (not sampled) is not counted."""
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return True
+        size = encoded_size(span)
+        with self._lock:
+            full = ("" if self.queued < self.max_queue_size else "full")
+            if not full and self.max_queue_bytes and (
+                    self.queued_bytes + size > self.max_queue_bytes):
+                full = "full (bytes)"
+            if not full:
+                self.queued += 1
+                self.queued_bytes += size
+        if full:
+            self.drops.dropped(1, f"the span queue is {full}", QUEUE_FULL)
+            return False
+        return True
+
+    def _taken(self, spans: Sequence[ReadableSpan]) -> None:
+        """``spans`` left the queue: the exporter has them."""
+        size = sum(encoded_size(span) for span in spans)
+        with self._lock:
+            self.queued = max(0, self.queued - len(spans))
+            self.queued_bytes = max(0, self.queued_bytes - size)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self.queued = self.queued_bytes = 0
 
     def shutdown(self) -> None:
         self.processor.shutdown()
@@ -146,10 +208,14 @@ def tracer_provider(conf: settings_module.Settings, **provider_args: Any
     if exporter is None:
         return provider, None
     drops = DropCounter(destination(conf))
-    provider.add_span_processor(GuardedSpanProcessor(BatchSpanProcessor(
-        CountingExporter(exporter, drops, conf.max_export_batch_bytes),
-        **conf.batch_args), drops))  # type: ignore[arg-type] # ints by name
-    quiet_sdk_drop_lines(counts_full_queue=False)
+    counting = CountingExporter(exporter, drops, conf.max_export_batch_bytes)
+    # The queue's length given, so that the guard's bound is the SDK's.
+    batch_args = {"max_queue_size": _SDK_MAX_QUEUE_SIZE, **conf.batch_args}
+    provider.add_span_processor(GuardedSpanProcessor(
+        BatchSpanProcessor(counting, **batch_args),  # type: ignore[arg-type] # ints
+        drops, counting, max_queue_size=batch_args["max_queue_size"],
+        max_queue_bytes=conf.max_queue_bytes))
+    quiet_sdk_drop_lines(counts_full_queue=True)  # the guard counts them
     return provider, drops
 
 

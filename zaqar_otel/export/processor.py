@@ -59,6 +59,11 @@ TOO_LARGE = "too_large"  # refused by the collector as too large, alone
 PROCESSOR_FAILED = "processor_failed"  # could not be encoded or handed over
 DROP_TYPES = (QUEUE_FULL, EXPORT_FAILED, TOO_LARGE, PROCESSOR_FAILED)
 
+#: Said once by an exporter, the first time it splits a refused request.
+SPLIT_LINE = ("zaqar-otel: the collector refused an export request of %d bytes "
+              "(%s), taken as too large: such requests are sent again in halves "
+              "(set [opentelemetry] max_export_batch_bytes below its limit)")
+
 _counters: weakref.WeakSet[DropCounter] = weakref.WeakSet()
 
 
@@ -167,13 +172,17 @@ def encoded_size(span: ReadableSpan | Encoded) -> int:
     encoded as it ended, else an estimate from its strings (the SDK's path)."""
     if isinstance(span, Encoded):
         return len(span.field)
+    # Exact types, not isinstance (an ABC's check is a few µs a span): the
+    # stock path estimates each span on the request thread.
     size = 96 + len(span.name or "")
     for attributes in (span.attributes, *(e.attributes for e in span.events),
                        *(link.attributes for link in span.links)):
+        value: Any
         for key, value in (attributes or {}).items():
-            size += 8 + len(key) + (len(value) if isinstance(value, str | bytes)
-                                    else 16 if not isinstance(value, Sequence)
-                                    else sum(len(str(v)) + 4 for v in value))
+            kind = type(value)
+            size += 8 + len(key) + (len(value) if kind is str or kind is bytes
+                                    else sum(len(str(v)) + 4 for v in value)
+                                    if kind is tuple or kind is list else 16)
     return size
 
 
@@ -208,12 +217,20 @@ class CountingExporter(SpanExporter):
         self._max_bytes = max_bytes
         #: Called with the encoded bytes of each batch as it leaves the queue.
         self.released: Any = None
+        #: Called with each batch as it leaves the queue (the stock path's
+        #: bound on its queue, ``stock.GuardedSpanProcessor``).
+        self.taken: Any = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self.released is not None:
             try:
                 self.released(sum(len(span.field) for span in spans
                                   if isinstance(span, Encoded)))
+            except Exception:  # noqa: S110 - counting only; never fail an export
+                pass
+        if self.taken is not None:
+            try:
+                self.taken(spans)
             except Exception:  # noqa: S110 - counting only; never fail an export
                 pass
         try:
@@ -244,17 +261,25 @@ class CountingExporter(SpanExporter):
             return SpanExportResult.FAILURE
         # zaqar-otel's exporters split a request the collector refuses as
         # too large and send the halves again; a single span it refuses is
-        # dropped there, and counted here.
-        take_refused = getattr(self._exporter, "take_refused", None)
-        refused = take_refused() if callable(take_refused) else 0
+        # dropped there, and counted here, as are the spans of a half that
+        # failed otherwise (the rest of the request was delivered: the
+        # export says SUCCESS). On a failure of the whole request, they say
+        # why (a gRPC status code, an HTTP status).
+        refused = _take(self._exporter, "take_refused", 0)
+        lost = _take(self._exporter, "take_lost", [])
+        failure = _take(self._exporter, "take_failure", None)
         if refused:
             self._drops.dropped(refused, "the collector refused them as too large",
                                 TOO_LARGE)
+        for count, why in lost:
+            self._drops.dropped(count, f"the collector did not accept them ({why})")
+        missing = refused + sum(count for count, _ in lost)
         if result is SpanExportResult.SUCCESS:
-            self._drops.exported(len(spans) - refused, recovered=not refused)
+            self._drops.exported(len(spans) - missing, recovered=not missing)
         else:
-            self._drops.dropped(len(spans) - refused,
-                                "the collector did not accept them")
+            why = f" ({failure})" if failure else ""
+            self._drops.dropped(len(spans) - missing,
+                                f"the collector did not accept them{why}")
         return result
 
     def shutdown(self) -> None:
@@ -262,6 +287,17 @@ class CountingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._exporter.force_flush(timeout_millis)
+
+
+def _take(exporter: SpanExporter, name: str, default: Any) -> Any:
+    """``exporter.<name>()`` (zaqar-otel's exporters' counts), else ``default``."""
+    take = getattr(exporter, name, None)
+    if not callable(take):
+        return default
+    try:
+        return take()
+    except Exception:
+        return default
 
 
 class _QuietSdkDrops(logging.Filter):

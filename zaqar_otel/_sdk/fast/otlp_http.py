@@ -13,8 +13,10 @@ out differently (``_sdk.layout``), the SDK's own ``export`` runs::
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as sdk
@@ -30,8 +32,14 @@ from zaqar_otel._sdk.fast.otlp_encoding import (
     EncodedSpan,
     SpanEncoder,
 )
+from zaqar_otel.export.processor import SPLIT_LINE
 
 LOG = logging.getLogger(__name__)
+
+#: As ``otlp_grpc.RECEIVE_LIMIT``: a request larger than this that the
+#: collector answered by closing the connection may have been refused for
+#: its size.
+RECEIVE_LIMIT = 4 << 20
 
 
 E = TypeVar("E", bound="BaseException | None")
@@ -81,6 +89,7 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._lost: list[tuple[int, str]] = []
         self._encoder = SpanEncoder(pause_every=EXPORT_PAUSE_EVERY, pause=EXPORT_PAUSE)
         self._parts = layout.http_parts(self)
         self.early_encoder = self._encoder
@@ -114,42 +123,90 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
         refused, self._refused = self._refused, 0
         return refused
 
+    def take_lost(self) -> list[tuple[int, str]]:
+        """Spans of a split request whose half failed otherwise, since last
+        asked, with why (``HTTP 503``): the rest was delivered, and
+        ``export`` says SUCCESS (the span processor counts them as dropped)."""
+        lost, self._lost = self._lost, []
+        return lost
+
+    def take_failure(self) -> str | None:
+        """Why the last export that failed whole failed (``HTTP 503``)."""
+        failure, self._failure = self._failure, None
+        return failure
+
     _refused = 0
+    _failure: str | None = None
+    _split_logged = False
 
     def _export_split(self, parts: Any, spans: Sequence[ReadableSpan | EncodedSpan]
                       ) -> SpanExportResult:
-        """Export ``spans``; a request refused as too large (HTTP 413, or
-        beyond the SDK's max_request_size) is split in two and each half
-        sent again, down to single spans, which are then dropped (counted in
-        ``take_refused``; not a failure of the export: retrying cannot help)."""
-        result, too_large = self._export_once(parts, spans)
-        if not too_large:
-            return result
+        """Export ``spans``; a request refused as too large (HTTP 413, beyond
+        the SDK's max_request_size, or a connection reset while sending a
+        body beyond gRPC's default receive limit, 4 MiB, which a collector
+        may answer by closing) is split in two and each half sent again,
+        down to single spans, which are then dropped (counted in
+        ``take_refused``; not a failure of the export: retrying cannot
+        help).
+
+        Once split, some halves may be delivered: a half that fails
+        otherwise is counted in ``take_lost`` and the export says SUCCESS
+        (a FAILURE would count the delivered halves as dropped). The halves
+        share one timeout, the SDK's, from the split on: a half not sent
+        when it has passed is lost, so that a collector that hangs holds the
+        export about twice the timeout, not once a half."""
+        outcome = self._export_once(parts, spans)
+        if outcome.error is None:
+            return SpanExportResult.SUCCESS
+        if not outcome.too_large or (len(spans) == 1 and not outcome.refused):
+            self._failure = outcome.error  # nothing delivered: a failure
+            return SpanExportResult.FAILURE
+        if not self._split_logged:
+            self._split_logged = True
+            LOG.warning(SPLIT_LINE, outcome.size, outcome.error)
         if len(spans) == 1:
             self._refused += 1
             return SpanExportResult.SUCCESS
-        half = len(spans) // 2
-        first = self._export_split(parts, spans[:half])
-        second = self._export_split(parts, spans[half:])
-        return (SpanExportResult.SUCCESS if first is second is SpanExportResult.SUCCESS
-                else SpanExportResult.FAILURE)
+        # The SDK client's timeout (its own deadline, for each request).
+        timeout = getattr(parts.client, "_timeout", None)
+        deadline = time.monotonic() + (timeout if isinstance(timeout, int | float)
+                                       and timeout > 0 else 10.0)
+        waiting = [spans[len(spans) // 2:], spans[:len(spans) // 2]]  # a stack
+        while waiting:
+            part = waiting.pop()
+            if time.monotonic() >= deadline:
+                self._lost.append((len(part), "its timeout passed before they "
+                                   "were sent"))
+                continue
+            outcome = self._export_once(parts, part)
+            if outcome.error is None:
+                continue
+            if outcome.too_large and len(part) == 1 and outcome.refused:
+                self._refused += 1
+            elif outcome.too_large and len(part) > 1:
+                half = len(part) // 2
+                waiting += [part[half:], part[:half]]
+            else:
+                self._lost.append((len(part), outcome.error))
+        return SpanExportResult.SUCCESS
 
     def _export_once(self, parts: Any, spans: Sequence[ReadableSpan | EncodedSpan]
-                     ) -> tuple[SpanExportResult, bool]:
-        """One request: its result, and whether it was refused as too large."""
+                     ) -> _Outcome:
+        """One request, through the SDK's client (its retries, its timeout)."""
         with parts.metrics.export_operation(len(spans)) as result:
             try:
                 body = self._encoder.encode(spans)
             except Exception as error:
                 LOG.error("zaqar-otel: failed to encode span batch: %s", error)
                 result.error = error
-                return SpanExportResult.FAILURE, False
+                return _Outcome(f"encoding raised {type(error).__name__}")
+            size = len(body)
             limit = parts.max_request_size
             if parts.too_large(body, limit):
                 result.error = parts.too_large_error(
-                    f"Serialized span request size {len(body)} bytes exceeds "
+                    f"Serialized span request size {size} bytes exceeds "
                     f"max_request_size {limit} bytes.")
-                return SpanExportResult.FAILURE, True
+                return _Outcome("beyond max_request_size", size, True, True)
             sent = parts.client.export(body)
             del body
             if not sent.success:
@@ -162,5 +219,23 @@ class OTLPSpanExporter(sdk.OTLPSpanExporter):
                 if sent.status_code is not None:
                     result.error_attrs = {
                         HTTP_RESPONSE_STATUS_CODE: sent.status_code}
-                return SpanExportResult.FAILURE, sent.status_code == 413
-        return SpanExportResult.SUCCESS, False
+                    return _Outcome(f"HTTP {sent.status_code}", size,
+                                    sent.status_code == 413, sent.status_code == 413)
+                # No answer: a collector may close the connection on a body
+                # beyond its limit before the client reads its 413.
+                why = (type(sent.error).__name__ if sent.error is not None
+                       else "no answer")
+                return _Outcome(why, size, size > RECEIVE_LIMIT, False)
+        return _Outcome(None, size)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One request's: why it failed (None: delivered), its size, whether it
+    may have been refused for its size (``too_large``), and whether that is
+    certain (``refused``: 413, or beyond max_request_size)."""
+
+    error: str | None
+    size: int = 0
+    too_large: bool = False
+    refused: bool = False
