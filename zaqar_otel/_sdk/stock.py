@@ -74,6 +74,9 @@ class GuardedSpanProcessor(SpanProcessor):
         self.max_queue_bytes = max_queue_bytes
         self.queued = 0
         self.queued_bytes = 0
+        # Each queued span's estimate, by id (a span in the queue is alive):
+        # estimated once, on the request thread, not again when taken.
+        self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()
         if self.max_queue_size:
             counting.taken = self._taken  # type: ignore[union-attr]
@@ -115,6 +118,7 @@ class GuardedSpanProcessor(SpanProcessor):
             if not full:
                 self.queued += 1
                 self.queued_bytes += size
+                self._sizes[id(span)] = size
         if full:
             self.drops.dropped(1, f"the span queue is {full}", QUEUE_FULL)
             return False
@@ -122,14 +126,16 @@ class GuardedSpanProcessor(SpanProcessor):
 
     def _taken(self, spans: Sequence[ReadableSpan]) -> None:
         """``spans`` left the queue: the exporter has them."""
-        size = sum(encoded_size(span) for span in spans)
         with self._lock:
+            sizes = self._sizes
+            size = sum(sizes.pop(id(span), 0) for span in spans)
             self.queued = max(0, self.queued - len(spans))
             self.queued_bytes = max(0, self.queued_bytes - size)
 
     def _forget(self) -> None:
         self._lock = threading.Lock()
         self.queued = self.queued_bytes = 0
+        self._sizes = {}
 
     def shutdown(self) -> None:
         self.processor.shutdown()
