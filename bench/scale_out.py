@@ -15,11 +15,8 @@ bounded in requests and time. Results print as JSON, one object per part.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
-import re
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -27,17 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from harness.scale_out import (
+    FAULTS,
     ClientService,
-    Sent,
     Tier,
     analyse,
-    expected_kept,
-    is_whole,
+    fault_rows,
     latency,
+    pipeline_empty,
     plan,
+    run_fault,
     run_traffic,
     tier,
     warm_up,
+    zaqar_dropped,
     zaqar_pair,
 )
 from zaqar_otel.demo.processes import RedisServer
@@ -109,117 +108,45 @@ def control(traces: int) -> dict[str, Any]:
 RATE = 30.0        # requests per second, paced
 LEAD = 12.0        # seconds of traffic before the fault
 TAIL = 12.0        # seconds of traffic after the recovery
-
-
-def _phase(s: Sent, fault_at: float, back_at: float) -> str:
-    if s.at < fault_at:
-        return "1 before"
-    return "2 during" if s.at < back_at else "3 after"
-
-
-def _fault_rows(t: Tier, sent: list[Sent], fault_at: float,
-                back_at: float) -> dict[str, Any]:
-    rows: dict[str, dict[str, Any]] = {}
-    for s in sent:
-        row = rows.setdefault(_phase(s, fault_at, back_at), dict.fromkeys(
-            ("requests", "due", "whole", "partial", "lost", "extra"), 0))
-        row["requests"] += 1
-        trace = t.jaeger.trace(s.trace_id)
-        due = expected_kept(s)
-        if due:
-            row["due"] += 1
-            if trace is None:
-                row["lost"] += 1
-            elif is_whole(trace):
-                row["whole"] += 1
-            else:
-                row["partial"] += 1
-        elif trace is not None and due is False:
-            row["extra"] += 1
-    for phase, row in rows.items():
-        row["latency"] = latency([s for s in sent
-                                  if _phase(s, fault_at, back_at) == phase])
-        row["statuses"] = dict(collections.Counter(
-            str(s.status) for s in sent if _phase(s, fault_at, back_at) == phase))
-    return rows
+DOWN = {"sampler": 10.0, "gateway": 10.0, "jaeger": 30.0, "jaeger-pause": 30.0}
 
 
 def _settle(t: Tier, timeout: float = 240.0) -> None:
-    """Every running sampler has decided every trace it received, and what
-    the samplers accepted has not moved for 12 s (the gateways' retries back
-    off up to 10 s)."""
+    """The samplers' pipelines are empty and what they accepted has not
+    moved for 12 s (the gateways' retries back off up to 10 s)."""
     deadline = time.monotonic() + timeout
     last, still = -1.0, 0.0
     while time.monotonic() < deadline:
-        counts = t.counts()
-        s = counts.sampler
-        if s.get("decided", 0) >= s.get("new_traces", 0) and s.get("accepted") == last:
+        accepted = t.counts().sampler.get("accepted", 0)
+        if pipeline_empty(t) and accepted == last:
             still += 1.0
             if still >= 12:
-                time.sleep(3)
                 return
         else:
             still = 0.0
-        last = s.get("accepted", 0)
+        last = accepted
         time.sleep(1.0)
 
 
 def fault(name: str, down: float, decision_wait: str | None) -> dict[str, Any]:
-    """``name``: sampler (SIGKILL, restart), gateway (SIGKILL, restart),
-    jaeger (SIGSTOP, SIGCONT), for ``down`` seconds mid-run."""
+    """``name`` (harness.scale_out.FAULTS) for ``down`` seconds mid-run."""
     with tier(decision_wait=decision_wait) as t, RedisServer() as redis, \
             zaqar_pair(redis, t.gateways) as zaqars:
         warm_up(zaqars)
         t.wait_quiet(timeout=120)
-        client = ClientService(t.gateways)
-        total = int(RATE * (LEAD + down + TAIL))
-        t0 = time.monotonic()
-        marks = {"fault": t0 + LEAD, "back": t0 + LEAD + down}
-        done: list[str] = []
-
-        def during(i: int) -> None:
-            wait = t0 + i / RATE - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            now = time.monotonic()
-            if now >= marks["fault"] and "fault" not in done:
-                done.append("fault")
-                marks["fault"] = now
-                if name == "sampler":
-                    t.samplers[0].stop(grace=0)
-                elif name == "gateway":
-                    t.gateways[0].stop(grace=0)
-                else:
-                    assert t.jaeger.pid is not None
-                    os.kill(t.jaeger.pid, signal.SIGSTOP)
-                marks["back"] = now + down
-            elif now >= marks["back"] and "back" not in done:
-                done.append("back")
-                marks["back"] = now
-                if name == "sampler":
-                    t.samplers[0].start()
-                elif name == "gateway":
-                    t.gateways[0].start()
-                else:
-                    assert t.jaeger.pid is not None
-                    os.kill(t.jaeger.pid, signal.SIGCONT)
-
-        try:
-            sent = run_traffic(client, zaqars, plan(total, slow=max(6, total // 100)),
-                               threads=6, timeout=600, during=during)
-        finally:
-            client.shutdown()
+        run = run_fault(t, zaqars, name, down, RATE, LEAD, TAIL)
         for zaqar in zaqars:
             zaqar.stop()
         _settle(t)
-        logs = [z.log_text() for z in zaqars]
         gateway_log = "\n".join(g.log_text() for g in t.gateways)
         sampler_log = "\n".join(g.log_text() for g in t.samplers)
         return {
-            "fault": name, "down_s": down, "requests": total,
-            "phases": _fault_rows(t, sent, marks["fault"], marks["back"]),
-            "client_spans": {"exported": client.exported, "failed": client.failed},
-            "zaqar_dropped_spans": [_dropped(log) for log in logs],
+            "fault": name, "down_s": down, "requests": len(run.sent),
+            "phases": fault_rows(t.jaeger, run),
+            "client_spans": {"exported": run.client_exported,
+                             "failed": run.client_failed},
+            "zaqar_dropped_spans": [zaqar_dropped(z.log_text()) for z in zaqars],
+            "samplers_send_failed": t.counts().sampler.get("send_failed", 0),
             "gateway_log_errors": gateway_log.count("\terror\t"),
             "sampler_log_errors": sampler_log.count("\terror\t"),
             "gateway_log_dropping": gateway_log.count("Dropping data"),
@@ -227,19 +154,9 @@ def fault(name: str, down: float, decision_wait: str | None) -> dict[str, Any]:
         }
 
 
-_DROPPED = re.compile(r"(\d+) spans were dropped meanwhile")
-
-
-def _dropped(log: str) -> dict[str, int]:
-    return {"warnings": log.count("zaqar-otel: dropping spans"),
-            "reported": sum(int(n) for n in _DROPPED.findall(log))}
-
-
 def faults(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: fault(name, down, args.decision_wait)
-            for name, down in (("sampler", 10.0), ("gateway", 10.0),
-                               ("jaeger", 30.0))
-            if not args.fault or name in args.fault}
+    chosen = args.fault or ["sampler", "gateway", "jaeger"]
+    return {name: fault(name, DOWN[name], args.decision_wait) for name in chosen}
 
 
 # -- capacity -------------------------------------------------------------------
@@ -444,9 +361,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="what to run (default: all)")
     parser.add_argument("--traces", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--fault", action="append",
-                        choices=("sampler", "gateway", "jaeger"),
-                        help="faults: only this one (repeatable)")
+    parser.add_argument("--fault", action="append", choices=FAULTS,
+                        help="faults: only this one (repeatable; default: "
+                             "sampler, gateway, jaeger)")
     parser.add_argument("--rates", default="5000,10000,20000",
                         help="capacity: spans per second offered, in turn")
     parser.add_argument("--seconds", type=float, default=30.0,

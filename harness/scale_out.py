@@ -27,9 +27,13 @@ whole. Kinds of request:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import os
 import random
+import re
+import signal
 import threading
 import time
 import uuid
@@ -53,10 +57,12 @@ from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 __all__ = [
     "CLIENT_SERVICE",
+    "FAULTS",
     "KINDS",
     "SLOW_MS",
     "ClientService",
     "Counts",
+    "FaultRun",
     "Sent",
     "Tier",
     "analyse",
@@ -65,6 +71,7 @@ __all__ = [
     "is_whole",
     "latency",
     "plan",
+    "run_fault",
     "run_traffic",
     "tier",
     "warm_up",
@@ -519,3 +526,158 @@ def latency(sent: Sequence[Sent], kinds: Sequence[str] = ("unsigned", "requested
         return round(values[min(len(values) - 1, int(q * len(values)))], 4)
     return {"n": len(values), "p50": pick(0.5), "p99": pick(0.99),
             "max": round(values[-1], 4)}
+
+
+# -- faults -----------------------------------------------------------------------
+
+# What run_fault breaks, and how it mends it:
+# - sampler: sampler 1 SIGKILLed, restarted (same ports) ``down`` s later;
+# - gateway: gateway 1 SIGKILLed, restarted ``down`` s later;
+# - jaeger: Jaeger stopped (SIGTERM, its in-memory traces gone with it),
+#   started again ``down`` s later;
+# - jaeger-pause: Jaeger SIGSTOPped, SIGCONTed ``down`` s later (a hung
+#   Jaeger: connections open, nothing answered).
+FAULTS = ("sampler", "gateway", "jaeger", "jaeger-pause")
+
+
+def _break(t: Tier, name: str) -> None:
+    if name == "sampler":
+        t.samplers[0].stop(grace=0)
+    elif name == "gateway":
+        t.gateways[0].stop(grace=0)
+    elif name == "jaeger":
+        t.jaeger.stop()
+    else:
+        assert t.jaeger.pid is not None
+        os.kill(t.jaeger.pid, signal.SIGSTOP)
+
+
+def _mend(t: Tier, name: str) -> None:
+    if name == "sampler":
+        t.samplers[0].start()
+    elif name == "gateway":
+        t.gateways[0].start()
+    elif name == "jaeger":
+        t.jaeger.start()
+    else:
+        assert t.jaeger.pid is not None
+        os.kill(t.jaeger.pid, signal.SIGCONT)
+
+
+@dataclasses.dataclass
+class FaultRun:
+    """Requests paced through a fault: what was sent, when the fault began
+    (``fault_at``) and ended (``back_at``, the server up again), on
+    time.monotonic()'s clock as ``Sent.at``."""
+
+    fault: str
+    down: float
+    sent: list[Sent]
+    fault_at: float
+    back_at: float
+    client_exported: int
+    client_failed: int
+
+    def phase(self, s: Sent) -> str:
+        if s.at < self.fault_at:
+            return "1 before"
+        return "2 during" if s.at < self.back_at else "3 after"
+
+
+def run_fault(t: Tier, zaqars: Sequence[ZaqarServer], name: str, down: float,
+              rate: float, lead: float, tail: float, threads: int = 6,
+              ) -> FaultRun:
+    """``rate`` requests/s (the mix of :func:`plan`) for ``lead`` s, then
+    the fault ``name`` (:data:`FAULTS`) for ``down`` s, then ``tail`` s
+    more; the Zaqar processes keep running."""
+    assert name in FAULTS, name
+    client = ClientService(t.gateways)
+    total = int(rate * (lead + down + tail))
+    t0 = time.monotonic()
+    marks = {"fault": t0 + lead, "back": t0 + lead + down}
+    done: list[str] = []
+
+    def during(i: int) -> None:
+        wait = t0 + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        now = time.monotonic()
+        if now >= marks["fault"] and "fault" not in done:
+            done.append("fault")
+            marks["fault"] = now
+            _break(t, name)
+            marks["back"] = now + down
+        elif now >= marks["back"] and "back" not in done:
+            done.append("back")
+            _mend(t, name)
+            marks["back"] = time.monotonic()
+
+    try:
+        sent = run_traffic(client, zaqars, plan(total, slow=max(6, total // 100)),
+                           threads=threads, timeout=lead + down + tail + 300,
+                           during=during)
+    finally:
+        client.shutdown()
+    assert done == ["fault", "back"], done
+    return FaultRun(name, down, sent, marks["fault"], marks["back"],
+                    client.exported, client.failed)
+
+
+def pipeline_empty(t: Tier) -> bool:
+    """Every running sampler decided every trace it received and holds no
+    span on the way to Jaeger: its batch processor passed on all it took,
+    its exporter's queue is empty and no request is in flight (or being
+    retried)."""
+    for sampler in t.samplers:
+        if not sampler.running:
+            return False
+        text = sampler.telemetry()
+        own = read_counts(text)
+        batch_in = counter(text, "otelcol_processor_incoming_items",
+                           processor="batch", otel_signal="traces")
+        batch_out = counter(text, "otelcol_processor_outgoing_items",
+                            processor="batch", otel_signal="traces")
+        if (own["decided"] < own["new_traces"] or batch_in != batch_out
+                or own["sent"] + own["send_failed"] < batch_out
+                or counter(text, "otelcol_exporter_queue_size") > 0
+                or counter(text, "otelcol_exporter_in_flight_requests") > 0):
+            return False
+    return True
+
+
+_DROPPED = re.compile(r"(\d+) spans were dropped meanwhile")
+
+
+def zaqar_dropped(log: str) -> dict[str, int]:
+    """zaqar-otel's own account of spans it could not export: its warnings,
+    and the spans they report dropped."""
+    return {"warnings": log.count("zaqar-otel: dropping spans"),
+            "reported": sum(int(n) for n in _DROPPED.findall(log))}
+
+
+def fault_rows(jaeger: Jaeger, run: FaultRun) -> dict[str, dict[str, Any]]:
+    """Per phase: requests, traces the policies keep (*due*), of those whole,
+    partial and lost (absent) in Jaeger, and kept ones not due; the
+    statuses and the client's latency."""
+    rows: dict[str, dict[str, Any]] = {}
+    for s in run.sent:
+        row = rows.setdefault(run.phase(s), dict.fromkeys(
+            ("requests", "due", "whole", "partial", "lost", "extra"), 0))
+        row["requests"] += 1
+        trace = jaeger.trace(s.trace_id)
+        due = expected_kept(s)
+        if due:
+            row["due"] += 1
+            if trace is None:
+                row["lost"] += 1
+            elif is_whole(trace):
+                row["whole"] += 1
+            else:
+                row["partial"] += 1
+        elif trace is not None and due is False:
+            row["extra"] += 1
+    for phase, row in rows.items():
+        mine = [s for s in run.sent if run.phase(s) == phase]
+        row["latency"] = latency(mine)
+        row["statuses"] = dict(collections.Counter(str(s.status) for s in mine))
+    return rows
