@@ -15,6 +15,7 @@ bounded in requests and time. Results print as JSON, one object per part.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -23,11 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.receivers import BackendReceiver
 from harness.scale_out import (
+    CLIENT_SERVICE,
     FAULTS,
     ClientService,
     Tier,
     analyse,
+    expected_kept,
     fault_rows,
     latency,
     pipeline_empty,
@@ -101,6 +105,136 @@ def control(traces: int) -> dict[str, Any]:
             zaqar.stop()
         t.wait_quiet(timeout=120)
         return {"traces": traces, **analyse(t.jaeger, sent)}
+
+
+# -- the combined topology --------------------------------------------------------
+
+def _worker(trace: dict[str, Any], span: dict[str, Any]) -> str:
+    tags = {t["key"]: t["value"]
+            for t in trace["processes"][span["processID"]].get("tags", [])}
+    return str(tags.get("service.instance.id", span["processID"]))
+
+
+def combined_shape(trace: dict[str, Any]) -> dict[str, Any]:
+    """A kept trace of the combined run: whole (the client's span the one
+    root, one tree, each span once, no Jaeger warning, Keystone's server
+    span under each of keystonemiddleware's calls), its Zaqar workers and
+    Keystone's spans."""
+    from peers.keystone.stack import KEYSTONE_SERVICE, REQUESTS_SCOPE, tags
+    spans = trace["spans"]
+    service = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+    ids = {s["spanID"] for s in spans}
+    parent = {s["spanID"]: next((r["spanID"] for r in s["references"]
+                                 if r["refType"] == "CHILD_OF"), None)
+              for s in spans}
+    roots = [s for s in spans if parent[s["spanID"]] not in ids]
+    calls = [s for s in spans if tags(s).get("otel.scope.name") == REQUESTS_SCOPE]
+    answered = all(any(parent[s["spanID"]] == c["spanID"]
+                       and service[s["processID"]] == KEYSTONE_SERVICE for s in spans)
+                   for c in calls)
+    whole = (len(ids) == len(spans) and len(roots) == 1
+             and service[roots[0]["processID"]] == CLIENT_SERVICE
+             and not any(s.get("warnings") for s in spans) and answered
+             and any(service[s["processID"]] == "zaqar" for s in spans))
+    return {"whole": whole,
+            "workers": len({_worker(trace, s) for s in spans
+                            if service[s["processID"]] == "zaqar"}),
+            "keystone_spans": sum(service[s["processID"]] == KEYSTONE_SERVICE
+                                  for s in spans),
+            "keystone_calls": len(calls)}
+
+
+# keystonemiddleware's token cache, seconds (its default: 300): each worker
+# validates the token with Keystone again every TOKEN_CACHE_S s, in the trace
+# of the call that does; Keystone's one sync worker serves every validation.
+TOKEN_CACHE_S = 1
+
+
+def combined(args: argparse.Namespace) -> dict[str, Any]:
+    """2 Zaqar workers (gunicorn, zaqar_otel.wsgi:application) exporting to
+    gateway 1 and 2, Keystone (osprofiler's OTLP driver) to gateway 2, the
+    client service through each gateway in turn; real ``openstack
+    --os-profile`` commands, then the mixed load (every call with the demo
+    user's token, keystonemiddleware's token cache shortened to
+    ``TOKEN_CACHE_S``: the calls that validate it have Keystone's spans in
+    their trace), 2 Zaqar calls per trace."""
+    import tempfile
+    import uuid as uuid_module
+
+    from harness.scale_out import gunicorn_workers
+    from harness.tracing import KEY as tracing_key
+    from peers.keystone.stack import COMMANDS, Stack, require_stack, whole_in_jaeger
+
+    require_stack()
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="zaqar-otel-combined-"))
+    with tier(decision_wait=args.decision_wait) as t:
+        command, env = gunicorn_workers(workdir, t.gateways)
+        with Stack(receiver=BackendReceiver(t.gateways[0]),
+                   keystone_receiver=BackendReceiver(t.gateways[1]),
+                   zaqar_command=command, zaqar_env=env,
+                   otel={"endpoint": None, "schedule_delay": "200",
+                         "sample_ratio": "1.0"},
+                   authtoken={"token_cache_time": str(TOKEN_CACHE_S)}) as stack:
+            cli = []
+            for cli_args, route in COMMANDS:
+                result = stack.cli(cli_args)
+                assert result.returncode == 0, result.stderr
+                assert result.trace_id, result.stderr
+                cli.append((uuid_module.UUID(result.trace_id).hex, route))
+            auth = {"X-Auth-Token": stack.keystone.token(stack.user)}
+            warm_up([stack.zaqar], auth, rounds=4)
+            before = t.wait_quiet(timeout=180)
+            client = ClientService(t.gateways, key=tracing_key)
+            kinds = plan(args.traces, slow=max(6, args.traces // 100))
+            t0 = time.monotonic()
+            try:
+                sent = run_traffic(client, [stack.zaqar], kinds, threads=args.threads,
+                                   timeout=900, auth=auth, calls=2)
+            finally:
+                client.shutdown()
+            took = time.monotonic() - t0
+            after = t.wait_quiet(timeout=180)
+            cli_shapes = []
+            for trace_id, route in cli:
+                trace = whole_in_jaeger(t.jaeger, trace_id, route)
+                cli_shapes.append({
+                    "route": route, "spans": len(trace["spans"]),
+                    "services": sorted({p["serviceName"]
+                                        for p in trace["processes"].values()})})
+            rows: dict[str, dict[str, int]] = {}
+            wrong = 0
+            for s in sent:
+                trace = t.jaeger.trace(s.trace_id)
+                row = rows.setdefault(s.kind, dict.fromkeys(
+                    ("sent", "kept", "whole", "partial", "both_workers",
+                     "with_keystone", "keystone_and_both_workers"), 0))
+                row["sent"] += 1
+                expected = expected_kept(s)
+                if expected is not None and expected != (trace is not None):
+                    wrong += 1
+                if trace is None:
+                    continue
+                shape = combined_shape(trace)
+                row["kept"] += 1
+                row["whole" if shape["whole"] else "partial"] += 1
+                row["both_workers"] += shape["workers"] == 2
+                row["with_keystone"] += shape["keystone_spans"] > 0
+                row["keystone_and_both_workers"] += (shape["keystone_spans"] > 0
+                                                     and shape["workers"] == 2)
+            statuses = collections.Counter(f"{s.kind} {s.status}" for s in sent)
+            return {
+                "traces": len(sent), "seconds_sending": round(took, 1),
+                "requests_per_s": round(2 * len(sent) / took, 1),
+                "cli": cli_shapes, "rows": rows, "wrong_decisions": wrong,
+                "partial": sum(r["partial"] for r in rows.values()),
+                "statuses": dict(statuses),
+                "client_spans": {"exported": client.exported, "failed": client.failed},
+                "zaqar_dropped": zaqar_dropped(stack.zaqar.log_text()),
+                **_tier_counts(t, before, after),
+                "dropped_too_early": after.minus(before).sampler["dropped_too_early"],
+                "latency": latency(sent),
+                "took_s": round(time.monotonic() - started)}
 
 
 # -- faults ---------------------------------------------------------------------
@@ -352,6 +486,7 @@ PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "control": lambda a: control(min(a.traces, 300)),
     "faults": faults,
     "capacity": capacity,
+    "combined": combined,
 }
 
 

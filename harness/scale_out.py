@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from harness.backends import (
@@ -230,6 +231,36 @@ def zaqar_pair(redis: RedisServer, gateways: Sequence[Collector],
         yield servers
 
 
+_GUNICORN_CONF = """\
+import os
+
+# Each worker exports to one gateway, in turn (a TCP balancer in front of
+# the gateways would pin each worker's connection to one of them): set
+# before the worker imports the app, which sets up its exporter.
+_GATEWAYS = os.environ["SCALE_OUT_WORKER_GATEWAYS"].split()
+
+
+def post_fork(server, worker):
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = _GATEWAYS[
+        (worker.age - 1) % len(_GATEWAYS)]
+"""
+
+
+def gunicorn_workers(workdir: Path, gateways: Sequence[Collector],
+                     workers: int = 2) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a gunicorn running
+    ``zaqar_otel.wsgi:application`` with ``workers`` workers, worker i
+    exporting (OTLP/HTTP; zaqar.conf must name no endpoint) to gateway
+    i % n."""
+    conf = workdir / "gunicorn-scale-out.conf.py"
+    conf.write_text(_GUNICORN_CONF)
+    command = ["{bin}/gunicorn", "--bind", "127.0.0.1:{port}",
+               "--workers", str(workers), "--threads", "4", "--timeout", "120",
+               "--config", str(conf), "zaqar_otel.wsgi:application"]
+    return command, {"SCALE_OUT_WORKER_GATEWAYS": " ".join(
+        g.otlp_http for g in gateways)}
+
+
 # -- the client service ----------------------------------------------------------
 
 class _Ids:
@@ -287,7 +318,7 @@ class ClientService:
     """The caller of Zaqar: one OTel SDK tracer provider per gateway
     (service.name ``scale-out-client``), each exporting OTLP/HTTP there."""
 
-    def __init__(self, gateways: Sequence[Collector]) -> None:
+    def __init__(self, gateways: Sequence[Collector], key: str = KEY) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter,
         )
@@ -296,6 +327,7 @@ class ClientService:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         self.ids = _Ids()
+        self.key = key  # the HMAC key of the signed headers Zaqar trusts
         self.exporters: list[_Counting] = []
         self.providers = []
         for gateway in gateways:
@@ -338,13 +370,13 @@ class Sent:
     at: float = 0.0  # time.monotonic() when the request started
 
 
-def _signed_headers(ids: _Ids) -> tuple[dict[str, str], Callable[[], None]]:
+def _signed_headers(ids: _Ids, key: str) -> tuple[dict[str, str], Callable[[], None]]:
     """OSProfiler's signed headers naming a client span whose ids the next
     OTel span takes: trace id = UUID(base_id).int, span id = low 64 bits of
     the OSProfiler span uuid (what osprofiler's OTLP driver exports)."""
     from osprofiler import _utils, profiler, web
 
-    prof = profiler.init(KEY)
+    prof = profiler.init(key)
     prof.start("scale-out-client", info={})
     ids.choose(_utils.uuid_to_int128(prof.get_base_id()),
                _utils.shorten_id(prof.get_id()))
@@ -357,16 +389,21 @@ def _signed_headers(ids: _Ids) -> tuple[dict[str, str], Callable[[], None]]:
 
 
 def _one(client: ClientService, zaqars: Sequence[ZaqarServer], i: int,
-         kind: str, queue: str) -> Sent:
+         kind: str, queue: str, auth: Mapping[str, str] | None = None,
+         calls: int = 1) -> Sent:
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     z = i % len(zaqars)
-    g = (z + 1) % len(client.providers)  # the other gateway
+    # The other gateway than Zaqar process z's; with one Zaqar server (its
+    # workers split across the gateways), each gateway in turn.
+    n = len(client.providers)
+    g = (z + 1) % n if len(zaqars) > 1 else i % n
     done: Callable[[], None] = lambda: None  # noqa: E731
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(auth or {})
     if kind == "requested":
-        headers, done = _signed_headers(client.ids)
+        signed, done = _signed_headers(client.ids, client.key)
+        headers.update(signed)
     started = time.monotonic()
     try:
         with client.tracer(g).start_as_current_span(
@@ -374,18 +411,24 @@ def _one(client: ClientService, zaqars: Sequence[ZaqarServer], i: int,
                 record_exception=False, set_status_on_exception=False) as span:
             ctx = span.get_span_context()
             if kind != "requested":
-                headers = {"traceparent": f"00-{ctx.trace_id:032x}-"
-                                          f"{ctx.span_id:016x}-01"}
+                headers["traceparent"] = (f"00-{ctx.trace_id:032x}-"
+                                          f"{ctx.span_id:016x}-01")
             if kind == "slow":
                 time.sleep(SLOW_WORK)
-            if kind == "error":
-                status, _, _ = zaqars[z].request(
-                    "GET", f"/v2/queues/{queue}/messages/{uuid.uuid4().hex[:24]}",
-                    headers=headers)
-            else:
-                status, _, _ = zaqars[z].request(
-                    "POST", f"/v2/queues/{queue}/messages",
-                    {"messages": [{"body": {"n": i}, "ttl": 300}]}, headers=headers)
+            statuses = []
+            for _ in range(calls):
+                if kind == "error":
+                    status, _, _ = zaqars[z].request(
+                        "GET", f"/v2/queues/{queue}/messages/{uuid.uuid4().hex[:24]}",
+                        headers=headers)
+                else:
+                    status, _, _ = zaqars[z].request(
+                        "POST", f"/v2/queues/{queue}/messages",
+                        {"messages": [{"body": {"n": i}, "ttl": 300}]},
+                        headers=headers)
+                statuses.append(status)
+            # The request's status; any other status of a later call wins.
+            status = next((x for x in statuses if x != statuses[0]), statuses[0])
             if status >= 400:
                 span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
             trace_id = trace.format_trace_id(ctx.trace_id)
@@ -407,33 +450,42 @@ def plan(traces: int, requested: float = 0.1, errors: float = 0.05,
 QUEUE = "scale-out"
 
 
-def warm_up(zaqars: Sequence[ZaqarServer]) -> None:
+def warm_up(zaqars: Sequence[ZaqarServer], auth: Mapping[str, str] | None = None,
+            rounds: int = 1) -> None:
     """The queue created, Redis' scripts loaded in every process: later
-    requests of a kind all have the same spans."""
+    requests of a kind all have the same spans. (Served by several workers,
+    ``rounds`` more times.)"""
     for zaqar in zaqars:
-        for n in range(2):
+        for _ in range(rounds):
+            for n in range(2):
+                status, _, _ = zaqar.request(
+                    "POST", f"/v2/queues/{QUEUE}/messages",
+                    {"messages": [{"body": {"warm": n}, "ttl": 300}]}, headers=auth)
+                assert status == 201, status
             status, _, _ = zaqar.request(
-                "POST", f"/v2/queues/{QUEUE}/messages",
-                {"messages": [{"body": {"warm": n}, "ttl": 300}]})
-            assert status == 201, status
-        status, _, _ = zaqar.request(
-            "GET", f"/v2/queues/{QUEUE}/messages/{uuid.uuid4().hex[:24]}")
-        assert status == 404, status
+                "GET", f"/v2/queues/{QUEUE}/messages/{uuid.uuid4().hex[:24]}",
+                headers=auth)
+            assert status == 404, status
 
 
 def run_traffic(client: ClientService, zaqars: Sequence[ZaqarServer],
                 kinds: Sequence[str], threads: int = 6,
                 timeout: float = 600.0,
-                during: Callable[[int], None] | None = None) -> list[Sent]:
+                during: Callable[[int], None] | None = None,
+                auth: Mapping[str, str] | None = None,
+                calls: int = 1) -> list[Sent]:
     """Every request of ``kinds`` (at most ``threads`` at a time); ``during(i)``
-    is called by the submitting thread before request i."""
+    is called by the submitting thread before request i. ``auth``: headers
+    every call carries (a Keystone token); ``calls``: Zaqar calls in each
+    client span (one trace)."""
     deadline = time.monotonic() + timeout
     with ThreadPoolExecutor(threads) as pool:
         futures = []
         for i, kind in enumerate(kinds):
             if during is not None:
                 during(i)
-            futures.append(pool.submit(_one, client, zaqars, i, kind, QUEUE))
+            futures.append(pool.submit(_one, client, zaqars, i, kind, QUEUE,
+                                       auth, calls))
         results = [f.result(timeout=max(1.0, deadline - time.monotonic()))
                    for f in futures]
     return results

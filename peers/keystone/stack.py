@@ -135,8 +135,22 @@ def assert_one_jaeger_tree(
 
 
 class Stack:
-    def __init__(self) -> None:
+    """``receiver``: where Zaqar and Keystone export (default: an
+    ``OTLPReceiver`` of its own); ``keystone_receiver``: Keystone's, if
+    another. ``zaqar_command`` / ``zaqar_env``: how Zaqar runs (default
+    ``zaqar-otel-server``); ``otel``: ``[opentelemetry]`` options over the
+    default ones, a None value removing one; ``authtoken``:
+    ``[keystone_authtoken]`` options over the default ones."""
+
+    def __init__(self, receiver: Any = None, keystone_receiver: Any = None,
+                 zaqar_command: Sequence[str] = OTEL_SERVER,
+                 zaqar_env: dict[str, str] | None = None,
+                 otel: dict[str, str | None] | None = None,
+                 authtoken: dict[str, str] | None = None) -> None:
         self._exit = contextlib.ExitStack()
+        self._receiver, self._keystone_receiver = receiver, keystone_receiver
+        self.zaqar_command, self.zaqar_env = list(zaqar_command), zaqar_env
+        self.otel, self.authtoken = dict(otel or {}), dict(authtoken or {})
         self.receiver: OTLPReceiver
         self.keystone: KeystoneServer
         self.zaqar: ZaqarServer
@@ -157,9 +171,9 @@ class Stack:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        self.receiver = self._exit.enter_context(OTLPReceiver())
-        self.keystone = self._exit.enter_context(
-            KeystoneServer(keystone_profiler(self.receiver)))
+        self.receiver = self._exit.enter_context(self._receiver or OTLPReceiver())
+        self.keystone = self._exit.enter_context(KeystoneServer(keystone_profiler(
+            self._keystone_receiver or self.receiver)))
         self.timings["keystone"] = time.monotonic() - t0
         # The service user keystonemiddleware authenticates as, and the user
         # the CLI runs as (role member, as a tenant would).
@@ -167,6 +181,11 @@ class Stack:
         self.user = self.keystone.add_user("demo", "demo", "member")
         redis = self._exit.enter_context(RedisServer())
         sections = tracing(self.receiver, profiler={"trace_requests": "true"})
+        for option, value in self.otel.items():
+            if value is None:
+                sections["opentelemetry"].pop(option, None)
+            else:
+                sections["opentelemetry"][option] = value
         sections["DEFAULT"] = {"auth_strategy": "keystone"}
         sections["keystone_authtoken"] = {
             "www_authenticate_uri": self.keystone.auth_url,
@@ -177,9 +196,11 @@ class Stack:
             "project_name": self.service_user.project,
             "user_domain_name": DOMAIN,
             "project_domain_name": DOMAIN,
+            **self.authtoken,
         }
         self.zaqar = self._exit.enter_context(
-            ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=sections))
+            ZaqarServer(redis_sql(redis.url), command=self.zaqar_command,
+                        env=self.zaqar_env, extra=sections))
         # Catalog: service type "messaging" (what python-zaqarclient's OSC
         # plugin looks up), public/internal/admin endpoints at Zaqar's root.
         self.keystone.register_service("zaqar", "messaging", self.zaqar.url)
