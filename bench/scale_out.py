@@ -7,6 +7,7 @@ run); ``make scale-out`` runs every part, or one:
     python -m bench.scale_out control   # the same without gateways
     python -m bench.scale_out faults    # a sampler, a gateway killed; Jaeger stopped
     python -m bench.scale_out capacity  # spans per CPU-second, memory per trace
+    python -m bench.scale_out combined  # gunicorn workers + Keystone, CLI + load
 
 Every process runs on 127.0.0.1 (harness/scale_out.py); every run is
 bounded in requests and time. Results print as JSON, one object per part.
@@ -461,20 +462,27 @@ def _read_one(collector: Any) -> dict[str, float]:
 
 def capacity(args: argparse.Namespace) -> dict[str, Any]:
     """The sampler (the single-collector configuration, decision_wait 10 s)
-    fed directly, then a gateway in front of 2 samplers; each at a few rates
-    for ``--seconds`` (more than the decision window: the window fills)."""
+    fed directly, then a gateway in front of 2 samplers; each at the
+    ``--rates`` for ``--seconds`` (more than the decision window: the window
+    fills). Requests of 450 spans (what a gateway's batching sends a
+    sampler) and, at the first two rates, of 18 (2 traces: what a service's
+    exporter sends, to the single collector or a gateway)."""
     rates = [float(r) for r in args.rates.split(",")]
     result: dict[str, Any] = {"spans_per_trace": SPANS_PER_TRACE,
-                              "decision_wait": args.decision_wait or "10s"}
-    result["sampler"] = []
+                              "decision_wait": args.decision_wait or "10s",
+                              "rates": rates, "seconds": args.seconds}
+    result["sampler"], result["sampler_small_requests"] = [], []
     for rate in rates:
         # A new sampler for each rate: Go keeps the memory a run took.
         with tier(samplers=1, gateways=0, decision_wait=args.decision_wait) as t:
             result["sampler"].append(_measure(t, t.samplers[0], rate, args.seconds))
+    for rate in rates[:2]:
+        with tier(samplers=1, gateways=0, decision_wait=args.decision_wait) as t:
+            result["sampler_small_requests"].append(
+                _measure(t, t.samplers[0], rate, args.seconds, 2))
     with tier(samplers=2, gateways=1, decision_wait=args.decision_wait) as t:
         result["gateway"] = [_measure(t, t.gateways[0], rate, min(args.seconds, 20))
                              for rate in rates]
-        # Services send smaller batches than these: 2 traces a request.
         result["gateway_small_requests"] = [
             _measure(t, t.gateways[0], rate, min(args.seconds, 20), 2)
             for rate in rates[:2]]
@@ -499,9 +507,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault", action="append", choices=FAULTS,
                         help="faults: only this one (repeatable; default: "
                              "sampler, gateway, jaeger)")
-    parser.add_argument("--rates", default="5000,10000,20000",
+    # The defaults are the run of collector/README.md's "Sizing" table.
+    parser.add_argument("--rates", default="10000,20000,35000,50000",
                         help="capacity: spans per second offered, in turn")
-    parser.add_argument("--seconds", type=float, default=30.0,
+    parser.add_argument("--seconds", type=float, default=25.0,
                         help="capacity: how long each rate is offered")
     parser.add_argument("--decision-wait", default=None,
                         help="the samplers' decision_wait (default: the shipped 10s)")

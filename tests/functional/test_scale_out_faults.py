@@ -8,9 +8,10 @@ paced traffic (:func:`harness.scale_out.run_fault`, the code of
 same tier, each mid-run: sampler 1 SIGKILLed and restarted; gateway 1
 SIGKILLed and restarted; Jaeger stopped (SIGTERM: its in-memory traces go
 with it) and started again. Shorter outages than the bench's (5 s, 5 s,
-8 s instead of 10 s, 10 s, 30 s): what is lost depends on what a component
-held when it died, not on how long it stayed down, as long as the outage
-stays within the 120 s the gateways' and samplers' retries last.
+8 s instead of 10 s, 10 s, 30 s): what a sampler's or Jaeger's outage loses
+depends on what it held when it went, not on how long it stayed down, within
+the 120 s the gateways' and samplers' retries last; what a gateway's loses
+grows with its outage, and the window asserted below spans the outage.
 
 For each fault:
 
@@ -21,7 +22,9 @@ For each fault:
 - losses only where the README says: a killed sampler's decision window
   (traces sent in the ``decision_wait`` + 4 s before the kill: the decision
   tick, the batch processor's 2 s, a margin); a killed gateway's queue and
-  what the services gave up on while it was down; Jaeger's own memory
+  the spans the services could not send while it was down (dropped after
+  their retries, or delivered after the trace's ``decision_wait``: decided
+  on its other half, through the other gateway); Jaeger's own memory
   (what it held before the stop), nothing the tier held: every trace
   decided while Jaeger was down reaches it once it is back, from the
   samplers' retry queue;
