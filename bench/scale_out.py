@@ -413,12 +413,22 @@ def _measure(t: Tier, target: Any, rate: float, seconds: float,
     idle = (before.gateway if is_gateway else before.sampler)
     peak = {"traces_on_memory": 0.0, "rss_bytes": float(rss0),
             "heap_bytes": idle.get("heap_bytes", 0.0)}
+    # When the memory_limiter first refused: the window and the heap then.
+    first_refusal: dict[str, float] = {}
+    refused0 = idle.get("limiter_refused", 0) + idle.get("refused", 0)
 
     def tick() -> None:
         own = _read_one(target)
         if own.get("traces_on_memory", 0) >= peak["traces_on_memory"]:
             peak.update({k: own.get(k, 0.0) for k in peak})
         peak["rss_bytes"] = max(peak["rss_bytes"], float(_proc(target.pid)[1]))
+        refused = own.get("limiter_refused", 0) + own.get("refused", 0)
+        if refused > refused0 and not first_refusal:
+            first_refusal.update(
+                seconds=round(time.monotonic() - t0, 1),
+                traces_on_memory=own.get("traces_on_memory", 0),
+                heap_mib=round(own.get("heap_bytes", 0) / 2**20),
+                rss_mib=round(_proc(target.pid)[1] / 2**20))
 
     t0 = time.monotonic()
     sent = _offer(target.port, rate, seconds, SPANS_PER_TRACE, tick,
@@ -432,6 +442,8 @@ def _measure(t: Tier, target: Any, rate: float, seconds: float,
         "spans_per_request": traces_per_request * SPANS_PER_TRACE,
         "accepted": role["accepted"], "refused": role["refused"],
         "memory_refused": role["memory_refused"],
+        "limiter_refused": role.get("limiter_refused", 0),
+        "first_refusal": first_refusal,
         "cpu_cores_used": round((cpu1 - cpu0) / took, 3),
         # The same from the collector's own otelcol_process_cpu_seconds.
         "cpu_cores_used_own_metric": round(role["cpu_seconds"] / took, 3),
@@ -460,13 +472,17 @@ def _read_one(collector: Any) -> dict[str, float]:
     return read_counts(collector.telemetry())
 
 
+MEMORY_1GIB = {"OTELCOL_MEMORY_LIMIT_MIB": "819", "OTELCOL_MEMORY_SPIKE_MIB": "205"}
+
+
 def capacity(args: argparse.Namespace) -> dict[str, Any]:
     """The sampler (the single-collector configuration, decision_wait 10 s)
     fed directly, then a gateway in front of 2 samplers; each at the
     ``--rates`` for ``--seconds`` (more than the decision window: the window
     fills). Requests of 450 spans (what a gateway's batching sends a
     sampler) and, at the first two rates, of 18 (2 traces: what a service's
-    exporter sends, to the single collector or a gateway)."""
+    exporter sends, to the single collector or a gateway); a sampler with
+    the memory limits of a 1 GiB container at the last rate but one."""
     rates = [float(r) for r in args.rates.split(",")]
     result: dict[str, Any] = {"spans_per_trace": SPANS_PER_TRACE,
                               "decision_wait": args.decision_wait or "10s",
@@ -480,6 +496,12 @@ def capacity(args: argparse.Namespace) -> dict[str, Any]:
         with tier(samplers=1, gateways=0, decision_wait=args.decision_wait) as t:
             result["sampler_small_requests"].append(
                 _measure(t, t.samplers[0], rate, args.seconds, 2))
+    # The memory_limiter's limits of a 1 GiB container (80 % / 20 %: refusing
+    # from 614 MiB of heap), set as fixed limits: where refusing starts.
+    with tier(samplers=1, gateways=0, decision_wait=args.decision_wait,
+              sampler_env=MEMORY_1GIB) as t:
+        result["sampler_1gib_limits"] = _measure(
+            t, t.samplers[0], rates[-2], args.seconds)
     with tier(samplers=2, gateways=1, decision_wait=args.decision_wait) as t:
         result["gateway"] = [_measure(t, t.gateways[0], rate, min(args.seconds, 20))
                              for rate in rates]

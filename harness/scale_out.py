@@ -126,6 +126,7 @@ _COUNTERS = {
     "decided": "otelcol_processor_tail_sampling_global_count_traces_sampled",
     "late_spans": "otelcol_processor_tail_sampling_sampling_late_span_age_count",
     "memory_refused": "otelcol_processor_refused_spans",
+    "limiter_refused": "otelcol_processor_memory_limiter_refused_spans",
     "dropped_too_early":
         "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early",
     # Gauges: their current value (summed over the instances).
@@ -194,13 +195,15 @@ class Tier:
 
 @contextlib.contextmanager
 def tier(samplers: int = 2, gateways: int = 2,
-         decision_wait: str | None = "3s") -> Iterator[Tier]:
-    """Jaeger, ``samplers`` samplers exporting to it, ``gateways`` gateways
-    routing to every sampler."""
+         decision_wait: str | None = "3s",
+         sampler_env: Mapping[str, str] | None = None) -> Iterator[Tier]:
+    """Jaeger, ``samplers`` samplers exporting to it (``sampler_env``: more
+    ``OTELCOL_*`` variables), ``gateways`` gateways routing to every
+    sampler."""
     with contextlib.ExitStack() as stack:
         jaeger = Jaeger()
         sampler_list = [Collector(jaeger.otlp_grpc, decision_wait=decision_wait,
-                                  config=COLLECTOR_CONFIG)
+                                  config=COLLECTOR_CONFIG, env=sampler_env)
                         for _ in range(samplers)]
         gateway_list = [Gateway([]) for _ in range(gateways)]
         distinct_ports(jaeger, *sampler_list, *gateway_list)
