@@ -27,7 +27,6 @@ from typing import Any
 
 from harness.receivers import BackendReceiver
 from harness.scale_out import (
-    CLIENT_SERVICE,
     FAULTS,
     ClientService,
     Tier,
@@ -110,41 +109,6 @@ def control(traces: int) -> dict[str, Any]:
 
 # -- the combined topology --------------------------------------------------------
 
-def _worker(trace: dict[str, Any], span: dict[str, Any]) -> str:
-    tags = {t["key"]: t["value"]
-            for t in trace["processes"][span["processID"]].get("tags", [])}
-    return str(tags.get("service.instance.id", span["processID"]))
-
-
-def combined_shape(trace: dict[str, Any]) -> dict[str, Any]:
-    """A kept trace of the combined run: whole (the client's span the one
-    root, one tree, each span once, no Jaeger warning, Keystone's server
-    span under each of keystonemiddleware's calls), its Zaqar workers and
-    Keystone's spans."""
-    from peers.keystone.stack import KEYSTONE_SERVICE, REQUESTS_SCOPE, tags
-    spans = trace["spans"]
-    service = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
-    ids = {s["spanID"] for s in spans}
-    parent = {s["spanID"]: next((r["spanID"] for r in s["references"]
-                                 if r["refType"] == "CHILD_OF"), None)
-              for s in spans}
-    roots = [s for s in spans if parent[s["spanID"]] not in ids]
-    calls = [s for s in spans if tags(s).get("otel.scope.name") == REQUESTS_SCOPE]
-    answered = all(any(parent[s["spanID"]] == c["spanID"]
-                       and service[s["processID"]] == KEYSTONE_SERVICE for s in spans)
-                   for c in calls)
-    whole = (len(ids) == len(spans) and len(roots) == 1
-             and service[roots[0]["processID"]] == CLIENT_SERVICE
-             and not any(s.get("warnings") for s in spans) and answered
-             and any(service[s["processID"]] == "zaqar" for s in spans))
-    return {"whole": whole,
-            "workers": len({_worker(trace, s) for s in spans
-                            if service[s["processID"]] == "zaqar"}),
-            "keystone_spans": sum(service[s["processID"]] == KEYSTONE_SERVICE
-                                  for s in spans),
-            "keystone_calls": len(calls)}
-
-
 # keystonemiddleware's token cache, seconds (its default: 300): each worker
 # validates the token with Keystone again every TOKEN_CACHE_S s, in the trace
 # of the call that does; Keystone's one sync worker serves every validation.
@@ -164,7 +128,13 @@ def combined(args: argparse.Namespace) -> dict[str, Any]:
 
     from harness.scale_out import gunicorn_workers
     from harness.tracing import KEY as tracing_key
-    from peers.keystone.stack import COMMANDS, Stack, require_stack, whole_in_jaeger
+    from peers.keystone.stack import (
+        COMMANDS,
+        Stack,
+        combined_shape,
+        require_stack,
+        whole_in_jaeger,
+    )
 
     require_stack()
     started = time.monotonic()

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.scale_out import CLIENT_SERVICE
 from harness.servers import unavailable
 from harness.tracing import KEY, OTEL_SERVER, tracing
 from peers.keystone.keystone_process import (
@@ -132,6 +133,40 @@ def assert_one_jaeger_tree(
               for s in spans}
     assert all(p in by_id for p in parent.values() if p is not None)
     return service, by_id, parent
+
+
+def _worker(trace: dict[str, Any], span: dict[str, Any]) -> str:
+    found = {t["key"]: t["value"]
+             for t in trace["processes"][span["processID"]].get("tags", [])}
+    return str(found.get("service.instance.id", span["processID"]))
+
+
+def combined_shape(trace: dict[str, Any]) -> dict[str, Any]:
+    """A kept trace of the scale-out tier's combined run (bench/scale_out.py,
+    test_scale_out.py): whole (the client's span the one root, one tree,
+    each span once, no Jaeger warning, Keystone's server span under each of
+    keystonemiddleware's calls), its Zaqar workers and Keystone's spans."""
+    spans = trace["spans"]
+    service = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+    ids = {s["spanID"] for s in spans}
+    parent = {s["spanID"]: next((r["spanID"] for r in s["references"]
+                                 if r["refType"] == "CHILD_OF"), None)
+              for s in spans}
+    roots = [s for s in spans if parent[s["spanID"]] not in ids]
+    calls = [s for s in spans if tags(s).get("otel.scope.name") == REQUESTS_SCOPE]
+    answered = all(any(parent[s["spanID"]] == c["spanID"]
+                       and service[s["processID"]] == KEYSTONE_SERVICE for s in spans)
+                   for c in calls)
+    whole = (len(ids) == len(spans) and len(roots) == 1
+             and service[roots[0]["processID"]] == CLIENT_SERVICE
+             and not any(s.get("warnings") for s in spans) and answered
+             and any(service[s["processID"]] == "zaqar" for s in spans))
+    return {"whole": whole,
+            "workers": len({_worker(trace, s) for s in spans
+                            if service[s["processID"]] == "zaqar"}),
+            "keystone_spans": sum(service[s["processID"]] == KEYSTONE_SERVICE
+                                  for s in spans),
+            "keystone_calls": len(calls)}
 
 
 class Stack:

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.scale_out import combined_shape
 from harness.receivers import BackendReceiver
 from harness.scale_out import (
     ClientService,
@@ -47,6 +46,7 @@ from peers.keystone.stack import (
     REQUESTS_SCOPE,
     Stack,
     assert_one_jaeger_tree,
+    combined_shape,
     require_stack,
     tags,
     whole_in_jaeger,
