@@ -90,8 +90,9 @@ include collector/build.mk
 
 # The scale-out collector tier (2 gateways, 2 samplers, Jaeger) beyond the
 # test suite's short run: a few thousand traces, the same without gateways,
-# faults, capacity (bench/scale_out.py; collector/README.md has the figures).
-# SCALE_OUT_ARGS="load --traces 5000", "faults", "capacity".
+# faults, capacity, Keystone and gunicorn workers combined (bench/scale_out.py;
+# collector/README.md has the figures). SCALE_OUT_ARGS="load --traces 5000",
+# "faults", "capacity", "combined" (needs make peer-keystone's venvs).
 .PHONY: scale-out
 scale-out: $(STAMP) backends
 	$(VENV)/bin/python -m bench.scale_out $(SCALE_OUT_ARGS)

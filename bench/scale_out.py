@@ -7,6 +7,7 @@ run); ``make scale-out`` runs every part, or one:
     python -m bench.scale_out control   # the same without gateways
     python -m bench.scale_out faults    # a sampler, a gateway killed; Jaeger stopped
     python -m bench.scale_out capacity  # spans per CPU-second, memory per trace
+    python -m bench.scale_out combined  # gunicorn workers + Keystone, CLI + load
 
 Every process runs on 127.0.0.1 (harness/scale_out.py); every run is
 bounded in requests and time. Results print as JSON, one object per part.
@@ -18,26 +19,28 @@ import argparse
 import collections
 import json
 import os
-import re
-import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.receivers import BackendReceiver
 from harness.scale_out import (
+    FAULTS,
     ClientService,
-    Sent,
     Tier,
     analyse,
     expected_kept,
-    is_whole,
+    fault_rows,
     latency,
+    pipeline_empty,
     plan,
+    run_fault,
     run_traffic,
     tier,
     warm_up,
+    zaqar_dropped,
     zaqar_pair,
 )
 from zaqar_otel.demo.processes import RedisServer
@@ -104,122 +107,151 @@ def control(traces: int) -> dict[str, Any]:
         return {"traces": traces, **analyse(t.jaeger, sent)}
 
 
+# -- the combined topology --------------------------------------------------------
+
+# keystonemiddleware's token cache, seconds (its default: 300): each worker
+# validates the token with Keystone again every TOKEN_CACHE_S s, in the trace
+# of the call that does; Keystone's one sync worker serves every validation.
+TOKEN_CACHE_S = 1
+
+
+def combined(args: argparse.Namespace) -> dict[str, Any]:
+    """2 Zaqar workers (gunicorn, zaqar_otel.wsgi:application) exporting to
+    gateway 1 and 2, Keystone (osprofiler's OTLP driver) to gateway 2, the
+    client service through each gateway in turn; real ``openstack
+    --os-profile`` commands, then the mixed load (every call with the demo
+    user's token, keystonemiddleware's token cache shortened to
+    ``TOKEN_CACHE_S``: the calls that validate it have Keystone's spans in
+    their trace), 2 Zaqar calls per trace."""
+    import tempfile
+    import uuid as uuid_module
+
+    from harness.scale_out import gunicorn_workers
+    from harness.tracing import KEY as tracing_key
+    from peers.keystone.stack import (
+        COMMANDS,
+        Stack,
+        combined_shape,
+        require_stack,
+        whole_in_jaeger,
+    )
+
+    require_stack()
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="zaqar-otel-combined-"))
+    with tier(decision_wait=args.decision_wait) as t:
+        command, env = gunicorn_workers(workdir, t.gateways)
+        with Stack(receiver=BackendReceiver(t.gateways[0]),
+                   keystone_receiver=BackendReceiver(t.gateways[1]),
+                   zaqar_command=command, zaqar_env=env,
+                   otel={"endpoint": None, "schedule_delay": "200",
+                         "sample_ratio": "1.0"},
+                   authtoken={"token_cache_time": str(TOKEN_CACHE_S)}) as stack:
+            cli = []
+            for cli_args, route in COMMANDS:
+                result = stack.cli(cli_args)
+                assert result.returncode == 0, result.stderr
+                assert result.trace_id, result.stderr
+                cli.append((uuid_module.UUID(result.trace_id).hex, route))
+            auth = {"X-Auth-Token": stack.keystone.token(stack.user)}
+            warm_up([stack.zaqar], auth, rounds=4)
+            before = t.wait_quiet(timeout=180)
+            client = ClientService(t.gateways, key=tracing_key)
+            kinds = plan(args.traces, slow=max(6, args.traces // 100))
+            t0 = time.monotonic()
+            try:
+                sent = run_traffic(client, [stack.zaqar], kinds, threads=args.threads,
+                                   timeout=900, auth=auth, calls=2)
+            finally:
+                client.shutdown()
+            took = time.monotonic() - t0
+            after = t.wait_quiet(timeout=180)
+            cli_shapes = []
+            for trace_id, route in cli:
+                trace = whole_in_jaeger(t.jaeger, trace_id, route)
+                cli_shapes.append({
+                    "route": route, "spans": len(trace["spans"]),
+                    "services": sorted({p["serviceName"]
+                                        for p in trace["processes"].values()})})
+            rows: dict[str, dict[str, int]] = {}
+            wrong = 0
+            for s in sent:
+                trace = t.jaeger.trace(s.trace_id)
+                row = rows.setdefault(s.kind, dict.fromkeys(
+                    ("sent", "kept", "whole", "partial", "both_workers",
+                     "with_keystone", "keystone_and_both_workers"), 0))
+                row["sent"] += 1
+                expected = expected_kept(s)
+                if expected is not None and expected != (trace is not None):
+                    wrong += 1
+                if trace is None:
+                    continue
+                shape = combined_shape(trace)
+                row["kept"] += 1
+                row["whole" if shape["whole"] else "partial"] += 1
+                row["both_workers"] += shape["workers"] == 2
+                row["with_keystone"] += shape["keystone_spans"] > 0
+                row["keystone_and_both_workers"] += (shape["keystone_spans"] > 0
+                                                     and shape["workers"] == 2)
+            statuses = collections.Counter(f"{s.kind} {s.status}" for s in sent)
+            return {
+                "traces": len(sent), "seconds_sending": round(took, 1),
+                "requests_per_s": round(2 * len(sent) / took, 1),
+                "cli": cli_shapes, "rows": rows, "wrong_decisions": wrong,
+                "partial": sum(r["partial"] for r in rows.values()),
+                "statuses": dict(statuses),
+                "client_spans": {"exported": client.exported, "failed": client.failed},
+                "zaqar_dropped": zaqar_dropped(stack.zaqar.log_text()),
+                **_tier_counts(t, before, after),
+                "dropped_too_early": after.minus(before).sampler["dropped_too_early"],
+                "latency": latency(sent),
+                "took_s": round(time.monotonic() - started)}
+
+
 # -- faults ---------------------------------------------------------------------
 
 RATE = 30.0        # requests per second, paced
 LEAD = 12.0        # seconds of traffic before the fault
 TAIL = 12.0        # seconds of traffic after the recovery
-
-
-def _phase(s: Sent, fault_at: float, back_at: float) -> str:
-    if s.at < fault_at:
-        return "1 before"
-    return "2 during" if s.at < back_at else "3 after"
-
-
-def _fault_rows(t: Tier, sent: list[Sent], fault_at: float,
-                back_at: float) -> dict[str, Any]:
-    rows: dict[str, dict[str, Any]] = {}
-    for s in sent:
-        row = rows.setdefault(_phase(s, fault_at, back_at), dict.fromkeys(
-            ("requests", "due", "whole", "partial", "lost", "extra"), 0))
-        row["requests"] += 1
-        trace = t.jaeger.trace(s.trace_id)
-        due = expected_kept(s)
-        if due:
-            row["due"] += 1
-            if trace is None:
-                row["lost"] += 1
-            elif is_whole(trace):
-                row["whole"] += 1
-            else:
-                row["partial"] += 1
-        elif trace is not None and due is False:
-            row["extra"] += 1
-    for phase, row in rows.items():
-        row["latency"] = latency([s for s in sent
-                                  if _phase(s, fault_at, back_at) == phase])
-        row["statuses"] = dict(collections.Counter(
-            str(s.status) for s in sent if _phase(s, fault_at, back_at) == phase))
-    return rows
+DOWN = {"sampler": 10.0, "gateway": 10.0, "jaeger": 30.0, "jaeger-pause": 30.0}
 
 
 def _settle(t: Tier, timeout: float = 240.0) -> None:
-    """Every running sampler has decided every trace it received, and what
-    the samplers accepted has not moved for 12 s (the gateways' retries back
-    off up to 10 s)."""
+    """The samplers' pipelines are empty and what they accepted has not
+    moved for 12 s (the gateways' retries back off up to 10 s)."""
     deadline = time.monotonic() + timeout
     last, still = -1.0, 0.0
     while time.monotonic() < deadline:
-        counts = t.counts()
-        s = counts.sampler
-        if s.get("decided", 0) >= s.get("new_traces", 0) and s.get("accepted") == last:
+        accepted = t.counts().sampler.get("accepted", 0)
+        if pipeline_empty(t) and accepted == last:
             still += 1.0
             if still >= 12:
-                time.sleep(3)
                 return
         else:
             still = 0.0
-        last = s.get("accepted", 0)
+        last = accepted
         time.sleep(1.0)
 
 
 def fault(name: str, down: float, decision_wait: str | None) -> dict[str, Any]:
-    """``name``: sampler (SIGKILL, restart), gateway (SIGKILL, restart),
-    jaeger (SIGSTOP, SIGCONT), for ``down`` seconds mid-run."""
+    """``name`` (harness.scale_out.FAULTS) for ``down`` seconds mid-run."""
     with tier(decision_wait=decision_wait) as t, RedisServer() as redis, \
             zaqar_pair(redis, t.gateways) as zaqars:
         warm_up(zaqars)
         t.wait_quiet(timeout=120)
-        client = ClientService(t.gateways)
-        total = int(RATE * (LEAD + down + TAIL))
-        t0 = time.monotonic()
-        marks = {"fault": t0 + LEAD, "back": t0 + LEAD + down}
-        done: list[str] = []
-
-        def during(i: int) -> None:
-            wait = t0 + i / RATE - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            now = time.monotonic()
-            if now >= marks["fault"] and "fault" not in done:
-                done.append("fault")
-                marks["fault"] = now
-                if name == "sampler":
-                    t.samplers[0].stop(grace=0)
-                elif name == "gateway":
-                    t.gateways[0].stop(grace=0)
-                else:
-                    assert t.jaeger.pid is not None
-                    os.kill(t.jaeger.pid, signal.SIGSTOP)
-                marks["back"] = now + down
-            elif now >= marks["back"] and "back" not in done:
-                done.append("back")
-                marks["back"] = now
-                if name == "sampler":
-                    t.samplers[0].start()
-                elif name == "gateway":
-                    t.gateways[0].start()
-                else:
-                    assert t.jaeger.pid is not None
-                    os.kill(t.jaeger.pid, signal.SIGCONT)
-
-        try:
-            sent = run_traffic(client, zaqars, plan(total, slow=max(6, total // 100)),
-                               threads=6, timeout=600, during=during)
-        finally:
-            client.shutdown()
+        run = run_fault(t, zaqars, name, down, RATE, LEAD, TAIL)
         for zaqar in zaqars:
             zaqar.stop()
         _settle(t)
-        logs = [z.log_text() for z in zaqars]
         gateway_log = "\n".join(g.log_text() for g in t.gateways)
         sampler_log = "\n".join(g.log_text() for g in t.samplers)
         return {
-            "fault": name, "down_s": down, "requests": total,
-            "phases": _fault_rows(t, sent, marks["fault"], marks["back"]),
-            "client_spans": {"exported": client.exported, "failed": client.failed},
-            "zaqar_dropped_spans": [_dropped(log) for log in logs],
+            "fault": name, "down_s": down, "requests": len(run.sent),
+            "phases": fault_rows(t.jaeger, run),
+            "client_spans": {"exported": run.client_exported,
+                             "failed": run.client_failed},
+            "zaqar_dropped_spans": [zaqar_dropped(z.log_text()) for z in zaqars],
+            "samplers_send_failed": t.counts().sampler.get("send_failed", 0),
             "gateway_log_errors": gateway_log.count("\terror\t"),
             "sampler_log_errors": sampler_log.count("\terror\t"),
             "gateway_log_dropping": gateway_log.count("Dropping data"),
@@ -227,19 +259,9 @@ def fault(name: str, down: float, decision_wait: str | None) -> dict[str, Any]:
         }
 
 
-_DROPPED = re.compile(r"(\d+) spans were dropped meanwhile")
-
-
-def _dropped(log: str) -> dict[str, int]:
-    return {"warnings": log.count("zaqar-otel: dropping spans"),
-            "reported": sum(int(n) for n in _DROPPED.findall(log))}
-
-
 def faults(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: fault(name, down, args.decision_wait)
-            for name, down in (("sampler", 10.0), ("gateway", 10.0),
-                               ("jaeger", 30.0))
-            if not args.fault or name in args.fault}
+    chosen = args.fault or ["sampler", "gateway", "jaeger"]
+    return {name: fault(name, DOWN[name], args.decision_wait) for name in chosen}
 
 
 # -- capacity -------------------------------------------------------------------
@@ -361,12 +383,22 @@ def _measure(t: Tier, target: Any, rate: float, seconds: float,
     idle = (before.gateway if is_gateway else before.sampler)
     peak = {"traces_on_memory": 0.0, "rss_bytes": float(rss0),
             "heap_bytes": idle.get("heap_bytes", 0.0)}
+    # When the memory_limiter first refused: the window and the heap then.
+    first_refusal: dict[str, float] = {}
+    refused0 = idle.get("limiter_refused", 0) + idle.get("refused", 0)
 
     def tick() -> None:
         own = _read_one(target)
         if own.get("traces_on_memory", 0) >= peak["traces_on_memory"]:
             peak.update({k: own.get(k, 0.0) for k in peak})
         peak["rss_bytes"] = max(peak["rss_bytes"], float(_proc(target.pid)[1]))
+        refused = own.get("limiter_refused", 0) + own.get("refused", 0)
+        if refused > refused0 and not first_refusal:
+            first_refusal.update(
+                seconds=round(time.monotonic() - t0, 1),
+                traces_on_memory=own.get("traces_on_memory", 0),
+                heap_mib=round(own.get("heap_bytes", 0) / 2**20),
+                rss_mib=round(_proc(target.pid)[1] / 2**20))
 
     t0 = time.monotonic()
     sent = _offer(target.port, rate, seconds, SPANS_PER_TRACE, tick,
@@ -380,6 +412,8 @@ def _measure(t: Tier, target: Any, rate: float, seconds: float,
         "spans_per_request": traces_per_request * SPANS_PER_TRACE,
         "accepted": role["accepted"], "refused": role["refused"],
         "memory_refused": role["memory_refused"],
+        "limiter_refused": role.get("limiter_refused", 0),
+        "first_refusal": first_refusal,
         "cpu_cores_used": round((cpu1 - cpu0) / took, 3),
         # The same from the collector's own otelcol_process_cpu_seconds.
         "cpu_cores_used_own_metric": round(role["cpu_seconds"] / took, 3),
@@ -408,22 +442,39 @@ def _read_one(collector: Any) -> dict[str, float]:
     return read_counts(collector.telemetry())
 
 
+MEMORY_1GIB = {"OTELCOL_MEMORY_LIMIT_MIB": "819", "OTELCOL_MEMORY_SPIKE_MIB": "205"}
+
+
 def capacity(args: argparse.Namespace) -> dict[str, Any]:
     """The sampler (the single-collector configuration, decision_wait 10 s)
-    fed directly, then a gateway in front of 2 samplers; each at a few rates
-    for ``--seconds`` (more than the decision window: the window fills)."""
+    fed directly, then a gateway in front of 2 samplers; each at the
+    ``--rates`` for ``--seconds`` (more than the decision window: the window
+    fills). Requests of 450 spans (what a gateway's batching sends a
+    sampler) and, at the first two rates, of 18 (2 traces: what a service's
+    exporter sends, to the single collector or a gateway); a sampler with
+    the memory limits of a 1 GiB container at the last rate but one."""
     rates = [float(r) for r in args.rates.split(",")]
     result: dict[str, Any] = {"spans_per_trace": SPANS_PER_TRACE,
-                              "decision_wait": args.decision_wait or "10s"}
-    result["sampler"] = []
+                              "decision_wait": args.decision_wait or "10s",
+                              "rates": rates, "seconds": args.seconds}
+    result["sampler"], result["sampler_small_requests"] = [], []
     for rate in rates:
         # A new sampler for each rate: Go keeps the memory a run took.
         with tier(samplers=1, gateways=0, decision_wait=args.decision_wait) as t:
             result["sampler"].append(_measure(t, t.samplers[0], rate, args.seconds))
+    for rate in rates[:2]:
+        with tier(samplers=1, gateways=0, decision_wait=args.decision_wait) as t:
+            result["sampler_small_requests"].append(
+                _measure(t, t.samplers[0], rate, args.seconds, 2))
+    # The memory_limiter's limits of a 1 GiB container (80 % / 20 %: refusing
+    # from 614 MiB of heap), set as fixed limits: where refusing starts.
+    with tier(samplers=1, gateways=0, decision_wait=args.decision_wait,
+              sampler_env=MEMORY_1GIB) as t:
+        result["sampler_1gib_limits"] = _measure(
+            t, t.samplers[0], rates[-2], args.seconds)
     with tier(samplers=2, gateways=1, decision_wait=args.decision_wait) as t:
         result["gateway"] = [_measure(t, t.gateways[0], rate, min(args.seconds, 20))
                              for rate in rates]
-        # Services send smaller batches than these: 2 traces a request.
         result["gateway_small_requests"] = [
             _measure(t, t.gateways[0], rate, min(args.seconds, 20), 2)
             for rate in rates[:2]]
@@ -435,6 +486,7 @@ PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "control": lambda a: control(min(a.traces, 300)),
     "faults": faults,
     "capacity": capacity,
+    "combined": combined,
 }
 
 
@@ -444,12 +496,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="what to run (default: all)")
     parser.add_argument("--traces", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--fault", action="append",
-                        choices=("sampler", "gateway", "jaeger"),
-                        help="faults: only this one (repeatable)")
-    parser.add_argument("--rates", default="5000,10000,20000",
+    parser.add_argument("--fault", action="append", choices=FAULTS,
+                        help="faults: only this one (repeatable; default: "
+                             "sampler, gateway, jaeger)")
+    # The defaults are the run of collector/README.md's "Sizing" table.
+    parser.add_argument("--rates", default="10000,20000,35000,50000",
                         help="capacity: spans per second offered, in turn")
-    parser.add_argument("--seconds", type=float, default=30.0,
+    parser.add_argument("--seconds", type=float, default=25.0,
                         help="capacity: how long each rate is offered")
     parser.add_argument("--decision-wait", default=None,
                         help="the samplers' decision_wait (default: the shipped 10s)")

@@ -27,15 +27,20 @@ whole. Kinds of request:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import os
 import random
+import re
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from harness.backends import (
@@ -53,10 +58,12 @@ from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 __all__ = [
     "CLIENT_SERVICE",
+    "FAULTS",
     "KINDS",
     "SLOW_MS",
     "ClientService",
     "Counts",
+    "FaultRun",
     "Sent",
     "Tier",
     "analyse",
@@ -65,6 +72,7 @@ __all__ = [
     "is_whole",
     "latency",
     "plan",
+    "run_fault",
     "run_traffic",
     "tier",
     "warm_up",
@@ -118,6 +126,7 @@ _COUNTERS = {
     "decided": "otelcol_processor_tail_sampling_global_count_traces_sampled",
     "late_spans": "otelcol_processor_tail_sampling_sampling_late_span_age_count",
     "memory_refused": "otelcol_processor_refused_spans",
+    "limiter_refused": "otelcol_processor_memory_limiter_refused_spans",
     "dropped_too_early":
         "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early",
     # Gauges: their current value (summed over the instances).
@@ -186,13 +195,15 @@ class Tier:
 
 @contextlib.contextmanager
 def tier(samplers: int = 2, gateways: int = 2,
-         decision_wait: str | None = "3s") -> Iterator[Tier]:
-    """Jaeger, ``samplers`` samplers exporting to it, ``gateways`` gateways
-    routing to every sampler."""
+         decision_wait: str | None = "3s",
+         sampler_env: Mapping[str, str] | None = None) -> Iterator[Tier]:
+    """Jaeger, ``samplers`` samplers exporting to it (``sampler_env``: more
+    ``OTELCOL_*`` variables), ``gateways`` gateways routing to every
+    sampler."""
     with contextlib.ExitStack() as stack:
         jaeger = Jaeger()
         sampler_list = [Collector(jaeger.otlp_grpc, decision_wait=decision_wait,
-                                  config=COLLECTOR_CONFIG)
+                                  config=COLLECTOR_CONFIG, env=sampler_env)
                         for _ in range(samplers)]
         gateway_list = [Gateway([]) for _ in range(gateways)]
         distinct_ports(jaeger, *sampler_list, *gateway_list)
@@ -221,6 +232,36 @@ def zaqar_pair(redis: RedisServer, gateways: Sequence[Collector],
                 redis_sql(redis.url), extra=extra,
                 command=("{bin}/zaqar-otel-server", "--config-file", "{config}"))))
         yield servers
+
+
+_GUNICORN_CONF = """\
+import os
+
+# Each worker exports to one gateway, in turn (a TCP balancer in front of
+# the gateways would pin each worker's connection to one of them): set
+# before the worker imports the app, which sets up its exporter.
+_GATEWAYS = os.environ["SCALE_OUT_WORKER_GATEWAYS"].split()
+
+
+def post_fork(server, worker):
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = _GATEWAYS[
+        (worker.age - 1) % len(_GATEWAYS)]
+"""
+
+
+def gunicorn_workers(workdir: Path, gateways: Sequence[Collector],
+                     workers: int = 2) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a gunicorn running
+    ``zaqar_otel.wsgi:application`` with ``workers`` workers, worker i
+    exporting (OTLP/HTTP; zaqar.conf must name no endpoint) to gateway
+    i % n."""
+    conf = workdir / "gunicorn-scale-out.conf.py"
+    conf.write_text(_GUNICORN_CONF)
+    command = ["{bin}/gunicorn", "--bind", "127.0.0.1:{port}",
+               "--workers", str(workers), "--threads", "4", "--timeout", "120",
+               "--config", str(conf), "zaqar_otel.wsgi:application"]
+    return command, {"SCALE_OUT_WORKER_GATEWAYS": " ".join(
+        g.otlp_http for g in gateways)}
 
 
 # -- the client service ----------------------------------------------------------
@@ -280,7 +321,7 @@ class ClientService:
     """The caller of Zaqar: one OTel SDK tracer provider per gateway
     (service.name ``scale-out-client``), each exporting OTLP/HTTP there."""
 
-    def __init__(self, gateways: Sequence[Collector]) -> None:
+    def __init__(self, gateways: Sequence[Collector], key: str = KEY) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter,
         )
@@ -289,6 +330,7 @@ class ClientService:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         self.ids = _Ids()
+        self.key = key  # the HMAC key of the signed headers Zaqar trusts
         self.exporters: list[_Counting] = []
         self.providers = []
         for gateway in gateways:
@@ -331,13 +373,13 @@ class Sent:
     at: float = 0.0  # time.monotonic() when the request started
 
 
-def _signed_headers(ids: _Ids) -> tuple[dict[str, str], Callable[[], None]]:
+def _signed_headers(ids: _Ids, key: str) -> tuple[dict[str, str], Callable[[], None]]:
     """OSProfiler's signed headers naming a client span whose ids the next
     OTel span takes: trace id = UUID(base_id).int, span id = low 64 bits of
     the OSProfiler span uuid (what osprofiler's OTLP driver exports)."""
     from osprofiler import _utils, profiler, web
 
-    prof = profiler.init(KEY)
+    prof = profiler.init(key)
     prof.start("scale-out-client", info={})
     ids.choose(_utils.uuid_to_int128(prof.get_base_id()),
                _utils.shorten_id(prof.get_id()))
@@ -350,16 +392,21 @@ def _signed_headers(ids: _Ids) -> tuple[dict[str, str], Callable[[], None]]:
 
 
 def _one(client: ClientService, zaqars: Sequence[ZaqarServer], i: int,
-         kind: str, queue: str) -> Sent:
+         kind: str, queue: str, auth: Mapping[str, str] | None = None,
+         calls: int = 1) -> Sent:
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     z = i % len(zaqars)
-    g = (z + 1) % len(client.providers)  # the other gateway
+    # The other gateway than Zaqar process z's; with one Zaqar server (its
+    # workers split across the gateways), each gateway in turn.
+    n = len(client.providers)
+    g = (z + 1) % n if len(zaqars) > 1 else i % n
     done: Callable[[], None] = lambda: None  # noqa: E731
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(auth or {})
     if kind == "requested":
-        headers, done = _signed_headers(client.ids)
+        signed, done = _signed_headers(client.ids, client.key)
+        headers.update(signed)
     started = time.monotonic()
     try:
         with client.tracer(g).start_as_current_span(
@@ -367,18 +414,24 @@ def _one(client: ClientService, zaqars: Sequence[ZaqarServer], i: int,
                 record_exception=False, set_status_on_exception=False) as span:
             ctx = span.get_span_context()
             if kind != "requested":
-                headers = {"traceparent": f"00-{ctx.trace_id:032x}-"
-                                          f"{ctx.span_id:016x}-01"}
+                headers["traceparent"] = (f"00-{ctx.trace_id:032x}-"
+                                          f"{ctx.span_id:016x}-01")
             if kind == "slow":
                 time.sleep(SLOW_WORK)
-            if kind == "error":
-                status, _, _ = zaqars[z].request(
-                    "GET", f"/v2/queues/{queue}/messages/{uuid.uuid4().hex[:24]}",
-                    headers=headers)
-            else:
-                status, _, _ = zaqars[z].request(
-                    "POST", f"/v2/queues/{queue}/messages",
-                    {"messages": [{"body": {"n": i}, "ttl": 300}]}, headers=headers)
+            statuses = []
+            for _ in range(calls):
+                if kind == "error":
+                    status, _, _ = zaqars[z].request(
+                        "GET", f"/v2/queues/{queue}/messages/{uuid.uuid4().hex[:24]}",
+                        headers=headers)
+                else:
+                    status, _, _ = zaqars[z].request(
+                        "POST", f"/v2/queues/{queue}/messages",
+                        {"messages": [{"body": {"n": i}, "ttl": 300}]},
+                        headers=headers)
+                statuses.append(status)
+            # The request's status; any other status of a later call wins.
+            status = next((x for x in statuses if x != statuses[0]), statuses[0])
             if status >= 400:
                 span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
             trace_id = trace.format_trace_id(ctx.trace_id)
@@ -400,33 +453,42 @@ def plan(traces: int, requested: float = 0.1, errors: float = 0.05,
 QUEUE = "scale-out"
 
 
-def warm_up(zaqars: Sequence[ZaqarServer]) -> None:
+def warm_up(zaqars: Sequence[ZaqarServer], auth: Mapping[str, str] | None = None,
+            rounds: int = 1) -> None:
     """The queue created, Redis' scripts loaded in every process: later
-    requests of a kind all have the same spans."""
+    requests of a kind all have the same spans. (Served by several workers,
+    ``rounds`` more times.)"""
     for zaqar in zaqars:
-        for n in range(2):
+        for _ in range(rounds):
+            for n in range(2):
+                status, _, _ = zaqar.request(
+                    "POST", f"/v2/queues/{QUEUE}/messages",
+                    {"messages": [{"body": {"warm": n}, "ttl": 300}]}, headers=auth)
+                assert status == 201, status
             status, _, _ = zaqar.request(
-                "POST", f"/v2/queues/{QUEUE}/messages",
-                {"messages": [{"body": {"warm": n}, "ttl": 300}]})
-            assert status == 201, status
-        status, _, _ = zaqar.request(
-            "GET", f"/v2/queues/{QUEUE}/messages/{uuid.uuid4().hex[:24]}")
-        assert status == 404, status
+                "GET", f"/v2/queues/{QUEUE}/messages/{uuid.uuid4().hex[:24]}",
+                headers=auth)
+            assert status == 404, status
 
 
 def run_traffic(client: ClientService, zaqars: Sequence[ZaqarServer],
                 kinds: Sequence[str], threads: int = 6,
                 timeout: float = 600.0,
-                during: Callable[[int], None] | None = None) -> list[Sent]:
+                during: Callable[[int], None] | None = None,
+                auth: Mapping[str, str] | None = None,
+                calls: int = 1) -> list[Sent]:
     """Every request of ``kinds`` (at most ``threads`` at a time); ``during(i)``
-    is called by the submitting thread before request i."""
+    is called by the submitting thread before request i. ``auth``: headers
+    every call carries (a Keystone token); ``calls``: Zaqar calls in each
+    client span (one trace)."""
     deadline = time.monotonic() + timeout
     with ThreadPoolExecutor(threads) as pool:
         futures = []
         for i, kind in enumerate(kinds):
             if during is not None:
                 during(i)
-            futures.append(pool.submit(_one, client, zaqars, i, kind, QUEUE))
+            futures.append(pool.submit(_one, client, zaqars, i, kind, QUEUE,
+                                       auth, calls))
         results = [f.result(timeout=max(1.0, deadline - time.monotonic()))
                    for f in futures]
     return results
@@ -519,3 +581,158 @@ def latency(sent: Sequence[Sent], kinds: Sequence[str] = ("unsigned", "requested
         return round(values[min(len(values) - 1, int(q * len(values)))], 4)
     return {"n": len(values), "p50": pick(0.5), "p99": pick(0.99),
             "max": round(values[-1], 4)}
+
+
+# -- faults -----------------------------------------------------------------------
+
+# What run_fault breaks, and how it mends it:
+# - sampler: sampler 1 SIGKILLed, restarted (same ports) ``down`` s later;
+# - gateway: gateway 1 SIGKILLed, restarted ``down`` s later;
+# - jaeger: Jaeger stopped (SIGTERM, its in-memory traces gone with it),
+#   started again ``down`` s later;
+# - jaeger-pause: Jaeger SIGSTOPped, SIGCONTed ``down`` s later (a hung
+#   Jaeger: connections open, nothing answered).
+FAULTS = ("sampler", "gateway", "jaeger", "jaeger-pause")
+
+
+def _break(t: Tier, name: str) -> None:
+    if name == "sampler":
+        t.samplers[0].stop(grace=0)
+    elif name == "gateway":
+        t.gateways[0].stop(grace=0)
+    elif name == "jaeger":
+        t.jaeger.stop()
+    else:
+        assert t.jaeger.pid is not None
+        os.kill(t.jaeger.pid, signal.SIGSTOP)
+
+
+def _mend(t: Tier, name: str) -> None:
+    if name == "sampler":
+        t.samplers[0].start()
+    elif name == "gateway":
+        t.gateways[0].start()
+    elif name == "jaeger":
+        t.jaeger.start()
+    else:
+        assert t.jaeger.pid is not None
+        os.kill(t.jaeger.pid, signal.SIGCONT)
+
+
+@dataclasses.dataclass
+class FaultRun:
+    """Requests paced through a fault: what was sent, when the fault began
+    (``fault_at``) and ended (``back_at``, the server up again), on
+    time.monotonic()'s clock as ``Sent.at``."""
+
+    fault: str
+    down: float
+    sent: list[Sent]
+    fault_at: float
+    back_at: float
+    client_exported: int
+    client_failed: int
+
+    def phase(self, s: Sent) -> str:
+        if s.at < self.fault_at:
+            return "1 before"
+        return "2 during" if s.at < self.back_at else "3 after"
+
+
+def run_fault(t: Tier, zaqars: Sequence[ZaqarServer], name: str, down: float,
+              rate: float, lead: float, tail: float, threads: int = 6,
+              ) -> FaultRun:
+    """``rate`` requests/s (the mix of :func:`plan`) for ``lead`` s, then
+    the fault ``name`` (:data:`FAULTS`) for ``down`` s, then ``tail`` s
+    more; the Zaqar processes keep running."""
+    assert name in FAULTS, name
+    client = ClientService(t.gateways)
+    total = int(rate * (lead + down + tail))
+    t0 = time.monotonic()
+    marks = {"fault": t0 + lead, "back": t0 + lead + down}
+    done: list[str] = []
+
+    def during(i: int) -> None:
+        wait = t0 + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        now = time.monotonic()
+        if now >= marks["fault"] and "fault" not in done:
+            done.append("fault")
+            marks["fault"] = now
+            _break(t, name)
+            marks["back"] = now + down
+        elif now >= marks["back"] and "back" not in done:
+            done.append("back")
+            _mend(t, name)
+            marks["back"] = time.monotonic()
+
+    try:
+        sent = run_traffic(client, zaqars, plan(total, slow=max(6, total // 100)),
+                           threads=threads, timeout=lead + down + tail + 300,
+                           during=during)
+    finally:
+        client.shutdown()
+    assert done == ["fault", "back"], done
+    return FaultRun(name, down, sent, marks["fault"], marks["back"],
+                    client.exported, client.failed)
+
+
+def pipeline_empty(t: Tier) -> bool:
+    """Every running sampler decided every trace it received and holds no
+    span on the way to Jaeger: its batch processor passed on all it took,
+    its exporter's queue is empty and no request is in flight (or being
+    retried)."""
+    for sampler in t.samplers:
+        if not sampler.running:
+            return False
+        text = sampler.telemetry()
+        own = read_counts(text)
+        batch_in = counter(text, "otelcol_processor_incoming_items",
+                           processor="batch", otel_signal="traces")
+        batch_out = counter(text, "otelcol_processor_outgoing_items",
+                            processor="batch", otel_signal="traces")
+        if (own["decided"] < own["new_traces"] or batch_in != batch_out
+                or own["sent"] + own["send_failed"] < batch_out
+                or counter(text, "otelcol_exporter_queue_size") > 0
+                or counter(text, "otelcol_exporter_in_flight_requests") > 0):
+            return False
+    return True
+
+
+_DROPPED = re.compile(r"(\d+) spans were dropped meanwhile")
+
+
+def zaqar_dropped(log: str) -> dict[str, int]:
+    """zaqar-otel's own account of spans it could not export: its warnings,
+    and the spans they report dropped."""
+    return {"warnings": log.count("zaqar-otel: dropping spans"),
+            "reported": sum(int(n) for n in _DROPPED.findall(log))}
+
+
+def fault_rows(jaeger: Jaeger, run: FaultRun) -> dict[str, dict[str, Any]]:
+    """Per phase: requests, traces the policies keep (*due*), of those whole,
+    partial and lost (absent) in Jaeger, and kept ones not due; the
+    statuses and the client's latency."""
+    rows: dict[str, dict[str, Any]] = {}
+    for s in run.sent:
+        row = rows.setdefault(run.phase(s), dict.fromkeys(
+            ("requests", "due", "whole", "partial", "lost", "extra"), 0))
+        row["requests"] += 1
+        trace = jaeger.trace(s.trace_id)
+        due = expected_kept(s)
+        if due:
+            row["due"] += 1
+            if trace is None:
+                row["lost"] += 1
+            elif is_whole(trace):
+                row["whole"] += 1
+            else:
+                row["partial"] += 1
+        elif trace is not None and due is False:
+            row["extra"] += 1
+    for phase, row in rows.items():
+        mine = [s for s in run.sent if run.phase(s) == phase]
+        row["latency"] = latency(mine)
+        row["statuses"] = dict(collections.Counter(str(s.status) for s in mine))
+    return rows

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.scale_out import CLIENT_SERVICE
 from harness.servers import unavailable
 from harness.tracing import KEY, OTEL_SERVER, tracing
 from peers.keystone.keystone_process import (
@@ -147,9 +148,57 @@ def assert_one_jaeger_tree(
     return service, by_id, parent
 
 
+def _worker(trace: dict[str, Any], span: dict[str, Any]) -> str:
+    found = {t["key"]: t["value"]
+             for t in trace["processes"][span["processID"]].get("tags", [])}
+    return str(found.get("service.instance.id", span["processID"]))
+
+
+def combined_shape(trace: dict[str, Any]) -> dict[str, Any]:
+    """A kept trace of the scale-out tier's combined run (bench/scale_out.py,
+    test_scale_out.py): whole (the client's span the one root, one tree,
+    each span once, no Jaeger warning, Keystone's server span under each of
+    keystonemiddleware's calls), its Zaqar workers and Keystone's spans."""
+    spans = trace["spans"]
+    service = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+    ids = {s["spanID"] for s in spans}
+    parent = {s["spanID"]: next((r["spanID"] for r in s["references"]
+                                 if r["refType"] == "CHILD_OF"), None)
+              for s in spans}
+    roots = [s for s in spans if parent[s["spanID"]] not in ids]
+    calls = [s for s in spans if tags(s).get("otel.scope.name") == REQUESTS_SCOPE]
+    answered = all(any(parent[s["spanID"]] == c["spanID"]
+                       and service[s["processID"]] == KEYSTONE_SERVICE for s in spans)
+                   for c in calls)
+    whole = (len(ids) == len(spans) and len(roots) == 1
+             and service[roots[0]["processID"]] == CLIENT_SERVICE
+             and not any(s.get("warnings") for s in spans) and answered
+             and any(service[s["processID"]] == "zaqar" for s in spans))
+    return {"whole": whole,
+            "workers": len({_worker(trace, s) for s in spans
+                            if service[s["processID"]] == "zaqar"}),
+            "keystone_spans": sum(service[s["processID"]] == KEYSTONE_SERVICE
+                                  for s in spans),
+            "keystone_calls": len(calls)}
+
+
 class Stack:
-    def __init__(self) -> None:
+    """``receiver``: where Zaqar and Keystone export (default: an
+    ``OTLPReceiver`` of its own); ``keystone_receiver``: Keystone's, if
+    another. ``zaqar_command`` / ``zaqar_env``: how Zaqar runs (default
+    ``zaqar-otel-server``); ``otel``: ``[opentelemetry]`` options over the
+    default ones, a None value removing one; ``authtoken``:
+    ``[keystone_authtoken]`` options over the default ones."""
+
+    def __init__(self, receiver: Any = None, keystone_receiver: Any = None,
+                 zaqar_command: Sequence[str] = OTEL_SERVER,
+                 zaqar_env: dict[str, str] | None = None,
+                 otel: dict[str, str | None] | None = None,
+                 authtoken: dict[str, str] | None = None) -> None:
         self._exit = contextlib.ExitStack()
+        self._receiver, self._keystone_receiver = receiver, keystone_receiver
+        self.zaqar_command, self.zaqar_env = list(zaqar_command), zaqar_env
+        self.otel, self.authtoken = dict(otel or {}), dict(authtoken or {})
         self.receiver: OTLPReceiver
         self.keystone: KeystoneServer
         self.zaqar: ZaqarServer
@@ -170,9 +219,9 @@ class Stack:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        self.receiver = self._exit.enter_context(OTLPReceiver())
-        self.keystone = self._exit.enter_context(
-            KeystoneServer(keystone_profiler(self.receiver)))
+        self.receiver = self._exit.enter_context(self._receiver or OTLPReceiver())
+        self.keystone = self._exit.enter_context(KeystoneServer(keystone_profiler(
+            self._keystone_receiver or self.receiver)))
         self.timings["keystone"] = time.monotonic() - t0
         # The service user keystonemiddleware authenticates as, and the user
         # the CLI runs as (role member, as a tenant would).
@@ -180,6 +229,11 @@ class Stack:
         self.user = self.keystone.add_user("demo", "demo", "member")
         redis = self._exit.enter_context(RedisServer())
         sections = tracing(self.receiver, profiler={"trace_requests": "true"})
+        for option, value in self.otel.items():
+            if value is None:
+                sections["opentelemetry"].pop(option, None)
+            else:
+                sections["opentelemetry"][option] = value
         sections["DEFAULT"] = {"auth_strategy": "keystone"}
         sections["keystone_authtoken"] = {
             "www_authenticate_uri": self.keystone.auth_url,
@@ -190,9 +244,11 @@ class Stack:
             "project_name": self.service_user.project,
             "user_domain_name": DOMAIN,
             "project_domain_name": DOMAIN,
+            **self.authtoken,
         }
         self.zaqar = self._exit.enter_context(
-            ZaqarServer(redis_sql(redis.url), command=OTEL_SERVER, extra=sections))
+            ZaqarServer(redis_sql(redis.url), command=self.zaqar_command,
+                        env=self.zaqar_env, extra=sections))
         # Catalog: service type "messaging" (what python-zaqarclient's OSC
         # plugin looks up), public/internal/admin endpoints at Zaqar's root.
         self.keystone.register_service("zaqar", "messaging", self.zaqar.url)

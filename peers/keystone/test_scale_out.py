@@ -1,35 +1,52 @@
 """``openstack --os-profile KEY messaging ...`` through the scale-out tier.
 
 The stack of test_openstack_cli.py (:class:`peers.keystone.stack.Stack`), its
-two services sending through *different* gateways of the scale-out tier
+services sending through *different* gateways of the scale-out tier
 (harness/scale_out.py): Keystone (osprofiler's own OTLP driver) to
-gateway 2, Zaqar (zaqar-otel) to gateway 1; the gateways
-(``config/otel-collector-gateway.yaml``) route by trace id to 2 samplers
-(``config/otel-collector.yaml``, its shipped 10 s decision wait) → Jaeger.
-Each command's trace, found by the ``Trace ID`` the CLI printed, is whole in
-Jaeger: the CLI's Keystone calls and Keystone's spans under keystonemiddleware's
-calls (through one gateway) with Zaqar's (through the other), one tree, zero
-warnings; and the tier saw each trace as new at one sampler only.
+gateway 2; Zaqar under gunicorn (``zaqar_otel.wsgi:application``,
+``--workers 2``), worker 1 to gateway 1 and worker 2 to gateway 2; the
+gateways (``config/otel-collector-gateway.yaml``) route by trace id to 2
+samplers (``config/otel-collector.yaml``, its shipped 10 s decision wait) →
+Jaeger. Each command's trace, found by the ``Trace ID`` the CLI printed, is
+whole in Jaeger: the CLI's Keystone calls and Keystone's spans under
+keystonemiddleware's calls (through gateway 2) with Zaqar's (through either),
+one tree, zero warnings; and the tier saw each trace as new at one sampler
+only. Then a short mixed load (signed, unsigned, error, slow; two Zaqar calls
+per trace, each token validated by Keystone): every kept trace whole, with
+Keystone's spans, some with both workers' (``make scale-out
+SCALE_OUT_ARGS=combined`` is the long run).
 Needs Keystone's venv and the CLI (``make peer-keystone``), Jaeger and the
 collector (``make backends``); skips without them, fails when ``CI`` is set.
 """
 
 from __future__ import annotations
 
+import collections
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from harness.receivers import BackendReceiver
-from harness.scale_out import Tier, tier
-from peers.keystone import stack as stack_module
+from harness.scale_out import (
+    ClientService,
+    Tier,
+    expected_kept,
+    gunicorn_workers,
+    plan,
+    run_traffic,
+    tier,
+)
+from harness.tracing import KEY
 from peers.keystone.stack import (
     COMMANDS,
     KEYSTONE_SERVICE,
     REQUESTS_SCOPE,
     Stack,
     assert_one_jaeger_tree,
+    combined_shape,
     require_stack,
     tags,
     whole_in_jaeger,
@@ -41,23 +58,22 @@ pytestmark = pytest.mark.functional
 @pytest.fixture(scope="module")
 def running() -> Iterator[tuple[Tier, Stack]]:
     require_stack()
-    with tier(samplers=2, gateways=2, decision_wait=None) as t, \
-            pytest.MonkeyPatch.context() as patch:
-        # Zaqar exports to what the stack takes for its receiver: gateway 1;
-        # Keystone's osprofiler driver to gateway 2.
-        patch.setattr(stack_module, "OTLPReceiver",
-                      lambda: BackendReceiver(t.gateways[0]))
-        keystone_profiler = stack_module.keystone_profiler
-        patch.setattr(stack_module, "keystone_profiler", lambda _receiver: (
-            keystone_profiler(BackendReceiver(t.gateways[1]))))  # type: ignore[arg-type]
-        with Stack() as stack:
+    with tier(samplers=2, gateways=2, decision_wait=None) as t:
+        command, env = gunicorn_workers(Path(tempfile.mkdtemp()), t.gateways)
+        with Stack(receiver=BackendReceiver(t.gateways[0]),
+                   keystone_receiver=BackendReceiver(t.gateways[1]),
+                   zaqar_command=command, zaqar_env=env,
+                   # Each worker's endpoint comes from gunicorn's post_fork;
+                   # every request traced (the tier samples).
+                   otel={"endpoint": None, "sample_ratio": "1.0",
+                         "schedule_delay": "200"}) as stack:
             yield t, stack
 
 
 def test_each_command_trace_is_whole_across_both_gateways(
         running: tuple[Tier, Stack]) -> None:
     t, stack = running
-    before = t.counts()
+    before = t.wait_quiet(timeout=120)  # start-up requests decided
     trace_ids = []
     for args, route in (COMMANDS[0], COMMANDS[2]):
         result = stack.cli(args)
@@ -80,10 +96,46 @@ def test_each_command_trace_is_whole_across_both_gateways(
             below = [s for s in spans if parent[s["spanID"]] == call["spanID"]]
             assert [(service[s["processID"]], tags(s)["span.kind"])
                     for s in below] == [(KEYSTONE_SERVICE, "server")]
-    # Both gateways carried spans; the samplers saw each trace once
-    # (Zaqar's start-up requests are not traced: sample_ratio is 0).
+    # Gateway 2 carried Keystone's spans (Zaqar's went through the gateway
+    # of the worker that served the command); the samplers saw each trace
+    # once (nothing else was traced meanwhile).
     delta = t.wait_quiet(timeout=120).minus(before)
-    assert all(g["accepted"] > 0 for g in delta.per_gateway), delta.per_gateway
+    assert delta.per_gateway[1]["accepted"] > 0, delta.per_gateway
     assert delta.sampler["new_traces"] == len(trace_ids)
     assert delta.sampler["accepted"] == delta.gateway["accepted"]
     assert delta.gateway["refused"] == delta.sampler["refused"] == 0
+
+
+def test_mixed_traces_span_keystone_and_both_workers(
+        running: tuple[Tier, Stack]) -> None:
+    t, stack = running
+    auth = {"X-Auth-Token": stack.keystone.token(stack.user)}
+    client = ClientService(t.gateways, key=KEY)
+    # Signed first: the calls that validate the token (the first each worker
+    # serves) are in traces the tier keeps.
+    kinds = ["requested"] * 4 + plan(26, requested=0.2, errors=0.2, slow=2)
+    try:
+        sent = run_traffic(client, [stack.zaqar], kinds, threads=4, timeout=120,
+                           auth=auth, calls=2)
+    finally:
+        client.shutdown()
+    t.wait_quiet(timeout=120)
+    assert collections.Counter((s.kind, s.status) for s in sent) == {
+        (k, 404 if k == "error" else 201): n
+        for k, n in collections.Counter(kinds).items()}
+    shapes, wrong = [], []
+    for s in sent:
+        trace = t.jaeger.trace(s.trace_id)
+        if expected_kept(s) not in (None, trace is not None):
+            wrong.append((s.kind, s.trace_id))
+        if trace is not None:
+            shapes.append(combined_shape(trace))
+    assert wrong == []
+    assert [s for s in shapes if not s["whole"]] == []
+    # Keystone validated the token the first time each worker saw it, under
+    # keystonemiddleware's call, in the trace of that call; calls of one
+    # trace served by both workers.
+    assert sum(s["keystone_spans"] > 0 for s in shapes) >= 1
+    # Through both gateways: worker 1's spans through gateway 1, worker 2's
+    # and Keystone's through gateway 2.
+    assert sum(s["workers"] == 2 for s in shapes) >= 1

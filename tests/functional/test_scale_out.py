@@ -14,9 +14,11 @@ A few hundred requests (signed, unsigned, errors, slow) at 6 at a time, then:
 - the policies decide per trace as one collector would: exactly the signed,
   error and slow traces, and the unsigned ones whose id the probabilistic
   policy's hash keeps (computed here), each trace decided once, by one sampler;
-- counts balance: spans the services sent = spans the gateways accepted =
-  spans they sent = spans the samplers accepted; what the samplers sent =
-  what Jaeger holds; nothing refused, failed, dropped or late.
+- counts balance: spans the services sent (as they count them: the client's
+  acknowledged exports, Zaqar's own ``zaqar_otel.spans.exported``) = spans
+  the gateways accepted = spans they sent = spans the samplers accepted;
+  what the samplers sent = what Jaeger holds; nothing refused, failed,
+  dropped (``…_sampling_trace_dropped_too_early`` 0) or late.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from harness.backends import counter
 from harness.scale_out import (
     CLIENT_SERVICE,
     SLOW_MS,
@@ -65,7 +68,15 @@ class Run:
     after: Counts
     zaqar_logs: list[str]
     scrapes: list[str]
+    zaqar_exported: float  # zaqar_otel.spans.exported, over the traffic
     found: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+def _zaqar_exported(t: Tier) -> float:
+    """zaqar_otel.spans.exported of both Zaqar processes: their metrics, on
+    the samplers' prometheus exporters."""
+    return sum(counter(sampler.scrape(), "zaqar_otel_spans_exported")
+               for sampler in t.samplers)
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +84,24 @@ def run() -> Iterator[Run]:
     with tier(samplers=2, gateways=2, decision_wait="3s") as t, \
             RedisServer() as redis, zaqar_pair(redis, t.gateways) as zaqars:
         warm_up(zaqars)
+        # Zaqar exports its metrics every 500 ms: wait_quiet's 3 s of quiet
+        # leave them the time to count every span exported before.
         before = t.wait_quiet()
+        exported_before = _zaqar_exported(t)
         client = ClientService(t.gateways)
         try:
             sent = run_traffic(client, zaqars, plan(TRACES, slow=SLOW), threads=6,
                                timeout=300)
         finally:
             client.shutdown()  # flushes the client's spans
-        for zaqar in zaqars:
-            zaqar.stop()  # SIGTERM: Zaqar flushes what it holds
         after = t.wait_quiet()
+        exported = _zaqar_exported(t) - exported_before
+        scrapes = [sampler.scrape() for sampler in t.samplers]
+        for zaqar in zaqars:
+            zaqar.stop()  # SIGTERM: Zaqar flushes what it holds (nothing left)
+        assert t.wait_quiet().gateway["accepted"] == after.gateway["accepted"]
         result = Run(t, sent, client.exported, client.failed, after.minus(before),
-                     after, [z.log_text() for z in zaqars],
-                     [sampler.scrape() for sampler in t.samplers])
+                     after, [z.log_text() for z in zaqars], scrapes, exported)
         for s in sent:
             result.found[s.trace_id] = t.jaeger.trace(s.trace_id)
         yield result
@@ -195,17 +211,12 @@ def test_each_trace_is_decided_once_by_one_sampler(run: Run) -> None:
 
 def test_span_counts_balance_across_the_tiers(run: Run) -> None:
     d = run.delta
-    # The services: the client's spans all taken by the gateways; Zaqar's
-    # spans per request are those of any kept trace of its kind (all kept
-    # traces of a kind have the same, checked above).
+    # Spans sent by the services, as each counts them: the client's SDK
+    # export (every one acknowledged), and Zaqar's own
+    # zaqar_otel.spans.exported (spans its collector accepted).
     assert (run.client_exported, run.client_failed) == (TRACES, 0)
-    per_kind: dict[str, int] = {}
-    for s in run.sent:
-        trace = run.found[s.trace_id]
-        if trace is not None:
-            per_kind[s.kind] = len(_zaqar_spans(trace))
-    zaqar = sum(per_kind[s.kind] for s in run.sent)
-    services = run.client_exported + zaqar
+    assert run.zaqar_exported > 0
+    services = run.client_exported + run.zaqar_exported
     assert d.gateway["accepted"] == services
     assert d.gateway["sent"] == services
     assert d.sampler["accepted"] == services
@@ -213,6 +224,16 @@ def test_span_counts_balance_across_the_tiers(run: Run) -> None:
     assert {k: d.gateway[k] for k in nothing} == dict.fromkeys(nothing, 0)
     assert {k: d.sampler[k] for k in nothing} == dict.fromkeys(nothing, 0)
     assert d.sampler["late_spans"] == 0
+    # No trace left the decision window undecided (num_traces full).
+    assert d.sampler["dropped_too_early"] == 0
+    # Zaqar's spans per request are those of any kept trace of its kind (all
+    # kept traces of a kind have the same, checked above): the same count.
+    per_kind: dict[str, int] = {}
+    for s in run.sent:
+        trace = run.found[s.trace_id]
+        if trace is not None:
+            per_kind[s.kind] = len(_zaqar_spans(trace))
+    assert run.zaqar_exported == sum(per_kind[s.kind] for s in run.sent)
     # What the samplers sent is what Jaeger holds (start-up requests included:
     # the totals since the tier started).
     jaeger = run.tier.jaeger
