@@ -471,3 +471,33 @@ def test_what_the_session_adds_keeps_the_session(
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     assert http_transport.for_endpoint(endpoint) is None
+
+
+def test_a_forked_worker_exports_over_its_own_connection() -> None:
+    """A worker forked after the master exported (uwsgi forks without
+    Python's at-fork hooks): it does not write on the master's kept-alive
+    socket (nor wait on a lock held at the fork); both deliver."""
+    import os
+
+    from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
+
+    with OTLPReceiver() as receiver:
+        exporter = OTLPSpanExporter(endpoint=receiver.traces_url)
+        assert exporter.export(_ended("master")) is SpanExportResult.SUCCESS
+        transport = exporter._client._transport
+        parents = transport._connection
+        assert parents is not None
+        transport._lock.acquire()  # as if held by an export at the fork
+        pid = os.fork()
+        if pid == 0:  # the worker
+            ok = (exporter.export(_ended("worker")) is SpanExportResult.SUCCESS
+                  and transport._connection is not parents)
+            os._exit(0 if ok else 1)
+        transport._lock.release()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert exporter.export(_ended("master again")) is SpanExportResult.SUCCESS
+        assert transport._connection is parents  # kept alive
+        names = {s.name for s in receiver.wait_for(count=3)}
+        exporter.shutdown()
+    assert names == {"master", "worker", "master again"}

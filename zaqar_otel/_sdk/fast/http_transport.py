@@ -87,11 +87,19 @@ def _transport_class() -> type:
             self.host, self.port, self.path, self.url = host, port, path, url
             self._connection: http.client.HTTPConnection | None = None
             self._lock = threading.Lock()  # one request at a time on it
+            self._pid = os.getpid()
 
         def request(self, method: str, url: str, *,
                     headers: dict[str, str] | None = None,
                     timeout: float | None = None,
                     data: bytes | None = None) -> BaseHTTPResult:
+            if self._pid != os.getpid():
+                # A forked worker (uwsgi forks without Python's at-fork
+                # hooks): the parent's socket is not its own to write on,
+                # and the lock may have been held at the fork. Its own.
+                self._pid = os.getpid()
+                self._lock = threading.Lock()
+                self._connection = None  # the parent's: left to the parent
             with self._lock:
                 try:
                     return self._request(method, url, headers or {}, timeout, data)
