@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,19 @@ from zaqar_otel.demo.receiver import OTLPReceiver
 for _name in ("NO_PROXY", "no_proxy"):
     os.environ[_name] = ",".join(
         filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
+
+
+# The tests send SIGINT and SIGHUP to the programs they start and check what
+# a person at a terminal would see (the demo's Ctrl-C, a server's hangup).
+# Started under nohup or by a non-interactive shell's `&`, those signals
+# arrive ignored, and every child inherits that: they get their defaults
+# back, as from a terminal (a CI run started that way here saw the demo
+# finish through its Ctrl-C and plain zaqar-server survive SIGHUP).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+for _signal in (signal.SIGHUP, signal.SIGQUIT):
+    if signal.getsignal(_signal) is signal.SIG_IGN:
+        signal.signal(_signal, signal.SIG_DFL)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,16 +26,6 @@ def test_sighup_flushes_queued_spans_then_ends_the_server_as_zaqars(
 ) -> None:
     """20 signed requests, a minute between exports: SIGHUP delivers their
     spans, then the server ends by SIGHUP, as plain zaqar-server does."""
-    # Run under nohup (SIGHUP ignored, which children inherit), neither
-    # server would end: both get SIGHUP's default, as from a terminal.
-    restore = signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    try:
-        _sighup_run(redis, receiver)
-    finally:
-        signal.signal(signal.SIGHUP, restore)
-
-
-def _sighup_run(redis: RedisServer, receiver: OTLPReceiver) -> None:
     with ZaqarServer(redis_sql(redis.url), command=ZAQAR_SERVER_COMMAND) as plain:
         assert plain.proc is not None
         plain.proc.send_signal(signal.SIGHUP)
