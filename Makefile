@@ -37,9 +37,12 @@ lint: $(STAMP)
 
 # The functional suite on the SDK's stock path ([opentelemetry] fast_path =
 # off: the servers the tests start inherit the variable); `make test` runs
-# the default, the fast path where it applies.
+# the default, the fast path where it applies. The collector tier's fault
+# runs (100 s) are left to `make test`: they kill collectors and Jaeger, not
+# anything of the path the spans take in Zaqar (both paths passed them).
 test-stock: $(STAMP)
-	OTEL_ZAQAR_FAST_PATH=off $(VENV)/bin/python -m pytest tests/functional $(PYTEST_ARGS)
+	OTEL_ZAQAR_FAST_PATH=off $(VENV)/bin/python -m pytest tests/functional \
+		--ignore=tests/functional/test_scale_out_faults.py $(PYTEST_ARGS)
 
 stress: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/stress $(PYTEST_ARGS)
