@@ -92,6 +92,20 @@ def grpc_collector(script: Scripted) -> tuple[grpc.Server, int]:
     return server, port
 
 
+def grpc_export(script: Scripted, timeout: float
+                ) -> tuple[SpanExportResult, DropCounter]:
+    """``spans()`` exported over gRPC to a collector answering by ``script``."""
+    server, port = grpc_collector(script)
+    try:
+        exporter = GrpcExporter(endpoint=f"127.0.0.1:{port}", insecure=True,
+                                timeout=timeout)
+        counted = export_counted(exporter, spans())
+        exporter.shutdown()
+    finally:
+        server.stop(0)
+    return counted
+
+
 def export_counted(exporter: Any, batch: list[ReadableSpan]
                    ) -> tuple[SpanExportResult, DropCounter]:
     drops = DropCounter("scripted")
@@ -105,13 +119,7 @@ def test_a_grpc_stream_reset_beyond_the_receive_limit_is_split() -> None:
     retry INTERNAL, and all 10 spans were dropped)."""
     script = Scripted(lambda size, names: grpc.StatusCode.INTERNAL
                       if size > LIMIT else None)
-    server, port = grpc_collector(script)
-    try:
-        exporter = GrpcExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=10)
-        result, drops = export_counted(exporter, spans())
-        exporter.shutdown()
-    finally:
-        server.stop(0)
+    result, drops = grpc_export(script, timeout=10)
     assert result is SpanExportResult.SUCCESS
     assert script.kept == Counter(f"s{i}" for i in range(10))
     assert (drops.exported_total, drops.total) == (10, 0)
@@ -132,16 +140,10 @@ def test_a_failed_grpc_half_is_neither_sent_twice_nor_drops_the_other(
         return code if "s5" in names else None  # the second half
 
     script = Scripted(answer)
-    server, port = grpc_collector(script)
-    try:
-        # The SDK retries UNAVAILABLE until this timeout: long enough for the
-        # whole request on a starved machine, short enough for the retries.
-        exporter = GrpcExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=8)
-        with caplog.at_level(logging.WARNING, logger="zaqar_otel"):
-            result, drops = export_counted(exporter, spans())
-        exporter.shutdown()
-    finally:
-        server.stop(0)
+    # The SDK retries UNAVAILABLE until this timeout: long enough for the
+    # whole request on a starved machine, short enough for the retries.
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel"):
+        result, drops = grpc_export(script, timeout=8)
     assert result is SpanExportResult.SUCCESS
     assert script.kept == Counter(f"s{i}" for i in range(5))
     assert (drops.exported_total, drops.total) == (5, 5)
@@ -166,13 +168,7 @@ def test_a_grpc_half_that_fails_once_is_retried_and_sent_once() -> None:
         return None
 
     script = Scripted(answer)
-    server, port = grpc_collector(script)
-    try:
-        exporter = GrpcExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=10)
-        result, drops = export_counted(exporter, spans())
-        exporter.shutdown()
-    finally:
-        server.stop(0)
+    result, drops = grpc_export(script, timeout=10)
     assert result is SpanExportResult.SUCCESS
     assert script.kept == Counter(f"s{i}" for i in range(10))
     assert (drops.exported_total, drops.total) == (10, 0)
@@ -216,17 +212,8 @@ def test_a_failed_http_half_drops_only_itself(caplog: pytest.LogCaptureFixture) 
     dropped), the drop line names the status."""
     script = Scripted(lambda size, names: 413 if size > LIMIT else 400
                       if "s5" in names else None)
-    server = http_collector(script)
-    try:
-        exporter = HttpExporter(
-            endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1/traces",
-            timeout=10)
-        with caplog.at_level(logging.WARNING, logger="zaqar_otel"):
-            result, drops = export_counted(exporter, spans())
-        exporter.shutdown()
-    finally:
-        server.shutdown()
-        server.server_close()
+    with caplog.at_level(logging.WARNING, logger="zaqar_otel"):
+        result, drops = http_export(script, timeout=10)
     assert result is SpanExportResult.SUCCESS
     assert script.kept == Counter(f"s{i}" for i in range(5))
     assert (drops.exported_total, drops.total) == (5, 5)
@@ -239,16 +226,23 @@ def test_an_http_connection_closed_on_a_body_beyond_the_limit_is_split() -> None
     """A collector that closes the connection, unanswered, on a body beyond
     4 MiB: the halves arrive (before: the batch was dropped)."""
     script = Scripted(lambda size, names: "close" if size > LIMIT else None)
+    result, drops = http_export(script, timeout=6)
+    assert result is SpanExportResult.SUCCESS
+    assert script.kept == Counter(f"s{i}" for i in range(10))
+    assert (drops.exported_total, drops.total) == (10, 0)
+
+
+def http_export(script: Scripted, timeout: float
+                ) -> tuple[SpanExportResult, DropCounter]:
+    """``spans()`` exported over HTTP to a collector answering by ``script``."""
     server = http_collector(script)
     try:
         exporter = HttpExporter(
             endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1/traces",
-            timeout=6)
-        result, drops = export_counted(exporter, spans())
+            timeout=timeout)
+        counted = export_counted(exporter, spans())
         exporter.shutdown()
     finally:
         server.shutdown()
         server.server_close()
-    assert result is SpanExportResult.SUCCESS
-    assert script.kept == Counter(f"s{i}" for i in range(10))
-    assert (drops.exported_total, drops.total) == (10, 0)
+    return counted
