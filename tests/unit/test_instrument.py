@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 
@@ -228,6 +229,18 @@ def test_a_metrics_problem_is_one_error_and_tracing_stays_on() -> None:
     assert len(errors) == 1 and "OTEL_METRICS_EXPORTER='prometheus'" in errors[0], out
 
 
+@pytest.fixture
+def environ_kept() -> Iterator[None]:
+    """os.environ as before the test: the distro's _configure sets defaults
+    in it (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT), which every later test's
+    TracerProvider would read (a 500 KB attribute then cut to 8192)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.mark.usefixtures("environ_kept")
 def test_the_distro_gives_every_provider_the_length_limit(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Under opentelemetry-instrument a provider another configurator builds
@@ -248,6 +261,7 @@ def test_the_distro_gives_every_provider_the_length_limit(
     assert SpanLimits().max_span_attribute_length == 300
 
 
+@pytest.mark.usefixtures("environ_kept")
 def test_distro_keeps_its_instrumentors_from_the_runners_dependency_check(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """opentelemetry-instrument skips the names in

@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
@@ -42,7 +42,11 @@ def spans(count: int = 10, size: int = 500_000) -> list[ReadableSpan]:
     """``count`` spans of ``size`` bytes each: 10 of 500 KB are a request
     beyond ``LIMIT``, each half within it."""
     kept = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource({"service.name": "zaqar"}))
+    # Uncut, whatever OTEL_*ATTRIBUTE_VALUE_LENGTH_LIMIT the environment has.
+    whole = SpanLimits(max_span_attribute_length=SpanLimits.UNSET,
+                       max_attribute_length=SpanLimits.UNSET)
+    provider = TracerProvider(resource=Resource({"service.name": "zaqar"}),
+                              span_limits=whole)
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("t")
     for i in range(count):
