@@ -77,10 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     print("\n## Saturated server (gunicorn 1 x 4 threads, wrk 8 connections)\n")
     if missing := saturation.missing_tools():
         print(f"skipped: needs {', '.join(missing)} (Debian: apt-get install -y wrk)")
-    elif args.quick:
-        print(saturation.table(saturation.measure(rounds=1, seconds=3, warmup=1)))
     else:
-        print(saturation.table(saturation.measure()))
+        saturated = (saturation.measure(rounds=1, seconds=3, warmup=1) if args.quick
+                     else saturation.measure())
+        print(saturation.table(saturated), saturation.targets(saturated), sep="\n\n")
 
     summary = zaqar_cost.summary(results)
     if args.json:

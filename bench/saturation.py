@@ -8,7 +8,9 @@ round starts one case later), on 127.0.0.1:
 (a) plain Zaqar;
 (d) zaqar-otel, every request signed, Zaqar's trace points and SQL spans,
     no Redis command spans (the span set osprofiler's driver has);
-(d+r) as (d) with Redis command spans (``trace_redis``, the default);
+(d+r) as (d) with Redis commands traced (``trace_redis``), each an event of
+    the span that sent it (the default);
+(d+rs) as (d+r), each Redis command a span (``redis_command_spans``);
 (e) osprofiler's own OTLP driver, every request signed.
 
 zaqar-otel's cases run with their default queue and batch sizes and with
@@ -50,10 +52,11 @@ APP = {"plain": "zaqar.transport.wsgi.app:app", "otel": "zaqar_otel.wsgi:applica
 CASES = {
     "a": "plain Zaqar",
     "d": "zaqar-otel, signed, no Redis command spans",
-    "d+r": "zaqar-otel, signed, Redis command spans (the default)",
+    "d+r": "zaqar-otel, signed, Redis commands as events (the default)",
+    "d+rs": "zaqar-otel, signed, Redis command spans",
     "e": "osprofiler's OTLP driver, signed",
 }
-SIGNED = {"d", "d+r", "e"}
+SIGNED = {"d", "d+r", "d+rs", "e"}
 QUEUE = "q"
 PATH = f"/v2/queues/{QUEUE}/messages?echo=true"
 MESSAGES = 5
@@ -205,6 +208,19 @@ def table(results: dict[str, Result]) -> str:
     return "\n".join(rows)
 
 
+def targets(results: dict[str, Result]) -> str:
+    """Issue 28's: the fully traced case with the defaults (d+r) at 0.85 of
+    plain Zaqar's saturated throughput or more, and no span dropped."""
+    if "a" not in results or "d+r" not in results:
+        return ""
+    ratio = statistics.median(x / y for x, y in zip(
+        results["d+r"].rps, results["a"].rps, strict=True))
+    dropped = sum(results["d+r"].dropped.values())
+    return (f"- (d+r)/(a) = {ratio:.3f} (target >= 0.85): "
+            f"{'met' if ratio >= 0.85 else 'MISSED'}; spans dropped {dropped} "
+            f"(target 0): {'met' if dropped == 0 else 'MISSED'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.saturation")
     parser.add_argument("--rounds", type=int, default=3)
@@ -214,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if missing := missing_tools():
         raise SystemExit(f"needs {', '.join(missing)} (Debian: apt-get install -y wrk)")
-    print(table(measure(args.rounds, args.seconds, cases=args.cases or tuple(CASES))))
+    results = measure(args.rounds, args.seconds, cases=args.cases or tuple(CASES))
+    print(table(results), targets(results), sep="\n\n")
 
 
 if __name__ == "__main__":

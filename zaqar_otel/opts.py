@@ -38,6 +38,19 @@ FAST_PATH_CHOICES = ("auto", "off")
 profiler_opts = [
     cfg.BoolOpt(switch.option, default=False, help=switch.help)
     for switch in switches.SWITCHES if switch.owner == switches.OURS
+] + [
+    cfg.BoolOpt(
+        "redis_command_spans",
+        default=False,
+        help="With trace_redis = True: each Redis command (and each pipeline) "
+        "as a client span of its own (the redis-py instrumentation's). False: "
+        "as an event on the span that sent it, the storage controller call, "
+        "with the same statement ('COMMAND ? ?'), argument count, server and "
+        "database attributes, its duration (db.client.operation.duration) and "
+        "error.type; no bar, span id or service-map edge of its own. An event "
+        "costs a fraction of a span: on a saturated Zaqar, command spans take "
+        "about a tenth of its throughput.",
+    ),
 ]
 
 otel_opts = [

@@ -105,6 +105,9 @@ class Settings:
     #: decides what ``auto`` comes to), and the setting it comes from.
     fast_path: str = "auto"
     fast_path_source: str = "default"
+    #: ``[profiler] redis_command_spans``: with ``trace_redis``, a span per
+    #: Redis command (True) or an event on the span that sent it (False).
+    redis_command_spans: bool = False
 
     def on(self, switch: switches.Switch) -> bool:
         """Whether ``switch`` (one of ``switches.SWITCHES``) is on."""
@@ -558,6 +561,7 @@ def load(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ) -> Setti
         problems=tuple(problems),
         fast_path=fast_path,
         fast_path_source=fast_path_source,
+        redis_command_spans=bool(profiler("redis_command_spans")),
         sample_ratio=float(get("sample_ratio")),  # type: ignore[arg-type]
         honor_w3c_sampled=bool(get("honor_w3c_sampled")),
         shutdown_timeout=float(get("shutdown_timeout")),  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from zaqar_otel import patching, redact, switches
 from zaqar_otel._sdk import layout
-from zaqar_otel.backends import pooling, sql
+from zaqar_otel.backends import pooling, redis_commands, sql
 from zaqar_otel.entry import lifecycle, websocket
 from zaqar_otel.messaging import deliveries, links
 
@@ -43,6 +43,9 @@ class Tracing:
     #: The semantic-convention modes the instrumentations follow (set-up read
     #: them once): the names zaqar-otel's hooks set follow them too.
     conventions: layout.Conventions = layout.OLD_CONVENTIONS
+    #: ``[profiler] redis_command_spans``: a span per Redis command (the
+    #: redis-py instrumentation) or an event on the span that sent it.
+    redis_command_spans: bool = False
 
 
 def _redis() -> Any:
@@ -52,6 +55,10 @@ def _redis() -> Any:
 
 
 def _trace_redis(tracing: Tracing) -> Callable[[], None]:
+    if not tracing.redis_command_spans:
+        with _patching() as patches:
+            redis_commands.instrument(tracing.conventions, patches)
+        return patches.undo
     _redis().instrument(tracer_provider=tracing.provider)
     import redis
     from redis import client

@@ -295,8 +295,11 @@ def _propagation(report: Report, environ: Mapping[str, str]) -> None:
 def _what(report: Report, conf: cfg.ConfigOpts, s: settings.Settings) -> None:
     report.section(f"What would be traced ([{opts.PROFILER_GROUP}])")
     for switch in switches.SWITCHES:
-        report.line(switch.option,
-                    f"{_on(s.on(switch)):<4} {switch.traces}")
+        traces = switch.traces
+        if switch is switches.REDIS:
+            traces += (", a span each" if s.redis_command_spans
+                       else ", each an event of the span that sent it")
+        report.line(switch.option, f"{_on(s.on(switch)):<4} {traces}")
     ratio = ("only requests with a signed header" if s.sample_ratio == 0 else
              f"signed requests, and {s.sample_ratio * 100:g}% of the others")
     report.line("sample_ratio", f"{s.sample_ratio:<4} {ratio}")

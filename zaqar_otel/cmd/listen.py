@@ -50,6 +50,11 @@ _KEPT_TEXT = 512
 # What the printed tree reads of a span's attributes (demo.tree.span_detail).
 _SHOWN = ("http.response.status_code", "http.status_code", "db.statement",
           "db.query.text", "code.function.name")
+# What it reads of a database command's event (demo.tree._command_lines),
+# and how many of a span's such events are kept.
+_EVENT_SHOWN = ("db.client.operation.duration", "db.statement", "db.query.text",
+                "error.type")
+_KEPT_EVENTS = 100
 # Trace ids already printed, so late spans are said to be late.
 _PRINTED_MEMORY = 10_000
 
@@ -121,16 +126,21 @@ def _cut(value: object) -> object:
 
 
 def _kept(span: ReceivedSpan) -> tuple[ReceivedSpan, int]:
-    """What is printed of ``span`` (texts cut, other attributes, events,
-    links and resource left out), and an estimate of its bytes."""
+    """What is printed of ``span`` (texts cut; other attributes, events but
+    the first database commands', links and resource left out), and an
+    estimate of its bytes."""
     attributes = {k: _cut(span.attributes[k]) for k in _SHOWN if k in span.attributes}
+    events = tuple(
+        (str(_cut(name)), {k: _cut(shown[k]) for k in _EVENT_SHOWN if k in shown})
+        for name, shown in span.events if _EVENT_SHOWN[0] in shown)[:_KEPT_EVENTS]
     service = span.resource.get("service.name", "?")
     kept = dataclasses.replace(
-        span, name=str(_cut(span.name)), attributes=attributes, events=(),
+        span, name=str(_cut(span.name)), attributes=attributes, events=events,
         links=(), status_message=str(_cut(span.status_message)),
         resource={"service.name": _cut(service)})
     size = 400 + len(kept.name) + len(kept.status_message) + sum(
-        len(str(v)) for v in attributes.values()) + len(str(kept.resource))
+        len(str(v)) for v in attributes.values()) + len(str(kept.resource)) + sum(
+        100 + len(name) + len(str(shown)) for name, shown in events)
     return kept, size
 
 

@@ -323,7 +323,10 @@ def as_tree(trace: Trace) -> str:
         trace_id=s.trace_id, span_id=s.span_id, parent_span_id=s.parent_span_id,
         name=s.name, kind=s.kind, start_ns=s.start_us * 1000,
         end_ns=s.end_us * 1000, attributes=s.tags, status_code=s.status_code,
-        status_message=s.status_message, events=(), links=(),
+        status_message=s.status_message,
+        # Jaeger keeps an event as a log, its name in the field "event".
+        events=tuple((str(fields.get("event", "")), fields) for _, fields in s.logs),
+        links=(),
         resource={"service.name": s.service, **s.process_tags}, scope="")
         for s in trace.spans]
     if len({s.service for s in trace.spans}) < 2:

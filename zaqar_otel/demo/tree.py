@@ -73,6 +73,7 @@ def _render_trace(
         if depth == 0 and s.parent_span_id is not None:
             line += f" (parent {s.parent_span_id:016x} not in list)"
         lines.append(line)
+        lines.extend(_command_lines(s, f"{indent}{'  ' * (depth + 1)}", detail))
         for c in children.get(s.span_id, []):
             if id(c) not in seen:
                 walk(c, depth + 1)
@@ -86,18 +87,49 @@ def _render_trace(
             seen.add(id(s))
 
 
+#: An event's attribute that makes it a database command's
+#: (``[profiler] redis_command_spans = false``): its duration in seconds.
+COMMAND_DURATION = "db.client.operation.duration"
+
+
+def _command_lines(span: ReceivedSpan, indent: str, detail: Detail | None) -> list[str]:
+    """A line per command event of ``span``, as a child span's would read:
+    ``HMSET EXPIRE [event] 0.34ms`` and, with a detail, its statement."""
+    lines = []
+    for name, attributes in span.events:
+        try:
+            duration = float(attributes[COMMAND_DURATION]) * 1e3
+        except (KeyError, TypeError, ValueError):
+            continue
+        line = f"{indent}{printable(name)} [event] {duration:.2f}ms"
+        if detail is not None:
+            text = _statement(attributes)
+            if "error.type" in attributes:
+                text += f"  ERROR: {attributes['error.type']}"
+            line += printable(text, 2 * PRINTED_MAX)
+        lines.append(line)
+    return lines
+
+
+def _statement(attrs: dict[str, object]) -> str:
+    statement = attrs.get("db.statement") or attrs.get("db.query.text")
+    if not statement:
+        return ""
+    statement = " ".join(str(statement).split())
+    return "  " + (statement if len(statement) <= 70 else statement[:67] + "...")
+
+
 def span_detail(span: ReceivedSpan) -> str:
     """What ``osprofiler trace show`` adds to a line: the HTTP status, the
     database statement or the traced method, and an error status."""
     attrs = span.attributes
     status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
-    statement = attrs.get("db.statement") or attrs.get("db.query.text")
+    statement = _statement(attrs)
     text = ""
     if status is not None:
         text = f"  -> {status}"
     elif statement:
-        statement = " ".join(str(statement).split())
-        text = "  " + (statement if len(statement) <= 70 else statement[:67] + "...")
+        text = statement
     elif attrs.get("code.function.name"):
         # Class.method of osprofiler's fully qualified name.
         text = "  " + ".".join(str(attrs["code.function.name"]).split(".")[-2:]) + "()"

@@ -144,7 +144,8 @@ def _start(hook: Hook, state: Running, conf: cfg.ConfigOpts) -> None:
     state.undo.extend(instrumentors.install(
         state.settings,
         instrumentors.Tracing(state.provider, state.tracer, state.entry,
-                              state.conventions)))
+                              state.conventions,
+                              state.settings.redis_command_spans)))
     sdk._start_metrics(state)
     if not state.settings.on(switches.WSGI):
         LOG.warning("zaqar-otel: [profiler] trace_wsgi_transport = false: no "

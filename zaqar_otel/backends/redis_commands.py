@@ -1,0 +1,177 @@
+"""Redis commands as events of the span that sent them.
+
+With ``[profiler] trace_redis`` on and ``redis_command_spans = false`` (the
+default), each command Zaqar sends through redis-py (``Redis.execute_command``,
+a watching pipeline's ``immediate_execute_command``) and each pipeline
+(``Pipeline.execute``) adds one event to the current span, the storage
+controller call that sent it, in place of a CLIENT span of its own
+(``redis_command_spans = true``: the redis-py instrumentation's spans).
+
+An event carries what that span would: its name (the command; a pipeline's
+commands, space-separated), the statement as ``COMMAND ? ?`` (never an
+argument, so never a message body), the argument count or the pipeline's
+length, the database index and the server's address, port and transport,
+under the database and network conventions the instrumentations follow
+(``layout.Conventions``). Its time is the command's start;
+``db.client.operation.duration`` is its duration in seconds (the value the
+stable database metric of that name records) and ``error.type`` the class of
+the exception it raised, if any.
+
+What a span per command has and an event does not: a bar of its own in a
+trace view, a span id of its own, and a CLIENT span that service maps draw as
+an edge to Redis. On a saturated server those spans cost about a tenth of
+its throughput (docs/performance.md, the saturation run); an event costs a
+fraction of a span. A command while no span records (an unsampled request)
+costs one look-up of the current span::
+
+    undo = redis_commands.instrument(conventions, patches)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from time import perf_counter_ns, time_ns
+from typing import Any
+
+from opentelemetry import trace
+
+from zaqar_otel import patching
+from zaqar_otel._sdk import layout
+
+LOG = logging.getLogger(__name__)
+
+#: The statement's longest text, cut as the redis-py instrumentation cuts it.
+MAX_STATEMENT = 1000
+DURATION = "db.client.operation.duration"
+ERROR_TYPE = "error.type"
+
+
+class _Names:
+    """The attribute names of one set of conventions (old, stable or both)."""
+
+    def __init__(self, conventions: layout.Conventions) -> None:
+        db_old, db_new = conventions.database_old, conventions.database_new
+        net_old, net_new = conventions.http_old, conventions.http_new
+        self.statement = (("db.statement",) * db_old) + (("db.query.text",) * db_new)
+        self.system = (("db.system",) * db_old) + (("db.system.name",) * db_new)
+        # The stable conventions dropped the index with no replacement.
+        self.index = ("db.redis.database_index",) * db_old
+        self.address = (("net.peer.name",) * net_old) + (("server.address",) * net_new)
+        self.port = (("net.peer.port",) * net_old) + (("server.port",) * net_new)
+        self.tcp = (("net.transport", "ip_tcp"),) * net_old + (
+            ("network.transport", "tcp"),) * net_new
+        self.unix = (("net.transport", "other"),) * net_old + (
+            ("network.transport", "unix"),) * net_new
+
+
+@functools.lru_cache(maxsize=1024)
+def statement(name: str, arguments: int) -> str:
+    """``NAME ? ?`` for a command of ``arguments`` arguments after its name."""
+    text = " ".join([name, *("?" * arguments)])
+    return text if len(text) <= MAX_STATEMENT else text[:MAX_STATEMENT - 3] + "..."
+
+
+class CommandEvents:
+    """Adds a command's event to a span; one per set-up (its conventions)."""
+
+    def __init__(self, conventions: layout.Conventions) -> None:
+        self._names = _Names(conventions)
+        self._log_failure = patching.FailureLog(
+            LOG, "recording a Redis command as an event failed")
+        # A connection pool's attributes: a pool's settings never change.
+        self.server = functools.lru_cache(maxsize=64)(self._server)
+
+    def _server(self, pool: Any) -> tuple[tuple[str, Any], ...]:
+        names = self._names
+        kwargs = getattr(pool, "connection_kwargs", None) or {}
+        index = kwargs.get("db") or 0
+        found: list[tuple[str, Any]] = [(n, "redis") for n in names.system]
+        found += [(n, int(index)) for n in names.index]
+        if "path" in kwargs:
+            found += [(n, str(kwargs["path"])) for n in names.address]
+            found += names.unix
+        else:
+            found += [(n, str(kwargs.get("host", "localhost"))) for n in names.address]
+            found += [(n, int(kwargs.get("port", 6379))) for n in names.port]
+            found += names.tcp
+        return tuple(found)
+
+    def add(self, span: Any, client: Any, name: str, text: str, count: tuple[str, int],
+            start: int, began: int, error: BaseException | None) -> None:
+        """The event of a command ``name`` sent by ``client`` that began at
+        ``start`` (ns since the epoch; ``began`` by the performance clock)."""
+        try:
+            attributes: dict[str, Any] = dict.fromkeys(self._names.statement, text)
+            attributes[count[0]] = count[1]
+            attributes.update(self.server(client.connection_pool))
+            attributes[DURATION] = (perf_counter_ns() - began) / 1e9
+            if error is not None:
+                attributes[ERROR_TYPE] = type(error).__qualname__
+            span.add_event(name, attributes, start)
+        except Exception:
+            self._log_failure()
+
+
+def _command(events: CommandEvents) -> Callable[[Any], Any]:
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def execute_command(self: Any, *args: Any, **options: Any) -> Any:
+            span = trace.get_current_span()
+            if not args or not span.is_recording():
+                return original(self, *args, **options)
+            name = str(args[0])
+            start, began = time_ns(), perf_counter_ns()
+            try:
+                result = original(self, *args, **options)
+            except BaseException as error:
+                events.add(span, self, name, statement(name, len(args) - 1),
+                           ("db.redis.args_length", len(args)), start, began, error)
+                raise
+            events.add(span, self, name, statement(name, len(args) - 1),
+                       ("db.redis.args_length", len(args)), start, began, None)
+            return result
+        return execute_command
+    return wrap
+
+
+def _pipeline_names(stack: Sequence[Any]) -> tuple[str, str]:
+    names = [str(args[0]) if args else "" for args, _ in stack]
+    return (" ".join(names),
+            "\n".join(statement(n, max(0, len(args) - 1))
+                      for n, (args, _) in zip(names, stack, strict=True)))
+
+
+def _pipeline(events: CommandEvents) -> Callable[[Any], Any]:
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+            span = trace.get_current_span()
+            stack = getattr(self, "command_stack", None)
+            if not stack or not span.is_recording():
+                return original(self, *args, **kwargs)
+            try:
+                name, text = _pipeline_names(stack)
+            except Exception:  # an unknown stack's layout: not recorded
+                return original(self, *args, **kwargs)
+            count = ("db.redis.pipeline_length", len(stack))
+            start, began = time_ns(), perf_counter_ns()
+            try:
+                result = original(self, *args, **kwargs)
+            except BaseException as error:
+                events.add(span, self, name, text, count, start, began, error)
+                raise
+            events.add(span, self, name, text, count, start, began, None)
+            return result
+        return execute
+    return wrap
+
+
+def instrument(conventions: layout.Conventions, patches: patching.Patches) -> None:
+    """Redis commands and pipelines as events (see the module)."""
+    import redis
+    from redis import client
+
+    events = CommandEvents(conventions)
+    patches.patch(redis.Redis, "execute_command", _command(events))
+    patches.patch(client.Pipeline, "immediate_execute_command", _command(events))
+    patches.patch(client.Pipeline, "execute", _pipeline(events))
