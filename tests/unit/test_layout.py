@@ -164,9 +164,7 @@ NEVER: dict[str, set[str]] = {
     "harness": {"tests", "peers", "bench"},
     "tests": {"peers", "bench"},
     "peers": {"tests", "bench"},
-    # The combined scale-out run (bench/scale_out.py combined) drives the
-    # Keystone stack of peers/keystone/stack.py: the one import across.
-    "bench": {"tests"},
+    "bench": {"tests", "peers"},
 }
 
 
