@@ -126,15 +126,15 @@ def combined(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
     import uuid as uuid_module
 
-    from harness.scale_out import gunicorn_workers
-    from harness.tracing import KEY as tracing_key
-    from peers.keystone.stack import (
+    from harness.keystone_stack import (
         COMMANDS,
         Stack,
         combined_shape,
         require_stack,
         whole_in_jaeger,
     )
+    from harness.scale_out import gunicorn_workers
+    from harness.tracing import KEY as tracing_key
 
     require_stack()
     started = time.monotonic()

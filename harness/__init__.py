@@ -8,6 +8,11 @@ Real servers on loopback and what drives them, in one place:
 - :mod:`harness.backends`: Jaeger v2, the collector (as shipped, as a
   scale-out gateway), Prometheus, and their metrics' text;
 - :mod:`harness.scale_out`: the scale-out collector tier and its traffic;
+- :mod:`harness.keystone`: a real Keystone (its own venv) and the real
+  ``openstack`` CLI;
+- :mod:`harness.keystone_stack`: Keystone, Zaqar under zaqar-otel and the
+  CLI in one trace, and that trace's checks (peers/keystone, and the
+  combined scale-out run of bench/scale_out.py);
 - :mod:`harness.receivers`: OTLP receivers beyond the demo's
   (:class:`zaqar_otel.demo.receiver.OTLPReceiver`): a counting one in a
   child process (the benchmarks), a collector's or Jaeger's in its place;

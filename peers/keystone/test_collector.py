@@ -1,6 +1,6 @@
 """``openstack --os-profile KEY messaging ...`` through the collector as shipped.
 
-The stack of test_openstack_cli.py (:class:`peers.keystone.stack.Stack`):
+The stack of test_openstack_cli.py (:class:`harness.keystone_stack.Stack`):
 Keystone (osprofiler's own OTLP driver) and Zaqar (zaqar-otel) export to
 otelcol-zaqar running ``config/otel-collector.yaml`` (tail sampling, its
 shipped 10 s decision wait), which exports to Jaeger. Each command's trace,
@@ -24,10 +24,8 @@ from typing import Any
 import pytest
 
 from harness.backends import Collector, Jaeger, metric_values
-from harness.receivers import BackendReceiver
-from peers.keystone import stack as stack_module
-from peers.keystone.keystone_process import CliResult
-from peers.keystone.stack import (
+from harness.keystone import CliResult
+from harness.keystone_stack import (
     COMMANDS,
     KEYSTONE_SERVICE,
     REQUESTS_SCOPE,
@@ -37,6 +35,7 @@ from peers.keystone.stack import (
     require_stack,
     tags,
 )
+from harness.receivers import BackendReceiver
 
 # The CLI's own calls to Keystone: version discovery, then the token.
 CLI_KEYSTONE_CALLS = {"WSGI_GET_/v3", "WSGI_POST_/v3/auth/tokens"}
@@ -46,11 +45,8 @@ CLI_KEYSTONE_CALLS = {"WSGI_GET_/v3", "WSGI_POST_/v3/auth/tokens"}
 def tier() -> Iterator[tuple[Jaeger, Collector, Stack]]:
     require_stack()
     with Jaeger() as jaeger, Collector(jaeger.otlp_grpc) as collector, \
-            pytest.MonkeyPatch.context() as patch:
-        patch.setattr(stack_module, "OTLPReceiver",
-                      lambda: BackendReceiver(collector))
-        with Stack() as running:
-            yield jaeger, collector, running
+            Stack(receiver=BackendReceiver(collector)) as running:
+        yield jaeger, collector, running
 
 
 @pytest.fixture(scope="module")

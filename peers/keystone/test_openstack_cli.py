@@ -20,8 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.tracing import assert_one_tree
-from peers.keystone.stack import (
+from harness.keystone_stack import (
     COMMANDS,
     KEYSTONE_SERVICE,
     QUEUE,
@@ -30,6 +29,7 @@ from peers.keystone.stack import (
     detail,
     require_stack,
 )
+from harness.tracing import assert_one_tree
 from zaqar_otel.demo.receiver import ReceivedSpan
 from zaqar_otel.demo.tree import render_tree
 

@@ -1,6 +1,6 @@
 """``openstack --os-profile KEY messaging ...`` through the scale-out tier.
 
-The stack of test_openstack_cli.py (:class:`peers.keystone.stack.Stack`), its
+The stack of test_openstack_cli.py (:class:`harness.keystone_stack.Stack`), its
 services sending through *different* gateways of the scale-out tier
 (harness/scale_out.py): Keystone (osprofiler's own OTLP driver) to
 gateway 2; Zaqar under gunicorn (``zaqar_otel.wsgi:application``,
@@ -29,6 +29,17 @@ from pathlib import Path
 
 import pytest
 
+from harness.keystone_stack import (
+    COMMANDS,
+    KEYSTONE_SERVICE,
+    REQUESTS_SCOPE,
+    Stack,
+    assert_one_jaeger_tree,
+    combined_shape,
+    require_stack,
+    tags,
+    whole_in_jaeger,
+)
 from harness.receivers import BackendReceiver
 from harness.scale_out import (
     ClientService,
@@ -40,17 +51,6 @@ from harness.scale_out import (
     tier,
 )
 from harness.tracing import KEY
-from peers.keystone.stack import (
-    COMMANDS,
-    KEYSTONE_SERVICE,
-    REQUESTS_SCOPE,
-    Stack,
-    assert_one_jaeger_tree,
-    combined_shape,
-    require_stack,
-    tags,
-    whole_in_jaeger,
-)
 
 pytestmark = pytest.mark.functional
 

@@ -10,7 +10,7 @@ what reads osprofiler's JSON reads ours), ``--html`` in headless chromium
 the same report, offline, shows an empty table), ``--dot`` (osprofiler's own
 graph code run on the report gives the same nodes and edges) and the tree.
 
-The stack of test_openstack_cli.py (:class:`peers.keystone.stack.Stack`),
+The stack of test_openstack_cli.py (:class:`harness.keystone_stack.Stack`),
 exporting to Jaeger's OTLP/HTTP receiver instead of the test receiver. Needs
 Keystone's venv and the CLI (``make peer-keystone``) and Jaeger (``make
 jaeger``); skips without them, fails when ``CI`` is set.
@@ -35,30 +35,25 @@ import pytest
 
 from harness.backends import Jaeger
 from harness.browser import assert_drawn, open_page
-from harness.receivers import BackendReceiver
-from peers.keystone import stack as stack_module
-from peers.keystone.keystone_process import keystone_venv
-from peers.keystone.stack import (
+from harness.keystone import keystone_venv
+from harness.keystone_stack import (
     COMMANDS,
     KEYSTONE_SERVICE,
     Stack,
     require_stack,
     whole_in_jaeger,
 )
+from harness.receivers import BackendReceiver
 from zaqar_otel.cmd import cli, trace
 
 
 @pytest.fixture(scope="module")
 def jaeger_stack() -> Iterator[tuple[Jaeger, Stack]]:
     require_stack()
-    keystone_profiler = stack_module.keystone_profiler
-    with Jaeger() as jaeger, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(stack_module, "OTLPReceiver", lambda: BackendReceiver(jaeger))
-        # Keystone's SQL too, as an operator's osprofiler set-up has it.
-        patch.setattr(stack_module, "keystone_profiler", lambda receiver: {
-            **keystone_profiler(receiver), "trace_sqlalchemy": "true"})
-        with Stack() as running:
-            yield jaeger, running
+    # Keystone's SQL too, as an operator's osprofiler set-up has it.
+    with Jaeger() as jaeger, Stack(receiver=BackendReceiver(jaeger),
+                                   profiler={"trace_sqlalchemy": "true"}) as running:
+        yield jaeger, running
 
 
 @pytest.mark.parametrize(("args", "route"), [COMMANDS[0], COMMANDS[2]],

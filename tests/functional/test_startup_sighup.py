@@ -1,6 +1,6 @@
-"""SIGHUP (``startup.py``'s signal handling): queued spans are flushed
-before the server ends, as on SIGTERM, and the server ends as plain
-``zaqar-server`` does. (Issue 24, item 9.)
+"""SIGHUP (``zaqar-otel-server``'s signal handling, cmd/server.py): queued
+spans are flushed before the server ends, as on SIGTERM, and the server
+ends as plain ``zaqar-server`` does. (Issue 24, item 9.)
 """
 
 from __future__ import annotations

@@ -238,12 +238,13 @@ def test_statement_spans_are_the_instrumentations(
     from opentelemetry.instrumentation._semconv import _StabilityMode
     from opentelemetry.instrumentation.sqlalchemy import engine as engine_module
 
+    from zaqar_otel._sdk import sqlalchemy_hooks
     from zaqar_otel.backends import sql
 
     provider, exporter = _provider()
     tracer = provider.get_tracer("t")
     original = engine_module.EngineTracer._before_cur_exec
-    lean = sql._folding_begin(original)
+    lean = sqlalchemy_hooks.statement_listener(original, sql._statement_hooks())
     engine_tracer = object.__new__(engine_module.EngineTracer)
     engine_tracer.tracer = tracer
     engine_tracer.vendor = vendor

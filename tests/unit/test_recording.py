@@ -399,7 +399,7 @@ def test_a_parent_in_the_current_context_is_the_sdks(
         monkeypatch: pytest.MonkeyPatch, fast_lookups: bool,
         parent: str | None) -> None:
     """The parent read from the current context (one step, or the API's
-    calls when sdk_layout does not know its layout) and the span context made
+    calls when _sdk.layout does not know its layout) and the span context made
     for the child (one tuple, or SpanContext(...)) are the SDK's."""
     if not fast_lookups:
         monkeypatch.setattr(recorder, "_CURRENT_SPAN", None)

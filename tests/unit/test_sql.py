@@ -99,11 +99,16 @@ def test_a_span_the_instrumentation_started_gets_the_stable_names() -> None:
         "db.operation": "INSERT Queues"}
 
 
-def test_sqlite_begin_is_an_event_of_the_statement_that_follows(tmp_path) -> None:
+@pytest.mark.parametrize("tested", [True, False],
+                         ids=["tested release", "untested release"])
+def test_sqlite_begin_is_an_event_of_the_statement_that_follows(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, tested: bool) -> None:
     """oslo.db's SQLite engine, as Zaqar's management store makes it: the
     BEGIN before each transaction's first statement makes no span of its
     own, but an event on that statement's span, at the time it was issued;
-    a statement outside a traced parent makes nothing."""
+    a statement outside a traced parent makes nothing. The same spans on an
+    instrumentation release the faster statement start was not tested on
+    (the instrumentation's own listener starts them)."""
     import sqlalchemy as sa
     from opentelemetry import trace
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
@@ -116,8 +121,10 @@ def test_sqlite_begin_is_an_event_of_the_statement_that_follows(tmp_path) -> Non
     from oslo_db.sqlalchemy import engines
 
     from zaqar_otel import patching
+    from zaqar_otel._sdk import sqlalchemy_hooks
     from zaqar_otel.backends import sql
 
+    monkeypatch.setattr(sqlalchemy_hooks, "tested_release", lambda: tested)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -159,6 +166,23 @@ def test_sqlite_begin_is_an_event_of_the_statement_that_follows(tmp_path) -> Non
         assert span.parent.span_id == spans["trace point"].context.span_id
     assert sql._pending_begin.get() is None
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_the_faster_statement_start_runs_only_on_a_tested_release(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``statement_start`` (the instrumentation's listener in fewer steps)
+    only on an instrumentation release of ``TESTED``; on another, None: the
+    instrumentation's own listener starts the spans."""
+    from opentelemetry.instrumentation.sqlalchemy import engine
+
+    from zaqar_otel._sdk import sqlalchemy_hooks
+
+    assert sqlalchemy_hooks._release("0.66b1") == (0, 66)
+    assert sqlalchemy_hooks._release("1.0.0") == (1, 0)
+    for tested in (True, False):
+        monkeypatch.setattr(sqlalchemy_hooks, "tested_release", lambda t=tested: t)
+        start = sqlalchemy_hooks.statement_start(engine, lambda attrs, context: None)
+        assert (start is not None) is tested
 
 
 def _tracer_listeners(engine: object) -> dict[str, int]:

@@ -27,8 +27,9 @@ private of the SDK, the API or the instrumentations lives in this folder,
 each read in ``layout.py`` with its check and its fallback (the fast
 path's, and what zaqar-otel's own code needs: the semantic-convention
 modes, the instrumentation-suppression key, a composite propagator's
-parts, whether a MeterProvider was set), and ``resource.py`` (the
-Resource's attributes, replaced in a forked worker).
+parts, whether a MeterProvider was set), ``resource.py`` (the
+Resource's attributes, replaced in a forked worker) and
+``sqlalchemy_hooks.py`` (the SQLAlchemy instrumentation's hooks).
 """
 
 from __future__ import annotations

@@ -1,21 +1,20 @@
 """Keystone + Zaqar (under zaqar-otel) + the real ``openstack`` CLI, one trace.
 
 ``Stack`` starts, on 127.0.0.1 and in temp dirs: an OTLP/HTTP receiver; a
-Keystone (own venv, gunicorn, SQLite) exporting through osprofiler's own OTLP
-driver; a redis-server; a Zaqar under ``zaqar-otel-server`` with
-``auth_strategy = keystone`` (keystonemiddleware validates every token with
-Keystone through ``requests``, traced with ``[profiler] trace_requests``); and
-registers Zaqar in Keystone's catalog as the ``messaging`` service. ``cli()``
-runs ``openstack --os-profile KEY ...`` as a member of project ``demo``.
-
-``python -m peers.keystone.stack`` runs the commands of the test and prints
-each one's stderr and trace tree (what SAMPLE.md shows).
+Keystone (own venv, gunicorn, SQLite: :mod:`harness.keystone`) exporting
+through osprofiler's own OTLP driver; a redis-server; a Zaqar under
+``zaqar-otel-server`` with ``auth_strategy = keystone`` (keystonemiddleware
+validates every token with Keystone through ``requests``, traced with
+``[profiler] trace_requests``); and registers Zaqar in Keystone's catalog as
+the ``messaging`` service. ``cli()`` runs ``openstack --os-profile KEY ...``
+as a member of project ``demo``. The checks of such a trace, as Jaeger
+returns it, are here too: peers/keystone's tests and the benchmarks'
+combined scale-out run (bench/scale_out.py) share them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
@@ -25,10 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.scale_out import CLIENT_SERVICE
-from harness.servers import unavailable
-from harness.tracing import KEY, OTEL_SERVER, tracing
-from peers.keystone.keystone_process import (
+from harness.keystone import (
     DOMAIN,
     KEYSTONE_VERSION,
     CliResult,
@@ -37,9 +33,11 @@ from peers.keystone.keystone_process import (
     keystone_venv_ready,
     openstack,
 )
+from harness.scale_out import CLIENT_SERVICE
+from harness.servers import unavailable
+from harness.tracing import KEY, OTEL_SERVER, tracing
 from zaqar_otel.demo.processes import RedisServer
 from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
-from zaqar_otel.demo.tree import render_tree
 from zaqar_otel.demo.zaqar_server import ZaqarServer, redis_sql
 
 REQUESTS_SCOPE = "opentelemetry.instrumentation.requests"
@@ -188,17 +186,20 @@ class Stack:
     another. ``zaqar_command`` / ``zaqar_env``: how Zaqar runs (default
     ``zaqar-otel-server``); ``otel``: ``[opentelemetry]`` options over the
     default ones, a None value removing one; ``authtoken``:
-    ``[keystone_authtoken]`` options over the default ones."""
+    ``[keystone_authtoken]`` options over the default ones; ``profiler``:
+    keystone.conf's ``[profiler]`` options over :func:`keystone_profiler`'s."""
 
     def __init__(self, receiver: Any = None, keystone_receiver: Any = None,
                  zaqar_command: Sequence[str] = OTEL_SERVER,
                  zaqar_env: dict[str, str] | None = None,
                  otel: dict[str, str | None] | None = None,
-                 authtoken: dict[str, str] | None = None) -> None:
+                 authtoken: dict[str, str] | None = None,
+                 profiler: dict[str, str] | None = None) -> None:
         self._exit = contextlib.ExitStack()
         self._receiver, self._keystone_receiver = receiver, keystone_receiver
         self.zaqar_command, self.zaqar_env = list(zaqar_command), zaqar_env
         self.otel, self.authtoken = dict(otel or {}), dict(authtoken or {})
+        self.profiler = dict(profiler or {})
         self.receiver: OTLPReceiver
         self.keystone: KeystoneServer
         self.zaqar: ZaqarServer
@@ -220,8 +221,9 @@ class Stack:
     def start(self) -> None:
         t0 = time.monotonic()
         self.receiver = self._exit.enter_context(self._receiver or OTLPReceiver())
-        self.keystone = self._exit.enter_context(KeystoneServer(keystone_profiler(
-            self._keystone_receiver or self.receiver)))
+        self.keystone = self._exit.enter_context(KeystoneServer({
+            **keystone_profiler(self._keystone_receiver or self.receiver),
+            **self.profiler}))
         self.timings["keystone"] = time.monotonic() - t0
         # The service user keystonemiddleware authenticates as, and the user
         # the CLI runs as (role member, as a tenant would).
@@ -304,27 +306,3 @@ def detail(span: ReceivedSpan) -> str:
               or span.attributes.get("status_code"))
     return out + (f" -> {status}" if status else "")
 
-
-def main() -> int:
-    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-    with Stack() as stack:
-        print(f"stack up in {stack.timings['stack']:.1f}s "
-              f"(Keystone {stack.timings['keystone']:.1f}s)\n")
-        for args, route in COMMANDS:
-            result = stack.cli(args)
-            shown = " ".join(a if " " not in a else f"'{a}'" for a in args)
-            print(f"$ openstack --os-profile $KEY {shown}   "
-                  f"# exit {result.returncode}, {result.seconds:.2f}s")
-            print(result.stdout.rstrip())
-            print("--- stderr ---")
-            print(result.stderr.rstrip())
-            if result.trace_id:
-                trace_id = uuid.UUID(result.trace_id).int
-                print("--- trace", f"{trace_id:032x}", "---")
-                print(render_tree(stack.trace(trace_id, route), detail))
-            print()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

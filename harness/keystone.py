@@ -1,11 +1,11 @@
 """A real Keystone from PyPI, its catalog, and the real ``openstack`` CLI.
 
-Keystone runs from a venv of its own (``ensure-keystone-venv.sh``: a
-service of its own, with its own pins, as deployments run it) under gunicorn on a free
-127.0.0.1 port, with a SQLite database, fernet and credential keys in a temp
-dir, and osprofiler enabled with its own OTLP driver
-(``connection_string = otlp://127.0.0.1:PORT``), so its spans go to the same
-receiver as Zaqar's. It is stopped by pid.
+Keystone runs from a venv of its own (``peers/keystone/ensure-keystone-venv.sh``,
+which ``make peer-keystone`` runs: a service of its own, with its own pins, as
+deployments run it) under gunicorn on a free 127.0.0.1 port, with a SQLite
+database, fernet and credential keys in a temp dir, and osprofiler enabled
+with its own OTLP driver (``connection_string = otlp://127.0.0.1:PORT``), so
+its spans go to the same receiver as Zaqar's. It is stopped by pid.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ from typing import Any
 
 from zaqar_otel.demo.processes import ServerProcess, call, free_port, render_conf
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 KEYSTONE_VERSION = os.environ.get("ZAQAR_OTEL_KEYSTONE_VERSION", "30.0.0")
-ENSURE_VENV = HERE / "ensure-keystone-venv.sh"
 REGION = "RegionOne"
 DOMAIN = "Default"
 
 
 def keystone_venv() -> Path:
-    """Where ensure-keystone-venv.sh puts (or has put) Keystone's venv."""
+    """Where peers/keystone/ensure-keystone-venv.sh puts (or has put)
+    Keystone's venv."""
     return ROOT / ".cache" / f"keystone-venv-{KEYSTONE_VERSION}"
 
 
