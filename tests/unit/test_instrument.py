@@ -301,3 +301,88 @@ def test_configured_endpoint_passwords_and_header_values_are_masked() -> None:
     assert "quoting" in out
     for secret in ("CONFSECRET7", "ENVSECRET9", "pa@ss", "pa%40ss", "w0rd", "alice"):
         assert secret not in out, out
+
+
+# uwsgi's master as uwsgi.opt shows it: flags True, an ini file's values bytes.
+UWSGI_MASTER = """
+import types
+uwsgi = types.ModuleType("uwsgi")
+uwsgi.opt = {opt!r}
+uwsgi.worker_id = lambda: 0
+sys.modules["uwsgi"] = uwsgi
+"""
+
+
+@pytest.mark.parametrize("opt,forks_without_hooks", [
+    ({"master": True, "processes": b"4"}, True),
+    ({"master": b"true", "lazy-apps": b"false"}, True),
+    ({"master": True, "lazy-apps": True}, False),
+    ({"master": b"true", "lazy": b"1"}, False),
+    ({"master": True, "py-call-uwsgi-fork-hooks": True}, False),
+    ({"processes": b"4"}, False),
+], ids=["default", "ini-lazy-apps-false", "lazy-apps", "lazy", "fork-hooks",
+        "no-master"])
+def test_a_uwsgi_master_forking_without_hooks_is_recognised(
+        monkeypatch: pytest.MonkeyPatch, opt: dict[str, object],
+        forks_without_hooks: bool) -> None:
+    import types
+
+    from zaqar_otel.hook import prefork
+
+    assert prefork.forks_without_hooks() is False  # not under uwsgi
+    uwsgi = types.ModuleType("uwsgi")
+    uwsgi.opt = opt  # type: ignore[attr-defined]
+    uwsgi.worker_id = lambda: 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "uwsgi", uwsgi)
+    assert prefork.forks_without_hooks() is forks_without_hooks
+    uwsgi.worker_id = lambda: 1  # type: ignore[attr-defined] # a (lazy) worker
+    assert prefork.forks_without_hooks() is False
+
+
+@pytest.mark.parametrize("fast_path", ["auto", "off"])
+def test_a_uwsgi_master_runs_no_thread_and_its_forked_worker_exports(
+        fast_path: str) -> None:
+    """In uwsgi's master (app loaded there, workers forked without Python's
+    at-fork hooks and without the GIL), a thread of the master holding the
+    GIL at a fork leaves the worker hung for ever on it: set-up leaves no
+    thread running there. A worker forked as uwsgi forks (libc's fork
+    through ctypes, which lets go of the GIL and runs no hook) starts its
+    own export thread and delivers its span."""
+    from zaqar_otel.demo.receiver import OTLPReceiver
+
+    with OTLPReceiver() as receiver:
+        out = run(UWSGI_MASTER.format(opt={"master": True, "processes": b"4"})
+                  + textwrap.dedent(f"""
+            import ctypes, os, threading, time
+            c = conf()
+            c.set_override("exporter", "otlp_http", group="opentelemetry")
+            c.set_override("endpoint", {receiver.endpoint!r}, group="opentelemetry")
+            c.set_override("fast_path", {fast_path!r}, group="opentelemetry")
+            c.set_override("schedule_delay", 50, group="opentelemetry")
+            c.set_override("sample_ratio", 1.0, group="opentelemetry")
+            c.set_override("metrics", True, group="opentelemetry")
+            c.set_override("metrics_export_interval", 100, group="opentelemetry")
+            assert instrument.setup(c)
+            running = [t.name for t in threading.enumerate()
+                       if t is not threading.main_thread()]
+            assert not running, running
+            pid = ctypes.CDLL(None).fork()  # as uwsgi forks a worker
+            if pid == 0:
+                with trace.get_tracer("t").start_as_current_span("worker"):
+                    pass
+                os._exit(0 if instrument.shutdown(timeout=10.0) else 3)
+            for _ in range(600):  # bounded: a hung worker fails, not hangs
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.05)
+            else:
+                os.kill(pid, 9)
+                done, status = os.waitpid(pid, 0)
+            print("worker exit", os.waitstatus_to_exitcode(status))
+            instrument.shutdown(timeout=1.0)
+        """))
+        spans = receiver.wait_for(count=1, timeout=10)
+    assert "worker exit 0" in out, out
+    assert "its export threads are stopped" in out, out
+    assert [s.name for s in spans] == ["worker"]

@@ -374,3 +374,34 @@ def test_osprofilers_thread_local_is_read_directly_only_when_get_reads_it(
         assert tracepoints._profiler_lookup() is profiler.get
     finally:
         tracepoints._profiler_lookup.cache_clear()
+
+
+def test_an_export_thread_laid_out_otherwise_runs_on_in_a_uwsgi_master(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        receiver: OTLPReceiver) -> None:
+    """In a uwsgi master forking without at-fork hooks, a batch processor
+    whose thread is not laid out as known is left running (a warning says
+    which uwsgi options avoid a hung worker), and exports as before."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from zaqar_otel.hook import prefork
+    from zaqar_otel.hook.state import Running
+
+    known = BatchSpanProcessor(HttpExporter(endpoint=receiver.traces_url))
+    assert layout.stop_batch_thread(known, 5.0)  # the sanity half
+    assert not known._batch_processor._worker_thread.is_alive()
+    known.shutdown()
+    processor = BatchSpanProcessor(HttpExporter(endpoint=receiver.traces_url),
+                                   schedule_delay_millis=50)
+    monkeypatch.setattr(processor._batch_processor, "_at_fork_reinit", None)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    state = Running(settings.Settings(enabled=True), provider=provider,
+                    owns_provider=True)
+    with caplog.at_level(logging.WARNING):
+        assert prefork.stop_threads(state) is False
+    assert "set lazy-apps or py-call-uwsgi-fork-hooks" in caplog.text
+    assert processor._batch_processor._worker_thread.is_alive()
+    provider.get_tracer("t").start_span("after").end()
+    assert [s.name for s in receiver.wait_for(count=1)] == ["after"]
+    provider.shutdown()

@@ -40,9 +40,10 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from zaqar_otel import settings as settings_module
-from zaqar_otel._sdk import fast, stock
+from zaqar_otel._sdk import fast, layout, stock
 from zaqar_otel.export.processor import DropCounter
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +79,23 @@ def tracer_provider(conf: settings_module.Settings, path: Path,
     counts (None for ``exporter = none``)."""
     build = fast.tracer_provider if path.fast else stock.tracer_provider
     return build(conf, **provider_args)
+
+
+def stop_export_threads(provider: TracerProvider, timeout: float = 1.0) -> bool:
+    """Stop the export thread of each batch processor of ``provider`` (either
+    path's), which starts another in a forked process at its first span
+    there. False where one could not be stopped (the SDK's layout differs,
+    or it was exporting for longer than ``timeout`` s): it runs on."""
+    processors = layout.span_processors(provider)
+    if processors is None:
+        return False
+    stopped = True
+    for processor in processors:
+        guarded = isinstance(processor, stock.GuardedSpanProcessor)
+        batch = processor.processor if guarded else processor
+        if isinstance(batch, BatchSpanProcessor):
+            stopped = layout.stop_batch_thread(batch, timeout) and stopped
+    return stopped
 
 
 def metric_exporter(conf: settings_module.MetricsSettings) -> MetricExporter | None:

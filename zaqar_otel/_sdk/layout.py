@@ -10,6 +10,11 @@ path instead of failing or silently dropping spans:
   spans dropped from a full queue; without it the SDK logs those itself;
   and its ``_batch_processor.emit``, what its ``on_end`` comes to for a
   sampled span (seen on a probe); without it, its ``on_end``;
+* the batch processor's export thread (``_worker_thread``,
+  ``_worker_awaken``, ``_shutdown``) and the provider's processors
+  (``_active_span_processor._span_processors``), to stop that thread in a
+  uwsgi master that forks without Python's at-fork hooks (``hook.prefork``);
+  without them the thread runs on there, and a warning says what to set;
 * the OTLP/HTTP exporter's parts (``_metrics``, ``_client``,
   ``_max_request_size``, ``_shutdown`` and ``_common``'s size check), for
   the exporter that encodes with ``otlp_encoding``; without them it exports
@@ -54,6 +59,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sized
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -119,6 +125,42 @@ def _on_end_emits() -> bool:
         return False
     finally:
         probe.shutdown()
+
+
+def span_processors(provider: Any) -> tuple[Any, ...] | None:
+    """The span processors added to ``provider``, or None."""
+    found = getattr(getattr(provider, "_active_span_processor", None),
+                    "_span_processors", None)
+    return found if isinstance(found, tuple) else None
+
+
+def stop_batch_thread(processor: Any, timeout: float) -> bool:
+    """Stop the export thread of a ``BatchSpanProcessor`` without shutting
+    the processor down: a span it takes in another process (a forked
+    worker) starts a thread there, as the SDK's pid check in ``emit`` does;
+    in this one, spans wait in the queue until a flush. False where the
+    layout differs or the thread did not end within ``timeout`` s (it then
+    runs on)."""
+    batch: Any = getattr(processor, "_batch_processor", None)
+    thread = getattr(batch, "_worker_thread", None)
+    awaken = getattr(batch, "_worker_awaken", None)
+    if (not isinstance(thread, threading.Thread) or not isinstance(
+            awaken, threading.Event) or getattr(batch, "_shutdown", None) is not False
+            or not isinstance(getattr(batch, "_pid", None), int)
+            or not callable(getattr(batch, "_at_fork_reinit", None))):
+        return False
+    if not thread.is_alive():
+        return True
+    # The worker's loop ends on _shutdown (a last export of what is queued);
+    # emit() and force_flush() read _shutdown too: set back at once.
+    batch._shutdown = True
+    try:
+        awaken.set()
+        thread.join(timeout)
+    finally:
+        batch._shutdown = False
+    awaken.clear()
+    return not thread.is_alive()
 
 
 def batch_max_queue_size(processor: Any) -> int | None:

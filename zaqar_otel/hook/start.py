@@ -22,7 +22,7 @@ from zaqar_otel import logs, patching, redact, settings, switches
 from zaqar_otel._sdk import layout
 from zaqar_otel.backends import instrumentors
 from zaqar_otel.entry import lifecycle
-from zaqar_otel.hook import osprofiler, propagators, sdk, zaqar
+from zaqar_otel.hook import osprofiler, prefork, propagators, sdk, zaqar
 from zaqar_otel.hook.state import Hook, Running
 from zaqar_otel.messaging import operations
 from zaqar_otel.propagation import env_guard, log_guard
@@ -147,6 +147,9 @@ def _start(hook: Hook, state: Running, conf: cfg.ConfigOpts) -> None:
                               state.conventions,
                               state.settings.redis_command_spans)))
     sdk._start_metrics(state)
+    if prefork.forks_without_hooks():
+        # Its workers would hang at their fork (hook/prefork.py).
+        prefork.stop_threads(state)
     if not state.settings.on(switches.WSGI):
         LOG.warning("zaqar-otel: [profiler] trace_wsgi_transport = false: no "
                     "request is traced; set it to true")

@@ -106,6 +106,19 @@ class Pipeline:
                                         name="zaqar-otel-metrics", daemon=True)
         self._thread.start()
 
+    def stop_thread(self, timeout: float = 1.0) -> bool:
+        """Stop the timer's thread, not the pipeline: a forked worker starts
+        its own at its first request (``Recorder.after_fork``); here
+        ``export`` and ``shutdown`` still export. False if an export under
+        way outlasted ``timeout`` s (the thread ends after it)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        self._stop.set()
+        thread.join(timeout)
+        self._stop = threading.Event()
+        return not thread.is_alive()
+
     def _restart(self) -> None:
         # In a forked worker: the parent's thread did not come along.
         self._stop = threading.Event()
