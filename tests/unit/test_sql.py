@@ -175,10 +175,10 @@ def test_the_faster_statement_start_runs_only_on_a_tested_release(
     instrumentation's own listener starts the spans."""
     from opentelemetry.instrumentation.sqlalchemy import engine
 
-    from zaqar_otel._sdk import sqlalchemy_hooks
+    from zaqar_otel._sdk import layout, sqlalchemy_hooks
 
-    assert sqlalchemy_hooks._release("0.66b1") == (0, 66)
-    assert sqlalchemy_hooks._release("1.0.0") == (1, 0)
+    assert layout.release("0.66b1") == (0, 66)
+    assert layout.release("1.0.0") == (1, 0)
     for tested in (True, False):
         monkeypatch.setattr(sqlalchemy_hooks, "tested_release", lambda t=tested: t)
         start = sqlalchemy_hooks.statement_start(engine, lambda attrs, context: None)

@@ -58,6 +58,7 @@ Usage::
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sized
@@ -345,6 +346,17 @@ def stable_conventions() -> Conventions:
 def resource_attributes_replaceable(resource: Any) -> bool:
     """Whether a Resource keeps its attributes where a subclass can swap them."""
     return isinstance(getattr(resource, "_attributes", None), Mapping)
+
+
+def release(version: str) -> tuple[int, ...]:
+    """A distribution's release as its first two numbers: ``0.66b1`` ->
+    ``(0, 66)`` (-1 where a part has no digits), what a tested-release list
+    names (the SDK's for the fast path, the SQLAlchemy instrumentation's)."""
+    parts = []
+    for part in version.split(".")[:2]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        parts.append(int(digits) if digits else -1)
+    return tuple(parts)
 
 
 def fast_path_off(what: str) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,20 +73,11 @@ class StatementHooks:
     started: Callable[[Any, Any], None]
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """``0.66b1`` -> ``(0, 66)``."""
-    parts = []
-    for part in version.split(".")[:2]:
-        digits = "".join(itertools.takewhile(str.isdigit, part))
-        parts.append(int(digits) if digits else -1)
-    return tuple(parts)
-
-
 @functools.cache
 def tested_release() -> bool:
     """Whether the installed instrumentation is a release of ``TESTED``."""
     try:
-        return _release(metadata.version(_DISTRIBUTION)) in TESTED
+        return layout.release(metadata.version(_DISTRIBUTION)) in TESTED
     except metadata.PackageNotFoundError:
         return False
 

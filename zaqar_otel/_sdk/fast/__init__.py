@@ -32,7 +32,7 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 
 from zaqar_otel import settings as settings_module
-from zaqar_otel._sdk import stock
+from zaqar_otel._sdk import layout, stock
 from zaqar_otel.export.processor import DropCounter
 
 #: The ``opentelemetry-sdk`` / ``-api`` releases (major, minor) the fast
@@ -40,14 +40,6 @@ from zaqar_otel.export.processor import DropCounter
 TESTED = ((1, 45),)
 TESTED_TEXT = "1.45.x"
 _DISTRIBUTIONS = ("opentelemetry-sdk", "opentelemetry-api")
-
-
-def _release(version: str) -> tuple[int, ...]:
-    parts = []
-    for part in version.split(".")[:2]:
-        digits = "".join(itertools.takewhile(str.isdigit, part))
-        parts.append(int(digits) if digits else -1)
-    return tuple(parts)
 
 
 @functools.cache
@@ -60,7 +52,7 @@ def check() -> tuple[bool, str]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             return False, f"{name} is not installed as a distribution"
-        if _release(found[name]) not in TESTED:
+        if layout.release(found[name]) not in TESTED:
             return False, (f"{name} {found[name]} is not a release the fast "
                            f"path was tested with ({TESTED_TEXT})")
     try:
