@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
@@ -195,33 +195,16 @@ class _Masked(logging.Filter):
         return True
 
 
-#: Loggers of the OTel SDK that may quote an endpoint URL or a header value
-#: (the last one: only header values).
-SECRET_LOGGERS = tuple(f"opentelemetry.{name}" for name in (
-    "exporter.otlp.proto.http.trace_exporter",
-    "exporter.otlp.proto.http.metric_exporter",
-    "exporter.otlp.proto.http._log_exporter",
-    "exporter.otlp.proto.http._common",
-    "exporter.otlp.common.http",
-    "exporter.otlp.proto.grpc.exporter",
-    "exporter.otlp.proto.grpc.trace_exporter",
-    "exporter.otlp.proto.grpc.metric_exporter",
-    "sdk.trace.export",
-    "sdk.metrics._internal.export",
-    "sdk._shared_internal",
-    "util.re",
-))
-
-
-def hide_logged_secrets(secrets: Secrets) -> Callable[[], None]:
-    """Put the filter masking ``secrets`` on ``SECRET_LOGGERS``; returns its
-    undo."""
+def hide_logged_secrets(secrets: Secrets, loggers: Iterable[str],
+                        values_only: Container[str] = ()) -> Callable[[], None]:
+    """Put the filter masking ``secrets`` on the named ``loggers`` (on those
+    in ``values_only``: header values only); returns its undo."""
     added: list[tuple[logging.Logger, _Masked]] = []
-    for name in SECRET_LOGGERS:
+    for name in loggers:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, _Masked)]:
             logger.removeFilter(old)
-        masked = _Masked(secrets, values=name.endswith("util.re"))
+        masked = _Masked(secrets, values=name in values_only)
         logger.addFilter(masked)
         added.append((logger, masked))
 

@@ -11,7 +11,7 @@ report, opentelemetry-python#4752, names 3.12.0 to 3.12.2): ``Thread.start``
 raises "can't create new thread at interpreter shutdown", the hook's
 traceback is printed and the queued spans are lost. Measured here: 3.10.13,
 3.11.7 and 3.13.0 flush, 3.12.1 does not. The fix belongs to
-``hook.sdk._flush`` (on that RuntimeError, flush inline with
+``hook.sdk.flush`` (on that RuntimeError, flush inline with
 ``provider.force_flush(timeout)``, bounded by the same limit); until then
 the test is an expected failure there, strict, so that the fix shows.
 (``zaqar-otel-server`` flushes in its SIGTERM handler, not at exit, and is

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from zaqar_otel import _sdk, settings
-from zaqar_otel._sdk import fast, stock
+from zaqar_otel._sdk import fast, loggers, stock
 from zaqar_otel.demo.receiver import OTLPReceiver
 from zaqar_otel.export.processor import CountingExporter
 
@@ -208,3 +208,13 @@ def test_the_stock_exporters_are_the_sdks_and_fast_ones_zaqar_otels() -> None:
     ours = fast.span_exporter(conf)
     assert type(ours) is not OTLPSpanExporter and isinstance(ours, OTLPSpanExporter)
     assert stock.destination(conf) == "http://localhost:4318/v1/traces"
+
+
+@pytest.mark.parametrize("name", sorted({*loggers.SECRETS, *loggers.DROPS,
+                                         loggers.ATTRIBUTES}))
+def test_every_sdk_logger_filtered_is_a_module_of_this_sdk(name: str) -> None:
+    """A logger is its module's name: a module the SDK renamed would log
+    secrets and per-batch drop lines unfiltered, and fails here first."""
+    import importlib.util
+
+    assert importlib.util.find_spec(name) is not None, name

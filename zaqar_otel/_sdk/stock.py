@@ -33,13 +33,13 @@ from opentelemetry.sdk.trace.export import (
 
 from zaqar_otel import patching, redact
 from zaqar_otel import settings as settings_module
+from zaqar_otel._sdk import loggers
 from zaqar_otel.export.processor import (
     PROCESSOR_FAILED,
     QUEUE_FULL,
     CountingExporter,
     DropCounter,
     encoded_size,
-    quiet_sdk_drop_lines,
 )
 
 LOG = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def tracer_provider(conf: settings_module.Settings, **provider_args: Any
         BatchSpanProcessor(counting, **batch_args),  # type: ignore[arg-type] # ints
         drops, counting, max_queue_size=batch_args["max_queue_size"],
         max_queue_bytes=conf.max_queue_bytes))
-    quiet_sdk_drop_lines(counts_full_queue=True)  # the guard counts them
+    loggers.quiet_drop_lines(counts_full_queue=True)  # the guard counts them
     return provider, drops
 
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from oslo_config import cfg
 
 from zaqar_otel import _sdk, opts, redact, settings, switches
+from zaqar_otel._sdk import loggers
 from zaqar_otel.propagation import env_guard
 
 DEFAULT_TIMEOUT = 3.0
@@ -247,7 +248,7 @@ def run(conf: cfg.ConfigOpts, environ: Mapping[str, str] = os.environ,
     # The environment's endpoint passwords and header values, masked in every
     # line (whatever characters they hold), also in the SDK's own warnings.
     report.secrets.remember_environment(environ)
-    redact.hide_logged_secrets(report.secrets)
+    loggers.hide_secrets(report.secrets)
     report.say("Configuration")
     files = [*conf.config_file, *(f"{d}/*.conf" for d in conf.config_dir)]
     report.line("files", ", ".join(files))

@@ -37,20 +37,6 @@ from zaqar_otel import redact
 
 LOG = logging.getLogger(__name__)
 
-# The SDK's per-batch failure lines, replaced by DropCounter's two lines.
-_SDK_DROP_MESSAGES = ("Transient error", "Failed to export", "Queue full")
-_SDK_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.sdk._shared_internal",
-)
-# The SDK's line for each attribute value cut to the length limit: one per
-# value, as often as a client sends a long header. Cutting is the limit's
-# documented effect (the option's help, docs/faults.md), not news.
-_SDK_ATTRIBUTES_LOGGER = "opentelemetry.attributes"
-_SDK_TRUNCATED = ("String attribute value exceeds max length",)
-
-
 #: Why a span was dropped: the ``error.type`` of ``zaqar_otel.spans.dropped``.
 #: ``queue_full`` is the OTel SDK conventions' name for a full queue.
 QUEUE_FULL = "queue_full"  # the span queue, in spans or in bytes
@@ -298,26 +284,3 @@ def _take(exporter: SpanExporter, name: str, default: Any) -> Any:
         return take()
     except Exception:
         return default
-
-
-class _QuietSdkDrops(logging.Filter):
-    def __init__(self, messages: tuple[str, ...]) -> None:
-        super().__init__()
-        self.messages = messages
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.messages)
-
-
-def quiet_sdk_drop_lines(counts_full_queue: bool) -> None:
-    """Keep the SDK's per-batch failure lines (and its "Queue full" ones,
-    when ``counts_full_queue``) out of the log: ``DropCounter`` says it in
-    two lines an outage."""
-    quiet = _SDK_DROP_MESSAGES if counts_full_queue else tuple(
-        m for m in _SDK_DROP_MESSAGES if m != "Queue full")
-    for name, messages in ((*((n, quiet) for n in _SDK_LOGGERS),
-                            (_SDK_ATTRIBUTES_LOGGER, _SDK_TRUNCATED))):
-        logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, _QuietSdkDrops)]:
-            logger.removeFilter(old)
-        logger.addFilter(_QuietSdkDrops(messages))

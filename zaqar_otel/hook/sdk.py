@@ -1,9 +1,9 @@
 """The SDK's objects set-up builds, and their flush at exit.
 
-``_provider`` builds the TracerProvider (Resource, the parent-based
+``provider`` builds the TracerProvider (Resource, the parent-based
 ``sampling.request_sampler``, OSProfiler's ids, the span limits, the span
-processor and exporter); ``_start_metrics`` starts Zaqar's metrics
-(``zaqar_otel.metrics``) on the spans' Resource; ``_flush`` flushes and
+processor and exporter); ``start_metrics`` starts Zaqar's metrics
+(``zaqar_otel.metrics``) on the spans' Resource; ``flush`` flushes and
 stops both within ``shutdown_timeout``.
 """
 
@@ -25,7 +25,7 @@ from zaqar_otel.metrics.spans import SpanCounts
 LOG = logging.getLogger(__name__)
 
 
-def _provider(conf: settings.Settings
+def provider(conf: settings.Settings
               ) -> tuple[TracerProvider, processor.DropCounter | None]:
     # The fast path or the SDK's own ([opentelemetry] fast_path), behind
     # one seam: the same spans either way.
@@ -41,7 +41,7 @@ def _provider(conf: settings.Settings
         span_limits=SpanLimits(**conf.span_limits))
 
 
-def _start_metrics(state: Running) -> None:
+def start_metrics(state: Running) -> None:
     conf = state.settings
     if conf.metrics is None:
         if conf.metrics_problem:
@@ -63,7 +63,7 @@ def _start_metrics(state: Running) -> None:
              conf.metrics.exporter, conf.metrics.export_interval_millis / 1000)
 
 
-def _flush(state: Running | None, timeout: float | None) -> bool:
+def flush(state: Running | None, timeout: float | None) -> bool:
     if state is None:
         return True
     limit = state.settings.shutdown_timeout if timeout is None else timeout
@@ -74,18 +74,19 @@ def _flush(state: Running | None, timeout: float | None) -> bool:
                     "shutdown_timeout (%.1f s)", limit)
     if not state.owns_provider or state.provider is None:
         return True
-    provider, state.provider = state.provider, None
+    closing, state.provider = state.provider, None
     limit = max(0.0, limit - (time.monotonic() - started))
     # The SDK's shutdown waits for the exporter's own timeout and retries;
     # run it aside and stop waiting at our limit.
-    worker = threading.Thread(target=provider.shutdown, name="zaqar-otel-shutdown",
+    worker = threading.Thread(target=closing.shutdown,
+                              name="zaqar-otel-shutdown",
                               daemon=True)
     try:
         worker.start()
     except RuntimeError:
         # Python 3.12.0-3.12.2 start no thread from atexit (CPython
         # gh-113964): flush on this thread, within the same limit.
-        if provider.force_flush(int(limit * 1000)):
+        if closing.force_flush(int(limit * 1000)):
             return True
         LOG.warning("zaqar-otel: spans not exported within shutdown_timeout "
                     "(%.1f s) were dropped", limit)

@@ -19,7 +19,7 @@ from oslo_config import cfg
 
 import zaqar_otel
 from zaqar_otel import logs, patching, redact, settings, switches
-from zaqar_otel._sdk import layout
+from zaqar_otel._sdk import layout, loggers
 from zaqar_otel.backends import instrumentors
 from zaqar_otel.entry import lifecycle
 from zaqar_otel.hook import osprofiler, prefork, propagators, sdk, zaqar
@@ -102,13 +102,13 @@ def _unusable_endpoint(loaded: settings.Settings) -> str | None:
 
 def _start(hook: Hook, state: Running, conf: cfg.ConfigOpts) -> None:
     # The SDK's exporters quote a malformed OTEL_EXPORTER_OTLP_HEADERS item.
-    state.undo.append(redact.hide_logged_secrets(hook.secrets))
+    state.undo.append(loggers.hide_secrets(hook.secrets))
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider) and current not in hook.made:
         LOG.info("zaqar-otel: using the TracerProvider already installed")
         state.provider = current
     else:
-        state.provider, state.drops = sdk._provider(state.settings)
+        state.provider, state.drops = sdk.provider(state.settings)
         state.owns_provider = True
         hook.made.add(state.provider)
         # The API sets its global once per process; after a teardown() the
@@ -146,7 +146,7 @@ def _start(hook: Hook, state: Running, conf: cfg.ConfigOpts) -> None:
         instrumentors.Tracing(state.provider, state.tracer, state.entry,
                               state.conventions,
                               state.settings.redis_command_spans)))
-    sdk._start_metrics(state)
+    sdk.start_metrics(state)
     if prefork.forks_without_hooks():
         # Its workers would hang at their fork (hook/prefork.py).
         prefork.stop_threads(state)
@@ -161,7 +161,7 @@ def shutdown(hook: Hook, timeout: float | None = None) -> bool:
 
     True if everything was flushed in time. Runs once; later calls are no-ops.
     """
-    return sdk._flush(hook.running, timeout)
+    return sdk.flush(hook.running, timeout)
 
 
 def teardown(hook: Hook, timeout: float | None = None) -> bool:
@@ -174,7 +174,7 @@ def teardown(hook: Hook, timeout: float | None = None) -> bool:
     """
     with hook.lock:
         running, hook.running = hook.running, None
-        flushed = sdk._flush(running, timeout)
+        flushed = sdk.flush(running, timeout)
         if running is not None:
             instrumentors.uninstall(running.undo)
         hook.patches.undo()

@@ -89,7 +89,7 @@ def span_processor(conf: settings_module.Settings) -> Any:
     """The batch processor that encodes spans as they end, feeding
     ``span_exporter(conf)``; None for ``exporter = none``."""
     from zaqar_otel._sdk.fast.processor import CountingBatchSpanProcessor
-    from zaqar_otel.export.processor import quiet_sdk_drop_lines
+    from zaqar_otel._sdk.loggers import quiet_drop_lines
 
     exporter = span_exporter(conf)
     if exporter is None:
@@ -98,7 +98,7 @@ def span_processor(conf: settings_module.Settings) -> Any:
         exporter, DropCounter(stock.destination(conf)),
         max_batch_bytes=conf.max_export_batch_bytes,
         max_queue_bytes=conf.max_queue_bytes, **conf.batch_args)
-    quiet_sdk_drop_lines(made.counts_full_queue)
+    quiet_drop_lines(made.counts_full_queue)
     return made
 
 
