@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,14 +245,18 @@ def test_a_span_that_cannot_be_encoded_is_dropped_and_counted(
     processor = _otlp_processor(receiver, drops)
     encoder = processor._encoder
     assert encoder is not None
-    working = encoder.encoded
+    # A span read by field goes to encoded_by_field, others to encoded.
+    names = ("encoded", "encoded_by_field")
+    working = {name: getattr(encoder, name) for name in names}
 
     def broken(span: ReadableSpan) -> EncodedSpan:
         raise MemoryError("no room for the span")
 
-    monkeypatch.setattr(encoder, "encoded", broken)
+    for name in names:
+        monkeypatch.setattr(encoder, name, broken)
     provider, tracer = _end_three_spans(processor, "lost", caplog)
-    monkeypatch.setattr(encoder, "encoded", working)
+    for name in names:
+        monkeypatch.setattr(encoder, name, working[name])
     tracer.start_span("kept").end()
     assert processor.force_flush()
     assert [s.name for s in receiver.wait_for(count=1)] == ["kept"]
@@ -274,13 +278,19 @@ def test_a_full_queue_of_encoded_spans_counts_each_dropped_span(
         max_queue_size=4, max_export_batch_size=1, schedule_delay_millis=1)
     assert processor._encoder is not None
     encoded: list[str] = []
-    working = processor._encoder.encoded
 
-    def counting(span: ReadableSpan) -> EncodedSpan:
-        encoded.append(span.name)
-        return working(span)
+    def counted(name: str) -> Callable[[ReadableSpan], EncodedSpan]:
+        working = getattr(processor._encoder, name)
 
-    monkeypatch.setattr(processor._encoder, "encoded", counting)
+        def counting(span: ReadableSpan) -> EncodedSpan:
+            encoded.append(span.name)
+            return working(span)
+
+        return counting
+
+    # A span read by field goes to encoded_by_field, others to encoded.
+    for name in ("encoded", "encoded_by_field"):
+        monkeypatch.setattr(processor._encoder, name, counted(name))
     provider = TracerProvider()
     provider.add_span_processor(processor)
     _spans(provider, 1)  # taken by the worker, whose export hangs

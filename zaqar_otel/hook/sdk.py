@@ -26,7 +26,7 @@ LOG = logging.getLogger(__name__)
 
 
 def provider(conf: settings.Settings
-              ) -> tuple[TracerProvider, processor.DropCounter | None]:
+             ) -> tuple[TracerProvider, processor.DropCounter | None]:
     # The fast path or the SDK's own ([opentelemetry] fast_path), behind
     # one seam: the same spans either way.
     path = _sdk.choose(conf)

@@ -36,16 +36,6 @@ from zaqar_otel.export.processor import (
 LOG = logging.getLogger(__name__)
 
 
-def scrub(span: ReadableSpan) -> ReadableSpan:
-    """``export.processor.scrub``, but a span of the SDK's layout without
-    events or a status text (most spans) passes at once, seen by field
-    without the properties' calls."""
-    if by_field(type(span)) and not span._events and not getattr(
-            span._status, "_description", None):
-        return span  # nothing to scrub
-    return export.scrub(span)
-
-
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """``BatchSpanProcessor`` whose dropped spans are counted in ``drops``.
 
@@ -101,7 +91,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         try:
             # An SDK-laid-out span (otlp_encoding.by_field) read by field:
             # three property calls less a span.
-            context = span._context if by_field(type(span)) else span.context
+            fields = by_field(type(span))
+            context = span._context if fields else span.context
             if context is None or not context.trace_flags & 1:
                 return  # recorded, not sampled: the SDK's processor drops it too
             # The SDK's deque (counts_full_queue): its len() cannot fail.
@@ -109,8 +100,14 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
                 # The SDK's emit would drop it: not encoded, not handed over.
                 self.drops.dropped(1, "the span queue is full", QUEUE_FULL)
                 return
-            if self._encoder is not None:
-                piece: Any = self._encoder.encoded(scrub(span))  # opaque to the queue
+            encoder = self._encoder
+            if encoder is not None:
+                piece: Any  # opaque to the queue
+                if fields and not span._events and not getattr(  # type: ignore[attr-defined]
+                        span._status, "_description", None):  # type: ignore[attr-defined]
+                    piece = encoder.encoded_by_field(span)  # nothing to scrub
+                else:
+                    piece = encoder.encoded(export.scrub(span))
                 size = len(piece.field)
                 with self._bytes_lock:
                     full = self.queued_bytes + size > self.max_queue_bytes

@@ -311,7 +311,8 @@ class Tracer(sdk_trace.Tracer):
         record_end_metrics = self._tracer_metrics.start_span(parent, decision)
         if not sampled and not decision.is_recording():
             return trace_api.NonRecordingSpan(context=span_context)
-        span = Span.__new__(Span)
+        # object.__new__: the SDK's Span.__new__ only refuses its own class.
+        span = object.__new__(Span)
         limits = self._span_limits
         # The fields of the SDK's Span.__init__ and ReadableSpan.__init__.
         span._name = name
