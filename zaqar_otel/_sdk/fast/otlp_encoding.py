@@ -37,6 +37,7 @@ import logging
 import struct
 import time
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -135,6 +136,8 @@ def _plain(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
     Python-level ``__getitem__`` per key. The spans come from the batch
     processor, ended: nothing writes to them any more.
     """
+    if type(attributes) is MappingProxyType:  # its items() are the dict's
+        return attributes
     inner = getattr(attributes, "_dict", None)
     return inner if isinstance(inner, dict) else attributes
 
@@ -253,6 +256,7 @@ class SpanEncoder:
         # A span name -> its encoded field: names repeat (route templates,
         # trace points, statements by table).
         self._names: dict[str, bytes] = {}
+        self._event_names: dict[str, bytes] = {}
         # Attribute keys already logged as not exportable: one line each, not
         # one per span (bounded, in case keys are made up per request).
         self._unexportable: set[str] = set()
@@ -504,11 +508,24 @@ class SpanEncoder:
         return b"".join(self._attributes(b"\x4a", plain))
 
     def _event(self, event: Any) -> bytes:
-        return _field(b"\x5a", b"".join([
-            _fixed64(b"\x09", event.timestamp) if event.timestamp else b"",
-            _field(b"\x12", _text(event.name)) if event.name else b"",
-            *self._attributes(b"\x1a", event.attributes),
-            _uint(b"\x20", event.dropped_attributes)]))
+        timestamp, name, attributes = event.timestamp, event.name, event.attributes
+        parts = self._attributes(b"\x1a", attributes)
+        if name:
+            # Event names repeat (Redis commands, exception): kept like
+            # span names, with the event's tag.
+            encoded = self._event_names.get(name) if type(name) is str else None
+            if encoded is None:
+                encoded = _field(b"\x12", _text(name))
+                if self._memo_size and _short(name):
+                    if len(self._event_names) >= _NAMES_MAX:
+                        self._event_names.clear()
+                    self._event_names[name] = encoded
+            parts.insert(0, encoded)
+        if timestamp:
+            parts.insert(0, b"\x09" + _Q.pack(timestamp))
+        if type(attributes) is not MappingProxyType:  # the fast path's: none dropped
+            parts.append(_uint(b"\x20", event.dropped_attributes))
+        return _field(b"\x5a", b"".join(parts))
 
     def _link(self, link: Any) -> bytes:
         return _field(b"\x6a", b"".join([
