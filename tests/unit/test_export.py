@@ -458,6 +458,36 @@ def test_a_plain_http_collector_restarted_between_exports_gets_the_next_batch(
     exporter.shutdown()
 
 
+def test_a_refusing_collector_is_a_connection_error_and_nothing_on_stderr(
+        capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector that refuses the connection: the export fails as the
+    SDK's would (a connection error, retried by the SDK), and nothing is
+    printed (Python 3.13 printed a response finalizer's traceback, in every
+    worker's log, at each export while the collector was down)."""
+    import gc
+    import socket
+    import sys
+
+    from zaqar_otel._sdk.fast import http_transport
+
+    # What Python prints as "Exception ignored in": a finalizer's error.
+    ignored: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+
+    with socket.socket() as closed:  # a free port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1/traces"
+    transport = http_transport.for_endpoint(url)
+    assert transport is not None
+    for _ in range(3):
+        result = transport.request("POST", url, data=b"spans", timeout=2)
+        assert isinstance(result.error, ConnectionRefusedError)
+        assert transport.is_connection_error(result.error)
+    gc.collect()
+    assert not ignored
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.parametrize("endpoint,environ", [
     ("https://127.0.0.1:1/v1/traces", {}),
     ("http://alice:pw@127.0.0.1:1/v1/traces", {}),

@@ -161,6 +161,11 @@ def _early_answer(connection: http.client.HTTPConnection,
                   error: OSError) -> http.client.HTTPResponse:
     """The answer a server sent before it stopped reading the request (as
     urllib3 reads it), else ``error``."""
+    if connection.sock is None:
+        # Never connected (refused, unreachable): no answer to read. Python
+        # 3.13's getresponse would build a response on no socket, whose
+        # finalizer prints a traceback to stderr.
+        raise error
     try:
         return connection.getresponse()
     except Exception:
