@@ -50,7 +50,7 @@ def chromium() -> str:
 
 def _run(args: list[str], what: str) -> str:
     with tempfile.TemporaryDirectory(prefix="zaqar-otel-chromium-") as profile:
-        done = subprocess.run(  # noqa: S603 - our own argv
+        done = subprocess.run(
             [chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
             capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert done.returncode == 0, f"chromium {what}: {done.stderr[-2000:]}"

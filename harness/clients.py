@@ -41,7 +41,7 @@ def signed(key: str = KEY) -> tuple[dict[str, str], int]:
 
 def kept_by_trace_id_ratio() -> int:
     """A trace id ``TraceIdRatioBased`` keeps at any ratio: low 64 bits zero."""
-    return random.getrandbits(63) + 1 << 64  # noqa: S311 - an id, not a secret
+    return random.getrandbits(63) + 1 << 64
 
 
 def shape(value: Any) -> Any:

@@ -134,7 +134,7 @@ class KeystoneServer(ServerProcess):
     def _manage(self, *args: str) -> None:
         argv = [str(self.venv / "bin" / "keystone-manage"),
                 "--config-file", str(self.config_path), *args]
-        done = subprocess.run(  # noqa: S603 - our own venv's script
+        done = subprocess.run(
             argv, cwd=self.dir, env=self._env(), capture_output=True, text=True,
             timeout=300, check=False)
         if done.returncode:
@@ -299,7 +299,7 @@ def openstack(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     clean.update(HOME=str(cwd), **env)
     start = time.monotonic()
-    done = subprocess.run(  # noqa: S603 - the venv's openstack
+    done = subprocess.run(
         argv, cwd=cwd, env=clean, capture_output=True, text=True,
         timeout=timeout, check=False)
     return CliResult(argv, done.returncode, done.stdout, done.stderr,

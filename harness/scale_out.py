@@ -446,7 +446,7 @@ def plan(traces: int, requested: float = 0.1, errors: float = 0.05,
     n_req, n_err = round(traces * requested), round(traces * errors)
     kinds = ["requested"] * n_req + ["error"] * n_err + ["slow"] * slow
     kinds += ["unsigned"] * (traces - len(kinds))
-    random.Random(seed).shuffle(kinds)  # noqa: S311 - a test plan, not a secret
+    random.Random(seed).shuffle(kinds)
     return kinds
 
 
