@@ -48,10 +48,11 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     Given an exporter with an ``early_encoder`` (zaqar-otel's OTLP ones),
     ``on_end`` scrubs and encodes the span there and queues the encoded
     piece (``encodes_at_end``). The encoding then costs the request that made
-    the span, about 35 k instructions a span, instead of the export thread,
-    which encoded a batch of 512 in one go while requests waited for the
-    GIL at each of their database calls: the export's own latency tail. The
-    queue holds a few hundred bytes a span instead of the span's objects.
+    the span, about 29 k instructions a span of the bench's request, instead
+    of the export thread, which encoded a batch of 512 in one go while
+    requests waited for the GIL at each of their database calls: the
+    export's own latency tail. The queue holds a few hundred bytes a span
+    instead of the span's objects.
     """
 
     def __init__(self, exporter: SpanExporter, drops: DropCounter,
