@@ -422,13 +422,8 @@ class SpanEncoder:
         name = span._name
         if name:
             encoded = self._names.get(name) if type(name) is str else None
-            if encoded is None:
-                encoded = _field(b"\x2a", _text(name))
-                if self._memo_size and _short(name):
-                    if len(self._names) >= _NAMES_MAX:
-                        self._names.clear()
-                    self._names[name] = encoded
-            parts.append(encoded)
+            parts.append(encoded if encoded is not None
+                         else self._name_field(self._names, b"\x2a", name))
         kind = span._kind
         parts.append(_KIND_BY_ID.get(id(kind)) or _KIND[kind])
         start, end = span._start_time, span._end_time
@@ -507,6 +502,16 @@ class SpanEncoder:
             return encoded
         return b"".join(self._attributes(b"\x4a", plain))
 
+    def _name_field(self, kept: dict[str, bytes], tag: bytes, name: str) -> bytes:
+        """A name's field ``tag``, encoded and kept in ``kept`` (a span's or
+        an event's names: they repeat), unless it is long or not a str."""
+        encoded = _field(tag, _text(name))
+        if self._memo_size and _short(name):
+            if len(kept) >= _NAMES_MAX:
+                kept.clear()
+            kept[name] = encoded
+        return encoded
+
     def _event(self, event: Any) -> bytes:
         timestamp, name, attributes = event.timestamp, event.name, event.attributes
         parts = self._attributes(b"\x1a", attributes)
@@ -514,13 +519,8 @@ class SpanEncoder:
             # Event names repeat (Redis commands, exception): kept like
             # span names, with the event's tag.
             encoded = self._event_names.get(name) if type(name) is str else None
-            if encoded is None:
-                encoded = _field(b"\x12", _text(name))
-                if self._memo_size and _short(name):
-                    if len(self._event_names) >= _NAMES_MAX:
-                        self._event_names.clear()
-                    self._event_names[name] = encoded
-            parts.insert(0, encoded)
+            parts.insert(0, encoded if encoded is not None
+                         else self._name_field(self._event_names, b"\x12", name))
         if timestamp:
             parts.insert(0, b"\x09" + _Q.pack(timestamp))
         if type(attributes) is not MappingProxyType:  # the fast path's: none dropped
