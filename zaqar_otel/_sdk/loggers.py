@@ -40,8 +40,8 @@ DROPS = (
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
     "opentelemetry.sdk._shared_internal",
 )
-DROP_LINES = ("Transient error", "Failed to export", "Queue full")
 FULL_QUEUE_LINE = "Queue full"
+DROP_LINES = ("Transient error", "Failed to export", FULL_QUEUE_LINE)
 # The SDK's line for each attribute value cut to the length limit: one per
 # value, as often as a client sends a long header. Cutting is the limit's
 # documented effect (the option's help, docs/faults.md), not news.
