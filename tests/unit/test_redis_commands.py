@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 import redis as redis_client
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from zaqar_otel import patching
+from zaqar_otel._sdk import events as sdk_events
 from zaqar_otel._sdk import layout
 from zaqar_otel._sdk.fast import recorder
+from zaqar_otel._sdk.fast.otlp_encoding import SpanEncoder
 from zaqar_otel.backends import redis_commands
 from zaqar_otel.demo.processes import RedisServer
 
@@ -91,6 +94,35 @@ def test_an_error_is_named_and_raised_unchanged(
     (event,) = _events(exporter)
     assert event.name == "INCRBY"
     assert event.attributes["error.type"] == "ResponseError"
+
+
+def test_the_exporter_sends_the_events_as_the_sdks_encoder_would(
+        redis: RedisServer, traced: tuple[Any, InMemorySpanExporter]) -> None:
+    """Byte for byte through zaqar-otel's encoder and the SDK's, on either
+    path; on the fast one, the commands of one statement share their
+    attributes (one tuple, encoded once)."""
+    tracer, exporter = traced
+    with redis_client.Redis.from_url(redis.url) as client:
+        client.set("text", "not a number")
+        with tracer.start_as_current_span("storage call"):
+            client.get("text")
+            client.get("other")
+            pipe = client.pipeline()
+            pipe.get("text")
+            pipe.exists("other")
+            pipe.execute()
+            with pytest.raises(redis_client.ResponseError):
+                client.incr("text")
+    spans = exporter.get_finished_spans()
+    gets = _events(exporter)[:2]
+    assert [e.name for e in _events(exporter)] == ["GET", "GET", "GET EXISTS", "INCRBY"]
+    sdk_bytes = encode_spans(spans).SerializePartialToString()
+    encoder = SpanEncoder()
+    assert encoder.encode(spans) == sdk_bytes
+    assert encoder.encode(spans) == sdk_bytes  # with the shared parts kept
+    if isinstance(spans[0], recorder.Span):
+        assert all(isinstance(e, sdk_events.SharedEvent) for e in gets)
+        assert gets[0].shared is gets[1].shared
 
 
 def test_no_recording_span_no_event_and_the_same_answers(

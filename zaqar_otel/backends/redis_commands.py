@@ -38,6 +38,7 @@ from typing import Any
 from opentelemetry import trace
 
 from zaqar_otel import patching
+from zaqar_otel._sdk import events as sdk_events
 from zaqar_otel._sdk import layout
 
 LOG = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class CommandEvents:
             LOG, "recording a Redis command as an event failed")
         # A connection pool's attributes: a pool's settings never change.
         self.server = functools.lru_cache(maxsize=64)(self._server)
+        # The attributes shared by a statement's commands on a pool: the
+        # statements are the commands' names and argument counts, a few
+        # dozen (a pipeline's, its commands' names).
+        self.shared = functools.lru_cache(maxsize=1024)(self._shared)
 
     def _server(self, pool: Any) -> tuple[tuple[str, Any], ...]:
         names = self._names
@@ -98,18 +103,24 @@ class CommandEvents:
             found += names.tcp
         return tuple(found)
 
+    def _shared(self, text: str, count: tuple[str, int],
+                pool: Any) -> sdk_events.Shared:
+        """The attributes every command of this statement and argument count
+        on ``pool`` carries, kept once for all of them (``_sdk.events``)."""
+        return sdk_events.Shared(
+            (*((n, text) for n in self._names.statement), count, *self.server(pool)))
+
     def add(self, span: Any, client: Any, name: str, text: str, count: tuple[str, int],
             start: int, began: int, error: BaseException | None) -> None:
         """The event of a command ``name`` sent by ``client`` that began at
         ``start`` (ns since the epoch; ``began`` by the performance clock)."""
         try:
-            attributes: dict[str, Any] = dict.fromkeys(self._names.statement, text)
-            attributes[count[0]] = count[1]
-            attributes.update(self.server(client.connection_pool))
-            attributes[DURATION] = (perf_counter_ns() - began) / 1e9
-            if error is not None:
-                attributes[ERROR_TYPE] = type(error).__qualname__
-            span.add_event(name, attributes, start)
+            duration = (perf_counter_ns() - began) / 1e9
+            shared = self.shared(text, count, client.connection_pool)
+            own: tuple[tuple[str, Any], ...] = (
+                ((DURATION, duration),) if error is None else
+                ((DURATION, duration), (ERROR_TYPE, type(error).__qualname__)))
+            sdk_events.add(span, name, start, shared, own)
         except Exception:
             self._log_failure()
 

@@ -46,6 +46,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceFlags, TraceState
 
+from zaqar_otel._sdk.events import SharedEvent
 from zaqar_otel.export.processor import Encoded
 
 LOG = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ _KIND_BY_ID = {id(kind): encoded for kind, encoded in _KIND.items()}
 _STATUS_BY_CODE_ID = {id(code): _field(b"\x7a", _uint(b"\x18", code.value))
                       for code in StatusCode}
 _Q = struct.Struct("<Q")
+_DOUBLE = struct.Struct("<d")
+_TIME = struct.Struct("<BQ")  # an event's field 1 (fixed64) with its tag
 # A span's trace id (as two 64-bit halves) and span id, each after its tag
 # and length (0x0a10: field 1, 16 bytes; 0x1208: field 2, 8 bytes).
 _IDS = struct.Struct(">HQQHQ")
@@ -257,6 +260,9 @@ class SpanEncoder:
         # trace points, statements by table).
         self._names: dict[str, bytes] = {}
         self._event_names: dict[str, bytes] = {}
+        # An event attribute's key -> the fields of a double value before
+        # its 8 bytes (a Redis command's duration).
+        self._double_prefixes: dict[str, bytes] = {}
         # Attribute keys already logged as not exportable: one line each, not
         # one per span (bounded, in case keys are made up per request).
         self._unexportable: set[str] = set()
@@ -505,6 +511,8 @@ class SpanEncoder:
         return encoded
 
     def _event(self, event: Any) -> bytes:
+        if type(event) is SharedEvent:
+            return self._shared_event(event)
         timestamp, name, attributes = event.timestamp, event.name, event.attributes
         parts = [b"\x09" + _Q.pack(timestamp)] if timestamp else []
         if name:
@@ -517,6 +525,44 @@ class SpanEncoder:
         if type(attributes) is not MappingProxyType:  # the fast path's: none dropped
             parts.append(_uint(b"\x20", event.dropped_attributes))
         return _field(b"\x5a", b"".join(parts))
+
+    def _shared_event(self, event: SharedEvent) -> bytes:
+        """``_event`` for a ``SharedEvent``: its shared attributes encoded
+        once (kept on them), its own float ones (a duration) from a kept
+        prefix."""
+        name = event._name
+        encoded_name = self._event_names.get(name) if type(name) is str else None
+        if encoded_name is None:
+            encoded_name = (self._name_field(self._event_names, b"\x12", name)
+                            if name else b"")
+        shared = event.shared
+        block = shared.encoded
+        if block is None:
+            block = b"".join(self._attributes(b"\x1a", dict(shared.pairs)))
+            if self._memo_size:
+                shared.encoded = block
+        timestamp = event._timestamp
+        parts = [_TIME.pack(0x09, timestamp) if timestamp else b"", encoded_name, block]
+        for key, value in event.own:
+            if type(value) is float:
+                prefix = self._double_prefixes.get(key)
+                if prefix is None:
+                    prefix = self._double_prefix(key)
+                parts += (prefix, _DOUBLE.pack(value))
+            else:
+                parts += self._attributes(b"\x1a", {key: value})
+        body = b"".join(parts)
+        return b"\x5a" + _varint(len(body)) + body
+
+    def _double_prefix(self, key: str) -> bytes:
+        """An event attribute's ``KeyValue`` field with a double value, up
+        to the value's 8 bytes (kept per key)."""
+        key_field = _field(b"\x0a", _text(key)) if key else b""
+        prefix = (b"\x1a" + _varint(len(key_field) + 11) + key_field
+                  + b"\x12\x09\x21")
+        if self._memo_size and _short(key) and len(self._double_prefixes) < _NAMES_MAX:
+            self._double_prefixes[key] = prefix
+        return prefix
 
     def _link(self, link: Any) -> bytes:
         return _field(b"\x6a", b"".join([

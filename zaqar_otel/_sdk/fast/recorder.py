@@ -179,6 +179,23 @@ class Span(sdk_trace.Span):
         self._add_event(sdk_trace.Event(name, _no_attributes(
             limits.max_event_attributes, limits.max_attribute_length), timestamp))
 
+    def add_shared_event(self, event: Any) -> None:
+        """Add ``event`` (an ``_sdk.events.SharedEvent``, plain values) as
+        it is where the SDK would keep every attribute unchanged: each str
+        within ``max_attribute_length``, the count within
+        ``max_event_attributes``; else the SDK's way, as one dict."""
+        limits = self._limits
+        count, length = limits.max_event_attributes, limits.max_attribute_length
+        shared, own = event.shared, event.own
+        kept = count is None or len(shared.pairs) + len(own) <= count
+        if kept and length is not None:
+            kept = shared.longest <= length and not any(
+                type(value) is str and len(value) > length for _, value in own)
+        if kept:
+            self._add_event(event)
+        else:
+            super().add_event(event.name, dict(event.attributes), event.timestamp)
+
     def _add_event(self, event: Any) -> None:
         with self._lock:
             if self._end_time is None:
