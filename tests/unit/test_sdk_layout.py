@@ -231,6 +231,35 @@ def test_another_runtime_context_reads_the_current_span_through_the_api(
     assert layout.current_context_slot() is None
 
 
+def test_the_current_span_reader_agrees_with_the_api(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import context as context_api
+    from opentelemetry import trace as trace_api
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    span = trace_api.NonRecordingSpan(trace_api.SpanContext(1, 2, False))
+    slot = layout.current_context_slot()
+    assert slot is not None
+    reader = layout.current_span_reader()
+    assert reader() is trace_api.INVALID_SPAN
+    token = context_api.attach(trace_api.set_span_in_context(span))
+    try:
+        assert reader() is span is trace_api.get_current_span()
+    finally:
+        context_api.detach(token)
+    token = context_api.attach(context_api.set_value(slot[1], "not a span"))
+    try:  # what the API says of a value that is not a span
+        assert reader() is trace_api.get_current_span() is trace_api.INVALID_SPAN
+    finally:
+        context_api.detach(token)
+
+    class OwnRuntime(ContextVarsRuntimeContext):
+        """A runtime context of a process's own (OTEL_PYTHON_CONTEXT)."""
+
+    monkeypatch.setattr(context_api, "_RUNTIME_CONTEXT", OwnRuntime())
+    assert layout.current_span_reader() is trace_api.get_current_span
+
+
 def test_a_span_context_laid_out_otherwise_is_made_by_the_api(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import opentelemetry.trace as trace_api

@@ -489,6 +489,25 @@ def current_context_slot() -> tuple[ContextVar[Any], str] | None:
         return None
 
 
+def current_span_reader() -> Callable[[], Any]:
+    """``trace.get_current_span`` without a context, in one step where the
+    API is laid out for it (``current_context_slot``): read on every Redis
+    command, traced or not."""
+    from opentelemetry import trace
+
+    slot = current_context_slot()
+    if slot is None:
+        return trace.get_current_span
+    variable, span_key = slot
+    invalid = trace.INVALID_SPAN
+
+    def current_span() -> Any:
+        span = variable.get().get(span_key, invalid)
+        return span if isinstance(span, trace.Span) else invalid
+
+    return current_span
+
+
 def suppression_slot() -> tuple[ContextVar[Any], tuple[str, str]] | None:
     """``(the ContextVar holding the current Context, the keys that suppress
     instrumentation)``: ``not is_instrumentation_enabled()`` comes to

@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from time import perf_counter_ns, time_ns
 from typing import Any
-
-from opentelemetry import trace
 
 from zaqar_otel import patching
 from zaqar_otel._sdk import events as sdk_events
@@ -83,10 +81,9 @@ class CommandEvents:
             LOG, "recording a Redis command as an event failed")
         # A connection pool's attributes: a pool's settings never change.
         self.server = functools.lru_cache(maxsize=64)(self._server)
-        # The attributes shared by a statement's commands on a pool: the
-        # statements are the commands' names and argument counts, a few
-        # dozen (a pipeline's, its commands' names).
-        self.shared = functools.lru_cache(maxsize=1024)(self._shared)
+        # A command's or pipeline's name and shared attributes, by its
+        # commands' names and argument counts and its pool: a few dozen.
+        self.shapes = functools.lru_cache(maxsize=1024)(self._shape)
 
     def _server(self, pool: Any) -> tuple[tuple[str, Any], ...]:
         names = self._names
@@ -103,20 +100,28 @@ class CommandEvents:
             found += names.tcp
         return tuple(found)
 
-    def _shared(self, text: str, count: tuple[str, int],
-                pool: Any) -> sdk_events.Shared:
-        """The attributes every command of this statement and argument count
-        on ``pool`` carries, kept once for all of them (``_sdk.events``)."""
-        return sdk_events.Shared(
+    def _shape(self, commands: tuple[tuple[Any, int], ...], pipeline: bool,
+               pool: Any) -> tuple[str, sdk_events.Shared]:
+        """The event's name and the attributes every event of these commands
+        (each its name and argument count, its name included) on ``pool``
+        carries, kept once for all of them (``_sdk.events``)."""
+        names = [str(command) for command, _ in commands]
+        text = "\n".join(statement(name, max(0, length - 1))
+                         for name, (_, length) in zip(names, commands, strict=True))
+        count = (("db.redis.pipeline_length", len(commands)) if pipeline
+                 else ("db.redis.args_length", commands[0][1]))
+        return " ".join(names), sdk_events.Shared(
             (*((n, text) for n in self._names.statement), count, *self.server(pool)))
 
-    def add(self, span: Any, client: Any, name: str, text: str, count: tuple[str, int],
-            start: int, began: int, error: BaseException | None) -> None:
-        """The event of a command ``name`` sent by ``client`` that began at
-        ``start`` (ns since the epoch; ``began`` by the performance clock)."""
+    def add(self, span: Any, client: Any, commands: tuple[tuple[Any, int], ...],
+            pipeline: bool, start: int, began: int, error: BaseException | None,
+            ) -> None:
+        """The event of ``commands`` (a command's, or a pipeline's) sent by
+        ``client`` that began at ``start`` (ns since the epoch; ``began`` by
+        the performance clock)."""
         try:
             duration = (perf_counter_ns() - began) / 1e9
-            shared = self.shared(text, count, client.connection_pool)
+            name, shared = self.shapes(commands, pipeline, client.connection_pool)
             own: tuple[tuple[str, Any], ...] = (
                 ((DURATION, duration),) if error is None else
                 ((DURATION, duration), (ERROR_TYPE, type(error).__qualname__)))
@@ -125,53 +130,46 @@ class CommandEvents:
             self._log_failure()
 
 
-def _command(events: CommandEvents) -> Callable[[Any], Any]:
+def _command(events: CommandEvents, current_span: Callable[[], Any],
+             ) -> Callable[[Any], Any]:
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def execute_command(self: Any, *args: Any, **options: Any) -> Any:
-            span = trace.get_current_span()
+            span = current_span()
             if not args or not span.is_recording():
                 return original(self, *args, **options)
-            name = str(args[0])
+            commands = ((args[0], len(args)),)
             start, began = time_ns(), perf_counter_ns()
             try:
                 result = original(self, *args, **options)
             except BaseException as error:
-                events.add(span, self, name, statement(name, len(args) - 1),
-                           ("db.redis.args_length", len(args)), start, began, error)
+                events.add(span, self, commands, False, start, began, error)
                 raise
-            events.add(span, self, name, statement(name, len(args) - 1),
-                       ("db.redis.args_length", len(args)), start, began, None)
+            events.add(span, self, commands, False, start, began, None)
             return result
         return execute_command
     return wrap
 
 
-def _pipeline_names(stack: Sequence[Any]) -> tuple[str, str]:
-    names = [str(args[0]) if args else "" for args, _ in stack]
-    return (" ".join(names),
-            "\n".join(statement(n, max(0, len(args) - 1))
-                      for n, (args, _) in zip(names, stack, strict=True)))
-
-
-def _pipeline(events: CommandEvents) -> Callable[[Any], Any]:
+def _pipeline(events: CommandEvents, current_span: Callable[[], Any],
+              ) -> Callable[[Any], Any]:
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-            span = trace.get_current_span()
+            span = current_span()
             stack = getattr(self, "command_stack", None)
             if not stack or not span.is_recording():
                 return original(self, *args, **kwargs)
             try:
-                name, text = _pipeline_names(stack)
+                commands = tuple((args[0] if args else "", len(args))
+                                 for args, _ in stack)
             except Exception:  # an unknown stack's layout: not recorded
                 return original(self, *args, **kwargs)
-            count = ("db.redis.pipeline_length", len(stack))
             start, began = time_ns(), perf_counter_ns()
             try:
                 result = original(self, *args, **kwargs)
             except BaseException as error:
-                events.add(span, self, name, text, count, start, began, error)
+                events.add(span, self, commands, True, start, began, error)
                 raise
-            events.add(span, self, name, text, count, start, began, None)
+            events.add(span, self, commands, True, start, began, None)
             return result
         return execute
     return wrap
@@ -183,6 +181,8 @@ def instrument(conventions: layout.Conventions, patches: patching.Patches) -> No
     from redis import client
 
     events = CommandEvents(conventions)
-    patches.patch(redis.Redis, "execute_command", _command(events))
-    patches.patch(client.Pipeline, "immediate_execute_command", _command(events))
-    patches.patch(client.Pipeline, "execute", _pipeline(events))
+    current_span = layout.current_span_reader()
+    patches.patch(redis.Redis, "execute_command", _command(events, current_span))
+    patches.patch(client.Pipeline, "immediate_execute_command",
+                  _command(events, current_span))
+    patches.patch(client.Pipeline, "execute", _pipeline(events, current_span))

@@ -189,8 +189,10 @@ class Span(sdk_trace.Span):
         shared, own = event.shared, event.own
         kept = count is None or len(shared.pairs) + len(own) <= count
         if kept and length is not None:
-            kept = shared.longest <= length and not any(
-                type(value) is str and len(value) > length for _, value in own)
+            kept = shared.longest <= length
+            for _, value in own:  # a duration, an error's type: a loop, no generator
+                if type(value) is str and len(value) > length:
+                    kept = False
         if kept:
             self._add_event(event)
         else:
