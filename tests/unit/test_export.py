@@ -222,11 +222,15 @@ def test_spans_are_scrubbed_and_encoded_as_they_end(receiver: OTLPReceiver) -> N
     status_only = tracer.start_span("status only")  # an error text, no event
     status_only.set_status(Status(StatusCode.ERROR, f"GET /?token={token}"))
     status_only.end()
+    event_only = tracer.start_span("event only")  # an exception's event, no status
+    event_only.record_exception(ValueError(f"GET /?token={token}"))
+    event_only.end()
     queue = layout.batch_queue(processor)
-    assert queue is not None and len(queue) == 3
+    assert queue is not None and len(queue) == 4
     assert all(type(piece) is EncodedSpan for piece in queue)  # type: ignore[attr-defined]
     assert processor.force_flush()
-    webhook, request, status = receiver.wait_for(count=3)
+    webhook, request, status, event = receiver.wait_for(count=4)
+    assert event.events[0][1]["exception.message"] == "GET /"
     assert (webhook.name, request.name) == ("webhook", "request")
     assert webhook.parent_span_id == request.span_id
     assert webhook.attributes == {"n": 1}

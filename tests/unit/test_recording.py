@@ -197,6 +197,9 @@ def _case(limits: dict[str, int | None] | None = None,
 @_case(None, {"a": [1, 2], "": 1}, ("set", "b", None), ("set", 3, "x"),
        ("set_many", {"c": (True,), "d": "ok"}), ("event", "e", {"x": 1}, 5),
        ("link", 1, {"y": 2}))
+# Message ids: a list or tuple of str kept plain, as a tuple, each cut.
+@_case({"max_span_attribute_length": 2}, {"ids": ["abc", "d"]},
+       ("set", "b", ["xyz", "q"]), ("set", "c", ("a", 1)), ("set", "a", []))
 # A shared event: its own double from a kept prefix; cut, or over the count.
 @_case(None, None, ("shared", "HGET", {"s1": "HGET ?", "a": 1}, {"o1": 0.25}, 7),
        ("shared", "SET", {"s1": "x"}, {"o1": -0.0, "o2": True}, 8))

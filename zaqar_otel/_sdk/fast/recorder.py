@@ -18,9 +18,11 @@ that takes the short way where the outcome is the same:
   ``local_span_context_maker``); the sampling ``Decision`` (an Enum, each
   member read a look-up) is compared by identity first;
 * attributes live in a plain dict while every key is a non-empty ``str``,
-  every value a ``str``, ``bool``, ``int`` or ``float`` and the count within
-  ``max_span_attributes``; a ``str`` longer than ``max_span_attribute_length``
-  is cut to it there, as the SDK's ``BoundedAttributes`` cuts it (without its
+  every value a ``str``, ``bool``, ``int`` or ``float``, or a list or tuple
+  of ``str`` (message ids; kept as a tuple, as the SDK keeps it) and the
+  count within ``max_span_attributes``; a ``str`` longer than
+  ``max_span_attribute_length`` is cut to it there (in a list too), as the
+  SDK's ``BoundedAttributes`` cuts it (without its
   warning, one per value, which a client could repeat at will); anything
   else turns them into the SDK's own ``BoundedAttributes``, which then
   decides as it always does (cleaning, truncating, dropping the oldest);
@@ -129,19 +131,26 @@ class Span(sdk_trace.Span):
                 return
             self._bounded()._set_items(attributes)
 
-    def _set_plain(self, key: str, value: types.AnyValue) -> bool:
+    def _set_plain(self, key: str, value: Any) -> bool:
         """Set it in the plain dict, if the SDK would keep it as it is and
         drop nothing (lock held); False: the SDK's way must decide."""
         attributes: Any = self._attributes
         if type(attributes) is not dict:
             return False
         limits = self._limits
-        if not (type(key) is str and key and type(value) in _PLAIN_VALUES):
+        if not (type(key) is str and key):
             return False
-        if type(value) is str:
+        kind = type(value)
+        if kind is str:
             limit = limits.max_span_attribute_length
             if limit is not None and len(value) > limit:
                 value = value[:limit]  # what BoundedAttributes keeps
+        elif kind is list or kind is tuple:  # message ids
+            value = _text_sequence(value, limits.max_span_attribute_length)
+            if value is None:
+                return False
+        elif kind not in _PLAIN_VALUES:
+            return False
         if key in attributes:
             del attributes[key]  # the SDK's order: moved last
         elif (limits.max_span_attributes is not None
@@ -396,6 +405,18 @@ def _plain_event_attributes(attributes: types.Attributes,
     return MappingProxyType(dict(attributes))
 
 
+def _text_sequence(value: Sequence[Any], length: int | None) -> tuple[str, ...] | None:
+    """A list or tuple of ``str`` as ``BoundedAttributes`` keeps it: a tuple,
+    each string cut to ``length``; None for any other sequence (the SDK's
+    cleaning decides)."""
+    for item in value:
+        if type(item) is not str:
+            return None
+    if length is None:
+        return tuple(value)
+    return tuple(item if len(item) <= length else item[:length] for item in value)
+
+
 def _initial_attributes(attributes: types.Attributes,
                         limits: sdk_trace.SpanLimits) -> Any:
     """A plain dict when the SDK would keep every attribute (long strings
@@ -406,11 +427,20 @@ def _initial_attributes(attributes: types.Attributes,
     if maxlen is None or len(attributes) <= maxlen:
         length = limits.max_span_attribute_length
         plain = {}
+        value: Any
         for key, value in attributes.items():
-            if not (type(key) is str and key and type(value) in _PLAIN_VALUES):
+            kind = type(value)
+            if not (type(key) is str and key):
                 break
-            if length is not None and type(value) is str and len(value) > length:
-                value = value[:length]  # what BoundedAttributes keeps
+            if kind is str:
+                if length is not None and len(value) > length:
+                    value = value[:length]  # what BoundedAttributes keeps
+            elif kind is list or kind is tuple:
+                value = _text_sequence(value, length)
+                if value is None:
+                    break
+            elif kind not in _PLAIN_VALUES:
+                break
             plain[key] = value
         else:
             return plain
