@@ -197,6 +197,11 @@ def _case(limits: dict[str, int | None] | None = None,
 @_case(None, {"a": [1, 2], "": 1}, ("set", "b", None), ("set", 3, "x"),
        ("set_many", {"c": (True,), "d": "ok"}), ("event", "e", {"x": 1}, 5),
        ("link", 1, {"y": 2}))
+# Events: a plain list, then the SDK's BoundedList once one is dropped.
+@_case({"max_events": 2}, None, ("event", "e1", {}, 1),
+       ("shared", "HGET", {"s1": "HGET ?"}, {"o1": 0.5}, 2),
+       ("event", "e3", {"x": 1}, 3))
+@_case({"max_events": 0}, None, ("shared", "HGET", {"s1": "HGET ?"}, {"o1": 0.5}, 2))
 # Message ids: a list or tuple of str kept plain, as a tuple, each cut.
 @_case({"max_span_attribute_length": 2}, {"ids": ["abc", "d"]},
        ("set", "b", ["xyz", "q"]), ("set", "c", ("a", 1)), ("set", "a", []))

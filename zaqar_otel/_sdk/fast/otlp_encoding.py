@@ -441,7 +441,7 @@ class SpanEncoder:
         if events:
             for event in events:
                 parts.append(self._event(event))
-        if type(events) is not tuple:
+        if type(events) is not tuple and type(events) is not list:  # none dropped
             parts.append(_uint(b"\x60", span.dropped_events))
         if links:
             for link in links:

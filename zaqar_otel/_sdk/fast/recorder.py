@@ -26,7 +26,8 @@ that takes the short way where the outcome is the same:
   warning, one per value, which a client could repeat at will); anything
   else turns them into the SDK's own ``BoundedAttributes``, which then
   decides as it always does (cleaning, truncating, dropping the oldest);
-* events and links get their ``BoundedList`` when the first one comes;
+* events are a plain list until one more would be dropped, then the SDK's
+  ``BoundedList``; links get theirs when the first one comes;
   an event's attributes the SDK would keep as they are (plain values,
   within its limits) are a read-only dict instead of a ``BoundedAttributes``
   that cleans each value again;
@@ -208,11 +209,24 @@ class Span(sdk_trace.Span):
             super().add_event(event.name, dict(event.attributes), event.timestamp)
 
     def _add_event(self, event: Any) -> None:
+        # A plain list while within max_events (appended under the span's
+        # lock, which the SDK takes too); the SDK's BoundedList, with its
+        # own lock and its count of dropped events, once it would drop one.
         with self._lock:
             if self._end_time is None:
-                if type(self._events) is tuple:
-                    self._events = BoundedList(self._limits.max_events)
-                self._events.append(event)  # type: ignore[attr-defined]
+                events: Any = self._events
+                limit = self._limits.max_events
+                if type(events) is list:
+                    if limit is None or len(events) < limit:
+                        events.append(event)
+                        return
+                    events = self._events = BoundedList.from_seq(limit, events)
+                elif type(events) is tuple:
+                    if limit is None or limit > 0:
+                        self._events = [event]
+                        return
+                    events = self._events = BoundedList(limit)
+                events.append(event)
                 return
         _SDK_LOG.warning("Tried calling %s on an ended span.", "_add_event")
 
