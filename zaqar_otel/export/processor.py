@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -121,6 +121,15 @@ def _scrubbed_event(event: Event) -> Event:
     return Event(event.name, attributes, event.timestamp)
 
 
+def has_exception(events: Iterable[Event]) -> bool:
+    """Whether ``events`` hold an exception's, the only event ``scrub``
+    changes (a loop: no generator on the request thread)."""
+    for event in events:
+        if event.name == "exception":
+            return True
+    return False
+
+
 def scrub(span: ReadableSpan) -> ReadableSpan:
     """``span`` with error texts redacted (``redact.message``).
 
@@ -130,8 +139,7 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
     """
     status = span.status
     description = status.description
-    has_exception = any(e.name == "exception" for e in span.events)
-    if not has_exception and (not description or
+    if not has_exception(span.events) and (not description or
                               redact.message(description) == description):
         return span
     if description:

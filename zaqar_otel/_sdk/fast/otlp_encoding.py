@@ -511,38 +511,36 @@ class SpanEncoder:
         return encoded
 
     def _event(self, event: Any) -> bytes:
-        if type(event) is SharedEvent:
-            return self._shared_event(event)
-        timestamp, name, attributes = event.timestamp, event.name, event.attributes
-        parts = [b"\x09" + _Q.pack(timestamp)] if timestamp else []
+        shared = type(event) is SharedEvent  # its fields are ours to read
+        timestamp, name = ((event._timestamp, event._name) if shared
+                           else (event.timestamp, event.name))
+        parts = [_TIME.pack(0x09, timestamp)] if timestamp else []
         if name:
             # Event names repeat (Redis commands, exception): kept like
             # span names, with the event's tag.
             encoded = self._event_names.get(name) if type(name) is str else None
             parts.append(encoded if encoded is not None
                          else self._name_field(self._event_names, b"\x12", name))
-        parts += self._attributes(b"\x1a", attributes)
-        if type(attributes) is not MappingProxyType:  # the fast path's: none dropped
-            parts.append(_uint(b"\x20", event.dropped_attributes))
+        if shared:
+            self._shared_attributes(event, parts)
+        else:
+            attributes = event.attributes
+            parts += self._attributes(b"\x1a", attributes)
+            if type(attributes) is not MappingProxyType:  # fast path: none dropped
+                parts.append(_uint(b"\x20", event.dropped_attributes))
         return _field(b"\x5a", b"".join(parts))
 
-    def _shared_event(self, event: SharedEvent) -> bytes:
-        """``_event`` for a ``SharedEvent``: its shared attributes encoded
-        once (kept on them), its own float ones (a duration) from a kept
-        prefix."""
-        name = event._name
-        encoded_name = self._event_names.get(name) if type(name) is str else None
-        if encoded_name is None:
-            encoded_name = (self._name_field(self._event_names, b"\x12", name)
-                            if name else b"")
+    def _shared_attributes(self, event: SharedEvent, parts: list[bytes]) -> None:
+        """A ``SharedEvent``'s attributes appended to ``parts``: the shared
+        ones encoded once (kept on them), its own float ones (a duration)
+        from a kept prefix."""
         shared = event.shared
         block = shared.encoded
         if block is None:
             block = b"".join(self._attributes(b"\x1a", dict(shared.pairs)))
             if self._memo_size:
                 shared.encoded = block
-        timestamp = event._timestamp
-        parts = [_TIME.pack(0x09, timestamp) if timestamp else b"", encoded_name, block]
+        parts.append(block)
         for key, value in event.own:
             if type(value) is float:
                 prefix = self._double_prefixes.get(key)
@@ -551,8 +549,6 @@ class SpanEncoder:
                 parts += (prefix, _DOUBLE.pack(value))
             else:
                 parts += self._attributes(b"\x1a", {key: value})
-        body = b"".join(parts)
-        return b"\x5a" + _varint(len(body)) + body
 
     def _double_prefix(self, key: str) -> bytes:
         """An event attribute's ``KeyValue`` field with a double value, up

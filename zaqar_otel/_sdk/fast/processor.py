@@ -36,16 +36,6 @@ from zaqar_otel.export.processor import (
 LOG = logging.getLogger(__name__)
 
 
-def _has_exception(events: Any) -> bool:
-    """Whether a span's events (its ``_events``) hold an exception's, the
-    only event ``export.scrub`` changes: a loop over the kept events, not
-    the ``events`` property's copy and a generator."""
-    for event in events:
-        if event.name == "exception":
-            return True
-    return False
-
-
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """``BatchSpanProcessor`` whose dropped spans are counted in ``drops``.
 
@@ -115,7 +105,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             if encoder is not None:
                 piece: Any  # opaque to the queue
                 if fields and not getattr(span._status, "_description", None) and (  # type: ignore[attr-defined]
-                        not _has_exception(span._events)):  # type: ignore[attr-defined]
+                        not export.has_exception(span._events)):  # type: ignore[attr-defined]
                     piece = encoder.encoded_by_field(span)  # nothing to scrub
                 else:
                     piece = encoder.encoded(export.scrub(span))
