@@ -65,14 +65,14 @@ CASES = {
 SIGNED = {"d", "d+r", "d+r+m", "d+rs", "e"}
 METRICS = {"d+r+m"}  # their drops read from zaqar_otel.spans.dropped
 DROP_LINE = "zaqar-otel: dropping spans"
+QUEUE = "q"
+PATH = f"/v2/queues/{QUEUE}/messages?echo=true"
+MESSAGES = 5
 
 
 def _base(case: str) -> str:
     """The bench.zaqar_cost case whose configuration ``case`` starts from."""
     return "d+r" if case in METRICS else case
-QUEUE = "q"
-PATH = f"/v2/queues/{QUEUE}/messages?echo=true"
-MESSAGES = 5
 
 
 def missing_tools() -> list[str]:
