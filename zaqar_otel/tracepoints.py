@@ -49,6 +49,7 @@ from oslo_utils import reflection
 from osprofiler import profiler as osprofiler_profiler
 
 from zaqar_otel import patching, redact
+from zaqar_otel._sdk import layout
 from zaqar_otel.propagation import idmap
 
 LOG = logging.getLogger(__name__)
@@ -232,8 +233,7 @@ class TracePoints:
         kind = _kind(info or {})
         get_profiler = _profiler_lookup()
         start_span = self._tracer.start_span
-        attach, detach = context.attach, context.detach
-        in_context = trace.set_span_in_context
+        enter, leave = layout.current_span_switch()
         attributes: dict[str, Any] = {}  # filled at the first traced call
 
         @functools.wraps(method)
@@ -250,12 +250,12 @@ class TracePoints:
                     attributes["code.function.name"] = (
                         reflection.get_callable_name(method))
                 span = start_span(name, kind=kind, attributes=attributes)
-                token = attach(in_context(span))
+                token = enter(span)
                 pushed = _push(prof, name, span)
             except Exception:
                 self._log_failure()
                 if token is not None:
-                    detach(token)
+                    leave(token)
                 return method(*args, **kwargs)
             try:
                 return method(*args, **kwargs)
@@ -275,7 +275,7 @@ class TracePoints:
                 except Exception:
                     self._log_failure()
                 finally:
-                    detach(token)
+                    leave(token)
 
         return wrapper
 

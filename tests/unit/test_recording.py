@@ -498,3 +498,44 @@ def test_the_default_length_limit_cuts_every_value(provider_class: type) -> None
     assert {k: len(str(v)) for k, v in done.attributes.items()} == {
         "a": 8192, "n": 1, "b": 8192, "c": 8192, "d": 5}
     assert len(done.events[0].attributes["exception.stacktrace"]) == 8192
+
+
+@pytest.mark.parametrize("internal_metrics", ["false", "true"])
+def test_the_sdks_span_metrics_count_fast_spans_as_sdk_spans(
+        monkeypatch: pytest.MonkeyPatch, internal_metrics: str) -> None:
+    """With the SDK's own span metrics on, a fast span is counted live from
+    its start to its end as the SDK counts its own; with them off (the
+    default), neither kind records anything and a fast span keeps no call."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", internal_metrics)
+    live: dict[type, list[int]] = {}
+    for cls in (sdk_trace.TracerProvider, recorder.TracerProvider):
+        reader = InMemoryMetricReader()
+        provider = cls(meter_provider=MeterProvider(metric_readers=[reader]),
+                       shutdown_on_exit=False)
+        tracer = provider.get_tracer("t")
+        readings = []
+        for _ in range(2):
+            span = tracer.start_span("s")
+            readings.append(_live_spans(reader))
+            if cls is recorder.TracerProvider and internal_metrics == "false":
+                assert span._record_end_metrics is None  # type: ignore[attr-defined]
+            span.end()
+            readings.append(_live_spans(reader))
+        live[cls] = readings
+    assert live[recorder.TracerProvider] == live[sdk_trace.TracerProvider]
+    assert live[sdk_trace.TracerProvider] == (
+        [1, 0, 1, 0] if internal_metrics == "true" else [None] * 4)
+    assert layout.quiet_tracer_metrics() is not None
+
+
+def _live_spans(reader: Any) -> int | None:
+    data = reader.get_metrics_data()
+    for resource_metrics in (data.resource_metrics if data else ()):
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "otel.sdk.span.live":
+                    return sum(p.value for p in metric.data.data_points)
+    return None

@@ -434,3 +434,54 @@ def test_an_export_thread_laid_out_otherwise_runs_on_in_a_uwsgi_master(
     provider.get_tracer("t").start_span("after").end()
     assert [s.name for s in receiver.wait_for(count=1)] == ["after"]
     provider.shutdown()
+
+
+def test_the_current_span_switch_agrees_with_the_api(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``enter`` makes a span current as ``attach(set_span_in_context())``
+    does, ``leave`` puts back what was; a token of another context goes to
+    the API's ``detach``, which logs it and raises nothing."""
+    import contextvars
+
+    from opentelemetry import context as context_api
+    from opentelemetry import trace as trace_api
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    enter, leave = layout.current_span_switch()
+    assert leave is not context_api.detach  # the one-step pair, on this API
+    outer = trace_api.NonRecordingSpan(trace_api.SpanContext(1, 2, False))
+    inner = trace_api.NonRecordingSpan(trace_api.SpanContext(1, 3, False))
+    before = context_api.get_current()
+    token = context_api.attach(context_api.set_value("k", "v"))
+    try:
+        with_value = context_api.get_current()
+        first = enter(outer)
+        assert trace_api.get_current_span() is outer
+        assert context_api.get_current() == trace_api.set_span_in_context(
+            outer, with_value)
+        assert context_api.get_value("k") == "v"
+        second = enter(inner)
+        assert trace_api.get_current_span() is inner
+        leave(second)
+        assert trace_api.get_current_span() is outer
+        leave(first)
+        assert context_api.get_current() is with_value
+        foreign = contextvars.copy_context().run(enter, inner)
+        with caplog.at_level(logging.ERROR, logger="opentelemetry.context"):
+            leave(foreign)
+        assert "Failed to detach context" in caplog.text
+        assert context_api.get_current() is with_value
+    finally:
+        context_api.detach(token)
+    assert context_api.get_current() is before
+
+    class OwnRuntime(ContextVarsRuntimeContext):
+        """A runtime context of a process's own (OTEL_PYTHON_CONTEXT)."""
+
+    monkeypatch.setattr(context_api, "_RUNTIME_CONTEXT", OwnRuntime())
+    stock_enter, stock_leave = layout.current_span_switch.__wrapped__()
+    assert stock_leave is context_api.detach
+    token = stock_enter(outer)
+    assert trace_api.get_current_span() is outer
+    stock_leave(token)
+    assert trace_api.get_current_span() is trace_api.INVALID_SPAN

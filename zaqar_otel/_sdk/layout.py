@@ -412,6 +412,24 @@ def span_layout_known() -> bool:
     return _span_layout[0]
 
 
+def quiet_tracer_metrics() -> type | None:
+    """The class of a tracer's span metrics when they are off (the SDK's
+    ``NoOpTracerMetrics``, whose ``start_span`` records nothing and hands
+    back the SDK's function that does nothing), or None when this SDK has
+    none such: then its ``start_span`` is called for every span."""
+    try:
+        from opentelemetry.sdk.trace import _tracer_metrics
+        from opentelemetry.sdk.trace.sampling import Decision
+
+        cls = _tracer_metrics.NoOpTracerMetrics
+        end = cls().start_span(None, Decision.RECORD_AND_SAMPLE)
+        if end is _tracer_metrics.noop and end() is None and isinstance(cls, type):
+            return cls
+    except (AttributeError, ImportError, TypeError):
+        pass
+    return None
+
+
 def quiet_processor(cls: type) -> bool:
     """Whether a span processor of ``cls`` does nothing when a span starts
     and when it is ending: its ``on_start`` and ``_on_ending`` are the SDK's
@@ -506,6 +524,55 @@ def current_span_reader() -> Callable[[], Any]:
         return span if isinstance(span, trace.Span) else invalid
 
     return current_span
+
+
+@functools.cache
+def current_span_switch() -> tuple[Callable[[Any], Any], Callable[[Any], None]]:
+    """``(enter, leave)``: ``enter(span)`` is ``context.attach(
+    trace.set_span_in_context(span))`` and ``leave(token)`` is
+    ``context.detach(token)``, each in one step where the API is laid out
+    for it (``current_context_slot``, checked on a probe), else those calls.
+    A token ``leave`` cannot reset goes to the API's ``detach``, which logs
+    it as it always does. Taken by every trace point (probed once a
+    process)."""
+    from opentelemetry import context as context_api
+    from opentelemetry import trace
+
+    def stock_enter(span: Any) -> Any:
+        return context_api.attach(trace.set_span_in_context(span))
+
+    stock = (stock_enter, context_api.detach)
+    slot = current_context_slot()
+    if slot is None:
+        return stock
+    variable, span_key = slot
+    make_context = context_api.Context
+
+    def enter(span: Any) -> Any:
+        # What set_span_in_context makes: a copy with the span's key set.
+        return variable.set(make_context({**variable.get(), span_key: span}))
+
+    def leave(token: Any) -> None:
+        try:
+            variable.reset(token)
+        except Exception:  # another context's token: the API's own line
+            context_api.detach(token)
+
+    try:
+        probe = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+        before = context_api.get_current()
+        token = enter(probe)
+        try:
+            same = (trace.get_current_span() is probe
+                    and context_api.get_current() == trace.set_span_in_context(
+                        probe, before)
+                    and type(context_api.get_current()) is make_context)
+        finally:
+            leave(token)
+        same = same and context_api.get_current() is before
+    except Exception:
+        same = False
+    return (enter, leave) if same else stock
 
 
 def suppression_slot() -> tuple[ContextVar[Any], tuple[str, str]] | None:

@@ -94,7 +94,10 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             # three property calls less a span.
             fields = by_field(type(span))
             context = span._context if fields else span.context
-            if context is None or not context.trace_flags & 1:
+            if context is None:
+                return
+            # By field: trace_flags is the SpanContext tuple's fourth item.
+            if not (context[3] if fields else context.trace_flags) & 1:
                 return  # recorded, not sampled: the SDK's processor drops it too
             # The SDK's deque (counts_full_queue): its len() cannot fail.
             if self.counts_full_queue and len(self._queue) >= self._max_queue:  # type: ignore[arg-type]
@@ -104,8 +107,9 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             encoder = self._encoder
             if encoder is not None:
                 piece: Any  # opaque to the queue
+                events = span._events if fields else None  # type: ignore[attr-defined]
                 if fields and not getattr(span._status, "_description", None) and (  # type: ignore[attr-defined]
-                        not export.has_exception(span._events)):  # type: ignore[attr-defined]
+                        not events or not export.has_exception(events)):
                     piece = encoder.encoded_by_field(span)  # nothing to scrub
                 else:
                     piece = encoder.encoded(export.scrub(span))

@@ -88,14 +88,17 @@ _DROP = sampling.Decision.DROP
 # API's own calls.
 _CURRENT_SPAN: Any = None
 _LOCAL_CONTEXT: Any = None
+# The class of a tracer's span metrics when they are off: not called.
+_QUIET_METRICS: Any = None
 _layout_read = False
 
 
 def _read_layout() -> None:
-    global _CURRENT_SPAN, _LOCAL_CONTEXT, _layout_read  # noqa: PLW0603 - read once
+    global _CURRENT_SPAN, _LOCAL_CONTEXT, _QUIET_METRICS, _layout_read  # noqa: PLW0603 - read once
     if not _layout_read:
         _CURRENT_SPAN = layout.current_context_slot()
         _LOCAL_CONTEXT = layout.local_span_context_maker()
+        _QUIET_METRICS = layout.quiet_tracer_metrics()
         _layout_read = True
 
 
@@ -350,7 +353,11 @@ class Tracer(sdk_trace.Tracer):
                                   trace_flags=flags, trace_state=trace_state)
             if _LOCAL_CONTEXT is None
             else _LOCAL_CONTEXT(trace_id, span_id, flags, trace_state))
-        record_end_metrics = self._tracer_metrics.start_span(parent, decision)
+        # The SDK's span metrics (off unless asked for): with them off, no
+        # call to record nothing, and end() has none to make either.
+        tracer_metrics = self._tracer_metrics
+        record_end_metrics = (None if type(tracer_metrics) is _QUIET_METRICS
+                              else tracer_metrics.start_span(parent, decision))
         if not sampled and not decision.is_recording():
             return trace_api.NonRecordingSpan(context=span_context)
         # object.__new__: the SDK's Span.__new__ only refuses its own class.
