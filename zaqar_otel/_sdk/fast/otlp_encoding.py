@@ -512,8 +512,24 @@ class SpanEncoder:
 
     def _event(self, event: Any) -> bytes:
         shared = type(event) is SharedEvent  # its fields are ours to read
-        timestamp, name = ((event._timestamp, event._name) if shared
-                           else (event.timestamp, event.name))
+        if shared:
+            timestamp, name, own = event._timestamp, event._name, event.own
+            block = event.shared.encoded
+            # A Redis command's event as it mostly comes: its name and shared
+            # part encoded before, its one own attribute a float (the
+            # duration) with its prefix kept; the same bytes as below.
+            if block is not None and timestamp and len(own) == 1 and type(name) is str:
+                key, value = own[0]
+                prefix = self._double_prefixes.get(key)
+                name_field = self._event_names.get(name)
+                if (prefix is not None and name_field is not None
+                        and type(value) is float):
+                    body = b"".join((_TIME.pack(0x09, timestamp), name_field, block,
+                                     prefix, _DOUBLE.pack(value)))
+                    size = len(body)
+                    return b"\x5a" + _varint(size) + body
+        else:
+            timestamp, name = event.timestamp, event.name
         parts = [_TIME.pack(0x09, timestamp)] if timestamp else []
         if name:
             # Event names repeat (Redis commands, exception): kept like
