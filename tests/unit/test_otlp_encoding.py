@@ -165,6 +165,51 @@ def test_attribute_sets_kept_from_one_batch_do_not_mix_types() -> None:
         assert encoder.encode(spans) == encode_spans(spans).SerializePartialToString()
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(VALUES, min_size=2, max_size=12),
+       st.sampled_from([TracerProvider, recorder.TracerProvider]))
+def test_sets_that_differ_only_in_their_last_attribute_encode_as_the_sdks(
+        lasts: list[Any], provider_class: type[TracerProvider]) -> None:
+    """A server span's request id or an operation's message ids, set last
+    and new on every request: the rest of the set is encoded once and kept,
+    the last attribute every time, of any type, out-of-range ints dropped."""
+    kept = InMemorySpanExporter()
+    tracer = _provider(kept, {}, provider_class).get_tracer("t")
+    head = {"http.method": "GET", "net.host.port": 8888, "http.flavor": "1.1",
+            "ok": True}
+    for last in [*lasts, "req-1", ("a", "b"), "req-2"]:
+        span = tracer.start_span("GET /v2/queues", attributes=head)
+        span.set_attribute("openstack.request_id", last)
+        span.end()
+    spans = kept.get_finished_spans()
+    encoder = SpanEncoder()
+    logging.disable(logging.CRITICAL)  # both encoders log each dropped attribute
+    try:
+        sdk = encode_spans(spans).SerializePartialToString()
+        assert encoder.encode(spans) == sdk
+        assert encoder.encode(spans) == sdk
+        early = SpanEncoder()
+        assert early.encode([early.encoded(span) for span in spans]) == sdk
+    finally:
+        logging.disable(logging.NOTSET)
+    assert encoder._heads  # the kept head served
+
+
+def test_attributes_seen_once_are_not_kept() -> None:
+    """Request ids, each on one span only, neither fill the memo of
+    encoded attributes (which would clear it, and with it the attributes
+    that repeat) nor the memo of attribute sets."""
+    kept = InMemorySpanExporter()
+    tracer = _provider(kept, {}, recorder.TracerProvider).get_tracer("t")
+    for n in range(3000):
+        tracer.start_span("GET", attributes={
+            "http.method": "GET", "openstack.request_id": f"req-{n}"}).end()
+    encoder = SpanEncoder()
+    spans = kept.get_finished_spans()
+    assert encoder.encode(spans) == encode_spans(spans).SerializePartialToString()
+    assert len(encoder._memo) < 10 and len(encoder._blocks) < 10
+
+
 def test_a_span_class_with_its_own_properties_is_read_through_them() -> None:
     """The short way reads an SDK span's fields; a ReadableSpan subclass that
     answers otherwise is read through its properties, as the SDK's encoder

@@ -103,6 +103,16 @@ def _any_value(value: Any) -> bytes:
     """An encoded ``AnyValue`` message."""
     if value is None:
         return b""
+    if type(value) is tuple:  # a list of str as the span keeps it: message ids
+        values = []
+        for item in value:
+            if type(item) is str:  # an AnyValue's string_value, inline
+                text = _text(item)
+                item_field = b"\x0a" + _varint(len(text)) + text
+                values.append(b"\x0a" + _varint(len(item_field)) + item_field)
+            else:
+                values.append(_field(b"\x0a", _any_value(item)))
+        return _field(b"\x2a", b"".join(values))
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, str):
@@ -256,6 +266,10 @@ class SpanEncoder:
         # spans of one trace point or statement carry the same ones.
         self._blocks: dict[tuple[Any, ...], bytes] = {}
         self._older_blocks: dict[tuple[Any, ...], bytes] = {}
+        # The same, for a span's attributes but its last one: a server
+        # span's request id and an operation's message ids are set last and
+        # differ on every request, while the rest repeat.
+        self._heads: dict[tuple[Any, ...], bytes] = {}
         # A span name -> its encoded field: names repeat (route templates,
         # trace points, statements by table).
         self._names: dict[str, bytes] = {}
@@ -332,12 +346,13 @@ class SpanEncoder:
             out.append(_field(b"\x0a", b"".join(parts)))
         return b"".join(out)
 
-    def _attributes(self, tag: bytes,
-                    attributes: Mapping[str, Any] | None) -> list[bytes]:
-        """Each attribute as a repeated ``KeyValue`` field ``tag``."""
+    def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None,
+                    remember: bool = True) -> list[bytes]:
+        """Each attribute as a repeated ``KeyValue`` field ``tag``; with
+        ``remember`` False none is kept (values seen once)."""
         if not attributes:
             return []
-        memo = self._memo
+        memo = self._memo if remember else {}
         remembered = memo.get
         out = []
         for key, value in (attributes if type(attributes) is dict
@@ -358,8 +373,8 @@ class SpanEncoder:
                                 "not logged again for this key", key, exc)
                 continue
             out.append(encoded)
-            if kind in _MEMO_TYPES and self._memo_size and _short(key) and (
-                    kind is not str or _short(value)):
+            if remember and kind in _MEMO_TYPES and self._memo_size and (
+                    _short(key) and (kind is not str or _short(value))):
                 if len(memo) >= self._memo_size:
                     memo.clear()
                 memo[memo_key] = encoded
@@ -485,20 +500,42 @@ class SpanEncoder:
             # Only sets of the memo's types are kept: with the types in the
             # key, no other set can equal one of them.
             return encoded
-        if self._memo_size and _MEMO_TYPES.issuperset(types):
+        if not self._memo_size or not _MEMO_TYPES.issuperset(types[:-1]):
+            return b"".join(self._attributes(b"\x4a", plain))
+        whole = _MEMO_TYPES.issuperset(types)
+        if whole:
             # Two generations: sets seen in this one or the one before stay;
-            # one-off sets (a request id) pass through and are forgotten.
+            # one-off sets pass through and are forgotten.
             encoded = self._older_blocks.get(key)
-            if encoded is None:
-                encoded = b"".join(self._attributes(b"\x4a", plain))
-                if not all(_short(k) and (type(v) is not str or _short(v))
-                           for k, v in items):
-                    return encoded
-            if len(blocks) >= _BLOCKS_MAX:
-                self._older_blocks, self._blocks = blocks, {}
-            self._blocks[key] = encoded
-            return encoded
-        return b"".join(self._attributes(b"\x4a", plain))
+            if encoded is not None:
+                return self._keep_block(key, encoded)
+        head_key = (items[:-1], types[:-1]) if len(items) > 1 else None
+        if head_key is not None:
+            head = self._heads.get(head_key)
+            if head is not None:
+                # A set kept but for its last attribute, the one that differs
+                # from set to set: that one encoded alone, and kept nowhere.
+                last_key, last_value = items[-1]
+                try:
+                    return head + _field(b"\x4a", _key_value(last_key, last_value))
+                except Exception:  # not exportable: _attributes drops and logs it
+                    return head + b"".join(self._attributes(
+                        b"\x4a", {last_key: last_value}, remember=False))
+        fields = self._attributes(b"\x4a", plain)
+        encoded = b"".join(fields)
+        short = [_short(k) and (type(v) is not str or _short(v)) for k, v in items]
+        if head_key is not None and all(short[:-1]) and len(fields) == len(items):
+            if len(self._heads) >= _BLOCKS_MAX:
+                self._heads.clear()
+            self._heads[head_key] = b"".join(fields[:-1])
+        return self._keep_block(key, encoded) if whole and all(short) else encoded
+
+    def _keep_block(self, key: tuple[Any, ...], encoded: bytes) -> bytes:
+        """``encoded`` kept as the set ``key``'s, in this generation."""
+        if len(self._blocks) >= _BLOCKS_MAX:
+            self._older_blocks, self._blocks = self._blocks, {}
+        self._blocks[key] = encoded
+        return encoded
 
     def _name_field(self, kept: dict[str, bytes], tag: bytes, name: str) -> bytes:
         """A name's field ``tag``, encoded and kept in ``kept`` (a span's or
