@@ -512,6 +512,21 @@ class SpanEncoder:
             return encoded
         if not self._memo_size or not _MEMO_TYPES.issuperset(types[:-1]):
             return b"".join(self._attributes(b"\x4a", plain))
+        head_key = (items[:-1], types[:-1]) if len(items) > 1 else None
+        if head_key is not None:
+            head = self._heads.get(head_key)
+            if head is not None:
+                # A set kept but for its last attribute, the one that differs
+                # from set to set: that one encoded alone, and kept nowhere.
+                # (Asked before the older generation of whole sets: the sets
+                # that come here are mostly such, and a whole set found here
+                # costs its last attribute's encoding, not a miss.)
+                last_key, last_value = items[-1]
+                try:
+                    return head + _field(b"\x4a", _key_value(last_key, last_value))
+                except Exception:  # not exportable: _attributes drops and logs it
+                    return head + b"".join(self._attributes(
+                        b"\x4a", {last_key: last_value}, remember=False))
         whole = _MEMO_TYPES.issuperset(types)
         if whole:
             # Two generations: sets seen in this one or the one before stay;
@@ -519,18 +534,6 @@ class SpanEncoder:
             encoded = self._older_blocks.get(key)
             if encoded is not None:
                 return self._keep_block(key, encoded)
-        head_key = (items[:-1], types[:-1]) if len(items) > 1 else None
-        if head_key is not None:
-            head = self._heads.get(head_key)
-            if head is not None:
-                # A set kept but for its last attribute, the one that differs
-                # from set to set: that one encoded alone, and kept nowhere.
-                last_key, last_value = items[-1]
-                try:
-                    return head + _field(b"\x4a", _key_value(last_key, last_value))
-                except Exception:  # not exportable: _attributes drops and logs it
-                    return head + b"".join(self._attributes(
-                        b"\x4a", {last_key: last_value}, remember=False))
         fields = self._attributes(b"\x4a", plain)
         encoded = b"".join(fields)
         short = [_short(k) and (type(v) is not str or _short(v)) for k, v in items]
