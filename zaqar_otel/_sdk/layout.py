@@ -518,10 +518,21 @@ def current_span_reader() -> Callable[[], Any]:
         return trace.get_current_span
     variable, span_key = slot
     invalid = trace.INVALID_SPAN
+    span_abc = trace.Span
+    # Classes found to be spans: the ABC's isinstance is a Python call of its
+    # own. A class stays a span (registering only adds); a few a process.
+    span_classes = {type(invalid)}
 
     def current_span() -> Any:
         span = variable.get().get(span_key, invalid)
-        return span if isinstance(span, trace.Span) else invalid
+        cls = type(span)
+        if cls in span_classes:
+            return span
+        if isinstance(span, span_abc):
+            if len(span_classes) < 64:
+                span_classes.add(cls)
+            return span
+        return invalid
 
     return current_span
 
