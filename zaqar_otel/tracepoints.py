@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import random
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -89,9 +90,15 @@ class OSProfilerIdGenerator(IdGenerator):
 
     def __init__(self, fallback: IdGenerator | None = None) -> None:
         self._fallback = fallback or RandomIdGenerator()
+        # The SDK's RandomIdGenerator draws 64 random bits, again while 0
+        # (invalid): its first draw made here, a call less a span.
+        self._draw = (random.getrandbits if type(self._fallback) is RandomIdGenerator
+                      else None)
 
     def generate_span_id(self) -> int:
-        return _next_span_id.get() or self._fallback.generate_span_id()
+        draw = self._draw
+        return (_next_span_id.get() or (draw is not None and draw(64))
+                or self._fallback.generate_span_id())
 
     def generate_trace_id(self) -> int:
         return _next_trace_id.get() or self._fallback.generate_trace_id()

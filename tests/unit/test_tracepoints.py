@@ -431,6 +431,26 @@ def test_id_generator_falls_back_outside_trace_points() -> None:
     assert ids.generate_trace_id() == 0xABC
 
 
+def test_the_default_fallback_draws_as_the_sdks_random_ids(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the SDK's RandomIdGenerator behind it (the default), span ids
+    are the draws it would make, from the same random source, a zero
+    (invalid) drawn again."""
+    import random
+
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    ours, sdk = OSProfilerIdGenerator(), RandomIdGenerator()
+    random.seed(7)
+    expected = [sdk.generate_span_id() for _ in range(5)]
+    random.seed(7)
+    assert [ours.generate_span_id() for _ in range(5)] == expected
+    draws = iter([0, 0, 42])
+    monkeypatch.setattr(random, "getrandbits", lambda bits: next(draws))
+    ours = OSProfilerIdGenerator()
+    assert ours.generate_span_id() == 42
+
+
 def test_ordinary_spans_keep_random_ids(
     provider: TracerProvider, exporter: InMemorySpanExporter, bridge_notifier: Notifier
 ) -> None:
