@@ -187,7 +187,7 @@ def byte_bounded(spans: Sequence[Any], max_bytes: int) -> list[list[Any]]:
     run: list[Any] = []
     total = 0
     for span in spans:
-        size = encoded_size(span)
+        size = len(span.field) if isinstance(span, Encoded) else encoded_size(span)
         if run and total + size > max_bytes:
             runs.append(run)
             run, total = [], 0

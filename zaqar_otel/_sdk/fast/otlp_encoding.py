@@ -325,6 +325,11 @@ class SpanEncoder:
         seen: dict[tuple[int, int], list[bytes]] = {}
         every = self._pause_every
         countdown = every
+        # Spans mostly come in runs of one resource and scope: those of the
+        # piece before are taken without a look-up.
+        last_resource: Any = None
+        last_scope: Any = None
+        current: list[bytes] = []
         for span in spans:
             if isinstance(span, EncodedSpan):
                 piece = span
@@ -336,11 +341,14 @@ class SpanEncoder:
                         time.sleep(self._pause)
                 piece = self.encoded(span)
             resource, scope = piece.resource, piece.scope
-            pair = (id(resource), id(scope))
-            current = seen.get(pair)
-            if current is None:
-                by_scope = groups.setdefault(resource, {})
-                current = seen[pair] = by_scope.setdefault(scope or None, [])
+            if resource is not last_resource or scope is not last_scope or (
+                    last_resource is None):
+                pair = (id(resource), id(scope))
+                found = seen.get(pair)
+                if found is None:
+                    by_scope = groups.setdefault(resource, {})
+                    found = seen[pair] = by_scope.setdefault(scope or None, [])
+                current, last_resource, last_scope = found, resource, scope
             current.append(piece.field)
         out = []
         for resource, by_scope in groups.items():
