@@ -107,9 +107,7 @@ def _any_value(value: Any) -> bytes:
         values = []
         for item in value:
             if type(item) is str:  # an AnyValue's string_value, inline
-                text = _text(item)
-                item_field = b"\x0a" + _varint(len(text)) + text
-                values.append(b"\x0a" + _varint(len(item_field)) + item_field)
+                values.append(_field(b"\x0a", _field(b"\x0a", _text(item))))
             else:
                 values.append(_field(b"\x0a", _any_value(item)))
         return _field(b"\x2a", b"".join(values))
@@ -305,9 +303,8 @@ class SpanEncoder:
         the piece made without a Python ``__init__`` (on the request
         thread, for every span)."""
         body = self._span_fields(span)
-        size = len(body)
         piece = _new_piece(EncodedSpan)
-        piece.field = b"\x12" + (_SMALL[size] if size < 0x80 else _varint(size)) + body
+        piece.field = b"\x12" + _varint(len(body)) + body
         piece.resource = span._resource
         piece.scope = span._instrumentation_scope
         return piece
@@ -584,8 +581,7 @@ class SpanEncoder:
                         and type(value) is float):
                     body = b"".join((_TIME.pack(0x09, timestamp), name_field, block,
                                      prefix, _DOUBLE.pack(value)))
-                    size = len(body)
-                    return b"\x5a" + _varint(size) + body
+                    return b"\x5a" + _varint(len(body)) + body
         else:
             timestamp, name = event.timestamp, event.name
         parts = [_TIME.pack(0x09, timestamp)] if timestamp else []

@@ -206,16 +206,10 @@ class Span(sdk_trace.Span):
             for _, value in own:  # a duration, an error's type: a loop, no generator
                 if type(value) is str and len(value) > length:
                     kept = False
-        if not kept:
+        if kept:
+            self._add_event(event)
+        else:
             super().add_event(event.name, dict(event.attributes), event.timestamp)
-            return
-        with self._lock:  # _add_event's first case, without its call
-            events = self._events
-            if self._end_time is None and type(events) is list and (
-                    limits.max_events is None or len(events) < limits.max_events):
-                events.append(event)
-                return
-        self._add_event(event)
 
     def _add_event(self, event: Any) -> None:
         # A plain list while within max_events (appended under the span's
