@@ -517,34 +517,67 @@ def test_what_the_session_adds_keeps_the_session(
     assert http_transport.for_endpoint(endpoint) is None
 
 
+# Run by a fresh interpreter: a fork in the test process would also run the
+# at-fork hooks of the TracerProviders earlier tests left behind, and one of
+# them can wait for ever on a lock another thread held at the fork.
+_FORKED_WORKER = """
+import os, signal, sys, time
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
+
+def ended(name):
+    kept = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    provider.get_tracer("t").start_span(name).end()
+    return list(kept.get_finished_spans())
+
+exporter = OTLPSpanExporter(endpoint=sys.argv[1])
+if exporter.export(ended("master")) is not SpanExportResult.SUCCESS:
+    sys.exit("the master's first export failed")
+transport = exporter._client._transport
+if not hasattr(transport, "_connection"):
+    sys.exit(3)  # SDK 1.45.0: its own urllib3 transport
+parents = transport._connection
+transport._lock.acquire()  # as if held by an export at the fork
+pid = os.fork()
+if pid == 0:  # the worker
+    ok = (exporter.export(ended("worker")) is SpanExportResult.SUCCESS
+          and transport._connection is not parents)
+    os._exit(0 if ok else 1)
+transport._lock.release()
+deadline = time.monotonic() + 60
+while not (found := os.waitpid(pid, os.WNOHANG))[0]:
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        sys.exit("the forked worker did not finish within 60 s")
+    time.sleep(0.05)
+if os.waitstatus_to_exitcode(found[1]) != 0:
+    sys.exit("the forked worker's export failed or used the master's socket")
+if exporter.export(ended("master again")) is not SpanExportResult.SUCCESS:
+    sys.exit("the master's export after the fork failed")
+if transport._connection is not parents:
+    sys.exit("the master did not keep its connection alive")
+exporter.shutdown()
+"""
+
+
 def test_a_forked_worker_exports_over_its_own_connection() -> None:
     """A worker forked after the master exported (uwsgi forks without
     Python's at-fork hooks): it does not write on the master's kept-alive
     socket (nor wait on a lock held at the fork); both deliver."""
-    import os
-
-    from zaqar_otel._sdk.fast.otlp_http import OTLPSpanExporter
+    import subprocess
+    import sys
 
     with OTLPReceiver() as receiver:
-        exporter = OTLPSpanExporter(endpoint=receiver.traces_url)
-        assert exporter.export(_ended("master")) is SpanExportResult.SUCCESS
-        transport = exporter._client._transport
-        if not hasattr(transport, "_connection"):  # SDK 1.45.0: its urllib3 pool
-            exporter.shutdown()
+        run = subprocess.run(
+            [sys.executable, "-c", _FORKED_WORKER, receiver.traces_url],
+            capture_output=True, text=True, timeout=180, check=False)
+        if run.returncode == 3:
             pytest.skip("this SDK posts through its own urllib3 transport")
-        parents = transport._connection
-        assert parents is not None
-        transport._lock.acquire()  # as if held by an export at the fork
-        pid = os.fork()
-        if pid == 0:  # the worker
-            ok = (exporter.export(_ended("worker")) is SpanExportResult.SUCCESS
-                  and transport._connection is not parents)
-            os._exit(0 if ok else 1)
-        transport._lock.release()
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert exporter.export(_ended("master again")) is SpanExportResult.SUCCESS
-        assert transport._connection is parents  # kept alive
+        assert run.returncode == 0, run.stderr[-3000:]
         names = {s.name for s in receiver.wait_for(count=3)}
-        exporter.shutdown()
     assert names == {"master", "worker", "master again"}
