@@ -43,6 +43,8 @@ LOG = logging.getLogger(__name__)
 
 #: The statement's longest text, cut as the redis-py instrumentation cuts it.
 MAX_STATEMENT = 1000
+#: Command shapes kept (name, argument count, pool): Zaqar sends a few dozen.
+_SHAPES_MAX = 1024
 DURATION = "db.client.operation.duration"
 ERROR_TYPE = "error.type"
 
@@ -84,6 +86,9 @@ class CommandEvents:
         # A command's or pipeline's name and shared attributes, by its
         # commands' names and argument counts and its pool: a few dozen.
         self.shapes = functools.lru_cache(maxsize=1024)(self._shape)
+        # A single command's, by (name, argument count, pool): one flat
+        # look-up on every command (emptied when full, as rarely as that).
+        self._commands: dict[tuple[Any, int, Any], tuple[str, sdk_events.Shared]] = {}
 
     def _server(self, pool: Any) -> tuple[tuple[str, Any], ...]:
         names = self._names
@@ -113,6 +118,24 @@ class CommandEvents:
         return " ".join(names), sdk_events.Shared(
             (*((n, text) for n in self._names.statement), count, *self.server(pool)))
 
+    def command(self, span: Any, client: Any, command: Any, count: int,
+                start: int, began: int) -> None:
+        """``add`` for one command that returned (the usual case), in fewer
+        steps: ``command`` is its name and ``count`` its argument count,
+        its name included."""
+        try:
+            duration = (perf_counter_ns() - began) / 1e9
+            key = (command, count, client.connection_pool)
+            shape = self._commands.get(key)
+            if shape is None:
+                if len(self._commands) >= _SHAPES_MAX:
+                    self._commands.clear()
+                shape = self._commands[key] = self.shapes(
+                    ((command, count),), False, key[2])
+            sdk_events.add(span, shape[0], start, shape[1], ((DURATION, duration),))
+        except Exception:
+            self._log_failure()
+
     def add(self, span: Any, client: Any, commands: tuple[tuple[Any, int], ...],
             pipeline: bool, start: int, began: int, error: BaseException | None,
             ) -> None:
@@ -137,14 +160,14 @@ def _command(events: CommandEvents, current_span: Callable[[], Any],
             span = current_span()
             if not args or not span.is_recording():
                 return original(self, *args, **options)
-            commands = ((args[0], len(args)),)
             start, began = time_ns(), perf_counter_ns()
             try:
                 result = original(self, *args, **options)
             except BaseException as error:
-                events.add(span, self, commands, False, start, began, error)
+                events.add(span, self, ((args[0], len(args)),), False, start,
+                           began, error)
                 raise
-            events.add(span, self, commands, False, start, began, None)
+            events.command(span, self, args[0], len(args), start, began)
             return result
         return execute_command
     return wrap
