@@ -51,6 +51,7 @@ from osprofiler import profiler as osprofiler_profiler
 
 from zaqar_otel import patching, redact
 from zaqar_otel._sdk import layout
+from zaqar_otel._sdk.attributes import KeptAttributes
 from zaqar_otel.propagation import idmap
 
 LOG = logging.getLogger(__name__)
@@ -241,10 +242,11 @@ class TracePoints:
         get_profiler = _profiler_lookup()
         start_span = self._tracer.start_span
         enter, leave = layout.current_span_switch()
-        attributes: dict[str, Any] = {}  # filled at the first traced call
+        attributes: KeptAttributes | None = None  # made at the first traced call
 
         @functools.wraps(method)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal attributes
             if self.closed:
                 return osprofiler_wrapper(*args, **kwargs)
             prof = get_profiler()
@@ -252,10 +254,10 @@ class TracePoints:
                 return method(*args, **kwargs)
             token = None
             try:
-                if not attributes:
-                    attributes["osprofiler.name"] = name
-                    attributes["code.function.name"] = (
-                        reflection.get_callable_name(method))
+                if attributes is None:
+                    attributes = KeptAttributes({
+                        "osprofiler.name": name,
+                        "code.function.name": reflection.get_callable_name(method)})
                 span = start_span(name, kind=kind, attributes=attributes)
                 token = enter(span)
                 pushed = _push(prof, name, span)

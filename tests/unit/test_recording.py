@@ -26,6 +26,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import NonRecordingSpan, TraceFlags, TraceState
 
 from zaqar_otel._sdk import events, layout
+from zaqar_otel._sdk.attributes import KeptAttributes
 from zaqar_otel._sdk.fast import recorder
 from zaqar_otel._sdk.fast.otlp_encoding import SpanEncoder
 
@@ -256,6 +257,68 @@ def test_the_same_operations_make_the_same_span(
             pass  # a value the SDK's encoder refuses: both refuse it
         finally:
             logging.disable(logging.NOTSET)  # the tests after this one log
+
+
+@settings(max_examples=300, deadline=None)
+@_case({"max_span_attribute_length": 2}, {"a": "xyz", "b": 1}, ("set", "c", 1))
+@_case({"max_span_attributes": 1}, {"a": 1, "b": 2})
+@_case(None, {"a": "x", "b": True}, ("set", "a", "y"))
+@_case(None, {"a": [1, 2]}, ("set_many", {"c": 1}))
+@given(limits=LIMITS, parent=st.just("local"), kind=st.just(SpanKind.INTERNAL),
+       start_attributes=ATTRIBUTES, start_links=st.just([]), operations=OPERATIONS)
+def test_spans_started_with_one_kept_set_are_those_started_with_its_dict(
+        limits: dict[str, int | None], parent: str, kind: SpanKind,
+        start_attributes: dict[Any, Any], start_links: list[Any],
+        operations: list[tuple[Any, ...]]) -> None:
+    """A trace point starts every span with one ``KeptAttributes``, checked
+    once and its encoded bytes kept: each span is the one the SDK makes
+    from the same dict, byte for byte, also the one changed after it
+    started and those after it."""
+    kept_set = KeptAttributes(start_attributes)
+    spans = []
+    logging.disable(logging.CRITICAL)
+    try:
+        for provider, kept in _pair(limits):
+            tracer = provider.get_tracer("t")
+            given_set = (kept_set if type(provider) is recorder.TracerProvider
+                         else dict(start_attributes))
+            for changed in (False, True, False):
+                span = tracer.start_span("tp", _parent_context(parent), kind,
+                                         given_set, start_time=12345)
+                _apply(span, operations if changed else [], end=True)
+            spans.append(kept.get_finished_spans())
+    finally:
+        logging.disable(logging.NOTSET)
+    sdk_kept, our_kept = spans
+    assert [_fields(s) for s in our_kept] == [_fields(s) for s in sdk_kept]
+    assert dict(kept_set) == start_attributes  # never changed by a span
+    logging.disable(logging.CRITICAL)
+    try:
+        sdk_bytes = encode_spans(sdk_kept).SerializePartialToString()
+        encoder = SpanEncoder()  # one encoder: the kept bytes serve the later spans
+        assert encoder.encode(our_kept) == sdk_bytes
+        assert encoder.encode(our_kept) == sdk_bytes
+    except (ValueError, TypeError, UnicodeEncodeError):
+        pass  # a value the SDK's encoder refuses: both refuse it
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def test_a_kept_set_refuses_changes_and_copies_as_a_dict() -> None:
+    import copy
+    import pickle
+
+    kept_set = KeptAttributes({"a": 1})
+    for change in (lambda: kept_set.__setitem__("b", 2), lambda: kept_set.update(b=2),
+                   lambda: kept_set.pop("a"), kept_set.clear, kept_set.popitem,
+                   lambda: kept_set.setdefault("b", 2),
+                   lambda: kept_set.__delitem__("a")):
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    assert kept_set == {"a": 1}
+    for copied in (dict(kept_set), copy.copy(kept_set),
+                   pickle.loads(pickle.dumps(kept_set))):
+        assert type(copied) is dict and copied == {"a": 1}
 
 
 class _Decide(sampling.Sampler):

@@ -41,6 +41,7 @@ from typing import Any
 
 from zaqar_otel import patching
 from zaqar_otel._sdk import layout
+from zaqar_otel._sdk.attributes import KeptAttributes
 
 LOG = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ def statement_start(engine_module: Any,
             if key is not None:
                 if len(by_statement) >= _KEPT_MAX:
                     by_statement.clear()
+                span_attrs = KeptAttributes(span_attrs)
                 by_statement[key] = (url, name, span_attrs)
         # Copied by the span: the kept dict is never changed.
         context._otel_span = self.tracer.start_span(name, kind=client,

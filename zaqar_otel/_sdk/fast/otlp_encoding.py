@@ -464,7 +464,16 @@ class SpanEncoder:
                 parts += (b"\x41", _Q.pack(end))
         attributes = span._attributes
         if attributes:
-            parts.append(self._attribute_block(attributes))
+            # A fast-path span still holding the attribute set it started
+            # with (recorder.Span._kept): that set's bytes, encoded once.
+            kept = getattr(span, "_kept", None)
+            if kept is None:
+                parts.append(self._attribute_block(attributes))
+            else:
+                block = kept.encoded
+                if block is None:
+                    block = kept.encoded = self._attribute_block(attributes)
+                parts.append(block)
         if type(attributes) is not dict:
             parts.append(_uint(b"\x50", span.dropped_attributes))
         events, links = span._events, span._links

@@ -67,6 +67,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util import types
 
 from zaqar_otel._sdk import layout
+from zaqar_otel._sdk.attributes import KeptAttributes
 
 LOG = logging.getLogger(__name__)
 _SDK_LOG = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own lines
@@ -105,6 +106,10 @@ def _read_layout() -> None:
 class Span(sdk_trace.Span):
     """The SDK's ``Span``, recorded with fewer steps (see the module)."""
 
+    # The KeptAttributes it started with, while its attributes are still
+    # those (any change forgets it): the encoder uses its encoded bytes.
+    _kept: KeptAttributes | None = None
+
     # Not the SDK's __init__: Tracer.start_span sets every field the SDK's
     # own __init__ sets (layout.span_layout_known checks the list).
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover
@@ -117,6 +122,7 @@ class Span(sdk_trace.Span):
             if self._end_time is not None:
                 _SDK_LOG.warning("Setting attribute on ended span.")
                 return
+            self._kept = None
             if not self._set_plain(key, value):
                 self._bounded()[key] = value
 
@@ -125,6 +131,7 @@ class Span(sdk_trace.Span):
             if self._end_time is not None:
                 _SDK_LOG.warning("Setting attribute on ended span.")
                 return
+            self._kept = None
             if type(self._attributes) is dict and all(
                     type(k) is str and k and type(v) in _PLAIN_VALUES
                     for k, v in attributes.items()):
@@ -381,7 +388,15 @@ class Tracer(sdk_trace.Tracer):
         span._span_processor = self.span_processor
         span._limits = limits
         span._lock = threading.Lock()
-        span._attributes = _initial_attributes(span_attributes, limits)
+        if (type(span_attributes) is KeptAttributes
+                and span_attributes.checked is limits):
+            # Checked once for these limits: copied in one step.
+            span._attributes = dict(span_attributes)
+            span._kept = span_attributes
+        else:
+            span._attributes = _initial_attributes(span_attributes, limits)
+            if type(span_attributes) is KeptAttributes:
+                _check_kept(span, span_attributes, limits)
         span._events = ()
         span._links = span._new_links(links) if links else ()
         span._record_end_metrics = record_end_metrics
@@ -436,6 +451,17 @@ def _text_sequence(value: Sequence[Any], length: int | None) -> tuple[str, ...] 
     if length is None:
         return tuple(value)
     return tuple(item if len(item) <= length else item[:length] for item in value)
+
+
+def _check_kept(span: Span, kept: KeptAttributes, limits: sdk_trace.SpanLimits
+                ) -> None:
+    """Mark ``kept`` as fitting ``limits`` if the span kept every value of
+    it as it is (nothing cut, dropped or converted)."""
+    attributes = span._attributes
+    if type(attributes) is dict and len(attributes) == len(kept) and all(
+            attributes.get(key) is value for key, value in kept.items()):
+        kept.checked = limits
+        span._kept = kept
 
 
 def _initial_attributes(attributes: types.Attributes,
