@@ -26,6 +26,9 @@ that takes the short way where the outcome is the same:
   warning, one per value, which a client could repeat at will); anything
   else turns them into the SDK's own ``BoundedAttributes``, which then
   decides as it always does (cleaning, truncating, dropping the oldest);
+  a ``KeptAttributes`` set (``_sdk.attributes``: a trace point's, a SQL
+  statement's) is checked so once per set of limits, then copied in one
+  step, and the encoder keeps its bytes for every span still holding it;
 * events are a plain list until one more would be dropped, then the SDK's
   ``BoundedList``; links get theirs when the first one comes;
   an event's attributes the SDK would keep as they are (plain values,
